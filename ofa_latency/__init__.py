@@ -1,0 +1,15 @@
+"""ofa-latency: learned latency predictors for Once-for-All neural architecture search."""
+
+__version__ = "0.1.0"
+
+from .spaces import Subnet as Subnet
+from .spaces import get_space as get_space
+from .spaces import list_spaces as list_spaces
+from .profiling import create_backend as create_backend
+from .profiling import list_backends as list_backends
+from .profiling import profile_subnets as profile_subnets
+from .datasets import read_measurements as read_measurements
+from .hardware import describe_hardware as describe_hardware
+
+__all__ = ["__version__", "Subnet", "get_space", "list_spaces", "create_backend",
+           "list_backends", "profile_subnets", "read_measurements", "describe_hardware"]

@@ -1,0 +1,81 @@
+"""ONNX export of OFA subnets (used by the ONNX Runtime backend and ``ofa-latency export``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["export_onnx", "onnx_bytes", "check_onnx"]
+
+ONNX_OPSET = 17
+
+
+def onnx_bytes(module, image_size: int, batch_size: int = 1) -> bytes:
+    """Serialise ``module`` (eval mode, CPU) to ONNX for a fixed input shape.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The subnet, e.g. from :meth:`ofa_latency.spaces.SearchSpace.build`.
+    image_size : int
+        Input height and width in pixels.
+    batch_size : int
+        Input batch size (the exported graph has this fixed batch).
+    """
+    import torch
+
+    x = torch.zeros(batch_size, 3, image_size, image_size)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(module.eval(), (x,), buf, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["input"], output_names=["logits"])
+    return buf.getvalue()
+
+
+def check_onnx(model_bytes: bytes, module, image_size: int, batch_size: int = 1,
+               seed: int = 0) -> float:
+    """Run ONNX Runtime (CPU) and PyTorch on one random input; return the max abs difference."""
+    import onnxruntime as ort
+    import torch
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch_size, 3, image_size, image_size)).astype(np.float32)
+    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    (y_ort,) = sess.run(None, {"input": x})
+    with torch.no_grad():
+        y_torch = module.eval()(torch.from_numpy(x)).numpy()
+    return float(np.max(np.abs(y_ort - y_torch)))
+
+
+def export_onnx(space, arch, out_path, batch_size: int = 1) -> dict:
+    """Write the subnet as ONNX plus ``<name>.config.json`` (OFA net config) beside it.
+
+    Returns
+    -------
+    dict
+        ``onnx_path``, ``config_path``, ``max_abs_diff`` (ONNX Runtime vs PyTorch on a random
+        input) and ``size_mb``.
+    """
+    sub = space.validate(arch)
+    module = space.build(sub)
+    data = onnx_bytes(module, sub.image_size, batch_size)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(data)
+    diff = check_onnx(data, module, sub.image_size, batch_size)
+    config = {"space": space.name, "arch": sub.to_dict(), "batch_size": batch_size,
+              "onnx_opset": ONNX_OPSET, "net_config": space.net_config(sub)}
+    config_path = out_path.with_suffix(".config.json")
+    config_path.write_text(json.dumps(config, indent=1))
+    logger.info("wrote %s (%.1f MB), max |ORT - torch| = %.2e", out_path, len(data) / 1e6, diff)
+    return {"onnx_path": str(out_path), "config_path": str(config_path), "max_abs_diff": diff,
+            "size_mb": len(data) / 1e6}

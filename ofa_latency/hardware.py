@@ -1,0 +1,167 @@
+"""Hardware descriptors: measured (this machine) and spec-sheet (``data/hardware.csv``)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs", "GPU_SPECS_PATH"]
+
+GPU_SPECS_PATH = Path(__file__).resolve().parent.parent / "data" / "hardware.csv"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_model_name() -> str:
+    """The CPU model string (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _best_of(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times)
+
+
+def measure_memory_bandwidth_gbs(size_mb: int = 256, repeats: int = 5) -> float:
+    """Host memory bandwidth (GB/s) of a large array copy, counting bytes read and written."""
+    src = np.ones(size_mb * 2 ** 20 // 8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best, _ = _best_of(lambda: np.copyto(dst, src), repeats)
+    return 2 * src.nbytes / best / 1e9
+
+
+def measure_matmul_gflops(threads: int = 1, n: int = 1024, repeats: int = 5) -> float:
+    """float32 matrix-multiply throughput (GFLOP/s) through PyTorch with ``threads`` threads."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.randn(n, n)
+        b = torch.randn(n, n)
+        a @ b
+        best, _ = _best_of(lambda: a @ b, repeats)
+    finally:
+        torch.set_num_threads(old)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _gpu_descriptor(repeats=5):
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    desc = {"gpu_name": props.name, "gpu_sm_count": props.multi_processor_count,
+            "gpu_memory_gb": round(props.total_memory / 1e9, 2)}
+    # bandwidth: device-to-device copy of 1 GiB, bytes read + written
+    src = torch.empty(2 ** 28, dtype=torch.float32, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(repeats):
+        start.record(); dst.copy_(src); end.record(); end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    desc["gpu_bandwidth_gbs"] = round(2 * src.numel() * 4 / min(times) / 1e9, 1)
+    del src, dst
+    # launch overhead: many tiny kernels back to back, host-side wall time per launch
+    x = torch.zeros(1, device="cuda")
+    for _ in range(100):
+        x.add_(1)
+    torch.cuda.synchronize()
+    n = 2000
+    per = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            x.add_(1)
+        torch.cuda.synchronize()
+        per.append((time.perf_counter() - t0) / n)
+    desc["gpu_launch_overhead_us"] = round(min(per) * 1e6, 2)
+    a = torch.randn(4096, 4096, device="cuda")
+    a @ a
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start.record(); a @ a; end.record(); end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    desc["gpu_matmul_fp32_gflops"] = round(2 * 4096 ** 3 / min(times) / 1e9, 1)
+    return desc
+
+
+def describe_hardware(backend: str = "torch", threads: int = 1, device: str = "cpu",
+                      measure: bool = True) -> dict:
+    """Describe this machine for a backend setting.
+
+    Parameters
+    ----------
+    backend : str
+        The profiling backend the description is for.
+    threads : int
+        Threads the backend uses (``threads_in_use``; also used for the matmul measurement).
+    device : str
+        ``"cpu"`` or ``"cuda"``; with ``"cuda"`` the GPU is described and measured too.
+    measure : bool
+        Measure memory bandwidth (GB/s) and matmul throughput (GFLOP/s); a few seconds.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: CPU model, physical/logical cores, threads in use, memory (GB),
+        measured ``memory_bandwidth_gbs`` and ``matmul_gflops``; with CUDA also ``gpu_name``,
+        ``gpu_sm_count``, ``gpu_memory_gb``, ``gpu_bandwidth_gbs``, ``gpu_launch_overhead_us``.
+    """
+    import psutil
+
+    desc = {
+        "hostname": platform.node(),
+        "cpu_model": cpu_model_name(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cores": psutil.cpu_count(logical=True),
+        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 2),
+        "backend": backend,
+        "device": device,
+        "threads_in_use": threads,
+        "platform": platform.platform(),
+    }
+    if measure:
+        desc["memory_bandwidth_gbs"] = round(measure_memory_bandwidth_gbs(), 2)
+        desc["matmul_gflops"] = round(measure_matmul_gflops(threads), 2)
+    if device == "cuda":
+        desc.update(_gpu_descriptor())
+    return desc
+
+
+def load_gpu_specs(path=None) -> pd.DataFrame:
+    """Spec-sheet facts of GPUs (one row per GPU), from ``data/hardware.csv`` by default.
+
+    Columns: ``key``, ``name``, ``architecture``, ``cuda_cores``, ``sm_count``, ``memory_gb``,
+    ``memory_bandwidth_gbs``, ``boost_clock_mhz``, ``fp32_tflops``, ``source``.
+    """
+    path = Path(path) if path is not None else GPU_SPECS_PATH
+    if not path.exists():
+        raise FileNotFoundError(f"GPU spec table not found at {path}")
+    return pd.read_csv(path, comment="#")

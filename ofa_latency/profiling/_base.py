@@ -1,0 +1,87 @@
+"""Abstract profiling backend and the backend registry."""
+
+from __future__ import annotations
+
+import abc
+import platform
+from typing import Callable, Sequence
+
+__all__ = ["Runner", "ProfilingBackend", "register_backend", "create_backend", "list_backends"]
+
+
+class Runner(abc.ABC):
+    """A prepared subnet on a backend: ``run(n)`` executes ``n`` forward passes."""
+
+    @abc.abstractmethod
+    def run(self, n: int) -> Sequence[float]:
+        """Execute ``n`` forward passes; return the seconds each took."""
+
+
+class ProfilingBackend(abc.ABC):
+    """Runs subnets of a search space on one device setting.
+
+    Parameters
+    ----------
+    threads : int
+        Intra-op threads (CPU backends).
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    precision : str
+        ``"fp32"`` (``"fp16"`` on CUDA where the backend supports it).
+    """
+
+    name: str = ""
+    devices: tuple[str, ...] = ("cpu",)
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def __init__(self, threads: int = 1, device: str = "cpu", precision: str = "fp32"):
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads = {threads!r}; must be an int >= 1")
+        if device not in self.devices:
+            raise ValueError(f"device = {device!r}; backend {self.name!r} supports {self.devices}")
+        if precision not in self.precisions:
+            raise ValueError(f"precision = {precision!r}; backend {self.name!r} supports "
+                             f"{self.precisions}")
+        self.threads = threads
+        self.device = device
+        self.precision = precision
+
+    @abc.abstractmethod
+    def prepare(self, space, subnet, batch_size: int) -> Runner:
+        """Build ``subnet`` of ``space`` for input batch ``batch_size``; return its runner."""
+
+    @abc.abstractmethod
+    def device_name(self) -> str:
+        """Human-readable name of the device that runs the model (CPU model or GPU name)."""
+
+    def versions(self) -> dict:
+        """Library versions that affect the timings."""
+        from .. import __version__
+
+        return {"python": platform.python_version(), "ofa_latency": __version__}
+
+
+_BACKENDS: dict[str, Callable[..., ProfilingBackend]] = {}
+
+
+def register_backend(name: str):
+    """Class decorator: make a backend available to :func:`create_backend` under ``name``."""
+    def deco(cls):
+        if name in _BACKENDS:
+            raise ValueError(f"backend {name!r} is already registered")
+        cls.name = name
+        _BACKENDS[name] = cls
+        return cls
+    return deco
+
+
+def list_backends() -> list[str]:
+    """Registered backend names."""
+    return sorted(_BACKENDS)
+
+
+def create_backend(name: str, **kwargs) -> ProfilingBackend:
+    """Instantiate the backend registered as ``name`` with ``kwargs``."""
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(list_backends())}")
+    return _BACKENDS[name](**kwargs)

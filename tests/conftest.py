@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def mbv3():
+    from ofa_latency import get_space
+
+    return get_space("ofa_mbv3_w1.2")
+
+
+@pytest.fixture(scope="session")
+def help_dir():
+    d = Path(os.environ.get("OFA_LATENCY_HELP_DIR", SHARED / "help_ofa_mbv3_w1.2"))
+    if not (d / "ofa_archs.pt").exists():
+        pytest.skip(f"HELP reference data not found at {d}")
+    return d
+
+
+@pytest.fixture
+def smallest(mbv3):
+    """The cheapest subnet of ofa_mbv3_w1.2 (fast to export and run)."""
+    return mbv3.validate({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "image_size": 128})

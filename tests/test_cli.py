@@ -1,0 +1,93 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from ofa_latency.cli import main
+
+CLI = [sys.executable, "-m", "ofa_latency.cli"]
+
+
+def test_profile_fake_prints_table(tmp_path, capsys):
+    out = tmp_path / "demo.csv"
+    assert main(["profile", "--backend", "fake", "--n", "4", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "4 subnets of ofa_mbv3_w1.2" in text and "latency_ms" in text
+    assert len(pd.read_csv(out)) == 4
+
+
+def test_profile_archs_jsonl_both_forms(tmp_path, mbv3, capsys):
+    s = mbv3.sample(2, seed=9)
+    f = tmp_path / "a.jsonl"
+    f.write_text(json.dumps(s[0].to_dict()) + "\n" + json.dumps(s[1].to_tutorial_dict()) + "\n")
+    out = tmp_path / "o.csv"
+    assert main(["profile", "--backend", "fake", "--archs", str(f), "--out", str(out),
+                 "--quiet"]) == 0
+    assert set(pd.read_csv(out).arch) == {x.arch_json() for x in s}
+    f.write_text('{"ks": [3]}\n')
+    with pytest.raises(SystemExit, match="a.jsonl:1"):
+        main(["profile", "--backend", "fake", "--archs", str(f), "--out", str(out)])
+
+
+def test_profile_bad_input_is_a_clear_error(tmp_path, capsys):
+    assert main(["profile", "--backend", "fake", "--threads", "0", "--out",
+                 str(tmp_path / "x.csv")]) == 2
+    assert "threads = 0" in capsys.readouterr().err
+
+
+def test_resume_after_a_real_kill(tmp_path):
+    out = tmp_path / "r.csv"
+    cmd = CLI + ["profile", "--backend", "fake", "--n", "400", "--seed", "1", "--out", str(out),
+                 "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if out.exists() and out.read_text().count("\n") > 30:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(pd.read_csv(out))
+    assert 0 < n_before < 400, "the run should have been interrupted part-way"
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    df = pd.read_csv(out)
+    assert len(df) == 400
+    assert not df.duplicated(["arch", "image_size"]).any()
+
+
+def test_export_round_trip(tmp_path, smallest, capsys):
+    out = tmp_path / "net.onnx"
+    assert main(["export", "--arch", json.dumps(smallest.to_tutorial_dict()), "--out",
+                 str(out)]) == 0
+    text = capsys.readouterr().out
+    diff = float(text.split("PyTorch:")[1])
+    assert diff < 1e-3
+    cfg = json.loads((tmp_path / "net.config.json").read_text())
+    assert cfg["arch"]["image_size"] == 128 and cfg["net_config"]["name"] == "MobileNetV3"
+    import onnx
+
+    onnx.checker.check_model(str(out))
+
+
+def test_export_rejects_bad_json(tmp_path):
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        main(["export", "--arch", "{not json", "--out", str(tmp_path / "n.onnx")])
+
+
+def test_hardware_json(capsys):
+    assert main(["hardware", "--json", "--no-measure"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["logical_cores"] >= 1 and d["threads_in_use"] == 1 and d["memory_gb"] > 0
+
+
+def test_import_help(tmp_path, help_dir, capsys):
+    out = tmp_path / "h.csv"
+    assert main(["import-help", "--help-dir", str(help_dir), "--setting", "v100_32",
+                 "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert (df.batch_size == 32).all() and len(df) > 4900

@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+
+from ofa_latency import create_backend, list_backends, profile_subnets
+from ofa_latency.datasets import COLUMNS, read_measurements
+
+
+def test_registry():
+    assert {"fake", "onnxruntime", "torch"} <= set(list_backends())
+    with pytest.raises(ValueError, match="unknown backend 'tpu'.*fake"):
+        create_backend("tpu")
+    with pytest.raises(ValueError, match="threads"):
+        create_backend("fake", threads=0)
+    with pytest.raises(ValueError, match="device"):
+        create_backend("fake", device="cuda")
+
+
+def test_fake_pipeline_rows_and_resume(tmp_path, mbv3):
+    be = create_backend("fake", threads=1)
+    subs = mbv3.sample(12, seed=3)
+    out = tmp_path / "m.csv"
+    df = profile_subnets(mbv3, be, subs[:5], 1, out, progress=False, hardware={"cpu": "x"})
+    assert len(df) == 5 and list(read_measurements(out).columns) == COLUMNS
+    assert json.loads((tmp_path / "m.csv.hardware.json").read_text()) == {"cpu": "x"}
+    df = profile_subnets(mbv3, be, subs, 1, out, progress=False)
+    table = read_measurements(out)
+    assert len(table) == 12 and len(df) == 12
+    assert not table.duplicated(["arch", "image_size"]).any()
+    assert set(table.split) <= {"train", "test"}
+    # the fake latency is recovered through the protocol within its 1 % noise
+    true = np.array([be.true_latency_ms(mbv3, s) for s in subs])
+    got = table.set_index(["arch", "image_size"]).loc[
+        [(s.arch_json(), s.image_size) for s in subs], "latency_ms"].to_numpy()
+    np.testing.assert_allclose(got, true, rtol=0.02)
+    assert (table.ref_baseline_ms == table.ref_baseline_ms.iloc[0]).all()
+    # another batch size is another setting: measured, not skipped
+    df64 = profile_subnets(mbv3, be, subs[:2], 64, out, progress=False)
+    assert len(df64) == 2 and (df64.batch_size == 64).all()
+    assert df64.latency_ms.iloc[0] > 30 * got[0]
+
+
+def test_fake_backend_is_deterministic(mbv3):
+    a, b = create_backend("fake", seed=1), create_backend("fake", seed=1)
+    s = mbv3.sample(3, seed=0)
+    assert [a.true_latency_ms(mbv3, x) for x in s] == [b.true_latency_ms(mbv3, x) for x in s]
+    assert a.prepare(mbv3, s[0], 1).run(5) == b.prepare(mbv3, s[0], 1).run(5)
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "torch"])
+def test_real_backends_run_a_small_subnet(name, mbv3, smallest, tmp_path):
+    from ofa_latency.profiling import TimingProtocol
+
+    be = create_backend(name, threads=1)
+    times = be.prepare(mbv3, smallest, 1).run(3)
+    assert len(times) == 3 and all(0 < t < 5 for t in times)
+    p = TimingProtocol(warmup_runs=1, rounds=2, runs_per_round=2, max_rounds=2)
+    df = profile_subnets(mbv3, be, [smallest], 1, tmp_path / "r.csv", protocol=p,
+                         progress=False)
+    row = df.iloc[0]
+    assert row.backend == name and row.threads == 1 and row.latency_ms > 0
+    versions = json.loads(row.versions)
+    assert "torch" in versions and "ofa_latency" in versions
+    if name == "onnxruntime":
+        assert "onnxruntime" in versions
+
+
+def test_torch_cuda_unavailable_is_clear():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        create_backend("torch", device="cuda")
