@@ -111,6 +111,80 @@ def cmd_import_help(args) -> int:
     return 0
 
 
+def _parse_pairs(pairs, what):
+    out = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise SystemExit(f"error: {what} {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _print_metrics(m):
+    print(f"n={m['n']}  RMSE {m['rmse_ms']:.4f} ms ({m['rmse_over_mean_pct']:.2f} % of mean)  "
+          f"MAPE {m['mape_pct']:.2f} %  within +-5 % {m['within_5pct']:.1f} %  "
+          f"within +-10 % {m['within_10pct']:.1f} %  Kendall tau {m['kendall_tau']:.3f}  "
+          f"Spearman rho {m['spearman_rho']:.3f}")
+
+
+def _load_estimator(name_or_dir):
+    from .estimator import LatencyEstimator
+
+    if Path(name_or_dir).is_dir():
+        return LatencyEstimator.load(name_or_dir)
+    return LatencyEstimator.from_pretrained(name_or_dir)
+
+
+def cmd_train(args) -> int:
+    from .training import train_on_table
+
+    filters = {k: str(v) for k, v in _parse_pairs(args.filter, "--filter").items()}
+    _, metrics, meta = train_on_table(args.data, args.model, filters,
+                                      _parse_pairs(args.param, "--param"), out=args.out,
+                                      progress=not args.quiet)
+    s = meta["setting"]
+    print(f"{args.model} on {s['space']} / {s['device']} ({s['backend']}, batch "
+          f"{s['batch_size']}): {meta['data']['n_train']} train, {meta['data']['n_test']} "
+          f"held-out subnets -> {args.out}")
+    _print_metrics(metrics)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .datasets import read_measurements
+    from .evaluation import latency_metrics, plot_predicted_vs_measured
+
+    est = _load_estimator(args.predictor)
+    df = read_measurements(args.data, {k: str(v) for k, v in
+                                       _parse_pairs(args.filter, "--filter").items()})
+    if args.split != "all":
+        df = df[df.split == args.split]
+    if df.empty:
+        raise SystemExit("error: no rows to evaluate (check --filter and --split)")
+    pred = est.predictor.predict(df)
+    m = latency_metrics(df.latency_ms.to_numpy(), pred)
+    _print_metrics(m)
+    if args.plot:
+        plot_predicted_vs_measured(df.latency_ms.to_numpy(), pred, args.plot,
+                                   title=f"{args.predictor} on {Path(args.data).name} ({args.split})")
+        print(f"plot -> {args.plot}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    est = _load_estimator(args.predictor)
+    try:
+        arch = json.loads(args.arch)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: --arch is not valid JSON: {exc}")
+    print(f"{est.get_efficiency(arch):.4f} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .profiling import list_backends
@@ -166,6 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="<gpu>_<batch> settings, or 'all'")
     ih.add_argument("--out", required=True)
     ih.set_defaults(func=cmd_import_help)
+
+    tr = sub.add_parser("train", help="fit a predictor on one setting of a measurement table")
+    tr.add_argument("--data", required=True, help="measurement CSV")
+    tr.add_argument("--filter", nargs="*", metavar="COL=VALUE", help="keep matching rows")
+    tr.add_argument("--model", default="xgb", help="predictor kind (xgb, mlp)")
+    tr.add_argument("--param", nargs="*", metavar="NAME=VALUE", help="hyper-parameters")
+    tr.add_argument("--out", required=True, help="predictor folder to write")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="metrics of a predictor on a measurement table")
+    ev.add_argument("--predictor", required=True, help="predictor folder or shipped name")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--filter", nargs="*", metavar="COL=VALUE")
+    ev.add_argument("--split", default="test", choices=["test", "train", "all"])
+    ev.add_argument("--plot", help="write a predicted-vs-measured scatter plot (PNG)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pd_ = sub.add_parser("predict", help="predicted latency of one subnet")
+    pd_.add_argument("--predictor", required=True, help="predictor folder or shipped name")
+    pd_.add_argument("--arch", required=True, help="arch dict as JSON (either OFA form)")
+    pd_.set_defaults(func=cmd_predict)
     return p
 
 

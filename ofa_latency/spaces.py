@@ -347,6 +347,33 @@ class SearchSpace:
         elut = np.full(max(self.e_choices) + 1, -1); elut[list(self.e_choices)] = range(len(self.e_choices))
         return {"ks_idx": klut[ks], "e_idx": elut[e], "d": d, "image_size": r, "active": ks > 0}
 
+    @property
+    def onehot_size(self) -> int:
+        """Length of :meth:`onehot` vectors."""
+        return len(self.image_sizes) + self.n_blocks * (len(self.ks_choices) + len(self.e_choices))
+
+    def onehot(self, archs: Iterable, encoded: dict | None = None) -> np.ndarray:
+        """OFA's one-hot arch encoding, vectorised, as ``float32`` of shape ``(n, onehot_size)``.
+
+        The layout is that of ``ofa.nas.accuracy_predictor.MobileNetArchEncoder`` (resolution,
+        then a kernel-size block and an expand-ratio block per supernet block; inactive
+        blocks all zero), with this space's resolutions.
+        """
+        enc = encoded if encoded is not None else self.encode(archs)
+        n = len(enc["image_size"])
+        nr, nk, ne = len(self.image_sizes), len(self.ks_choices), len(self.e_choices)
+        out = np.zeros((n, self.onehot_size), dtype=np.float32)
+        rlut = np.full(max(self.image_sizes) + 1, -1)
+        rlut[list(self.image_sizes)] = range(nr)
+        rows = np.arange(n)
+        out[rows, rlut[enc["image_size"]]] = 1
+        blk = np.arange(self.n_blocks)
+        act = enc["active"]
+        r_i, b_i = np.nonzero(act)
+        out[r_i, nr + b_i * nk + enc["ks_idx"][r_i, b_i]] = 1
+        out[r_i, nr + self.n_blocks * nk + b_i * ne + enc["e_idx"][r_i, b_i]] = 1
+        return out
+
     def features(self, archs: Iterable) -> pd.DataFrame:
         """Analytic cost features per subnet, batch size 1.
 
@@ -356,8 +383,11 @@ class SearchSpace:
         ``stage{s}_macs_m`` and ``stage{s}_activation_mb``. Vectorised: about a second for
         100,000 subnets.
         """
+        return self.cost_features(self.encode(archs))
+
+    def cost_features(self, enc: dict) -> pd.DataFrame:
+        """:meth:`features` of already :meth:`encode`-d subnets."""
         t = self._cost_tables
-        enc = self.encode(archs)
         n = len(enc["image_size"])
         ridx = np.array([t["res_index"][r] for r in enc["image_size"]], dtype=np.int64)
         act = enc["active"]

@@ -1,0 +1,265 @@
+"""Abstract latency predictor, its folder format (config.json + weights), and the registry."""
+
+from __future__ import annotations
+
+import abc
+import datetime as _dt
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..spaces import Subnet, get_space
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NotFittedError", "LatencyPredictor", "register_predictor", "create_predictor",
+           "list_predictors", "load_predictor", "FORMAT_VERSION", "feature_schema",
+           "feature_matrix"]
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when an unfitted predictor is asked to predict or save."""
+
+
+def feature_schema(space) -> dict:
+    """Describe the features a predictor of ``space`` is fitted on (checked when loading)."""
+    cost = list(space.cost_features(space.encode([_any_subnet(space)])).columns)
+    return {"space": space.name, "onehot_size": space.onehot_size,
+            "onehot_layout": "ofa.nas MobileNetArchEncoder (r, ks per block, e per block)",
+            "cost_features": cost, "image_sizes": list(space.image_sizes)}
+
+
+def _any_subnet(space):
+    return space.validate({"ks": [space.ks_choices[0]] * space.n_blocks,
+                           "e": [space.e_choices[0]] * space.n_blocks,
+                           "d": [space.d_choices[0]] * space.n_stages,
+                           "image_size": space.image_sizes[0]})
+
+
+def feature_matrix(space, archs) -> np.ndarray:
+    """Features of ``archs``: OFA one-hot encoding then the analytic cost features
+    (``float32``, shape ``(n, onehot_size + n_cost)``)."""
+    enc = space.encode(archs)
+    cost = space.cost_features(enc).to_numpy(dtype=np.float32)
+    return np.hstack([space.onehot(None, encoded=enc), cost])
+
+
+def _as_subnets(space, X) -> list[Subnet]:
+    if isinstance(X, pd.DataFrame):
+        if not {"arch", "image_size"} <= set(X.columns):
+            raise ValueError("a table passed as X needs columns 'arch' and 'image_size'")
+        if "space" in X.columns and (X["space"] != space.name).any():
+            other = sorted(set(X["space"]) - {space.name})
+            raise ValueError(f"table rows of space {other} given to a predictor of {space.name}")
+        out = []
+        for a, r in zip(X["arch"], X["image_size"]):
+            d = json.loads(a) if isinstance(a, str) else dict(a)
+            d["image_size"] = int(r)
+            out.append(space.validate(d))
+        return out
+    if isinstance(X, (dict, Subnet)):
+        X = [X]
+    return [space.validate(a) for a in X]
+
+
+class LatencyPredictor(abc.ABC):
+    """Predicts a subnet's latency in milliseconds on one device setting.
+
+    Subclasses take their hyper-parameters as explicit ``__init__`` arguments and store them
+    unchanged; :meth:`fit` sets the attributes ending in ``_``.
+    """
+
+    kind: str = ""
+    weights_name: str = ""
+
+    def __init__(self, space: str = "ofa_mbv3_w1.2"):
+        self.space = space
+
+    # ---------------------------------------------------------------- sklearn-style params
+    def get_params(self) -> dict:
+        """The constructor arguments."""
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    @property
+    def space_(self):
+        return get_space(self.space)
+
+    def _check_fitted(self):
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() "
+                                 f"or load() first")
+
+    # ---------------------------------------------------------------- fit / predict
+    def fit(self, X, y=None, **fit_params) -> "LatencyPredictor":
+        """Fit on subnets ``X`` (arch dicts, :class:`Subnet` or a measurement table) and
+        latencies ``y`` in ms (taken from the table's ``latency_ms`` when ``y`` is None)."""
+        space = self.space_
+        subs = _as_subnets(space, X)
+        if y is None:
+            if not isinstance(X, pd.DataFrame) or "latency_ms" not in X.columns:
+                raise ValueError("y is required unless X is a table with a 'latency_ms' column")
+            y = X["latency_ms"].to_numpy()
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim != 1 or len(y) != len(subs):
+            raise ValueError(f"y has shape {y.shape}; expected ({len(subs)},)")
+        if len(subs) < 2:
+            raise ValueError(f"need at least 2 subnets to fit, got {len(subs)}")
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise ValueError("latencies must be finite and > 0 ms")
+        F = feature_matrix(space, subs)
+        self._fit(F, np.log(y), **fit_params)
+        self.feature_schema_ = feature_schema(space)
+        self.n_train_ = len(subs)
+        self.fitted_ = True
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted latency in ms, ``float64`` array with one value per subnet."""
+        self._check_fitted()
+        subs = _as_subnets(self.space_, X)
+        if not subs:
+            return np.zeros(0)
+        return self.predict_features(feature_matrix(self.space_, subs))
+
+    def predict_features(self, F: np.ndarray) -> np.ndarray:
+        """Predicted latency (ms) from a :func:`feature_matrix`."""
+        self._check_fitted()
+        return np.exp(self._predict_log(np.asarray(F, dtype=np.float32))).astype(np.float64)
+
+    @abc.abstractmethod
+    def _fit(self, F: np.ndarray, log_y: np.ndarray, **fit_params) -> None:
+        ...
+
+    @abc.abstractmethod
+    def _predict_log(self, F: np.ndarray) -> np.ndarray:
+        ...
+
+    # ---------------------------------------------------------------- persistence
+    @abc.abstractmethod
+    def _save_weights(self, path: Path) -> None:
+        ...
+
+    @abc.abstractmethod
+    def _load_weights(self, path: Path) -> None:
+        ...
+
+    def save(self, directory, metadata: dict | None = None) -> Path:
+        """Write ``config.json`` and the weights file into ``directory``.
+
+        ``metadata`` (device setting, hardware descriptor, metrics, provenance, ...) is stored
+        in the config under ``"metadata"``.
+        """
+        from .. import __version__
+
+        self._check_fitted()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self._save_weights(d / self.weights_name)
+        config = {"format_version": FORMAT_VERSION, "package_version": __version__,
+                  "kind": self.kind, "params": self.get_params(),
+                  "feature_schema": self.feature_schema_, "n_train": self.n_train_,
+                  "units": "ms", "target_transform": "log",
+                  "weights": self.weights_name,
+                  "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                  "metadata": metadata or {}}
+        (d / CONFIG_NAME).write_text(json.dumps(config, indent=1, default=_json_default))
+        return d
+
+    @classmethod
+    def load(cls, directory) -> "LatencyPredictor":
+        """Load a predictor folder written by :meth:`save` (any registered kind)."""
+        return load_predictor(directory, expected_kind=None if cls is LatencyPredictor else cls.kind)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+_PREDICTORS: dict[str, Callable[..., LatencyPredictor]] = {}
+
+
+def register_predictor(name: str):
+    """Class decorator: make a predictor available to :func:`create_predictor`."""
+    def deco(cls):
+        if name in _PREDICTORS:
+            raise ValueError(f"predictor {name!r} is already registered")
+        cls.kind = name
+        _PREDICTORS[name] = cls
+        return cls
+    return deco
+
+
+def list_predictors() -> list[str]:
+    """Registered predictor kinds."""
+    return sorted(_PREDICTORS)
+
+
+def create_predictor(name: str, **params) -> LatencyPredictor:
+    """A new unfitted predictor of kind ``name`` with hyper-parameters ``params``."""
+    if name not in _PREDICTORS:
+        raise ValueError(f"unknown predictor {name!r}; known: {', '.join(list_predictors())}")
+    return _PREDICTORS[name](**params)
+
+
+def read_config(directory) -> dict:
+    """The checked ``config.json`` of a predictor folder."""
+    d = Path(directory)
+    cfg_path = d / CONFIG_NAME
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path} not found: not a predictor folder")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    fv = cfg.get("format_version")
+    if not isinstance(fv, int) or fv > FORMAT_VERSION:
+        raise ValueError(f"{cfg_path}: format_version {fv!r} is not supported by this ofa-latency "
+                         f"(reads up to {FORMAT_VERSION}); upgrade ofa-latency")
+    return cfg
+
+
+def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredictor:
+    """Load the predictor saved in ``directory``; errors name the file and the mismatch."""
+    d = Path(directory)
+    cfg = read_config(d)
+    kind = cfg.get("kind")
+    if kind not in _PREDICTORS:
+        raise ValueError(f"{d / CONFIG_NAME}: unknown predictor kind {kind!r}; known: "
+                         f"{', '.join(list_predictors())}")
+    if expected_kind is not None and kind != expected_kind:
+        raise ValueError(f"{d / CONFIG_NAME}: holds a {kind!r} predictor, not {expected_kind!r}")
+    pred = create_predictor(kind, **cfg["params"])
+    schema = feature_schema(pred.space_)
+    if cfg.get("feature_schema") != schema:
+        raise ValueError(f"{d / CONFIG_NAME}: feature schema does not match this ofa-latency's "
+                         f"for space {pred.space!r} (saved {cfg.get('feature_schema')!r}, "
+                         f"expected {schema!r})")
+    wpath = d / cfg.get("weights", pred.weights_name)
+    if not wpath.exists():
+        raise FileNotFoundError(f"weights file {wpath} not found")
+    try:
+        pred._load_weights(wpath)
+    except Exception as exc:  # corrupted or truncated file: name it
+        raise ValueError(f"cannot read weights file {wpath} (truncated or corrupted?): {exc}") from exc
+    pred.feature_schema_ = schema
+    pred.n_train_ = cfg.get("n_train")
+    pred.config_ = cfg
+    pred.fitted_ = True
+    return pred

@@ -1,0 +1,72 @@
+"""Fit a predictor on one setting of a measurement table and record what it was fitted on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .datasets import SETTING_COLUMNS, read_measurements
+from .evaluation import latency_metrics
+from .predictors import create_predictor
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["single_setting", "train_on_table"]
+
+
+def single_setting(df: pd.DataFrame, where: str = "table") -> dict:
+    """The one device setting of ``df``; raise naming the columns to filter on if several."""
+    if df.empty:
+        raise ValueError(f"{where} has no rows (check --filter)")
+    cols = [c for c in SETTING_COLUMNS if c in df.columns]
+    settings = df[cols].astype(str).drop_duplicates()
+    if len(settings) > 1:
+        varying = [c for c in cols if settings[c].nunique() > 1]
+        raise ValueError(f"{where} holds {len(settings)} device settings (they differ in "
+                         f"{varying}); keep one with --filter, e.g. "
+                         f"{varying[0]}={settings[varying[0]].iloc[0]}")
+    row = df.iloc[0]
+    return {c: (None if pd.isna(row[c]) else row[c].item() if hasattr(row[c], "item") else row[c])
+            for c in cols}
+
+
+def train_on_table(path, model: str, filters: dict | None = None, params: dict | None = None,
+                   out=None, progress: bool = True, max_train: int | None = None):
+    """Fit ``model`` on the ``train`` rows of one setting of the table at ``path`` and
+    evaluate it on its ``test`` rows.
+
+    Returns
+    -------
+    (predictor, metrics, metadata)
+        ``metrics`` on the held-out split; ``metadata`` as stored in the saved config.
+    """
+    path = Path(path)
+    df = read_measurements(path, filters)
+    setting = single_setting(df, str(path))
+    space = setting["space"]
+    train, test = df[df.split == "train"], df[df.split == "test"]
+    if max_train is not None:
+        train = train.iloc[:max_train]
+    if len(train) < 2 or len(test) < 2:
+        raise ValueError(f"{path}: need train and test rows, have {len(train)} and {len(test)}")
+    pred = create_predictor(model, space=space, **(params or {}))
+    fit_kw = {"progress": progress} if model == "mlp" else {}
+    pred.fit(train, **fit_kw)
+    metrics = latency_metrics(test.latency_ms.to_numpy(), pred.predict(test))
+    hw_path = path.with_name(path.name + ".hardware.json")
+    metadata = {
+        "setting": setting,
+        "hardware": json.loads(hw_path.read_text()) if hw_path.exists() else None,
+        "heldout_metrics": metrics,
+        "data": {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                 "filters": filters or {}, "n_train": int(len(train)), "n_test": int(len(test)),
+                 "source": sorted(set(df.source.dropna().astype(str)))},
+    }
+    if out is not None:
+        pred.save(out, metadata=metadata)
+    return pred, metrics, metadata
