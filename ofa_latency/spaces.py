@@ -130,23 +130,44 @@ class SearchSpace:
         image_size = self._resolution(arch)
 
         d = self._int_list(arch, "d", self.n_stages)
+        allowed_d = self._allowed_depths
         for s, v in enumerate(d):
-            if v not in self._stage_depths(s):
+            if v not in allowed_d[s]:
                 raise ValueError(f"arch['d'][{s}] = {v}; depths of {self.name} are "
                                  f"{self.d_choices}")
-        eff_d = [min(v, b) for v, b in zip(d, self.stage_blocks)]
-        active = self.pos_in_stage < np.asarray(eff_d)[self.stage_of_block]
+        eff_d = tuple(v if v <= b else b for v, b in zip(d, self.stage_blocks))
+        active, n_inactive = self._active_mask(eff_d)
         out = {}
-        for key, choices in (("ks", self.ks_choices), ("e", self.e_choices)):
+        for key, choices in (("ks", self._ks_set), ("e", self._e_set)):
             vals = self._int_list(arch, key, self.n_blocks)
-            for i, v in enumerate(vals):
-                ok = v in choices or (not active[i] and v == 0)
-                if not ok:
-                    what = "kernel sizes" if key == "ks" else "expand ratios"
-                    raise ValueError(f"arch[{key!r}][{i}] = {v}; {what} of {self.name} are "
-                                     f"{choices}")
-            out[key] = tuple(v if a else 0 for v, a in zip(vals, active))
-        return Subnet(ks=out["ks"], e=out["e"], d=tuple(eff_d), image_size=image_size)
+            canon = tuple([v if a else 0 for v, a in zip(vals, active)])
+            # fast check: every value allowed (or 0), and no 0 at an active block
+            if not set(vals) <= choices or canon.count(0) != n_inactive:
+                for i, (v, a) in enumerate(zip(vals, active)):
+                    if v not in choices or (a and v == 0):
+                        what = "kernel sizes" if key == "ks" else "expand ratios"
+                        allowed = self.ks_choices if key == "ks" else self.e_choices
+                        raise ValueError(f"arch[{key!r}][{i}] = {v}; {what} of {self.name} "
+                                         f"are {allowed}")
+            out[key] = canon
+        return Subnet(ks=out["ks"], e=out["e"], d=eff_d, image_size=image_size)
+
+    @functools.cached_property
+    def _allowed_depths(self):
+        return [self._stage_depths(s) for s in range(self.n_stages)]
+
+    @functools.cached_property
+    def _ks_set(self):
+        return frozenset(self.ks_choices) | {0}
+
+    @functools.cached_property
+    def _e_set(self):
+        return frozenset(self.e_choices) | {0}
+
+    @functools.lru_cache(maxsize=None)
+    def _active_mask(self, eff_d):
+        mask = tuple(bool(p < eff_d[s]) for p, s in zip(self.pos_in_stage, self.stage_of_block))
+        return mask, mask.count(False)
 
     canonical = validate
 
@@ -176,11 +197,15 @@ class SearchSpace:
     @staticmethod
     def _int_list(arch, key, length):
         vals = arch[key]
-        if not isinstance(vals, (list, tuple, np.ndarray)):
+        if isinstance(vals, np.ndarray):
+            vals = vals.tolist()
+        if not isinstance(vals, (list, tuple)):
             raise ValueError(f"arch[{key!r}] must be a list of {length} ints, got "
                              f"{type(vals).__name__}")
         if len(vals) != length:
             raise ValueError(f"arch[{key!r}] has {len(vals)} items; expected {length}")
+        if set(map(type, vals)) == {int}:
+            return vals
         out = []
         for i, v in enumerate(vals):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
