@@ -91,3 +91,33 @@ def test_import_help(tmp_path, help_dir, capsys):
                  "--out", str(out)]) == 0
     df = pd.read_csv(out)
     assert (df.batch_size == 32).all() and len(df) > 4900
+
+
+def test_train_evaluate_predict(tmp_path, capsys):
+    data = tmp_path / "fake.csv"
+    assert main(["profile", "--backend", "fake", "--n", "120", "--seed", "2", "--out", str(data),
+                 "--quiet", "--show", "0"]) == 0
+    assert main(["profile", "--backend", "fake", "--batch-size", "8", "--n", "5", "--out",
+                 str(data), "--quiet", "--show", "0"]) == 0
+    capsys.readouterr()
+    # two settings in one table: training must ask for a filter
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "p")]) == 2
+    assert "batch_size" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--filter", "batch_size=1", "--model", "xgb",
+                 "--param", "n_estimators=50", "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "MAPE" in text and "Kendall tau" in text
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert cfg["params"]["n_estimators"] == 50
+    assert cfg["metadata"]["setting"]["backend"] == "fake"
+    assert cfg["metadata"]["heldout_metrics"]["n"] > 5
+    plot = tmp_path / "s.png"
+    assert main(["evaluate", "--predictor", str(tmp_path / "p"), "--data", str(data),
+                 "--filter", "batch_size=1", "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 1000
+    capsys.readouterr()
+    arch = pd.read_csv(data).iloc[0]
+    a = json.loads(arch.arch)
+    a["image_size"] = int(arch.image_size)
+    assert main(["predict", "--predictor", str(tmp_path / "p"), "--arch", json.dumps(a)]) == 0
+    assert capsys.readouterr().out.strip().endswith("ms")

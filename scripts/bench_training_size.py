@@ -1,0 +1,86 @@
+"""Held-out quality against training-set size on HELP's GPU settings.
+
+    python scripts/bench_training_size.py --out data/benchmarks/training_size.json \
+        --plot data/benchmarks/training_size.png
+
+For each HELP setting (GPU x batch size), each predictor kind and each training size, fits on
+a seeded random subset of the ``train`` split and reports metrics on the whole ``test`` split
+(the fixed hash split by canonical subnet). Resumable: finished cells are kept in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None):
+    from ofa_latency.datasets import HELP_SETTINGS, read_help
+    from ofa_latency.evaluation import latency_metrics
+    from ofa_latency.predictors import create_predictor
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--help-dir", default=str(ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"))
+    p.add_argument("--settings", nargs="+", default=HELP_SETTINGS)
+    p.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 1000, 4000])
+    p.add_argument("--kinds", nargs="+", default=["xgb", "mlp"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "data" / "benchmarks" / "training_size.json"))
+    p.add_argument("--plot", default=None)
+    args = p.parse_args(argv)
+    if not Path(args.help_dir).exists():
+        raise SystemExit(f"HELP data not found at {args.help_dir}")
+
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    for setting in args.settings:
+        df = read_help(args.help_dir, setting)
+        train, test = df[df.split == "train"], df[df.split == "test"]
+        order = np.random.default_rng(args.seed).permutation(len(train))
+        for kind in args.kinds:
+            for n in args.sizes:
+                key = f"{setting}|{kind}|{n}"
+                if key in results:
+                    continue
+                sub = train.iloc[order[:n]]
+                t0 = time.perf_counter()
+                pred = create_predictor(kind, random_state=args.seed).fit(sub)
+                fit_s = time.perf_counter() - t0
+                m = latency_metrics(test.latency_ms.to_numpy(), pred.predict(test))
+                m.update(n_train=int(len(sub)), fit_seconds=round(fit_s, 2))
+                results[key] = m
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(results, indent=1))
+                print(f"{setting:12s} {kind:4s} n={n:5d}: MAPE {m['mape_pct']:5.2f} %  "
+                      f"tau {m['kendall_tau']:.3f}  RMSE {m['rmse_ms']:.3f} ms "
+                      f"({m['rmse_over_mean_pct']:.2f} % of mean)  +-10 % {m['within_10pct']:.1f} %",
+                      flush=True)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(args.kinds), figsize=(6 * len(args.kinds), 4), squeeze=False)
+        for ax, kind in zip(axes[0], args.kinds):
+            for setting in args.settings:
+                xs = [n for n in args.sizes if f"{setting}|{kind}|{n}" in results]
+                ax.plot(xs, [results[f"{setting}|{kind}|{n}"]["mape_pct"] for n in xs], "o-",
+                        label=setting)
+            ax.set_xscale("log"); ax.set_xlabel("training subnets"); ax.set_ylabel("held-out MAPE (%)")
+            ax.set_title(f"{kind} on HELP settings"); ax.grid(alpha=0.3)
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout(); fig.savefig(args.plot, dpi=110)
+        print("plot ->", args.plot)
+
+
+if __name__ == "__main__":
+    main()
