@@ -46,6 +46,14 @@ class LatencyEstimator:
         """An estimator over the predictor folder ``directory``."""
         return cls(load_predictor(directory), **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, name: str, **kwargs) -> "LatencyEstimator":
+        """An estimator over the shipped predictor ``name`` (see
+        :func:`ofa_latency.list_pretrained`)."""
+        from .pretrained import pretrained_path
+
+        return cls.load(pretrained_path(name), **kwargs)
+
     @property
     def space(self):
         return self.predictor.space_

@@ -15,9 +15,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs", "GPU_SPECS_PATH"]
-
-GPU_SPECS_PATH = Path(__file__).resolve().parent.parent / "data" / "hardware.csv"
+__all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,7 +159,9 @@ def load_gpu_specs(path=None) -> pd.DataFrame:
     Columns: ``key``, ``name``, ``architecture``, ``cuda_cores``, ``sm_count``, ``memory_gb``,
     ``memory_bandwidth_gbs``, ``boost_clock_mhz``, ``fp32_tflops``, ``source``.
     """
-    path = Path(path) if path is not None else GPU_SPECS_PATH
+    from ._paths import data_dir
+
+    path = Path(path) if path is not None else data_dir() / "hardware.csv"
     if not path.exists():
         raise FileNotFoundError(f"GPU spec table not found at {path}")
     return pd.read_csv(path, comment="#")
