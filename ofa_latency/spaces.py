@@ -361,16 +361,86 @@ class SearchSpace:
                     fixed_params=stem_params + head_params, res_index={r: i for i, r in enumerate(res)})
 
     def encode(self, archs: Iterable) -> dict[str, np.ndarray]:
-        """Integer arrays of canonical subnets: ``ks_idx``, ``e_idx`` (-1 when inactive), ``d``,
-        ``image_size`` and the ``active`` block mask."""
-        subs = [self.validate(a) for a in archs]
-        ks = np.array([s.ks for s in subs], dtype=np.int64).reshape(len(subs), self.n_blocks)
-        e = np.array([s.e for s in subs], dtype=np.int64).reshape(len(subs), self.n_blocks)
-        d = np.array([s.d for s in subs], dtype=np.int64).reshape(len(subs), self.n_stages)
-        r = np.array([s.image_size for s in subs], dtype=np.int64)
-        klut = np.full(max(self.ks_choices) + 1, -1); klut[list(self.ks_choices)] = range(len(self.ks_choices))
-        elut = np.full(max(self.e_choices) + 1, -1); elut[list(self.e_choices)] = range(len(self.e_choices))
-        return {"ks_idx": klut[ks], "e_idx": elut[e], "d": d, "image_size": r, "active": ks > 0}
+        """Integer arrays of canonical subnets: ``ks_idx``, ``e_idx`` (-1 when inactive), ``d``
+        (effective depths), ``image_size`` and the ``active`` block mask.
+
+        Vectorised over plain arch dicts (either OFA form) and :class:`Subnet` objects; any
+        input that does not pass the vectorised checks goes through :meth:`validate` one by
+        one, so errors are as precise as there.
+        """
+        archs = archs if isinstance(archs, list) else list(archs)
+        enc = self._encode_fast(archs)
+        if enc is None:
+            subs = [self.validate(a) for a in archs]
+            enc = self._encode_fast(subs)
+        return enc
+
+    _ARCH_KEYS = frozenset({"ks", "e", "d", "image_size", "r", "wid"})
+
+    @functools.cached_property
+    def _luts(self):
+        def lut(choices):
+            t = np.full(max(choices) + 1, -1, dtype=np.int64)
+            t[list(choices)] = range(len(choices))
+            return t
+        dl = np.zeros((self.n_stages, max(self.d_choices) + 1), dtype=bool)
+        for st in range(self.n_stages):
+            dl[st, list(self._stage_depths(st))] = True
+        return lut(self.ks_choices), lut(self.e_choices), lut(self.image_sizes), dl
+
+    def _encode_fast(self, archs):
+        """Vectorised encoding; ``None`` when some input needs the per-item path."""
+        n = len(archs)
+        try:
+            if all(type(a) is Subnet for a in archs):
+                ks = np.array([a.ks for a in archs], dtype=np.int64)
+                e = np.array([a.e for a in archs], dtype=np.int64)
+                d = np.array([a.d for a in archs], dtype=np.int64)
+                r = np.array([a.image_size for a in archs], dtype=np.int64)
+            else:
+                rs = []
+                for a in archs:
+                    if type(a) is not dict or not a.keys() <= self._ARCH_KEYS or \
+                            a.get("wid") is not None:
+                        return None
+                    if "image_size" in a:
+                        if "r" in a:
+                            return None
+                        rs.append(a["image_size"])
+                    else:
+                        rv = a["r"]
+                        rs.append(rv[0] if type(rv) is list and len(rv) == 1 else rv)
+                ks = np.array([a["ks"] for a in archs])
+                e = np.array([a["e"] for a in archs])
+                d = np.array([a["d"] for a in archs])
+                r = np.array(rs)
+                for arr in (ks, e, d, r):
+                    if arr.dtype.kind not in "iu":
+                        return None
+        except (KeyError, TypeError, ValueError):
+            return None
+        if n == 0:
+            ks = ks.reshape(0, self.n_blocks); e = e.reshape(0, self.n_blocks)
+            d = d.reshape(0, self.n_stages)
+        if ks.shape != (n, self.n_blocks) or e.shape != (n, self.n_blocks) or \
+                d.shape != (n, self.n_stages) or r.shape != (n,):
+            return None
+        klut, elut, rlut, dlut = self._luts
+        if (ks.min(initial=0) < 0 or e.min(initial=0) < 0 or d.min(initial=0) < 0
+                or r.min(initial=0) < 0 or ks.max(initial=0) >= len(klut)
+                or e.max(initial=0) >= len(elut) or d.max(initial=0) >= dlut.shape[1]
+                or r.max(initial=0) >= len(rlut)):
+            return None
+        if not dlut[np.arange(self.n_stages), d].all() or (rlut[r] < 0).any():
+            return None
+        eff_d = np.minimum(d, np.asarray(self.stage_blocks))
+        active = self.pos_in_stage < eff_d[:, self.stage_of_block]
+        ki, ei = klut[ks], elut[e]
+        ok = np.where(active, (ki >= 0) & (ei >= 0), ((ki >= 0) | (ks == 0)) & ((ei >= 0) | (e == 0)))
+        if not ok.all():
+            return None
+        return {"ks_idx": np.where(active, ki, -1), "e_idx": np.where(active, ei, -1),
+                "d": eff_d, "image_size": r.astype(np.int64), "active": active}
 
     @property
     def onehot_size(self) -> int:

@@ -122,3 +122,26 @@ def test_features_monotone_in_resolution(mbv3):
     f = mbv3.features([dict(base, image_size=r) for r in (128, 160, 224)])
     assert np.all(np.diff(f.macs_m) > 0) and np.all(np.diff(f.activation_mb) > 0)
     assert np.ptp(f.params_m) == 0
+
+
+@pytest.mark.parametrize("name", ["ofa_mbv3_w1.2", "ofa_proxyless_w1.3"])
+def test_vectorised_encoding_matches_validation(name):
+    sp = get_space(name)
+    rng = np.random.default_rng(0)
+    subs = sp.sample(200, seed=5)
+    dicts = []
+    for i, s in enumerate(subs):
+        a = s.to_dict() if i % 2 else s.to_tutorial_dict()
+        # random (allowed) values in inactive blocks, as HELP's data has
+        a["ks"] = [k or int(rng.choice(sp.ks_choices)) for k in a["ks"]]
+        a["e"] = [v or int(rng.choice(sp.e_choices)) for v in a["e"]]
+        dicts.append(a)
+    fast = sp.encode(dicts)
+    slow = sp._encode_fast([sp.validate(a) for a in dicts])
+    for k in fast:
+        np.testing.assert_array_equal(fast[k], slow[k])
+    np.testing.assert_array_equal(sp.onehot(dicts), sp.onehot(subs))
+    bad = dicts[:3] + [dict(dicts[3], ks=[9] * sp.n_blocks)]
+    with pytest.raises(ValueError, match=r"arch\['ks'\]\[0\] = 9"):
+        sp.encode(bad)
+    assert sp.features([]).shape[0] == 0

@@ -48,11 +48,12 @@ def feature_matrix(space, archs) -> np.ndarray:
     """Features of ``archs``: OFA one-hot encoding then the analytic cost features
     (``float32``, shape ``(n, onehot_size + n_cost)``)."""
     enc = space.encode(archs)
-    cost = space.cost_features(enc).to_numpy(dtype=np.float32)
+    cost = space.cost_features(enc).to_numpy(dtype=np.float32, copy=False)
     return np.hstack([space.onehot(None, encoded=enc), cost])
 
 
-def _as_subnets(space, X) -> list[Subnet]:
+def _as_archs(space, X) -> list:
+    """Arch dicts or Subnets from a table, one arch, or a list (validated later, vectorised)."""
     if isinstance(X, pd.DataFrame):
         if not {"arch", "image_size"} <= set(X.columns):
             raise ValueError("a table passed as X needs columns 'arch' and 'image_size'")
@@ -63,11 +64,11 @@ def _as_subnets(space, X) -> list[Subnet]:
         for a, r in zip(X["arch"], X["image_size"]):
             d = json.loads(a) if isinstance(a, str) else dict(a)
             d["image_size"] = int(r)
-            out.append(space.validate(d))
+            out.append(d)
         return out
     if isinstance(X, (dict, Subnet)):
-        X = [X]
-    return [space.validate(a) for a in X]
+        return [X]
+    return list(X)
 
 
 class LatencyPredictor(abc.ABC):
@@ -107,7 +108,7 @@ class LatencyPredictor(abc.ABC):
         """Fit on subnets ``X`` (arch dicts, :class:`Subnet` or a measurement table) and
         latencies ``y`` in ms (taken from the table's ``latency_ms`` when ``y`` is None)."""
         space = self.space_
-        subs = _as_subnets(space, X)
+        subs = _as_archs(space, X)
         if y is None:
             if not isinstance(X, pd.DataFrame) or "latency_ms" not in X.columns:
                 raise ValueError("y is required unless X is a table with a 'latency_ms' column")
@@ -129,10 +130,10 @@ class LatencyPredictor(abc.ABC):
     def predict(self, X) -> np.ndarray:
         """Predicted latency in ms, ``float64`` array with one value per subnet."""
         self._check_fitted()
-        subs = _as_subnets(self.space_, X)
-        if not subs:
+        archs = _as_archs(self.space_, X)
+        if not archs:
             return np.zeros(0)
-        return self.predict_features(feature_matrix(self.space_, subs))
+        return self.predict_features(feature_matrix(self.space_, archs))
 
     def predict_features(self, F: np.ndarray) -> np.ndarray:
         """Predicted latency (ms) from a :func:`feature_matrix`."""
