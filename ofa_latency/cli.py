@@ -28,6 +28,13 @@ def _read_archs_jsonl(path, space):
     return archs
 
 
+def _parse_arch(text):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: --arch is not valid JSON: {exc}")
+
+
 def _summary_table(df) -> str:
     cols = ["image_size", "latency_ms", "spread_pct", "n_runs", "split"]
     view = df[cols].copy()
@@ -86,11 +93,7 @@ def cmd_export(args) -> int:
     from .spaces import get_space
 
     space = get_space(args.space)
-    try:
-        arch = json.loads(args.arch)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"error: --arch is not valid JSON: {exc}")
-    res = export_onnx(space, arch, args.out, batch_size=args.batch_size)
+    res = export_onnx(space, _parse_arch(args.arch), args.out, batch_size=args.batch_size)
     print(f"wrote {res['onnx_path']} ({res['size_mb']:.1f} MB) and {res['config_path']}")
     print(f"max abs difference ONNX Runtime vs PyTorch: {res['max_abs_diff']:.3e}")
     return 0
@@ -177,11 +180,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     est = _load_estimator(args.predictor)
-    try:
-        arch = json.loads(args.arch)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"error: --arch is not valid JSON: {exc}")
-    print(f"{est.get_efficiency(arch):.4f} ms")
+    print(f"{est.get_efficiency(_parse_arch(args.arch)):.4f} ms")
     return 0
 
 

@@ -8,11 +8,11 @@ import inspect
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from .._registry import Registry
 from ..spaces import Subnet, get_space
 
 logger = logging.getLogger(__name__)
@@ -193,30 +193,22 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-_PREDICTORS: dict[str, Callable[..., LatencyPredictor]] = {}
+_PREDICTORS = Registry("predictor", "kind")
 
 
 def register_predictor(name: str):
     """Class decorator: make a predictor available to :func:`create_predictor`."""
-    def deco(cls):
-        if name in _PREDICTORS:
-            raise ValueError(f"predictor {name!r} is already registered")
-        cls.kind = name
-        _PREDICTORS[name] = cls
-        return cls
-    return deco
+    return _PREDICTORS.register(name)
 
 
 def list_predictors() -> list[str]:
     """Registered predictor kinds."""
-    return sorted(_PREDICTORS)
+    return _PREDICTORS.names()
 
 
 def create_predictor(name: str, **params) -> LatencyPredictor:
     """A new unfitted predictor of kind ``name`` with hyper-parameters ``params``."""
-    if name not in _PREDICTORS:
-        raise ValueError(f"unknown predictor {name!r}; known: {', '.join(list_predictors())}")
-    return _PREDICTORS[name](**params)
+    return _PREDICTORS.create(name, **params)
 
 
 def read_config(directory) -> dict:
@@ -241,7 +233,7 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
     d = Path(directory)
     cfg = read_config(d)
     kind = cfg.get("kind")
-    if kind not in _PREDICTORS:
+    if kind not in list_predictors():
         raise ValueError(f"{d / CONFIG_NAME}: unknown predictor kind {kind!r}; known: "
                          f"{', '.join(list_predictors())}")
     if expected_kind is not None and kind != expected_kind:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import platform
-from typing import Callable, Sequence
+from typing import Sequence
+
+from .._registry import Registry
 
 __all__ = ["Runner", "ProfilingBackend", "register_backend", "create_backend", "list_backends"]
 
@@ -61,27 +63,19 @@ class ProfilingBackend(abc.ABC):
         return {"python": platform.python_version(), "ofa_latency": __version__}
 
 
-_BACKENDS: dict[str, Callable[..., ProfilingBackend]] = {}
+_BACKENDS = Registry("backend", "name")
 
 
 def register_backend(name: str):
     """Class decorator: make a backend available to :func:`create_backend` under ``name``."""
-    def deco(cls):
-        if name in _BACKENDS:
-            raise ValueError(f"backend {name!r} is already registered")
-        cls.name = name
-        _BACKENDS[name] = cls
-        return cls
-    return deco
+    return _BACKENDS.register(name)
 
 
 def list_backends() -> list[str]:
     """Registered backend names."""
-    return sorted(_BACKENDS)
+    return _BACKENDS.names()
 
 
 def create_backend(name: str, **kwargs) -> ProfilingBackend:
     """Instantiate the backend registered as ``name`` with ``kwargs``."""
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(list_backends())}")
-    return _BACKENDS[name](**kwargs)
+    return _BACKENDS.create(name, **kwargs)
