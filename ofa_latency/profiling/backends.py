@@ -142,7 +142,6 @@ class OnnxRuntimeBackend(ProfilingBackend):
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise RuntimeError("device='cuda' asked for, but this onnxruntime has no "
                                "CUDAExecutionProvider (pip install onnxruntime-gpu)")
-        self._cache = {}
 
     def session(self, model_bytes):
         """An inference session with this backend's thread settings."""
@@ -161,10 +160,7 @@ class OnnxRuntimeBackend(ProfilingBackend):
     def prepare(self, space, subnet, batch_size):
         from ..export import onnx_bytes
 
-        key = (space.name, subnet, batch_size)
-        model_bytes = self._cache.pop(key, None)
-        if model_bytes is None:
-            model_bytes = onnx_bytes(space.build(subnet), subnet.image_size, batch_size)
+        model_bytes = onnx_bytes(space.build(subnet), subnet.image_size, batch_size)
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch_size, 3, subnet.image_size, subnet.image_size),
                                 dtype=np.float32)
