@@ -37,7 +37,6 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd

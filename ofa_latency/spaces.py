@@ -16,10 +16,13 @@ import dataclasses
 import functools
 import json
 import logging
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -462,7 +465,6 @@ class SearchSpace:
         rlut[list(self.image_sizes)] = range(nr)
         rows = np.arange(n)
         out[rows, rlut[enc["image_size"]]] = 1
-        blk = np.arange(self.n_blocks)
         act = enc["active"]
         r_i, b_i = np.nonzero(act)
         out[r_i, nr + b_i * nk + enc["ks_idx"][r_i, b_i]] = 1

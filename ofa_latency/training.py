@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .datasets import SETTING_COLUMNS, read_measurements
 from .evaluation import latency_metrics
 from .predictors import create_predictor
+from .pretrained import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def train_on_table(path, model: str, filters: dict | None = None, params: dict |
         "setting": setting,
         "hardware": json.loads(hw_path.read_text()) if hw_path.exists() else None,
         "heldout_metrics": metrics,
-        "data": {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "data": {"path": str(path), "sha256": sha256_of(path),
                  "filters": filters or {}, "n_train": int(len(train)), "n_test": int(len(test)),
                  "source": sorted(set(df.source.dropna().astype(str)))},
     }

@@ -11,7 +11,6 @@ Kendall tau between the two are printed too.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

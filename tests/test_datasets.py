@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from ofa_latency.datasets import (COLUMNS, HELP_SETTINGS, MeasurementLog, assign_split,
