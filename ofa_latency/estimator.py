@@ -19,76 +19,60 @@ class LatencyEstimator:
     * ``get_efficiency(arch_dict)`` for ``ofa.nas.search_algorithm.EvolutionFinder``
       (keys ``ks, e, d, image_size``);
     * ``predict_efficiency(spec)`` for ``ofa.tutorial.EvolutionFinder`` (keys ``ks, e, d, r``);
-    * ``predict(archs)`` for a batch.
+    * ``predict(archs)`` for a batch of dicts, ``predict_arrays(ks, e, d, image_size)`` for a
+      batch held as integer arrays (the fastest form).
 
-    Single queries are cached by the arch dict's values, so the repeats that evolution
-    produces cost one dictionary lookup.
+    Every predictor compiles to an additive latency table, so a single query is a pure-Python
+    sum of table entries (no model evaluation, no cache needed).
 
     Parameters
     ----------
     predictor : LatencyPredictor
         A fitted predictor.
-    cache_size : int
-        Most single-query results kept (the cache is emptied when full).
     """
 
-    def __init__(self, predictor: LatencyPredictor, cache_size: int = 1_000_000):
+    def __init__(self, predictor: LatencyPredictor):
         if not isinstance(predictor, LatencyPredictor):
             raise TypeError(f"predictor must be a LatencyPredictor, got {type(predictor).__name__}")
         predictor._check_fitted()
         self.predictor = predictor
-        self.cache_size = cache_size
-        self._cache: dict = {}
+        self._one = predictor.table_.predict_one
 
     @classmethod
-    def load(cls, directory, **kwargs) -> "LatencyEstimator":
+    def load(cls, directory) -> "LatencyEstimator":
         """An estimator over the predictor folder ``directory``."""
-        return cls(load_predictor(directory), **kwargs)
+        return cls(load_predictor(directory))
 
     @classmethod
-    def from_pretrained(cls, name: str, **kwargs) -> "LatencyEstimator":
+    def from_pretrained(cls, name: str) -> "LatencyEstimator":
         """An estimator over the shipped predictor ``name`` (see
         :func:`ofa_latency.list_pretrained`)."""
         from .pretrained import pretrained_path
 
-        return cls.load(pretrained_path(name), **kwargs)
+        return cls.load(pretrained_path(name))
 
     @property
     def space(self):
         return self.predictor.space_
 
-    def _key(self, arch):
-        r = arch.get("image_size", arch.get("r"))
-        if isinstance(r, (list, tuple)):
-            r = tuple(r)
-        return (tuple(arch["ks"]), tuple(arch["e"]), tuple(arch["d"]), r)
-
-    def _single(self, arch) -> float:
-        try:
-            key = self._key(arch)
-            hit = self._cache.get(key)
-        except (KeyError, TypeError, AttributeError):
-            key, hit = None, None  # malformed: let validation raise a clear error
-        if hit is not None:
-            return hit
-        value = float(self.predictor.predict([arch])[0])
-        if key is not None:
-            if len(self._cache) >= self.cache_size:
-                self._cache.clear()
-            self._cache[key] = value
-        return value
-
     def get_efficiency(self, arch_dict) -> float:
         """Predicted latency (ms) of an ``ofa.nas``-form arch dict."""
-        return self._single(arch_dict)
+        v = self._one(arch_dict)
+        return self.predictor.predict_one(arch_dict) if v is None else v
 
     def predict_efficiency(self, spec) -> float:
         """Predicted latency (ms) of an ``ofa.tutorial``-form spec."""
-        return self._single(spec)
+        v = self._one(spec)
+        return self.predictor.predict_one(spec) if v is None else v
 
     def predict(self, archs) -> np.ndarray:
-        """Predicted latencies (ms) of a list of arch dicts (either OFA form)."""
+        """Predicted latencies (ms) of a list of arch dicts (either OFA form) or Subnets."""
         return self.predictor.predict(list(archs))
+
+    def predict_arrays(self, ks, e, d, image_size) -> np.ndarray:
+        """Predicted latencies (ms) of a batch given as integer arrays (see
+        :meth:`SearchSpace.encode_arrays` for shapes); validated, vectorised."""
+        return self.predictor.predict(self.space.encode_arrays(ks, e, d, image_size))
 
     def __repr__(self):
         return f"LatencyEstimator({self.predictor!r})"

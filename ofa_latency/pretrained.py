@@ -37,7 +37,8 @@ def sha256_of(path) -> str:
 
 
 def pretrained_path(name: str, root=None) -> Path:
-    """The folder of shipped predictor ``name``, after checking its weights' sha256."""
+    """The folder of shipped predictor ``name``, after checking its weight files' sha256
+    (the manifest's ``sha256``: file name -> hex digest)."""
     root = Path(root) if root is not None else data_dir() / "predictors"
     entries = {e["name"]: e for e in _manifest(root)["predictors"]}
     if name not in entries:
@@ -45,11 +46,12 @@ def pretrained_path(name: str, root=None) -> Path:
         raise ValueError(f"no shipped predictor called {name!r}; shipped: {known}")
     e = entries[name]
     folder = root / e["path"]
-    weights = folder / e["weights"]
-    if not weights.exists():
-        raise FileNotFoundError(f"shipped predictor {name!r}: {weights} is missing")
-    digest = sha256_of(weights)
-    if digest != e["sha256"]:
-        raise ValueError(f"shipped predictor {name!r}: {weights} has sha256 {digest}, the manifest "
-                         f"says {e['sha256']} (corrupted or replaced)")
+    for fname, expected in e["sha256"].items():
+        weights = folder / fname
+        if not weights.exists():
+            raise FileNotFoundError(f"shipped predictor {name!r}: {weights} is missing")
+        digest = sha256_of(weights)
+        if digest != expected:
+            raise ValueError(f"shipped predictor {name!r}: {weights} has sha256 {digest}, the "
+                             f"manifest says {expected} (corrupted or replaced)")
     return folder

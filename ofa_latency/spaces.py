@@ -425,6 +425,11 @@ class SearchSpace:
         if n == 0:
             ks = ks.reshape(0, self.n_blocks); e = e.reshape(0, self.n_blocks)
             d = d.reshape(0, self.n_stages)
+        return self._check_arrays(ks, e, d, r)
+
+    def _check_arrays(self, ks, e, d, r):
+        """Encoding of integer arrays; ``None`` when some row is invalid."""
+        n = len(r)
         if ks.shape != (n, self.n_blocks) or e.shape != (n, self.n_blocks) or \
                 d.shape != (n, self.n_stages) or r.shape != (n,):
             return None
@@ -444,6 +449,44 @@ class SearchSpace:
             return None
         return {"ks_idx": np.where(active, ki, -1), "e_idx": np.where(active, ei, -1),
                 "d": eff_d, "image_size": r.astype(np.int64), "active": active}
+
+    def encode_arrays(self, ks, e, d, image_size) -> dict[str, np.ndarray]:
+        """:meth:`encode` of a batch held as integer arrays, without Python dicts.
+
+        Parameters
+        ----------
+        ks, e : array_like of int, shape (n, n_blocks)
+            Kernel sizes and expand ratios (any value, or 0, at inactive blocks).
+        d : array_like of int, shape (n, n_stages)
+            Stage depths.
+        image_size : array_like of int, shape (n,)
+            Input resolutions (pixels).
+
+        Raises
+        ------
+        ValueError
+            When a shape is wrong or a row is not a subnet of this space (the first bad row's
+            error is the one :meth:`validate` gives).
+        """
+        arrs = [np.asarray(a) for a in (ks, e, d, image_size)]
+        for name, a in zip(("ks", "e", "d", "image_size"), arrs):
+            if a.size and a.dtype.kind not in "iu":
+                raise ValueError(f"{name} must hold integers, got dtype {a.dtype}")
+        ks, e, d, r = (a.astype(np.int64, copy=False) for a in arrs)
+        if r.ndim != 1:
+            raise ValueError(f"image_size has shape {r.shape}; expected (n,)")
+        n = len(r)
+        for name, a, w in (("ks", ks, self.n_blocks), ("e", e, self.n_blocks),
+                           ("d", d, self.n_stages)):
+            if a.shape != (n, w):
+                raise ValueError(f"{name} has shape {a.shape}; expected ({n}, {w})")
+        enc = self._check_arrays(ks, e, d, r)
+        if enc is None:
+            for i in range(n):
+                self.validate({"ks": ks[i].tolist(), "e": e[i].tolist(), "d": d[i].tolist(),
+                               "image_size": int(r[i])})
+            raise AssertionError("unreachable: a row failed the vectorised check only")
+        return enc
 
     @property
     def onehot_size(self) -> int:

@@ -54,8 +54,7 @@ def train_on_table(path, model: str, filters: dict | None = None, params: dict |
     if len(train) < 2 or len(test) < 2:
         raise ValueError(f"{path}: need train and test rows, have {len(train)} and {len(test)}")
     pred = create_predictor(model, space=space, **(params or {}))
-    fit_kw = {"progress": progress} if model == "mlp" else {}
-    pred.fit(train, **fit_kw)
+    pred.fit(train, progress=progress)
     metrics = latency_metrics(test.latency_ms.to_numpy(), pred.predict(test))
     hw_path = path.with_name(path.name + ".hardware.json")
     metadata = {

@@ -1,19 +1,22 @@
 """Query speed of LatencyEstimator against OFA's Note10 lookup table, side by side.
 
-    python scripts/bench_estimator_speed.py --repeats 5
+    python scripts/bench_estimator_speed.py --repeats 7
 
 Trains each predictor kind on HELP's 2080ti_64 setting (4,000 subnets) and times, in one run,
-interleaved repeat by repeat:
+interleaved repeat by repeat, on subnets the estimator has never seen (there is no cache):
   * OFA LUT: ``LatencyTable.predict_efficiency(spec)`` per subnet (``ofa.tutorial``);
-  * estimator single query on subnets it has not seen (cache miss) and on seen ones (hit);
-  * estimator batch ``predict`` of 10,000 subnets.
+  * estimator ``get_efficiency(arch)`` (``ofa.nas`` form) and ``predict_efficiency(spec)``
+    (``ofa.tutorial`` form) per subnet;
+  * batch of 10,000 subnets: ``predict(list of dicts)``; ``predict_arrays(ks, e, d, r)``
+    (integer arrays, validated); and the table alone on already-encoded subnets.
 Prints medians with min..max over repeats, and each single-query time as a fraction of the
-LUT's, measured in the same repeat.
+LUT's measured in the same repeat. ``--json`` writes the raw per-repeat numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -36,10 +39,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--help-dir", default=str(SHARED / "help_ofa_mbv3_w1.2"))
     p.add_argument("--lut-dir", default=str(SHARED / "ofa_note10_lut"))
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--n-single", type=int, default=500)
     p.add_argument("--n-batch", type=int, default=10_000)
     p.add_argument("--kinds", nargs="+", default=["xgb", "mlp"])
+    p.add_argument("--json", default=None, help="write per-repeat results here")
     args = p.parse_args(argv)
 
     from ofa_latency import get_space
@@ -59,32 +63,44 @@ def main(argv=None):
             if s.image_size in lut.latency_tables]
     batch = [s.to_dict() for s in sp.sample(args.n_batch, seed=7)]
     ests = {k: LatencyEstimator(create_predictor(k).fit(train)) for k in args.kinds}
+    import numpy as np
 
-    res = {k: [] for k in ["lut"] + [f"{k}_{m}" for k in args.kinds for m in ("miss", "hit", "batch")]}
+    bsubs = sp.sample(args.n_batch, seed=7)
+    arrays = [np.array([getattr(x, f) for x in bsubs]) for f in ("ks", "e", "d", "image_size")]
+    encoded = sp.encode_arrays(*arrays)
+
+    modes = ("nas", "tutorial", "batch_dicts", "batch_arrays", "batch_encoded")
+    res = {k: [] for k in ["lut"] + [f"{k}_{m}" for k in args.kinds for m in modes]}
     for rep in range(args.repeats):
         chunk = pool[rep * args.n_single:(rep + 1) * args.n_single]
         specs = [s.to_tutorial_dict() for s in chunk]
         archs = [s.to_dict() for s in chunk]
         res["lut"].append(per_item_us(lut.predict_efficiency, specs))
         for k, est in ests.items():
-            est._cache.clear()
-            res[f"{k}_miss"].append(per_item_us(est.get_efficiency, archs))
-            res[f"{k}_hit"].append(per_item_us(est.get_efficiency, archs))
-            t0 = time.perf_counter()
-            est.predict(batch)
-            res[f"{k}_batch"].append(len(batch) / (time.perf_counter() - t0))
+            res[f"{k}_nas"].append(per_item_us(est.get_efficiency, archs))
+            res[f"{k}_tutorial"].append(per_item_us(est.predict_efficiency, specs))
+            for m, fn in (("batch_dicts", lambda: est.predict(batch)),
+                          ("batch_arrays", lambda: est.predict_arrays(*arrays)),
+                          ("batch_encoded", lambda: est.predictor.predict(encoded))):
+                t0 = time.perf_counter()
+                fn()
+                res[f"{k}_{m}"].append(args.n_batch / (time.perf_counter() - t0))
     lut_med = statistics.median(res["lut"])
     print(f"OFA Note10 LUT single query: median {lut_med:.1f} us "
           f"(min {min(res['lut']):.1f}, max {max(res['lut']):.1f}) over {args.repeats} repeats")
     for k in args.kinds:
-        for m in ("miss", "hit"):
+        for m in ("nas", "tutorial"):
             v = res[f"{k}_{m}"]
             ratios = [a / b for a, b in zip(v, res["lut"])]
-            print(f"{k} single query ({m}): median {statistics.median(v):.1f} us "
-                  f"(min {min(v):.1f}, max {max(v):.1f}); {statistics.median(ratios):.2f}x the LUT")
-        v = res[f"{k}_batch"]
-        print(f"{k} batch of {len(batch)}: median {statistics.median(v):,.0f} subnets/s "
-              f"(min {min(v):,.0f}, max {max(v):,.0f})")
+            print(f"{k} single query ({m} form): median {statistics.median(v):.2f} us "
+                  f"(min {min(v):.2f}, max {max(v):.2f}); {statistics.median(ratios):.3f}x the "
+                  f"LUT (ratio min {min(ratios):.3f}, max {max(ratios):.3f})")
+        for m in ("batch_dicts", "batch_arrays", "batch_encoded"):
+            v = res[f"{k}_{m}"]
+            print(f"{k} {m} ({args.n_batch}): median {statistics.median(v):,.0f} subnets/s "
+                  f"(min {min(v):,.0f}, max {max(v):,.0f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

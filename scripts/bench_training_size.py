@@ -6,6 +6,10 @@
 For each HELP setting (GPU x batch size), each predictor kind and each training size, fits on
 a seeded random subset of the ``train`` split and reports metrics on the whole ``test`` split
 (the fixed hash split by canonical subnet). Resumable: finished cells are kept in --out.
+
+Kind ``baseline`` is a quick gradient-boosting baseline outside the package: XGBoost's
+default regressor (100 trees, depth 6) on OFA's plain one-hot encoding, squared error on
+latency in ms.
 """
 
 from __future__ import annotations
@@ -22,6 +26,29 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+class _Baseline:
+    """XGBoost defaults on OFA's one-hot encoding (the reference the issue compares with)."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def _x(self, df):
+        from ofa_latency import get_space
+        from ofa_latency.datasets import subnets_of
+
+        return get_space(df.space.iloc[0]).onehot(subnets_of(df))
+
+    def fit(self, df):
+        import xgboost as xgb
+
+        self.model = xgb.XGBRegressor(random_state=self.seed, n_jobs=1)
+        self.model.fit(self._x(df), df.latency_ms.to_numpy())
+        return self
+
+    def predict(self, df):
+        return self.model.predict(self._x(df)).astype(np.float64)
+
+
 def main(argv=None):
     from ofa_latency.datasets import HELP_SETTINGS, read_help
     from ofa_latency.evaluation import latency_metrics
@@ -31,7 +58,7 @@ def main(argv=None):
     p.add_argument("--help-dir", default=str(ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"))
     p.add_argument("--settings", nargs="+", default=HELP_SETTINGS)
     p.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 1000, 4000])
-    p.add_argument("--kinds", nargs="+", default=["xgb", "mlp"])
+    p.add_argument("--kinds", nargs="+", default=["baseline", "xgb", "mlp"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "data" / "benchmarks" / "training_size.json"))
     p.add_argument("--plot", default=None)
@@ -52,7 +79,10 @@ def main(argv=None):
                     continue
                 sub = train.iloc[order[:n]]
                 t0 = time.perf_counter()
-                pred = create_predictor(kind, random_state=args.seed).fit(sub)
+                if kind == "baseline":
+                    pred = _Baseline(args.seed).fit(sub)
+                else:
+                    pred = create_predictor(kind, random_state=args.seed).fit(sub)
                 fit_s = time.perf_counter() - t0
                 m = latency_metrics(test.latency_ms.to_numpy(), pred.predict(test))
                 m.update(n_train=int(len(sub)), fit_seconds=round(fit_s, 2))

@@ -74,7 +74,8 @@ def main(argv=None):
                 "threads": s["threads"], "batch_size": s["batch_size"],
                 "precision": s["precision"], "heldout_metrics": metrics,
                 "n_train": meta["data"]["n_train"], "n_test": meta["data"]["n_test"],
-                "weights": pred.weights_name, "sha256": sha256_of(root / name / pred.weights_name),
+                "sha256": {f: sha256_of(root / name / f) for f in
+                           json.loads((root / name / "config.json").read_text())["weights"]},
                 "source": source, "licence": licence,
             })
             manifest["predictors"].sort(key=lambda e: e["name"])

@@ -7,7 +7,7 @@ from ofa_latency import create_backend
 from ofa_latency.predictors import (NotFittedError, create_predictor, list_predictors,
                                     load_predictor)
 
-SMALL = {"xgb": dict(n_estimators=60, max_depth=4), "mlp": dict(epochs=30, hidden=64)}
+SMALL = {"xgb": dict(n_estimators=60), "mlp": dict(epochs=20, hidden=32, lr=1e-3)}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,14 @@ def test_contract(name, data, tmp_path):
     err = np.mean(np.abs(pred - te_y) / te_y)
     base = np.mean(np.abs(np.mean(tr_y) - te_y) / te_y)
     assert err < 0.5 * base
-    # single dict in either form
+    # single dict in either form, batch and pure-Python single path agree
     assert p.predict(te_x[0].to_tutorial_dict())[0] == pytest.approx(pred[0], rel=1e-6)
+    assert [p.predict_one(s.to_dict()) for s in te_x] == pytest.approx(pred, rel=1e-9)
+    assert p.predict_one(te_x[1].to_tutorial_dict()) == pytest.approx(pred[1], rel=1e-9)
+    # encoded arrays
+    ks = np.array([s.ks for s in te_x]); e = np.array([s.e for s in te_x])
+    d = np.array([s.d for s in te_x]); r = np.array([s.image_size for s in te_x])
+    np.testing.assert_allclose(p.predict(p.space_.encode_arrays(ks, e, d, r)), pred, rtol=1e-12)
     # save -> load gives identical predictions
     p.save(tmp_path / "m", metadata={"device": "fake"})
     q = load_predictor(tmp_path / "m")
@@ -83,16 +89,17 @@ def test_load_rejects_newer_format(tmp_path, data):
 def test_load_rejects_other_space_schema(tmp_path, data):
     d = _saved(tmp_path, data)
     cfg = json.loads((d / "config.json").read_text())
-    cfg["feature_schema"]["onehot_size"] = 7
+    cfg["feature_schema"]["image_sizes"] = [224]
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="feature schema does not match"):
         load_predictor(d)
 
 
 @pytest.mark.parametrize("name", ["xgb", "mlp"])
-def test_load_rejects_truncated_weights(tmp_path, data, name):
+@pytest.mark.parametrize("which", [0, 1])
+def test_load_rejects_truncated_weights(tmp_path, data, name, which):
     d = _saved(tmp_path, data, name)
-    w = d / json.loads((d / "config.json").read_text())["weights"]
+    w = d / json.loads((d / "config.json").read_text())["weights"][which]
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 3])
     with pytest.raises(ValueError, match=str(w.name)):
         load_predictor(d)
@@ -105,12 +112,61 @@ def test_load_missing_folder(tmp_path):
 
 def test_mlp_is_differentiable(data, mbv3):
     import torch
-    from ofa_latency.predictors import feature_matrix
 
     tr_x, tr_y, te_x, _ = data
     p = create_predictor("mlp", **SMALL["mlp"]).fit(tr_x, tr_y)
-    x = torch.tensor(feature_matrix(mbv3, te_x[:3]), requires_grad=True)
+    x = torch.tensor(mbv3.onehot(te_x[:3]), requires_grad=True)
     p.torch_module()(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    np.testing.assert_allclose(np.exp(p.torch_module()(x).detach().numpy()),
-                               p.predict(te_x[:3]), rtol=1e-4)
+    # the module is the same function as the compiled table on hard one-hot rows
+    np.testing.assert_allclose(p.torch_module()(x).detach().numpy(), p.predict(te_x[:3]),
+                               rtol=1e-5)
+    # the correction network was trained (not left at its zero initialisation)
+    assert np.abs(p.table.block_ms - p.linear_.block_ms).max() > 0
+
+
+def test_xgb_trees_compile_exactly(data, mbv3):
+    import xgboost as xgb
+
+    from ofa_latency.predictors.xgb import _tree_inputs
+
+    tr_x, tr_y, te_x, _ = data
+    p = create_predictor("xgb", **SMALL["xgb"]).fit(tr_x, tr_y)
+    enc = mbv3.encode(te_x)
+    trees = p.booster_.predict(xgb.DMatrix(_tree_inputs(mbv3, enc),
+                                           base_margin=p.linear_.predict_encoded(enc)))
+    np.testing.assert_allclose(p.predict(te_x), trees, rtol=1e-5)
+    assert np.abs(p.table.block_ms - p.linear_.block_ms).max() > 0
+
+
+def test_linear_table_fits_an_additive_device(mbv3):
+    """On a noise-free additive latency the min-MAPE table is near exact, and a few gross
+    outliers (timing glitches) barely move it."""
+    from ofa_latency.predictors._table import _design, fit_linear_table
+
+    G, H, _, _ = _design(mbv3.name)
+    rng = np.random.default_rng(0)
+    coef = np.abs(rng.normal(size=len(G))) * (rng.random(len(G)) < 0.2)
+    subs = mbv3.sample(400, seed=5)
+    enc = mbv3.encode(subs)
+    from ofa_latency.predictors._table import AdditiveTable
+
+    true = AdditiveTable(mbv3, np.tensordot(coef, H, 1) + 5.0, np.tensordot(coef, G, 1))
+    y = true.predict_encoded(enc)
+    y_noisy = y.copy()
+    y_noisy[::40] *= 1.5  # 2.5 % of the rows are 50 % too slow
+    fit = fit_linear_table(mbv3, enc, y_noisy, alpha=0.01)
+    test = mbv3.encode(mbv3.sample(600, seed=6)[400:])
+    err = np.abs(fit.predict_encoded(test) / true.predict_encoded(test) - 1)
+    assert err.mean() < 0.01
+
+
+def test_predict_one_falls_back_to_validation(data):
+    tr_x, tr_y, te_x, _ = data
+    p = create_predictor("xgb", **SMALL["xgb"]).fit(tr_x, tr_y)
+    bad = dict(te_x[0].to_dict(), e=[5] * 20)
+    assert p.table.predict_one(bad) is None
+    with pytest.raises(ValueError, match="expand ratios"):
+        p.predict_one(bad)
+    # inactive blocks may hold anything OFA would accept; extra keys are refused
+    assert p.table.predict_one(dict(te_x[0].to_dict(), extra=1)) is None

@@ -32,9 +32,10 @@ def test_checksum_mismatch_is_caught(tmp_path, mbv3):
     subs = mbv3.sample(40, seed=1)
     p = create_predictor("xgb", n_estimators=10).fit(subs, [be.true_latency_ms(mbv3, s) for s in subs])
     p.save(tmp_path / "a")
-    w = tmp_path / "a" / p.weights_name
+    names = json.loads((tmp_path / "a" / "config.json").read_text())["weights"]
     (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1, "predictors": [
-        {"name": "a", "path": "a", "weights": p.weights_name, "sha256": sha256_of(w)}]}))
+        {"name": "a", "path": "a", "sha256": {n: sha256_of(tmp_path / "a" / n) for n in names}}]}))
+    w = tmp_path / "a" / names[0]
     assert pretrained_path("a", root=tmp_path) == tmp_path / "a"
     w.write_bytes(w.read_bytes() + b"x")
     with pytest.raises(ValueError, match="sha256"):

@@ -145,3 +145,19 @@ def test_vectorised_encoding_matches_validation(name):
     with pytest.raises(ValueError, match=r"arch\['ks'\]\[0\] = 9"):
         sp.encode(bad)
     assert sp.features([]).shape[0] == 0
+
+
+def test_encode_arrays_matches_encode_and_rejects_bad_rows(mbv3):
+    subs = mbv3.sample(30, seed=8)
+    ks = np.array([s.ks for s in subs]); e = np.array([s.e for s in subs])
+    d = np.array([s.d for s in subs]); r = np.array([s.image_size for s in subs])
+    got, want = mbv3.encode_arrays(ks, e, d, r), mbv3.encode(subs)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    ks[7, 0] = 9
+    with pytest.raises(ValueError, match=r"arch\['ks'\]\[0\] = 9"):
+        mbv3.encode_arrays(ks, e, d, r)
+    with pytest.raises(ValueError, match=r"d has shape \(30, 4\); expected \(30, 5\)"):
+        mbv3.encode_arrays(ks, e, d[:, :4], r)
+    with pytest.raises(ValueError, match="integers"):
+        mbv3.encode_arrays(ks, e, d, r.astype(float))

@@ -4,7 +4,6 @@ from ._base import FORMAT_VERSION as FORMAT_VERSION
 from ._base import LatencyPredictor as LatencyPredictor
 from ._base import NotFittedError as NotFittedError
 from ._base import create_predictor as create_predictor
-from ._base import feature_matrix as feature_matrix
 from ._base import list_predictors as list_predictors
 from ._base import load_predictor as load_predictor
 from ._base import register_predictor as register_predictor
@@ -12,5 +11,5 @@ from .mlp import MLPLatencyPredictor as MLPLatencyPredictor
 from .xgb import XGBLatencyPredictor as XGBLatencyPredictor
 
 __all__ = ["FORMAT_VERSION", "LatencyPredictor", "NotFittedError", "create_predictor",
-           "feature_matrix", "list_predictors", "load_predictor", "register_predictor",
+           "list_predictors", "load_predictor", "register_predictor",
            "MLPLatencyPredictor", "XGBLatencyPredictor"]

@@ -14,15 +14,16 @@ import pandas as pd
 
 from .._registry import Registry
 from ..spaces import Subnet, get_space
+from ._table import AdditiveTable, fit_linear_table, table_schema
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["NotFittedError", "LatencyPredictor", "register_predictor", "create_predictor",
-           "list_predictors", "load_predictor", "FORMAT_VERSION", "feature_schema",
-           "feature_matrix"]
+           "list_predictors", "load_predictor", "FORMAT_VERSION", "feature_schema"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
+LINEAR_NAME = "linear.safetensors"
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -30,26 +31,8 @@ class NotFittedError(ValueError, AttributeError):
 
 
 def feature_schema(space) -> dict:
-    """Describe the features a predictor of ``space`` is fitted on (checked when loading)."""
-    cost = list(space.cost_features(space.encode([_any_subnet(space)])).columns)
-    return {"space": space.name, "onehot_size": space.onehot_size,
-            "onehot_layout": "ofa.nas MobileNetArchEncoder (r, ks per block, e per block)",
-            "cost_features": cost, "image_sizes": list(space.image_sizes)}
-
-
-def _any_subnet(space):
-    return space.validate({"ks": [space.ks_choices[0]] * space.n_blocks,
-                           "e": [space.e_choices[0]] * space.n_blocks,
-                           "d": [space.d_choices[0]] * space.n_stages,
-                           "image_size": space.image_sizes[0]})
-
-
-def feature_matrix(space, archs) -> np.ndarray:
-    """Features of ``archs``: OFA one-hot encoding then the analytic cost features
-    (``float32``, shape ``(n, onehot_size + n_cost)``)."""
-    enc = space.encode(archs)
-    cost = space.cost_features(enc).to_numpy(dtype=np.float32, copy=False)
-    return np.hstack([space.onehot(None, encoded=enc), cost])
+    """Describe what a predictor of ``space`` is indexed by (checked when loading)."""
+    return table_schema(space)
 
 
 def _as_archs(space, X) -> list:
@@ -74,15 +57,18 @@ def _as_archs(space, X) -> list:
 class LatencyPredictor(abc.ABC):
     """Predicts a subnet's latency in milliseconds on one device setting.
 
-    Subclasses take their hyper-parameters as explicit ``__init__`` arguments and store them
-    unchanged; :meth:`fit` sets the attributes ending in ``_``.
+    Every kind first fits the linear additive table of :mod:`._table` (minimum MAPE), then adds
+    its own additive correction, and compiles the sum into one :class:`AdditiveTable` through
+    which all predictions go. Subclasses take their hyper-parameters as explicit ``__init__``
+    arguments and store them unchanged; :meth:`fit` sets the attributes ending in ``_``.
     """
 
     kind: str = ""
     weights_name: str = ""
 
-    def __init__(self, space: str = "ofa_mbv3_w1.2"):
+    def __init__(self, space: str = "ofa_mbv3_w1.2", alpha: float = 1.0):
         self.space = space
+        self.alpha = alpha
 
     # ---------------------------------------------------------------- sklearn-style params
     def get_params(self) -> dict:
@@ -120,33 +106,49 @@ class LatencyPredictor(abc.ABC):
             raise ValueError(f"need at least 2 subnets to fit, got {len(subs)}")
         if not np.all(np.isfinite(y)) or np.any(y <= 0):
             raise ValueError("latencies must be finite and > 0 ms")
-        F = feature_matrix(space, subs)
-        self._fit(F, np.log(y), **fit_params)
+        enc = space.encode(subs)
+        self.linear_ = fit_linear_table(space, enc, y, alpha=self.alpha)
+        self._fit(enc, y, self.linear_.predict_encoded(enc), **fit_params)
+        self.table_ = self._compile()
         self.feature_schema_ = feature_schema(space)
         self.n_train_ = len(subs)
         self.fitted_ = True
         return self
 
     def predict(self, X) -> np.ndarray:
-        """Predicted latency in ms, ``float64`` array with one value per subnet."""
+        """Predicted latency in ms, ``float64`` array with one value per subnet.
+
+        ``X``: arch dicts (either OFA form), :class:`Subnet` objects, a measurement table, or
+        the output of :meth:`SearchSpace.encode` / :meth:`SearchSpace.encode_arrays` (fastest).
+        """
         self._check_fitted()
+        if isinstance(X, dict) and "ks_idx" in X:
+            return self.table_.predict_encoded(X)
         archs = _as_archs(self.space_, X)
         if not archs:
             return np.zeros(0)
-        return self.predict_features(feature_matrix(self.space_, archs))
+        return self.table_.predict_encoded(self.space_.encode(archs))
 
-    def predict_features(self, F: np.ndarray) -> np.ndarray:
-        """Predicted latency (ms) from a :func:`feature_matrix`."""
+    def predict_one(self, arch) -> float:
+        """Predicted latency (ms) of one arch dict; a pure-Python table lookup for plain
+        dicts (a few microseconds)."""
         self._check_fitted()
-        return np.exp(self._predict_log(np.asarray(F, dtype=np.float32))).astype(np.float64)
+        value = self.table_.predict_one(arch)
+        return float(self.predict([arch])[0]) if value is None else value
+
+    @property
+    def table(self) -> AdditiveTable:
+        """The fitted model compiled to an additive latency table (ms)."""
+        self._check_fitted()
+        return self.table_
 
     @abc.abstractmethod
-    def _fit(self, F: np.ndarray, log_y: np.ndarray, **fit_params) -> None:
-        ...
+    def _fit(self, enc: dict, y_ms: np.ndarray, linear_ms: np.ndarray, **fit_params) -> None:
+        """Fit what the kind adds to the linear table (``linear_ms``: its predictions)."""
 
     @abc.abstractmethod
-    def _predict_log(self, F: np.ndarray) -> np.ndarray:
-        ...
+    def _compile(self) -> AdditiveTable:
+        """The whole fitted model as one :class:`AdditiveTable`."""
 
     # ---------------------------------------------------------------- persistence
     @abc.abstractmethod
@@ -168,12 +170,16 @@ class LatencyPredictor(abc.ABC):
         self._check_fitted()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        from safetensors.numpy import save_file
+
+        save_file({"fixed_ms": self.linear_.fixed_ms, "block_ms": self.linear_.block_ms},
+                  str(d / LINEAR_NAME))
         self._save_weights(d / self.weights_name)
         config = {"format_version": FORMAT_VERSION, "package_version": __version__,
                   "kind": self.kind, "params": self.get_params(),
                   "feature_schema": self.feature_schema_, "n_train": self.n_train_,
-                  "units": "ms", "target_transform": "log",
-                  "weights": self.weights_name,
+                  "units": "ms", "loss": "mean absolute percentage error",
+                  "weights": [LINEAR_NAME, self.weights_name],
                   "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                   "metadata": metadata or {}}
         (d / CONFIG_NAME).write_text(json.dumps(config, indent=1, default=_json_default))
@@ -244,13 +250,26 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
         raise ValueError(f"{d / CONFIG_NAME}: feature schema does not match this ofa-latency's "
                          f"for space {pred.space!r} (saved {cfg.get('feature_schema')!r}, "
                          f"expected {schema!r})")
-    wpath = d / cfg.get("weights", pred.weights_name)
-    if not wpath.exists():
-        raise FileNotFoundError(f"weights file {wpath} not found")
+    names = cfg.get("weights")
+    if not isinstance(names, list) or len(names) != 2:
+        raise ValueError(f"{d / CONFIG_NAME}: 'weights' must list two files, got {names!r}")
+    for name in names:
+        if not (d / name).exists():
+            raise FileNotFoundError(f"weights file {d / name} not found")
     try:
-        pred._load_weights(wpath)
+        from safetensors.numpy import load_file
+
+        lin = load_file(str(d / names[0]))
+        pred.linear_ = AdditiveTable(pred.space_, lin["fixed_ms"], lin["block_ms"])
     except Exception as exc:  # corrupted or truncated file: name it
-        raise ValueError(f"cannot read weights file {wpath} (truncated or corrupted?): {exc}") from exc
+        raise ValueError(f"cannot read weights file {d / names[0]} (truncated or corrupted?): "
+                         f"{exc}") from exc
+    try:
+        pred._load_weights(d / names[1])
+        pred.table_ = pred._compile()
+    except Exception as exc:
+        raise ValueError(f"cannot read weights file {d / names[1]} (truncated or corrupted?): "
+                         f"{exc}") from exc
     pred.feature_schema_ = schema
     pred.n_train_ = cfg.get("n_train")
     pred.config_ = cfg

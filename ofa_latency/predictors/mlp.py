@@ -1,4 +1,4 @@
-"""A PyTorch MLP over the one-hot encoding and cost features (differentiable in its input)."""
+"""A PyTorch MLP, shared by all blocks, on top of the linear latency table (differentiable)."""
 
 from __future__ import annotations
 
@@ -7,45 +7,94 @@ from pathlib import Path
 import numpy as np
 
 from ._base import LatencyPredictor, register_predictor
+from ._table import AdditiveTable
 
 __all__ = ["MLPLatencyPredictor"]
 
 
-def _build(n_in, hidden, n_layers):
-    import torch
+def _block_net(n_in, hidden, n_layers):
+    """Block features -> that block's latency correction (in units of the training median)."""
     from torch import nn
 
-    class _Net(nn.Module):
-        """Standardise features, MLP, un-standardise: features -> log latency (ms)."""
+    layers, d = [], n_in
+    for _ in range(n_layers):
+        layers += [nn.Linear(d, hidden), nn.ReLU()]
+        d = hidden
+    last = nn.Linear(d, 1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)  # starts exactly at the linear table
+    return nn.Sequential(*layers, last)
 
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("x_mean", torch.zeros(n_in))
-            self.register_buffer("x_std", torch.ones(n_in))
-            self.register_buffer("y_mean", torch.zeros(()))
-            self.register_buffer("y_std", torch.ones(()))
-            layers, d = [], n_in
-            for _ in range(n_layers):
-                layers += [nn.Linear(d, hidden), nn.ReLU()]
-                d = hidden
-            layers.append(nn.Linear(d, 1))
-            self.body = nn.Sequential(*layers)
 
-        def forward(self, x):
-            z = self.body((x - self.x_mean) / self.x_std).squeeze(-1)
-            return z * self.y_std + self.y_mean
+def _split_onehot(space, x):
+    """OFA one-hot rows -> resolution (n, n_res), kernel (n, nb, nk) and expand (n, nb, ne) parts."""
+    nr, nb = len(space.image_sizes), space.n_blocks
+    nk, ne = len(space.ks_choices), len(space.e_choices)
+    r = x[:, :nr]
+    k = x[:, nr:nr + nb * nk].reshape(-1, nb, nk)
+    e = x[:, nr + nb * nk:].reshape(-1, nb, ne)
+    return r, k, e
 
-    return _Net()
+
+def _block_inputs(space, r, k, e):
+    """Per-block network input ``[kernel one-hot, expand one-hot, block one-hot, resolution]``."""
+    import torch
+
+    n, nb = k.shape[0], space.n_blocks
+    blk = torch.eye(nb, dtype=k.dtype).expand(n, nb, nb)
+    return torch.cat([k, e, blk, r[:, None, :].expand(n, nb, r.shape[1])], dim=-1)
+
+
+class _Differentiable:
+    """Factory for the torch module returned by :meth:`MLPLatencyPredictor.torch_module`."""
+
+    @staticmethod
+    def build(space, linear: AdditiveTable, net, scale_ms: float):
+        import torch
+        from torch import nn
+
+        class LatencyModule(nn.Module):
+            """OFA one-hot encoding ``(n, onehot_size)`` -> latency (ms), differentiable.
+
+            For hard one-hot rows it equals the predictor's table; for relaxed (soft) rows it
+            mixes the table entries and the block network smoothly.
+            """
+
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("fixed_ms", torch.as_tensor(linear.fixed_ms, dtype=torch.float32))
+                self.register_buffer("block_ms", torch.as_tensor(linear.block_ms, dtype=torch.float32))
+                self.net = net
+                self.scale_ms = scale_ms
+
+            def forward(self, x):
+                r, k, e = _split_onehot(space, x)
+                choice = (k[..., :, None] * e[..., None, :]).flatten(-2)      # (n, nb, nc)
+                lin = r @ self.fixed_ms + torch.einsum("nr,rbc,nbc->n", r, self.block_ms, choice)
+                active = k.sum(-1)
+                corr = self.net(_block_inputs(space, r, k, e)).squeeze(-1)
+                return lin + self.scale_ms * (corr * active).sum(-1)
+
+        return LatencyModule().eval()
 
 
 @register_predictor("mlp")
 class MLPLatencyPredictor(LatencyPredictor):
-    """Multi-layer perceptron on log latency, trained with AdamW.
+    """Linear latency table plus a per-block MLP correction, trained with AdamW on mean
+    absolute percentage error.
+
+    The network sees one block at a time (its kernel-size and expand-ratio one-hots, which block,
+    and the resolution one-hot) and outputs that block's correction; the subnet's latency is the
+    table plus the sum over active blocks. It is compiled into the predictor's table for fast
+    queries, and :meth:`torch_module` gives the same function as a differentiable module over
+    OFA's one-hot encoding.
 
     Parameters
     ----------
     space : str
         Search space name.
+    alpha : float
+        L1 penalty of the linear table (see :func:`fit_linear_table`).
     hidden : int
         Units per hidden layer.
     n_layers : int
@@ -56,11 +105,11 @@ class MLPLatencyPredictor(LatencyPredictor):
         Seed; the same seed and data give the same weights.
     """
 
-    weights_name = "weights.safetensors"
+    weights_name = "mlp.safetensors"
 
-    def __init__(self, space="ofa_mbv3_w1.2", hidden=256, n_layers=3, epochs=150, batch_size=256,
-                 lr=2e-3, weight_decay=1e-4, random_state=0):
-        super().__init__(space)
+    def __init__(self, space="ofa_mbv3_w1.2", alpha=1.0, hidden=64, n_layers=2, epochs=100,
+                 batch_size=256, lr=3e-4, weight_decay=1e-2, random_state=0):
+        super().__init__(space, alpha)
         self.hidden = hidden
         self.n_layers = n_layers
         self.epochs = epochs
@@ -69,71 +118,78 @@ class MLPLatencyPredictor(LatencyPredictor):
         self.weight_decay = weight_decay
         self.random_state = random_state
 
-    def _fit(self, F, log_y, progress=False):
+    def _n_in(self):
+        sp = self.space_
+        return len(sp.ks_choices) + len(sp.e_choices) + sp.n_blocks + len(sp.image_sizes)
+
+    def _fit(self, enc, y_ms, linear_ms, progress=False):
         import torch
         from tqdm.auto import tqdm
 
+        sp = self.space_
         g = torch.Generator().manual_seed(self.random_state)
         with torch.random.fork_rng():
             torch.manual_seed(self.random_state)
-            net = _build(F.shape[1], self.hidden, self.n_layers)
-        x = torch.as_tensor(F, dtype=torch.float32)
-        y = torch.as_tensor(log_y, dtype=torch.float32)
-        std = x.std(0)
-        net.x_mean.copy_(x.mean(0)); net.x_std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
-        net.y_mean.copy_(y.mean()); net.y_std.copy_(y.std().clamp_min(1e-6))
+            net = _block_net(self._n_in(), self.hidden, self.n_layers)
+        x = torch.as_tensor(sp.onehot(None, encoded=enc))
+        r, k, e = _split_onehot(sp, x)
+        inputs = _block_inputs(sp, r, k, e)
+        active = k.sum(-1)
+        y = torch.tensor(np.asarray(y_ms, dtype=np.float32))
+        lin = torch.as_tensor(linear_ms, dtype=torch.float32)
+        self.scale_ms_ = float(np.median(y_ms))
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        steps_per_epoch = max(1, int(np.ceil(len(x) / self.batch_size)))
+        steps_per_epoch = max(1, int(np.ceil(len(y) / self.batch_size)))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs * steps_per_epoch)
         net.train()
         for _ in tqdm(range(self.epochs), disable=not progress, desc="mlp", unit="epoch"):
-            perm = torch.randperm(len(x), generator=g)
-            for i in range(0, len(x), self.batch_size):
+            perm = torch.randperm(len(y), generator=g)
+            for i in range(0, len(y), self.batch_size):
                 idx = perm[i:i + self.batch_size]
-                loss = torch.mean(((net(x[idx]) - y[idx]) / net.y_std) ** 2)
+                corr = (net(inputs[idx]).squeeze(-1) * active[idx]).sum(-1)
+                pred = lin[idx] + self.scale_ms_ * corr
+                loss = torch.mean(torch.abs(pred - y[idx]) / y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 sched.step()
-        self.module_ = net.eval()
-        self._cache_numpy()
+        self.net_ = net.eval()
 
-    def _cache_numpy(self):
-        """Weights as numpy arrays for a fast forward pass without torch overhead."""
-        sd = {k: v.detach().numpy().astype(np.float32) for k, v in self.module_.state_dict().items()}
-        lin = sorted({k.rsplit(".", 1)[0] for k in sd if k.startswith("body.")},
-                     key=lambda k: int(k.split(".")[1]))
-        self._np_layers = [(sd[k + ".weight"].T.copy(), sd[k + ".bias"]) for k in lin]
-        self._np_norm = (sd["x_mean"], sd["x_std"], float(sd["y_mean"]), float(sd["y_std"]))
+    def _compile(self):
+        import torch
 
-    def _predict_log(self, F):
-        x_mean, x_std, y_mean, y_std = self._np_norm
-        h = (F - x_mean) / x_std
-        for i, (w, b) in enumerate(self._np_layers):
-            h = h @ w + b
-            if i < len(self._np_layers) - 1:
-                np.maximum(h, 0, out=h)
-        return h[:, 0] * y_std + y_mean
+        sp = self.space_
+        nr, nb = len(sp.image_sizes), sp.n_blocks
+        nk, ne = len(sp.ks_choices), len(sp.e_choices)
+        eye = torch.eye
+        ri, bi, ki, ei = np.meshgrid(np.arange(nr), np.arange(nb), np.arange(nk), np.arange(ne),
+                                     indexing="ij")
+        parts = [eye(nk)[ki.ravel()], eye(ne)[ei.ravel()], eye(nb)[bi.ravel()], eye(nr)[ri.ravel()]]
+        with torch.no_grad():
+            out = self.net_(torch.cat(parts, dim=-1)).squeeze(-1).double().numpy()
+        block = self.scale_ms_ * out.reshape(nr, nb, nk * ne)
+        return self.linear_ + AdditiveTable(sp, np.zeros(nr), block)
 
     def torch_module(self):
-        """The fitted network as a ``torch.nn.Module``: feature matrix -> log latency (ms).
-
-        Differentiable with respect to its input (the one-hot encoding and cost features of
-        :func:`ofa_latency.predictors.feature_matrix`).
-        """
+        """The fitted model as a ``torch.nn.Module``: OFA one-hot encoding
+        (:meth:`SearchSpace.onehot`, ``float32``) -> latency (ms), differentiable with respect
+        to its input."""
         self._check_fitted()
-        return self.module_
+        return _Differentiable.build(self.space_, self.linear_, self.net_, self.scale_ms_)
 
     def _save_weights(self, path: Path):
+        import torch
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in self.module_.state_dict().items()}, str(path))
+        sd = {k: v.contiguous() for k, v in self.net_.state_dict().items()}
+        sd["scale_ms"] = torch.tensor(self.scale_ms_, dtype=torch.float64)
+        save_file(sd, str(path))
 
     def _load_weights(self, path: Path):
         from safetensors.torch import load_file
 
         sd = load_file(str(path))
-        net = _build(sd["x_mean"].shape[0], self.hidden, self.n_layers)
+        self.scale_ms_ = float(sd.pop("scale_ms"))
+        net = _block_net(self._n_in(), self.hidden, self.n_layers)
         net.load_state_dict(sd)
-        self.module_ = net.eval()
-        self._cache_numpy()
+        self.net_ = net.eval()
