@@ -124,6 +124,17 @@ class MLPLatencyPredictor(LatencyPredictor):
 
     def _fit(self, enc, y_ms, linear_ms, progress=False):
         import torch
+
+        # the network is tiny: one thread avoids thread start-up and oversubscription costs
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._train(enc, y_ms, linear_ms, progress)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _train(self, enc, y_ms, linear_ms, progress):
+        import torch
         from tqdm.auto import tqdm
 
         sp = self.space_
