@@ -48,6 +48,16 @@ def main():
                 m = ts.get(f"{s}|{kind}|4000")
                 row += ["-", "-"] if m is None else [f"{m['mape_pct']:.2f}", f"{m['kendall_tau']:.3f}"]
             print("| " + " | ".join(row) + " |")
+        sizes = sorted({int(k.split("|")[2]) for k in ts})
+        print("\nTraining-size curve, held-out MAPE (%) / Kendall tau:\n")
+        print("| HELP setting | kind | " + " | ".join(str(n) for n in sizes) + " |")
+        print("|" + "---|" * (2 + len(sizes)))
+        for s in settings:
+            for kind in ("baseline", "xgb", "mlp"):
+                cells = [ts.get(f"{s}|{kind}|{n}") for n in sizes]
+                print(f"| {s} | {kind} | " + " | ".join(
+                    "-" if m is None else f"{m['mape_pct']:.2f} / {m['kendall_tau']:.3f}"
+                    for m in cells) + " |")
 
 
 if __name__ == "__main__":
