@@ -79,9 +79,9 @@ def main(argv=None):
         for k, est in ests.items():
             res[f"{k}_nas"].append(per_item_us(est.get_efficiency, archs))
             res[f"{k}_tutorial"].append(per_item_us(est.predict_efficiency, specs))
-            for m, fn in (("batch_dicts", lambda: est.predict(batch)),
-                          ("batch_arrays", lambda: est.predict_arrays(*arrays)),
-                          ("batch_encoded", lambda: est.predictor.predict(encoded))):
+            for m, fn in (("batch_dicts", lambda est=est: est.predict(batch)),
+                          ("batch_arrays", lambda est=est: est.predict_arrays(*arrays)),
+                          ("batch_encoded", lambda est=est: est.predictor.predict(encoded))):
                 t0 = time.perf_counter()
                 fn()
                 res[f"{k}_{m}"].append(args.n_batch / (time.perf_counter() - t0))
