@@ -16,6 +16,8 @@ taskset -c 0 sh -c "ofa-latency $P --space ofa_mbv3_w1.2 --backend onnxruntime -
 taskset -c 1 ofa-latency $P --space ofa_mbv3_w1.2 --backend torch --threads 1 --n 1500 --out $D/ofa_mbv3_w1.2_torch_cpu_t1_b1.csv &
 wait
 ofa-latency $P --space ofa_mbv3_w1.2 --backend onnxruntime --threads 2 --n 1500 --out $D/ofa_mbv3_w1.2_onnxruntime_cpu_t2_b1.csv
+# the same 1,500 subnets again with nothing else running on the machine (about 30 min)
+taskset -c 0 ofa-latency $P --space ofa_mbv3_w1.2 --backend onnxruntime --threads 1 --n 1500 --out $D/ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_alone.csv
 
 # GPU (run on the GPU machine; cheaper protocol, no drift correction: GPU timings are stable)
 # G="profile --space ofa_mbv3_w1.2 --backend torch --device cuda --n 1500 --seed 0 --quiet --show 0 \
