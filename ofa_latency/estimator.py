@@ -55,15 +55,17 @@ class LatencyEstimator:
     def space(self):
         return self.predictor.space_
 
+    def _single(self, arch) -> float:
+        v = self._one(arch)
+        return self.predictor.predict_one(arch) if v is None else v
+
     def get_efficiency(self, arch_dict) -> float:
         """Predicted latency (ms) of an ``ofa.nas``-form arch dict."""
-        v = self._one(arch_dict)
-        return self.predictor.predict_one(arch_dict) if v is None else v
+        return self._single(arch_dict)
 
     def predict_efficiency(self, spec) -> float:
         """Predicted latency (ms) of an ``ofa.tutorial``-form spec."""
-        v = self._one(spec)
-        return self.predictor.predict_one(spec) if v is None else v
+        return self._single(spec)
 
     def predict(self, archs) -> np.ndarray:
         """Predicted latencies (ms) of a list of arch dicts (either OFA form) or Subnets."""

@@ -14,7 +14,8 @@ import pandas as pd
 
 from .._registry import Registry
 from ..spaces import Subnet, get_space
-from ._table import AdditiveTable, fit_linear_table, table_schema
+from ._table import AdditiveTable, fit_linear_table
+from ._table import table_schema as feature_schema
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +29,6 @@ LINEAR_NAME = "linear.safetensors"
 
 class NotFittedError(ValueError, AttributeError):
     """Raised when an unfitted predictor is asked to predict or save."""
-
-
-def feature_schema(space) -> dict:
-    """Describe what a predictor of ``space`` is indexed by (checked when loading)."""
-    return table_schema(space)
 
 
 def _as_archs(space, X) -> list:

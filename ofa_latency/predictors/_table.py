@@ -20,13 +20,10 @@ an L1 penalty that shrinks the per-choice terms towards the analytic ones when d
 from __future__ import annotations
 
 import functools
-import logging
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["AdditiveTable", "fit_linear_table", "table_schema"]
+__all__ = ["AdditiveTable", "fit_linear_table", "table_schema", "table_grid"]
 
 _UNPENALISED_SCALE = 100.0  # analytic columns are scaled up so the L1 penalty barely touches them
 
@@ -37,6 +34,13 @@ def table_schema(space) -> dict:
             "ks_choices": list(space.ks_choices), "e_choices": list(space.e_choices),
             "d_choices": list(space.d_choices), "image_sizes": list(space.image_sizes),
             "table": "latency_ms = fixed_ms[r] + sum_active_b block_ms[r, b, ks_idx*n_e + e_idx]"}
+
+
+def table_grid(space):
+    """Flat indices ``(r_idx, block, ks_idx, e_idx)`` of every table entry, in the order of
+    ``block_ms.ravel()`` (a correction model is compiled by evaluating it on this grid)."""
+    shape = (len(space.image_sizes), space.n_blocks, len(space.ks_choices), len(space.e_choices))
+    return tuple(a.ravel() for a in np.indices(shape))
 
 
 def _choice_index(space, enc):

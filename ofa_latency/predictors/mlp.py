@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ._base import LatencyPredictor, register_predictor
-from ._table import AdditiveTable
+from ._table import AdditiveTable, table_grid
 
 __all__ = ["MLPLatencyPredictor"]
 
@@ -45,37 +45,34 @@ def _block_inputs(space, r, k, e):
     return torch.cat([k, e, blk, r[:, None, :].expand(n, nb, r.shape[1])], dim=-1)
 
 
-class _Differentiable:
-    """Factory for the torch module returned by :meth:`MLPLatencyPredictor.torch_module`."""
+def _latency_module(space, linear: AdditiveTable, net, scale_ms: float):
+    """The torch module returned by :meth:`MLPLatencyPredictor.torch_module`."""
+    import torch
+    from torch import nn
 
-    @staticmethod
-    def build(space, linear: AdditiveTable, net, scale_ms: float):
-        import torch
-        from torch import nn
+    class LatencyModule(nn.Module):
+        """OFA one-hot encoding ``(n, onehot_size)`` -> latency (ms), differentiable.
 
-        class LatencyModule(nn.Module):
-            """OFA one-hot encoding ``(n, onehot_size)`` -> latency (ms), differentiable.
+        For hard one-hot rows it equals the predictor's table; for relaxed (soft) rows it
+        mixes the table entries and the block network smoothly.
+        """
 
-            For hard one-hot rows it equals the predictor's table; for relaxed (soft) rows it
-            mixes the table entries and the block network smoothly.
-            """
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("fixed_ms", torch.as_tensor(linear.fixed_ms, dtype=torch.float32))
+            self.register_buffer("block_ms", torch.as_tensor(linear.block_ms, dtype=torch.float32))
+            self.net = net
+            self.scale_ms = scale_ms
 
-            def __init__(self):
-                super().__init__()
-                self.register_buffer("fixed_ms", torch.as_tensor(linear.fixed_ms, dtype=torch.float32))
-                self.register_buffer("block_ms", torch.as_tensor(linear.block_ms, dtype=torch.float32))
-                self.net = net
-                self.scale_ms = scale_ms
+        def forward(self, x):
+            r, k, e = _split_onehot(space, x)
+            choice = (k[..., :, None] * e[..., None, :]).flatten(-2)      # (n, nb, nc)
+            lin = r @ self.fixed_ms + torch.einsum("nr,rbc,nbc->n", r, self.block_ms, choice)
+            active = k.sum(-1)
+            corr = self.net(_block_inputs(space, r, k, e)).squeeze(-1)
+            return lin + self.scale_ms * (corr * active).sum(-1)
 
-            def forward(self, x):
-                r, k, e = _split_onehot(space, x)
-                choice = (k[..., :, None] * e[..., None, :]).flatten(-2)      # (n, nb, nc)
-                lin = r @ self.fixed_ms + torch.einsum("nr,rbc,nbc->n", r, self.block_ms, choice)
-                active = k.sum(-1)
-                corr = self.net(_block_inputs(space, r, k, e)).squeeze(-1)
-                return lin + self.scale_ms * (corr * active).sum(-1)
-
-        return LatencyModule().eval()
+    return LatencyModule().eval()
 
 
 @register_predictor("mlp")
@@ -172,10 +169,9 @@ class MLPLatencyPredictor(LatencyPredictor):
         sp = self.space_
         nr, nb = len(sp.image_sizes), sp.n_blocks
         nk, ne = len(sp.ks_choices), len(sp.e_choices)
+        ri, bi, ki, ei = (torch.as_tensor(a) for a in table_grid(sp))
         eye = torch.eye
-        ri, bi, ki, ei = np.meshgrid(np.arange(nr), np.arange(nb), np.arange(nk), np.arange(ne),
-                                     indexing="ij")
-        parts = [eye(nk)[ki.ravel()], eye(ne)[ei.ravel()], eye(nb)[bi.ravel()], eye(nr)[ri.ravel()]]
+        parts = [eye(nk)[ki], eye(ne)[ei], eye(nb)[bi], eye(nr)[ri]]
         with torch.no_grad():
             out = self.net_(torch.cat(parts, dim=-1)).squeeze(-1).double().numpy()
         block = self.scale_ms_ * out.reshape(nr, nb, nk * ne)
@@ -186,7 +182,7 @@ class MLPLatencyPredictor(LatencyPredictor):
         (:meth:`SearchSpace.onehot`, ``float32``) -> latency (ms), differentiable with respect
         to its input."""
         self._check_fitted()
-        return _Differentiable.build(self.space_, self.linear_, self.net_, self.scale_ms_)
+        return _latency_module(self.space_, self.linear_, self.net_, self.scale_ms_)
 
     def _save_weights(self, path: Path):
         import torch

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ._base import LatencyPredictor, register_predictor
-from ._table import AdditiveTable
+from ._table import AdditiveTable, table_grid
 
 __all__ = ["XGBLatencyPredictor"]
 
@@ -98,23 +98,19 @@ class XGBLatencyPredictor(LatencyPredictor):
         import xgboost as xgb
 
         sp = self.space_
-        nb, nk, ne = sp.n_blocks, len(sp.ks_choices), len(sp.e_choices)
-        rows = []
-        for r in sp.image_sizes:
-            base = np.zeros(2 * nb + 1, dtype=np.float32)
-            base[-1] = r
-            rows.append(base)
-            for b in range(nb):
-                for k in sp.ks_choices:
-                    for e in sp.e_choices:
-                        x = base.copy()
-                        x[b], x[nb + b] = k, e
-                        rows.append(x)
-        X = np.stack(rows)
-        out = self.booster_.predict(xgb.DMatrix(X, base_margin=np.zeros(len(X))))
-        out = out.astype(np.float64).reshape(len(sp.image_sizes), 1 + nb * nk * ne)
-        fixed = out[:, 0]
-        block = out[:, 1:].reshape(len(sp.image_sizes), nb, nk * ne) - fixed[:, None, None]
+        nr, nb = len(sp.image_sizes), sp.n_blocks
+        res = np.asarray(sp.image_sizes, dtype=np.float32)
+        ri, bi, ki, ei = table_grid(sp)
+        empty = np.zeros((nr, 2 * nb + 1), dtype=np.float32)  # no active block: the fixed part
+        empty[:, -1] = res
+        X = empty[ri]
+        rows = np.arange(len(ri))
+        X[rows, bi] = np.asarray(sp.ks_choices)[ki]
+        X[rows, nb + bi] = np.asarray(sp.e_choices)[ei]
+        X = np.vstack([empty, X])
+        out = self.booster_.predict(xgb.DMatrix(X, base_margin=np.zeros(len(X)))).astype(np.float64)
+        fixed = out[:nr]
+        block = out[nr:].reshape(nr, nb, -1) - fixed[:, None, None]
         return self.linear_ + AdditiveTable(sp, fixed, block)
 
     def _save_weights(self, path: Path):
