@@ -1,6 +1,6 @@
 """ofa-latency: learned latency predictors for Once-for-All neural architecture search."""
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 from .spaces import Subnet as Subnet
 from .spaces import get_space as get_space

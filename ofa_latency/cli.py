@@ -185,7 +185,7 @@ def cmd_predict(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
     from .profiling import list_backends
     from .spaces import list_spaces
 

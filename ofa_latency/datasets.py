@@ -73,7 +73,8 @@ def assign_split(space: str, subnet, seed: int = 0) -> str:
     return "train" if int.from_bytes(h[:8], "little") / 2 ** 64 < TRAIN_FRACTION else "test"
 
 
-def _now():
+def utc_timestamp() -> str:
+    """The current UTC time as ISO 8601, to the second (the ``timestamp`` column)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 

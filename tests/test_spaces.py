@@ -137,9 +137,9 @@ def test_vectorised_encoding_matches_validation(name):
         a["e"] = [v or int(rng.choice(sp.e_choices)) for v in a["e"]]
         dicts.append(a)
     fast = sp.encode(dicts)
-    slow = sp._encode_fast([sp.validate(a) for a in dicts])
-    for k in fast:
-        np.testing.assert_array_equal(fast[k], slow[k])
+    slow = sp.encode([sp.validate(a) for a in dicts])
+    for k in ("ks_idx", "e_idx", "d", "image_size", "r_idx", "active"):
+        np.testing.assert_array_equal(getattr(fast, k), getattr(slow, k))
     np.testing.assert_array_equal(sp.onehot(dicts), sp.onehot(subs))
     bad = dicts[:3] + [dict(dicts[3], ks=[9] * sp.n_blocks)]
     with pytest.raises(ValueError, match=r"arch\['ks'\]\[0\] = 9"):
@@ -152,8 +152,8 @@ def test_encode_arrays_matches_encode_and_rejects_bad_rows(mbv3):
     ks = np.array([s.ks for s in subs]); e = np.array([s.e for s in subs])
     d = np.array([s.d for s in subs]); r = np.array([s.image_size for s in subs])
     got, want = mbv3.encode_arrays(ks, e, d, r), mbv3.encode(subs)
-    for k in want:
-        np.testing.assert_array_equal(got[k], want[k])
+    for k in ("ks_idx", "e_idx", "d", "image_size", "r_idx", "active"):
+        np.testing.assert_array_equal(getattr(got, k), getattr(want, k))
     ks[7, 0] = 9
     with pytest.raises(ValueError, match=r"arch\['ks'\]\[0\] = 9"):
         mbv3.encode_arrays(ks, e, d, r)

@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from .._registry import Registry
-from ..spaces import Subnet, get_space
+from .._version import __version__
+from ..errors import NotFittedError
+from ..spaces import Encoded, Subnet, arch_from_text, get_space
 from ._table import AdditiveTable, fit_linear_table
 from ._table import table_schema as feature_schema
 
@@ -25,10 +27,7 @@ __all__ = ["NotFittedError", "LatencyPredictor", "register_predictor", "create_p
 FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 LINEAR_NAME = "linear.safetensors"
-
-
-class NotFittedError(ValueError, AttributeError):
-    """Raised when an unfitted predictor is asked to predict or save."""
+LOW_TAU_WARNING = 0.8  # loading a predictor whose held-out Kendall tau is below this warns
 
 
 def _as_archs(space, X) -> list:
@@ -40,8 +39,9 @@ def _as_archs(space, X) -> list:
             other = sorted(set(X["space"]) - {space.name})
             raise ValueError(f"table rows of space {other} given to a predictor of {space.name}")
         out = []
-        for a, r in zip(X["arch"], X["image_size"]):
-            d = json.loads(a) if isinstance(a, str) else dict(a)
+        for i, (a, r) in enumerate(zip(X["arch"], X["image_size"])):
+            d = arch_from_text(a, f"row {i} arch") if isinstance(a, str) else dict(a)
+            d.pop("r", None)
             d["image_size"] = int(r)
             out.append(d)
         return out
@@ -86,10 +86,29 @@ class LatencyPredictor(abc.ABC):
                                  f"or load() first")
 
     # ---------------------------------------------------------------- fit / predict
-    def fit(self, X, y=None, **fit_params) -> "LatencyPredictor":
+    def fit(self, X, y=None, base=None, **fit_params) -> "LatencyPredictor":
         """Fit on subnets ``X`` (arch dicts, :class:`Subnet` or a measurement table) and
-        latencies ``y`` in ms (taken from the table's ``latency_ms`` when ``y`` is None)."""
+        latencies ``y`` in ms (taken from the table's ``latency_ms`` when ``y`` is None).
+
+        Parameters
+        ----------
+        base : AdditiveTable or LatencyPredictor, optional
+            Start from this table (e.g. a fitted predictor of another device): the linear table
+            is fitted to what ``base`` misses and shrunk towards it, not towards the analytic
+            cost terms (see :func:`~ofa_latency.predictors._table.fit_linear_table`).
+        **fit_params
+            Passed to the kind's fitting (e.g. ``progress=True``).
+        """
         space = self.space_
+        if isinstance(base, LatencyPredictor):
+            base = base.table
+        if base is not None:
+            if not isinstance(base, AdditiveTable):
+                raise TypeError(f"base must be an AdditiveTable or a fitted LatencyPredictor, "
+                                f"got {type(base).__name__}")
+            if base.space.name != space.name:
+                raise ValueError(f"base indexes space {base.space.name!r}; this predictor is "
+                                 f"for {space.name!r}")
         subs = _as_archs(space, X)
         if y is None:
             if not isinstance(X, pd.DataFrame) or "latency_ms" not in X.columns:
@@ -103,7 +122,7 @@ class LatencyPredictor(abc.ABC):
         if not np.all(np.isfinite(y)) or np.any(y <= 0):
             raise ValueError("latencies must be finite and > 0 ms")
         enc = space.encode(subs)
-        self.linear_ = fit_linear_table(space, enc, y, alpha=self.alpha)
+        self.linear_ = fit_linear_table(space, enc, y, alpha=self.alpha, base=base)
         self._fit(enc, y, self.linear_.predict_encoded(enc), **fit_params)
         self.table_ = self._compile()
         self.feature_schema_ = feature_schema(space)
@@ -115,10 +134,11 @@ class LatencyPredictor(abc.ABC):
         """Predicted latency in ms, ``float64`` array with one value per subnet.
 
         ``X``: arch dicts (either OFA form), :class:`Subnet` objects, a measurement table, or
-        the output of :meth:`SearchSpace.encode` / :meth:`SearchSpace.encode_arrays` (fastest).
+        an :class:`~ofa_latency.spaces.Encoded` batch from :meth:`SearchSpace.encode` /
+        :meth:`SearchSpace.encode_arrays` (fastest).
         """
         self._check_fitted()
-        if isinstance(X, dict) and "ks_idx" in X:
+        if isinstance(X, Encoded):
             return self.table_.predict_encoded(X)
         archs = _as_archs(self.space_, X)
         if not archs:
@@ -161,10 +181,11 @@ class LatencyPredictor(abc.ABC):
         ``metadata`` (device setting, hardware descriptor, metrics, provenance, ...) is stored
         in the config under ``"metadata"``.
         """
-        from .. import __version__
-
         self._check_fitted()
         d = Path(directory)
+        if d.exists() and not d.is_dir():
+            raise FileExistsError(f"{d} exists and is not a folder; a predictor is saved as a "
+                                  f"folder")
         d.mkdir(parents=True, exist_ok=True)
         from safetensors.numpy import save_file
 
@@ -252,22 +273,26 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
     for name in names:
         if not (d / name).exists():
             raise FileNotFoundError(f"weights file {d / name} not found")
-    try:
-        from safetensors.numpy import load_file
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
 
+    try:
         lin = load_file(str(d / names[0]))
-        pred.linear_ = AdditiveTable(pred.space_, lin["fixed_ms"], lin["block_ms"])
-    except Exception as exc:  # corrupted or truncated file: name it
+        fixed_ms, block_ms = lin["fixed_ms"], lin["block_ms"]
+    except (SafetensorError, KeyError, OSError) as exc:
         raise ValueError(f"cannot read weights file {d / names[0]} (truncated or corrupted?): "
                          f"{exc}") from exc
-    try:
-        pred._load_weights(d / names[1])
-        pred.table_ = pred._compile()
-    except Exception as exc:
-        raise ValueError(f"cannot read weights file {d / names[1]} (truncated or corrupted?): "
-                         f"{exc}") from exc
+    pred.linear_ = AdditiveTable(pred.space_, fixed_ms, block_ms)
+    pred._load_weights(d / names[1])  # raises ValueError naming the file when unreadable
+    pred.table_ = pred._compile()
     pred.feature_schema_ = schema
     pred.n_train_ = cfg.get("n_train")
     pred.config_ = cfg
     pred.fitted_ = True
+    tau = ((cfg.get("metadata") or {}).get("heldout_metrics") or {}).get("kendall_tau")
+    if isinstance(tau, (int, float)) and tau < LOW_TAU_WARNING:
+        logger.warning("%s: this predictor ranks poorly: held-out Kendall tau %.2f < %.1f "
+                       "(MAPE %.1f %%), so it cannot tell close subnets apart reliably",
+                       d, tau, LOW_TAU_WARNING,
+                       cfg["metadata"]["heldout_metrics"].get("mape_pct", float("nan")))
     return pred

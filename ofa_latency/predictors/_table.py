@@ -23,7 +23,9 @@ import functools
 
 import numpy as np
 
-__all__ = ["AdditiveTable", "fit_linear_table", "table_schema", "table_grid"]
+from ..spaces import Encoded
+
+__all__ = ["AdditiveTable", "fit_linear_table", "table_schema", "probe_batch", "table_from_probe"]
 
 _UNPENALISED_SCALE = 100.0  # analytic columns are scaled up so the L1 penalty barely touches them
 
@@ -36,19 +38,46 @@ def table_schema(space) -> dict:
             "table": "latency_ms = fixed_ms[r] + sum_active_b block_ms[r, b, ks_idx*n_e + e_idx]"}
 
 
-def table_grid(space):
-    """Flat indices ``(r_idx, block, ks_idx, e_idx)`` of every table entry, in the order of
-    ``block_ms.ravel()`` (a correction model is compiled by evaluating it on this grid)."""
-    shape = (len(space.image_sizes), space.n_blocks, len(space.ks_choices), len(space.e_choices))
-    return tuple(a.ravel() for a in np.indices(shape))
+def probe_batch(space) -> Encoded:
+    """Rows that read an additive model's table off it: first one row per resolution with no
+    active block (the fixed part), then one row per ``(resolution, block, ks, e)`` with only
+    that block active, in the order of ``block_ms.ravel()``.
+
+    These are not subnets (no depth allows a single block); they are what a correction model
+    that is additive over blocks is evaluated on to compile it exactly. Fields as in
+    :class:`~ofa_latency.spaces.Encoded` (``d`` is zero).
+    """
+    nr, nb = len(space.image_sizes), space.n_blocks
+    nk, ne = len(space.ks_choices), len(space.e_choices)
+    ri, bi, ki, ei = (a.ravel() for a in np.indices((nr, nb, nk, ne)))
+    n = nr + len(ri)
+    ks_idx = np.full((n, nb), -1, dtype=np.int64)
+    e_idx = np.full((n, nb), -1, dtype=np.int64)
+    rows = np.arange(nr, n)
+    ks_idx[rows, bi] = ki
+    e_idx[rows, bi] = ei
+    r_idx = np.concatenate([np.arange(nr), ri]).astype(np.int64)
+    return Encoded(ks_idx=ks_idx, e_idx=e_idx, d=np.zeros((n, space.n_stages), dtype=np.int64),
+                   image_size=np.asarray(space.image_sizes, dtype=np.int64)[r_idx], r_idx=r_idx,
+                   active=ks_idx >= 0)
+
+
+def table_from_probe(space, probe_ms) -> "AdditiveTable":
+    """The :class:`AdditiveTable` of an additive model from its predictions on
+    :func:`probe_batch` (fixed part, then every block choice minus the fixed part)."""
+    nr = len(space.image_sizes)
+    probe_ms = np.asarray(probe_ms, dtype=np.float64)
+    fixed = probe_ms[:nr]
+    block = probe_ms[nr:].reshape(nr, space.n_blocks, -1) - fixed[:, None, None]
+    return AdditiveTable(space, fixed, block)
 
 
 def _choice_index(space, enc):
     """Per block, the flat index into a padded ``(n_res, n_blocks, n_choices + 1)`` table."""
     ne = len(space.e_choices)
     nc = len(space.ks_choices) * ne
-    ridx = space._luts[2][enc["image_size"]]
-    choice = np.where(enc["active"], enc["ks_idx"] * ne + enc["e_idx"], nc)
+    ridx = enc.r_idx
+    choice = np.where(enc.active, enc.ks_idx * ne + enc.e_idx, nc)
     return (ridx[:, None] * space.n_blocks + np.arange(space.n_blocks)) * (nc + 1) + choice, ridx
 
 
@@ -83,59 +112,36 @@ class AdditiveTable:
         return AdditiveTable(self.space, self.fixed_ms + other.fixed_ms,
                              self.block_ms + other.block_ms)
 
-    def predict_encoded(self, enc: dict) -> np.ndarray:
+    def predict_encoded(self, enc: Encoded) -> np.ndarray:
         """Latency (ms) of subnets encoded by :meth:`SearchSpace.encode` (vectorised)."""
         idx, ridx = _choice_index(self.space, enc)
         return self._flat[idx].sum(axis=1) + self.fixed_ms[ridx]
 
     # ------------------------------------------------------------------ single-dict fast path
     @functools.cached_property
-    def _fast(self):
+    def _rows(self):
+        """Per resolution index: (fixed ms, per block {ks: {e: ms}}) as Python floats."""
         sp = self.space
-        rows = {}
-        for ri, r in enumerate(sp.image_sizes):
-            blocks = []
-            for b in range(sp.n_blocks):
-                blocks.append({(k, e): float(self.block_ms[ri, b, ki * len(sp.e_choices) + ei])
-                               for ki, k in enumerate(sp.ks_choices)
-                               for ei, e in enumerate(sp.e_choices)})
-            rows[r] = (float(self.fixed_ms[ri]), blocks)
-        starts = np.cumsum((0,) + sp.stage_blocks)[:-1]
-        depth_blocks = []
-        for s in range(sp.n_stages):
-            depth_blocks.append({d: tuple(range(starts[s], starts[s] + min(d, sp.stage_blocks[s])))
-                                 for d in sp._allowed_depths[s]})
-        return (rows, tuple(depth_blocks), sp._ks_set, sp._e_set, sp._ARCH_KEYS,
-                sp.n_blocks, sp.n_stages)
+        ne = len(sp.e_choices)
+        return tuple(
+            (float(self.fixed_ms[ri]),
+             tuple({k: {e: float(self.block_ms[ri, b, ki * ne + ei])
+                        for ei, e in enumerate(sp.e_choices)}
+                    for ki, k in enumerate(sp.ks_choices)} for b in range(sp.n_blocks)))
+            for ri in range(len(sp.image_sizes)))
 
     def predict_one(self, arch) -> float | None:
         """Latency (ms) of one plain arch dict (either OFA form) in pure Python, or ``None``
-        when the dict is not a well-formed subnet of the space (the caller then takes the
-        validating path, which raises a precise error)."""
-        rows, depth_blocks, ks_set, e_set, keys, nb, ns = self._fast
-        try:
-            if type(arch) is not dict or not arch.keys() <= keys or arch.get("wid") is not None:
-                return None
-            r = arch.get("image_size")
-            if r is None:
-                rv = arch["r"]
-                r = rv[0] if type(rv) is list and len(rv) == 1 else None
-            elif "r" in arch:
-                return None
-            if type(r) is not int:
-                return None
-            fixed, blocks = rows[r]
-            ks, e, d = arch["ks"], arch["e"], arch["d"]
-            if len(ks) != nb or len(e) != nb or len(d) != ns or not set(ks) <= ks_set \
-                    or not set(e) <= e_set:
-                return None
-            total = fixed
-            for s in range(ns):
-                for b in depth_blocks[s][d[s]]:
-                    total += blocks[b][ks[b], e[b]]
-            return total
-        except (KeyError, TypeError, IndexError):
+        when the space's parser cannot vouch for it (:meth:`ArchParser.read`; the caller then
+        takes the validating path, which raises a precise error)."""
+        hit = self.space.parser.read(arch)
+        if hit is None:
             return None
+        ri, ks, e, _, blocks = hit
+        total, rows = self._rows[ri]
+        for b in blocks:
+            total += rows[b][ks[b]][e[b]]
+        return total
 
 
 # ---------------------------------------------------------------------- the linear model
@@ -146,12 +152,12 @@ def _design(space_name: str):
     from ..spaces import get_space
 
     space = get_space(space_name)
-    t = space._cost_tables
+    t = space.costs
     nr, nb = len(space.image_sizes), space.n_blocks
     nk, ne = len(space.ks_choices), len(space.e_choices)
     nc = nk * ne
-    hin2 = t["h_in"].T.astype(np.float64) ** 2      # (nr, nb)
-    hout2 = t["h_out"].T.astype(np.float64) ** 2
+    hin2 = t.h_in.T.astype(np.float64) ** 2      # (nr, nb)
+    hout2 = t.h_out.T.astype(np.float64) ** 2
     cols_g, cols_h, names, free = [], [], [], []
 
     def add(g=None, h=None, name="", unpenalised=False):
@@ -166,14 +172,14 @@ def _design(space_name: str):
         return v.reshape(1, nb, nc)
 
     hin = hin2[:, :, None]; hout = hout2[:, :, None]
-    add(per_block(t["a"]) * hin, name="expand_macs", unpenalised=True)
-    add(per_block(t["b"]) * hout, name="dw_project_macs", unpenalised=True)
-    add(np.broadcast_to(per_block(t["c"]), (nr, nb, nc)).copy(), name="se_macs", unpenalised=True)
-    add(per_block(t["act_in"]) * hin, name="act_in", unpenalised=True)
-    add(per_block(t["act_out"]) * hout, name="act_out", unpenalised=True)
+    add(per_block(t.a) * hin, name="expand_macs", unpenalised=True)
+    add(per_block(t.b) * hout, name="dw_project_macs", unpenalised=True)
+    add(np.broadcast_to(per_block(t.c), (nr, nb, nc)).copy(), name="se_macs", unpenalised=True)
+    add(per_block(t.act_in) * hin, name="act_in", unpenalised=True)
+    add(per_block(t.act_out) * hout, name="act_out", unpenalised=True)
     add(np.ones((nr, nb, nc)), name="block_count", unpenalised=True)
-    add(h=np.asarray(t["fixed_macs"], dtype=np.float64), name="fixed_macs", unpenalised=True)
-    add(h=np.asarray(t["fixed_act"], dtype=np.float64), name="fixed_act", unpenalised=True)
+    add(h=np.asarray(t.fixed_macs, dtype=np.float64), name="fixed_macs", unpenalised=True)
+    add(h=np.asarray(t.fixed_act, dtype=np.float64), name="fixed_act", unpenalised=True)
     # per (stage, first-or-later block, choice): [H_in^2, H_out^2, 1]
     groups = sorted({(int(s), bool(p > 0)) for s, p in zip(space.stage_of_block, space.pos_in_stage)})
     for s, later in groups:
@@ -197,39 +203,50 @@ def _design_matrix(space, enc):
     p, nr, nb, nc = G.shape
     idx, ridx = _choice_index(space, enc)
     n = len(ridx)
-    act = enc["active"]
+    act = enc.active
     rows = np.broadcast_to(np.arange(n)[:, None], idx.shape)[act]
     M = sparse.csr_matrix((np.ones(act.sum()), (rows, idx[act])), shape=(n, nr * nb * (nc + 1)))
     Gp = np.concatenate([G, np.zeros((p, nr, nb, 1))], axis=3).reshape(p, -1)
     return np.asarray(M @ Gp.T) + H[:, ridx].T
 
 
-def fit_linear_table(space, enc, y_ms, alpha: float = 1.0) -> AdditiveTable:
+def fit_linear_table(space, enc: Encoded, y_ms, alpha: float = 1.0,
+                     base: AdditiveTable | None = None) -> AdditiveTable:
     """Fit the linear additive model by minimum mean absolute percentage error.
 
     Parameters
     ----------
     space : SearchSpace
-    enc : dict
+    enc : Encoded
         :meth:`SearchSpace.encode` of the training subnets.
     y_ms : ndarray
         Their latencies (ms, > 0).
     alpha : float
         L1 penalty on the per-choice and per-resolution terms, divided by the number of
         training subnets (so it fades as data grow).
+    base : AdditiveTable, optional
+        A table to start from (e.g. a predictor of another device): the model is fitted to what
+        ``base`` misses, and every term, the analytic ones included, is shrunk towards it
+        (without ``base`` the per-choice terms are shrunk towards the analytic ones).
 
     Returns
     -------
     AdditiveTable
+        ``base`` plus the fitted terms when ``base`` is given.
     """
     from sklearn.linear_model import QuantileRegressor
 
     y = np.asarray(y_ms, dtype=np.float64)
     scale = float(np.median(y))
     X = _design_matrix(space, enc)
+    G, H, _, free = _design(space.name)
+    target = y if base is None else y - base.predict_encoded(enc)
+    col_scale = np.ones(X.shape[1])
+    if base is not None:  # penalise the analytic columns like the others
+        col_scale[free] = 1.0 / _UNPENALISED_SCALE
     model = QuantileRegressor(quantile=0.5, alpha=alpha / len(y), fit_intercept=False,
                               solver="highs")
-    model.fit(X, y / scale, sample_weight=scale / y)
-    coef = model.coef_ * scale
-    G, H, _, _ = _design(space.name)
-    return AdditiveTable(space, np.tensordot(coef, H, axes=1), np.tensordot(coef, G, axes=1))
+    model.fit(X * col_scale, target / scale, sample_weight=scale / y)
+    coef = model.coef_ * col_scale * scale
+    fitted = AdditiveTable(space, np.tensordot(coef, H, axes=1), np.tensordot(coef, G, axes=1))
+    return fitted if base is None else base + fitted

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ._base import LatencyPredictor, register_predictor
-from ._table import AdditiveTable, table_grid
+from ._table import probe_batch, table_from_probe
 
 __all__ = ["MLPLatencyPredictor"]
 
@@ -139,7 +139,7 @@ class MLPLatencyPredictor(LatencyPredictor):
         with torch.random.fork_rng():
             torch.manual_seed(self.random_state)
             net = _block_net(self._n_in(), self.hidden, self.n_layers)
-        x = torch.as_tensor(sp.onehot(None, encoded=enc))
+        x = torch.as_tensor(sp.onehot(None, encoded=enc))  # the same layout as _compile's
         r, k, e = _split_onehot(sp, x)
         inputs = _block_inputs(sp, r, k, e)
         active = k.sum(-1)
@@ -164,18 +164,16 @@ class MLPLatencyPredictor(LatencyPredictor):
         self.net_ = net.eval()
 
     def _compile(self):
+        """Evaluate the network on the table's probe rows (one active block each)."""
         import torch
 
         sp = self.space_
-        nr, nb = len(sp.image_sizes), sp.n_blocks
-        nk, ne = len(sp.ks_choices), len(sp.e_choices)
-        ri, bi, ki, ei = (torch.as_tensor(a) for a in table_grid(sp))
-        eye = torch.eye
-        parts = [eye(nk)[ki], eye(ne)[ei], eye(nb)[bi], eye(nr)[ri]]
+        probe = probe_batch(sp)
+        r, k, e = _split_onehot(sp, torch.as_tensor(sp.onehot(None, encoded=probe)))
         with torch.no_grad():
-            out = self.net_(torch.cat(parts, dim=-1)).squeeze(-1).double().numpy()
-        block = self.scale_ms_ * out.reshape(nr, nb, nk * ne)
-        return self.linear_ + AdditiveTable(sp, np.zeros(nr), block)
+            out = self.net_(_block_inputs(sp, r, k, e)).squeeze(-1).double()
+        per_row = (out * k.sum(-1).double()).sum(-1).numpy()  # the one active block's share
+        return self.linear_ + table_from_probe(sp, self.scale_ms_ * per_row)
 
     def torch_module(self):
         """The fitted model as a ``torch.nn.Module``: OFA one-hot encoding
@@ -193,10 +191,15 @@ class MLPLatencyPredictor(LatencyPredictor):
         save_file(sd, str(path))
 
     def _load_weights(self, path: Path):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        sd = load_file(str(path))
-        self.scale_ms_ = float(sd.pop("scale_ms"))
-        net = _block_net(self._n_in(), self.hidden, self.n_layers)
-        net.load_state_dict(sd)
+        try:
+            sd = load_file(str(path))
+            self.scale_ms_ = float(sd.pop("scale_ms"))
+            net = _block_net(self._n_in(), self.hidden, self.n_layers)
+            net.load_state_dict(sd)
+        except (SafetensorError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"cannot read weights file {path} (truncated, corrupted, or saved "
+                             f"with other hyper-parameters?): {exc}") from exc
         self.net_ = net.eval()

@@ -7,16 +7,17 @@ from pathlib import Path
 import numpy as np
 
 from ._base import LatencyPredictor, register_predictor
-from ._table import AdditiveTable, table_grid
+from ._table import probe_batch, table_from_probe
 
 __all__ = ["XGBLatencyPredictor"]
 
 
 def _tree_inputs(space, enc) -> np.ndarray:
-    """Per block kernel size and expand ratio (0 when inactive), then the resolution."""
-    ks = np.where(enc["active"], np.asarray(space.ks_choices)[np.maximum(enc["ks_idx"], 0)], 0)
-    e = np.where(enc["active"], np.asarray(space.e_choices)[np.maximum(enc["e_idx"], 0)], 0)
-    return np.hstack([ks, e, enc["image_size"][:, None]]).astype(np.float32)
+    """The trees' input layout, for fitting and compiling alike: per block the kernel size,
+    then per block the expand ratio (0 when inactive), then the resolution."""
+    ks = np.where(enc.active, np.asarray(space.ks_choices)[np.maximum(enc.ks_idx, 0)], 0)
+    e = np.where(enc.active, np.asarray(space.e_choices)[np.maximum(enc.e_idx, 0)], 0)
+    return np.hstack([ks, e, enc.image_size[:, None]]).astype(np.float32)
 
 
 def _Progress(total):
@@ -94,24 +95,14 @@ class XGBLatencyPredictor(LatencyPredictor):
         self.booster_ = model.get_booster()
 
     def _compile(self):
-        """Evaluate the trees on every (resolution, block, choice): exact for additive trees."""
+        """Evaluate the trees on the table's probe rows: exact for additive trees."""
         import xgboost as xgb
 
         sp = self.space_
-        nr, nb = len(sp.image_sizes), sp.n_blocks
-        res = np.asarray(sp.image_sizes, dtype=np.float32)
-        ri, bi, ki, ei = table_grid(sp)
-        empty = np.zeros((nr, 2 * nb + 1), dtype=np.float32)  # no active block: the fixed part
-        empty[:, -1] = res
-        X = empty[ri]
-        rows = np.arange(len(ri))
-        X[rows, bi] = np.asarray(sp.ks_choices)[ki]
-        X[rows, nb + bi] = np.asarray(sp.e_choices)[ei]
-        X = np.vstack([empty, X])
-        out = self.booster_.predict(xgb.DMatrix(X, base_margin=np.zeros(len(X)))).astype(np.float64)
-        fixed = out[:nr]
-        block = out[nr:].reshape(nr, nb, -1) - fixed[:, None, None]
-        return self.linear_ + AdditiveTable(sp, fixed, block)
+        probe = probe_batch(sp)
+        out = self.booster_.predict(xgb.DMatrix(_tree_inputs(sp, probe),
+                                                base_margin=np.zeros(len(probe))))
+        return self.linear_ + table_from_probe(sp, out)
 
     def _save_weights(self, path: Path):
         self.booster_.save_model(str(path))
@@ -120,5 +111,9 @@ class XGBLatencyPredictor(LatencyPredictor):
         import xgboost as xgb
 
         booster = xgb.Booster()
-        booster.load_model(str(path))
+        try:
+            booster.load_model(str(path))
+        except xgb.core.XGBoostError as exc:
+            raise ValueError(f"cannot read weights file {path} (truncated or corrupted?): "
+                             f"{str(exc).splitlines()[0]}") from exc
         self.booster_ = booster

@@ -58,7 +58,7 @@ class ProfilingBackend(abc.ABC):
 
     def versions(self) -> dict:
         """Library versions that affect the timings."""
-        from .. import __version__
+        from .._version import __version__
 
         return {"python": platform.python_version(), "ofa_latency": __version__}
 

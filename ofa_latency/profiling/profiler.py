@@ -9,7 +9,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from ..datasets import MeasurementLog, assign_split, _now
+from ..datasets import MeasurementLog, assign_split, utc_timestamp
 from .timing import TimingProtocol, calibrate, measure
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             "n_rounds": res.n_rounds,
             "ref_latency_ms": None if math.isnan(res.ref_latency_ms) else round(res.ref_latency_ms, 5),
             "ref_baseline_ms": None if baseline is None else round(baseline, 5),
-            "split": assign_split(space.name, sub), "timestamp": _now(), "versions": versions,
+            "split": assign_split(space.name, sub), "timestamp": utc_timestamp(), "versions": versions,
             "source": "ofa-latency",
         })
         bar.update(1)

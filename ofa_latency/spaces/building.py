@@ -1,0 +1,101 @@
+"""Building OFA modules: the only part of :mod:`ofa_latency.spaces` that imports torch and ofa.
+
+Subnets are taken from OFA's own supernets (``ofa.model_zoo.ofa_net``) with random, seeded
+weights: latency does not depend on the weight values, and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["supernet", "build", "net_config", "layer_shapes"]
+
+
+@functools.lru_cache(maxsize=None)
+def supernet(ofa_net_id: str):
+    """OFA's supernet ``ofa_net_id``, randomly initialised with a fixed seed (built once)."""
+    import torch
+    from ofa.model_zoo import ofa_net
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = ofa_net(ofa_net_id, pretrained=False)
+    return net.eval()
+
+
+def _ofa_kwargs(space, sub):
+    ks = [k if k else space.ks_choices[0] for k in sub.ks]
+    e = [v if v else space.e_choices[0] for v in sub.e]
+    return {"ks": ks, "e": e, "d": list(sub.d)}
+
+
+def build(space, sub) -> "torch.nn.Module":
+    """The canonical subnet ``sub`` of ``space`` as a standalone module in eval mode."""
+    net = supernet(space.ofa_net_id)
+    net.set_active_subnet(**_ofa_kwargs(space, sub))
+    return net.get_active_subnet(preserve_weight=True).eval()
+
+
+def net_config(space, sub) -> dict:
+    """OFA's net config (``get_active_net_config``) of ``sub``, JSON-serialisable."""
+    net = supernet(space.ofa_net_id)
+    net.set_active_subnet(**_ofa_kwargs(space, sub))
+    return net.get_active_net_config()
+
+
+def _n_params(*modules) -> int:
+    return int(sum(p.numel() for m in modules for p in m.parameters()))
+
+
+@functools.lru_cache(maxsize=None)
+def layer_shapes(ofa_net_id: str, ks_choices: tuple, e_choices: tuple) -> dict:
+    """Channel counts of every elastic block choice and of the fixed parts, read from OFA's
+    layer configs (plain numbers: :mod:`ofa_latency.spaces.costs` does the arithmetic).
+
+    Returns
+    -------
+    dict
+        ``blocks``: per elastic block, ``{(ks, e): (in_ch, mid_ch, out_ch, se_ch)}`` (``se_ch``
+        0 without squeeze-excite) and ``stride``; ``stem``: first conv and first block;
+        ``head``: final layers (MobileNetV3: final expand + feature mix; ProxylessNAS: feature
+        mix) and classifier; parameter counts of the fixed parts.
+    """
+    from ofa.utils import make_divisible
+
+    net = supernet(ofa_net_id)
+    first_block = net.blocks[0].conv.config
+    in_ch = first_block["out_channels"]
+    blocks = []
+    for blk in net.blocks[1:]:
+        dyn = blk.conv
+        choices = {}
+        for k in ks_choices:
+            for ex in e_choices:
+                dyn.active_kernel_size, dyn.active_expand_ratio = k, ex
+                cfg = dyn.get_active_subnet_config(in_ch)
+                m = cfg["mid_channels"]
+                se = make_divisible(m // 4, 8) if cfg["use_se"] else 0
+                choices[(k, ex)] = (in_ch, m, cfg["out_channels"], se)
+        blocks.append({"choices": choices, "stride": int(dyn.stride)})
+        in_ch = dyn.active_out_channel
+    fb_mid = first_block.get("mid_channels") or net.first_conv.config["out_channels"]
+    stem = {"conv_out": net.first_conv.config["out_channels"], "block_mid": fb_mid,
+            "block_out": first_block["out_channels"], "block_kernel": first_block["kernel_size"],
+            "block_se": make_divisible(fb_mid // 4, 8) if first_block.get("use_se") else 0,
+            "params": _n_params(net.first_conv, net.blocks[0])}
+    cls = net.classifier.config
+    head = {"last_ch": in_ch, "classifier_in": cls["in_features"],
+            "classifier_out": cls["out_features"]}
+    if hasattr(net, "final_expand_layer"):  # MobileNetV3
+        head["final_expand"] = net.final_expand_layer.config["out_channels"]
+        head["feature_mix"] = net.feature_mix_layer.config["out_channels"]
+        head["params"] = _n_params(net.final_expand_layer, net.feature_mix_layer, net.classifier)
+    else:  # ProxylessNAS: a 1x1 feature mix at the last resolution
+        head["final_expand"] = None
+        head["feature_mix"] = net.feature_mix_layer.config["out_channels"]
+        head["params"] = _n_params(net.feature_mix_layer, net.classifier)
+    return {"blocks": blocks, "stem": stem, "head": head}
