@@ -7,8 +7,10 @@ interleaved repeat by repeat, on subnets the estimator has never seen (there is 
   * OFA LUT: ``LatencyTable.predict_efficiency(spec)`` per subnet (``ofa.tutorial``);
   * estimator ``get_efficiency(arch)`` (``ofa.nas`` form) and ``predict_efficiency(spec)``
     (``ofa.tutorial`` form) per subnet;
-  * batch of 10,000 subnets: ``predict(list of dicts)``; ``predict_arrays(ks, e, d, r)``
-    (integer arrays, validated); and the table alone on already-encoded subnets.
+  * batch of 10,000 subnets: ``predict(list of dicts)`` in the ``ofa.nas`` form and in the
+    ``ofa.tutorial`` form (with ``'wid': None``, as OFA's tutorial writes them);
+    ``predict_arrays(ks, e, d, r)`` (integer arrays, validated); and the table alone on
+    already-encoded subnets.
 Prints medians with min..max over repeats, and each single-query time as a fraction of the
 LUT's measured in the same repeat. ``--json`` writes the raw per-repeat numbers.
 """
@@ -62,6 +64,7 @@ def main(argv=None):
     pool = [s for s in sp.sample(args.n_batch + args.repeats * args.n_single * 3, seed=123)
             if s.image_size in lut.latency_tables]
     batch = [s.to_dict() for s in sp.sample(args.n_batch, seed=7)]
+    batch_tut = [dict(s.to_tutorial_dict(), wid=None) for s in sp.sample(args.n_batch, seed=7)]
     ests = {k: LatencyEstimator(create_predictor(k).fit(train)) for k in args.kinds}
     import numpy as np
 
@@ -69,7 +72,8 @@ def main(argv=None):
     arrays = [np.array([getattr(x, f) for x in bsubs]) for f in ("ks", "e", "d", "image_size")]
     encoded = sp.encode_arrays(*arrays)
 
-    modes = ("nas", "tutorial", "batch_dicts", "batch_arrays", "batch_encoded")
+    modes = ("nas", "tutorial", "batch_dicts", "batch_dicts_tutorial", "batch_arrays",
+             "batch_encoded")
     res = {k: [] for k in ["lut"] + [f"{k}_{m}" for k in args.kinds for m in modes]}
     for rep in range(args.repeats):
         chunk = pool[rep * args.n_single:(rep + 1) * args.n_single]
@@ -80,6 +84,7 @@ def main(argv=None):
             res[f"{k}_nas"].append(per_item_us(est.get_efficiency, archs))
             res[f"{k}_tutorial"].append(per_item_us(est.predict_efficiency, specs))
             for m, fn in (("batch_dicts", lambda est=est: est.predict(batch)),
+                          ("batch_dicts_tutorial", lambda est=est: est.predict(batch_tut)),
                           ("batch_arrays", lambda est=est: est.predict_arrays(*arrays)),
                           ("batch_encoded", lambda est=est: est.predictor.predict(encoded))):
                 t0 = time.perf_counter()
@@ -95,7 +100,7 @@ def main(argv=None):
             print(f"{k} single query ({m} form): median {statistics.median(v):.2f} us "
                   f"(min {min(v):.2f}, max {max(v):.2f}); {statistics.median(ratios):.3f}x the "
                   f"LUT (ratio min {min(ratios):.3f}, max {max(ratios):.3f})")
-        for m in ("batch_dicts", "batch_arrays", "batch_encoded"):
+        for m in ("batch_dicts", "batch_dicts_tutorial", "batch_arrays", "batch_encoded"):
             v = res[f"{k}_{m}"]
             print(f"{k} {m} ({args.n_batch}): median {statistics.median(v):,.0f} subnets/s "
                   f"(min {min(v):,.0f}, max {max(v):,.0f})")

@@ -76,9 +76,18 @@ def _choice_index(space, enc):
     """Per block, the flat index into a padded ``(n_res, n_blocks, n_choices + 1)`` table."""
     ne = len(space.e_choices)
     nc = len(space.ks_choices) * ne
-    ridx = enc.r_idx
-    choice = np.where(enc.active, enc.ks_idx * ne + enc.e_idx, nc)
-    return (ridx[:, None] * space.n_blocks + np.arange(space.n_blocks)) * (nc + 1) + choice, ridx
+    a8 = enc.active.view(np.int8)
+    # the choice at active blocks, the padding column nc at inactive ones (arithmetic: fast)
+    choice = (enc.ks_idx * np.int8(ne) + enc.e_idx - np.int8(nc)) * a8 + np.int8(nc)
+    return _block_offsets(space)[enc.r_idx] + choice, enc.r_idx
+
+
+@functools.lru_cache(maxsize=None)
+def _block_offsets(space):
+    """Flat offset of each ``(resolution, block)`` row of the padded table."""
+    nc = len(space.ks_choices) * len(space.e_choices)
+    nr, nb = len(space.image_sizes), space.n_blocks
+    return (np.arange(nr)[:, None] * nb + np.arange(nb)) * (nc + 1)
 
 
 class AdditiveTable:

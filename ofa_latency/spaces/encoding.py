@@ -24,6 +24,7 @@ import ast
 import dataclasses
 import functools
 import json
+from collections import deque
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any, Iterable, Mapping
@@ -76,7 +77,7 @@ class Encoded:
 
     Attributes
     ----------
-    ks_idx, e_idx : ndarray of int64, shape (n, n_blocks)
+    ks_idx, e_idx : ndarray of int8, shape (n, n_blocks)
         Index into the space's ``ks_choices`` / ``e_choices``; -1 at inactive blocks.
     d : ndarray of int64, shape (n, n_stages)
         Effective stage depths (a short last stage clips them).
@@ -151,16 +152,20 @@ class ArchParser:
              for d in sorted(space.allowed_depths[s])}
             for s in range(space.n_stages))
 
-        def lut(values):
-            t = np.full(max(values) + 1, -1, dtype=np.int64)
+        # lookup tables over every byte value: choice index, -2 for 0 (inactive), -1 invalid
+        def lut(values, zero=-1):
+            t = np.full(256, -1, dtype=np.int8)
             t[list(values)] = range(len(values))
+            t[0] = zero
             return t
 
-        self._klut, self._elut = lut(space.ks_choices), lut(space.e_choices)
-        self._rlut = lut(space.image_sizes)
-        self._dlut = np.zeros((space.n_stages, max(space.d_choices) + 1), dtype=bool)
+        self._klut, self._elut = lut(space.ks_choices, -2), lut(space.e_choices, -2)
+        self._rlut = np.full(max(256, max(space.image_sizes) + 1), -1, dtype=np.int64)
+        self._rlut[list(space.image_sizes)] = range(len(space.image_sizes))
+        self._dlut = np.zeros((space.n_stages, 256), dtype=bool)
         for s in range(space.n_stages):
             self._dlut[s, list(space.allowed_depths[s])] = True
+        self._stage_blocks = np.asarray(space.stage_blocks)
 
     # ------------------------------------------------------------------ one plain dict, fast
     def read(self, arch) -> tuple | None:
@@ -319,7 +324,8 @@ class ArchParser:
         return self._encode_each(archs)
 
     def _arrays(self, archs):
-        """Integer arrays ``(ks, e, d, image_size)`` read in C loops, or ``None``."""
+        """Arrays ``(ks, e, d, image_size)`` read in C loops (``uint8`` for the choices), or
+        ``None`` when some arch is not a plain dict of one form with lists of small ints."""
         n, nb, ns = len(archs), self.n_blocks, self.n_stages
         if n and all(type(a) is Subnet for a in archs):
             return (np.array([a.ks for a in archs], dtype=np.int64),
@@ -327,16 +333,25 @@ class ArchParser:
                     np.array([a.d for a in archs], dtype=np.int64),
                     np.array([a.image_size for a in archs], dtype=np.int64))
         try:
-            if not all(map(ARCH_KEYS.issuperset, archs)) \
-                    or not set(map(dict.get, archs, repeat("wid"))) <= {None}:
-                return None
+            by_image_size = n > 0 and "image_size" in archs[0]
+            res_key, other_key = ("image_size", "r") if by_image_size else ("r", "image_size")
+            # Keys: the getters below succeed for ks, e, d and res_key, so a dict of four keys
+            # has no other; one of five has 'wid' (None) besides. Anything else is checked.
+            lens = set(map(len, archs))
+            if lens == {5}:
+                if not all(map(dict.__contains__, archs, repeat("wid"))) \
+                        or set(map(dict.get, archs, repeat("wid"))) != {None}:
+                    return None
+            elif n and lens != {4}:
+                if not all(map(ARCH_KEYS.issuperset, archs)) \
+                        or not set(map(dict.get, archs, repeat("wid"))) <= {None} \
+                        or any(map(dict.__contains__, archs, repeat(other_key))):
+                    return None  # unknown keys, a width, a mix of forms or both keys
             kl, el, dl = (list(map(g, archs)) for g in (_get_ks, _get_e, _get_d))
             if n and (set(map(len, kl)) != {nb} or set(map(len, el)) != {nb}
                       or set(map(len, dl)) != {ns}):
                 return None
-            if any(map(dict.__contains__, archs, repeat("image_size"))):
-                if any(map(dict.__contains__, archs, repeat("r"))):
-                    return None  # a mix of forms, or both keys in one dict
+            if by_image_size:
                 rl = list(map(_get_image_size, archs))
             else:
                 rr = list(map(_get_r, archs))
@@ -345,14 +360,18 @@ class ArchParser:
                 rl = list(chain.from_iterable(rr))
             if n and set(map(type, rl)) != {int}:
                 return None
-            # bytes() reads a list of small ints in C; it raises for floats and values > 255
-            flat = [np.frombuffer(b"".join(map(bytes, x)), dtype=np.uint8) for x in (kl, el, dl)]
+            # one flat list by C-level extends, then bytes() reads the ints in C: it raises
+            # for floats, strings and values outside 0..255
+            flat_list: list = []
+            for lists in (kl, el, dl):
+                deque(map(flat_list.extend, lists), maxlen=0)
+            flat = np.frombuffer(bytes(flat_list), dtype=np.uint8)
         except (KeyError, TypeError, ValueError, OverflowError):
             return None
-        if len(flat[0]) != n * nb or len(flat[1]) != n * nb or len(flat[2]) != n * ns:
+        if len(flat) != n * (2 * nb + ns):
             return None
-        return (flat[0].reshape(n, nb).astype(np.int64), flat[1].reshape(n, nb).astype(np.int64),
-                flat[2].reshape(n, ns).astype(np.int64), np.array(rl, dtype=np.int64))
+        return (flat[:n * nb].reshape(n, nb), flat[n * nb:2 * n * nb].reshape(n, nb),
+                flat[2 * n * nb:].reshape(n, ns), np.array(rl, dtype=np.int64))
 
     def _encode_each(self, archs) -> Encoded:
         rows = []
@@ -382,23 +401,30 @@ class ArchParser:
         if ks.shape != (n, self.n_blocks) or e.shape != (n, self.n_blocks) or \
                 d.shape != (n, self.n_stages) or r.shape != (n,):
             return None
-        klut, elut, rlut, dlut = self._klut, self._elut, self._rlut, self._dlut
-        if n and (min(ks.min(), e.min(), d.min(), r.min()) < 0 or ks.max() >= len(klut)
-                  or e.max() >= len(elut) or d.max() >= dlut.shape[1] or r.max() >= len(rlut)):
+        if n == 0:
+            z = np.zeros((0, self.n_blocks), dtype=np.int8)
+            return Encoded(ks_idx=z, e_idx=z.copy(), d=np.zeros((0, self.n_stages), np.int64),
+                           image_size=np.zeros(0, np.int64), r_idx=np.zeros(0, np.int64),
+                           active=z.astype(bool))
+        for a in (ks, e, d):  # the lookup tables cover 0..255
+            if a.dtype != np.uint8 and (a.min() < 0 or a.max() > 255):
+                return None
+        if r.min() < 0 or r.max() >= len(self._rlut):
             return None
-        r_idx = rlut[r]
-        if not dlut[np.arange(self.n_stages), d].all() or (r_idx < 0).any():
+        r_idx = self._rlut[r]
+        if (r_idx < 0).any() or not self._dlut[np.arange(self.n_stages), d].all():
             return None
         sp = self.space
-        eff_d = np.minimum(d, np.asarray(sp.stage_blocks))
+        eff_d = np.minimum(d, self._stage_blocks)
         active = sp.pos_in_stage < eff_d[:, sp.stage_of_block]
-        ki, ei = klut[ks], elut[e]
-        ok = np.where(active, (ki >= 0) & (ei >= 0),
-                      ((ki >= 0) | (ks == 0)) & ((ei >= 0) | (e == 0)))
-        if not ok.all():
+        ki, ei = self._klut[ks], self._elut[e]
+        # invalid anywhere, or 0 at an active block
+        if (ki == -1).any() or (ei == -1).any() or (active & ((ki < 0) | (ei < 0))).any():
             return None
-        return Encoded(ks_idx=np.where(active, ki, -1), e_idx=np.where(active, ei, -1), d=eff_d,
-                       image_size=r.astype(np.int64), r_idx=r_idx, active=active)
+        a8 = active.view(np.int8)  # -1 at inactive blocks, by arithmetic (faster than where)
+        return Encoded(ks_idx=ki * a8 + (a8 - np.int8(1)), e_idx=ei * a8 + (a8 - np.int8(1)),
+                       d=eff_d.astype(np.int64), image_size=r.astype(np.int64), r_idx=r_idx,
+                       active=active)
 
     def encode_arrays(self, ks, e, d, image_size) -> Encoded:
         """:meth:`encode` of a batch held as integer arrays (see
