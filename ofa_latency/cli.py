@@ -1,38 +1,60 @@
-"""``ofa-latency`` command line: one small function per command over the public API."""
+"""``ofa-latency`` command line: one small function per command over the public API.
+
+Exit codes: 0 success, 2 a mistake in what was asked (bad value, unknown name, missing or
+malformed file: ``error: ...`` on stderr, no traceback), 130 interrupted (Ctrl-C), 1 an
+unexpected error (a bug: rerun with ``--debug`` for the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
-__all__ = ["main"]
+from .errors import UsageError
+
+__all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("ofa_latency")
 
+# what a user's mistake raises: reported as "error: ..." with exit code 2
+USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
+               NotADirectoryError, PermissionError, RuntimeError, ImportError)
 
-def _read_archs_jsonl(path, space):
+
+def _read_archs_file(path, space):
+    """Archs from a file, one per line: JSON or the Python-dict form OFA prints."""
+    from .spaces import arch_from_text
+
     path = Path(path)
-    if not path.exists():
-        raise SystemExit(f"error: --archs file not found: {path}")
+    if not path.is_file():
+        raise UsageError(f"--archs file not found: {path}")
     archs = []
     for i, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            archs.append(space.validate(json.loads(line)))
-        except (json.JSONDecodeError, ValueError, TypeError) as exc:
-            raise SystemExit(f"error: {path}:{i}: {exc}")
+            archs.append(space.validate(arch_from_text(line, "arch")))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{path}:{i}: {exc}") from None
+    if not archs:
+        raise UsageError(f"{path} holds no archs (one arch dict per line expected)")
     return archs
 
 
 def _parse_arch(text):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"error: --arch is not valid JSON: {exc}")
+    from .spaces import arch_from_text
+
+    return arch_from_text(text, "--arch")
+
+
+def _check_out_folder(out):
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} exists and is a file; a predictor is saved as a folder")
 
 
 def _summary_table(df) -> str:
@@ -51,8 +73,10 @@ def cmd_profile(args) -> int:
     backend = create_backend(args.backend, threads=args.threads, device=args.device,
                              precision=args.precision)
     if args.archs:
-        subnets = _read_archs_jsonl(args.archs, space)
+        subnets = _read_archs_file(args.archs, space)
     else:
+        if args.n < 1:
+            raise UsageError(f"--n {args.n}: the number of subnets to profile must be >= 1")
         subnets = space.sample(args.n, seed=args.seed)
     protocol = TimingProtocol(rounds=args.rounds, runs_per_round=args.runs_per_round,
                               max_rounds=max(args.rounds, args.max_rounds))
@@ -104,8 +128,8 @@ def cmd_import_help(args) -> int:
     from .datasets import HELP_SETTINGS, read_help
 
     help_dir = Path(args.help_dir)
-    if not help_dir.exists():
-        raise SystemExit(f"error: HELP data folder not found: {help_dir}")
+    if not help_dir.is_dir():
+        raise UsageError(f"HELP data folder not found: {help_dir}")
     settings = HELP_SETTINGS if args.setting == ["all"] else args.setting
     df = pd.concat([read_help(help_dir, s) for s in settings], ignore_index=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +142,7 @@ def _parse_pairs(pairs, what):
     out = {}
     for item in pairs or []:
         if "=" not in item:
-            raise SystemExit(f"error: {what} {item!r} is not of the form key=value")
+            raise UsageError(f"{what} {item!r} is not of the form key=value")
         k, v = item.split("=", 1)
         try:
             out[k] = json.loads(v)
@@ -135,16 +159,28 @@ def _print_metrics(m):
 
 
 def _load_estimator(name_or_dir):
+    """A shipped predictor's name or a predictor folder; errors say which was meant."""
     from .estimator import LatencyEstimator
+    from .pretrained import list_pretrained
 
-    if Path(name_or_dir).is_dir():
-        return LatencyEstimator.load(name_or_dir)
-    return LatencyEstimator.from_pretrained(name_or_dir)
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return LatencyEstimator.load(path)
+    if name_or_dir in {e["name"] for e in list_pretrained()}:
+        return LatencyEstimator.from_pretrained(name_or_dir)
+    if path.exists():
+        raise UsageError(f"--predictor {name_or_dir} is a file; expected a predictor folder "
+                         f"(with config.json) or a shipped predictor's name")
+    if os.sep in name_or_dir or "/" in name_or_dir or name_or_dir.startswith("."):
+        raise UsageError(f"predictor folder not found: {name_or_dir}")
+    raise UsageError(f"no shipped predictor called {name_or_dir!r} and no folder of that name; "
+                     f"'ofa-latency list' shows the shipped predictors")
 
 
 def cmd_train(args) -> int:
     from .training import train_on_table
 
+    _check_out_folder(args.out)
     filters = {k: str(v) for k, v in _parse_pairs(args.filter, "--filter").items()}
     _, metrics, meta = train_on_table(args.data, args.model, filters,
                                       _parse_pairs(args.param, "--param"), out=args.out,
@@ -166,8 +202,9 @@ def cmd_evaluate(args) -> int:
                                        _parse_pairs(args.filter, "--filter").items()})
     if args.split != "all":
         df = df[df.split == args.split]
-    if df.empty:
-        raise SystemExit("error: no rows to evaluate (check --filter and --split)")
+    if len(df) < 2:
+        raise UsageError(f"{args.data}: {len(df)} rows to evaluate after --filter and "
+                         f"--split {args.split}; need at least 2")
     pred = est.predictor.predict(df)
     m = latency_metrics(df.latency_ms.to_numpy(), pred)
     _print_metrics(m)
@@ -184,6 +221,47 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_list(args) -> int:
+    from .pretrained import list_pretrained
+
+    entries = list_pretrained()
+    if args.json:
+        print(json.dumps(entries, indent=1))
+        return 0
+    rows = [("name", "device", "backend", "threads", "batch", "MAPE %", "tau")]
+    for e in entries:
+        m = e.get("heldout_metrics") or {}
+        rows.append((e["name"], str(e.get("device")), str(e.get("backend")),
+                     "-" if e.get("threads") is None else str(e["threads"]),
+                     str(e.get("batch_size")), f"{m.get('mape_pct', float('nan')):.2f}",
+                     f"{m.get('kendall_tau', float('nan')):.3f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) if i < 3 else v.rjust(w)
+                        for i, (v, w) in enumerate(zip(r, widths))))
+    print(f"{len(entries)} shipped predictors; metrics on each setting's held-out subnets "
+          f"(tau below 0.8: rankings of close subnets are unreliable)")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .datasets import import_table
+
+    out = Path(args.out)
+    if out.exists():
+        raise UsageError(f"--out {out} exists; choose a new file (import does not append)")
+    setting = {k: v for k, v in _parse_pairs(args.set, "--set").items()}
+    df = import_table(args.data, arch_column=args.arch_column,
+                      latency_column=args.latency_column,
+                      image_size_column=args.image_size_column, latency_unit=args.latency_unit,
+                      setting=setting, space=args.space, source=args.source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    print(f"{len(df)} rows of {args.space} ({df['split'].eq('train').sum()} train, "
+          f"{df['split'].eq('test').sum()} test) -> {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
     from .profiling import list_backends
@@ -192,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ofa-latency", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of any error (for bug reports)")
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("profile", help="measure subnets into a resumable CSV table")
@@ -203,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=1)
     src = pr.add_mutually_exclusive_group()
     src.add_argument("--n", type=int, default=10, help="number of random subnets to sample")
-    src.add_argument("--archs", help="JSONL file, one arch dict per line (either OFA form)")
+    src.add_argument("--archs", help="file with one arch dict per line: JSON or the Python "
+                                     "dict OFA prints (either OFA form)")
     pr.add_argument("--seed", type=int, default=0, help="sampling seed")
     pr.add_argument("--out", required=True, help="CSV table to append to (resumes if it exists)")
     pr.add_argument("--rounds", type=int, default=6)
@@ -228,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="export a subnet to ONNX and check it against PyTorch")
     ex.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
-    ex.add_argument("--arch", required=True, help="arch dict as JSON (either OFA form)")
+    ex.add_argument("--arch", required=True,
+                    help="arch dict as JSON or as OFA prints it (either OFA form)")
     ex.add_argument("--batch-size", type=int, default=1)
     ex.add_argument("--out", required=True, help="output .onnx path")
     ex.set_defaults(func=cmd_export)
@@ -259,21 +341,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     pd_ = sub.add_parser("predict", help="predicted latency of one subnet")
     pd_.add_argument("--predictor", required=True, help="predictor folder or shipped name")
-    pd_.add_argument("--arch", required=True, help="arch dict as JSON (either OFA form)")
+    pd_.add_argument("--arch", required=True,
+                     help="arch dict as JSON or as OFA prints it (either OFA form)")
     pd_.set_defaults(func=cmd_predict)
+
+    ls = sub.add_parser("list", help="the shipped predictors, one line each")
+    ls.add_argument("--json", action="store_true", help="the whole manifest entries as JSON")
+    ls.set_defaults(func=cmd_list)
+
+    im = sub.add_parser("import", help="turn another tool's latency CSV into the schema")
+    im.add_argument("--data", required=True, help="the foreign CSV")
+    im.add_argument("--arch-column", default="arch")
+    im.add_argument("--latency-column", default="latency_ms")
+    im.add_argument("--latency-unit", default="ms", choices=["ms", "s", "us"])
+    im.add_argument("--image-size-column", default=None,
+                    help="column of the resolution, when the arch does not hold 'r'")
+    im.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    im.add_argument("--set", nargs="*", metavar="COL=VALUE",
+                    help="setting of every row, e.g. device='Jetson Orin' backend=onnxruntime "
+                         "batch_size=1 threads=4")
+    im.add_argument("--source", default=None, help="who measured it (default: the file name)")
+    im.add_argument("--out", required=True, help="CSV to write")
+    im.set_defaults(func=cmd_import)
     return p
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``ofa-latency`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``ofa-latency`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or argparse's own usage errors (code 2)
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug: say so, traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in ofa-latency; "
+              f"rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,12 +41,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .spaces import get_space
+from .errors import UsageError
+from .spaces import arch_from_text, get_space, list_spaces
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["COLUMNS", "SETTING_COLUMNS", "assign_split", "MeasurementLog", "read_measurements",
-           "read_help", "HELP_SETTINGS", "HELP_CITATION"]
+__all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "MeasurementLog",
+           "read_measurements", "normalise_table", "import_table", "read_help", "HELP_SETTINGS",
+           "HELP_CITATION", "utc_timestamp"]
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
            "threads", "precision", "latency_ms", "latency_raw_ms", "spread_pct", "n_runs",
@@ -144,21 +146,176 @@ class MeasurementLog:
             fh.flush(); os.fsync(fh.fileno())
 
 
-def read_measurements(path, filters: dict | None = None) -> pd.DataFrame:
-    """Read a measurement CSV, checking its schema; optionally keep rows where
-    ``column == value`` for each item of ``filters``."""
+DEFAULT_SPACE = "ofa_mbv3_w1.2"
+REQUIRED_COLUMNS = ["arch", "latency_ms"]  # and image_size, unless the arch holds 'r'
+_DEFAULTS = {"batch_size": 1, "backend": "unknown", "device_type": "unknown",
+             "device": "unknown", "threads": None, "precision": "fp32"}
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"arch": str, "versions": str, "device": str})
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{path} is empty: a measurement table needs a header line with at "
+                         f"least the columns {REQUIRED_COLUMNS} (and image_size)") from None
+    except pd.errors.ParserError as exc:
+        raise UsageError(f"{path} is not a well-formed CSV file: "
+                         f"{str(exc).strip().splitlines()[-1]}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not a text CSV file ({exc.reason})") from None
+
+
+def normalise_table(df: pd.DataFrame, where: str = "table",
+                    space: str | None = None) -> pd.DataFrame:
+    """Bring a measurement table to the schema: only ``arch`` (either OFA form, as JSON or a
+    Python-dict string), ``latency_ms`` and the resolution (``image_size``, or ``r`` /
+    ``image_size`` inside the arch) are required.
+
+    Archs are validated and written canonically; missing setting columns get defaults
+    (``space`` the given one or ``ofa_mbv3_w1.2``, batch size 1, precision fp32, the rest
+    ``unknown`` or empty); ``split`` is computed where missing. Errors name ``where`` and the
+    row.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise UsageError(f"{where}: missing columns {missing}; a measurement table needs "
+                         f"'arch', 'latency_ms' and 'image_size' (or 'r' inside the arch); "
+                         f"it has {list(df.columns)}")
+    df = df.copy()
+    if "space" not in df.columns or df["space"].isna().any():
+        df["space"] = df["space"].fillna(space or DEFAULT_SPACE) if "space" in df.columns \
+            else (space or DEFAULT_SPACE)
+    unknown = sorted(set(df["space"].astype(str)) - set(list_spaces()))
+    if unknown:
+        raise UsageError(f"{where}: unknown search space {unknown}; known: {list_spaces()}")
+    has_size = "image_size" in df.columns
+    archs, sizes = [], []
+    for i, (text, sp_name) in enumerate(zip(df["arch"], df["space"])):
+        row = f"{where} row {i + 1}"
+        if not isinstance(text, str):
+            raise UsageError(f"{row}: arch is empty")
+        try:
+            a = arch_from_text(text, f"{row} arch")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if has_size and not pd.isna(df["image_size"].iloc[i]):
+            a.pop("r", None)
+            value = df["image_size"].iloc[i]
+            if float(value) != int(value):
+                raise UsageError(f"{row}: image_size = {value!r}; expected an integer")
+            a["image_size"] = int(value)
+        try:
+            sub = get_space(sp_name).validate(a)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{row}: {exc}") from None
+        archs.append(sub)
+    df["arch"] = [s.arch_json() for s in archs]
+    df["image_size"] = [s.image_size for s in archs]
+    lat = pd.to_numeric(df["latency_ms"], errors="coerce")
+    bad = ~(np.isfinite(lat.to_numpy(dtype=float)) & (lat.to_numpy(dtype=float) > 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UsageError(f"{where} row {i + 1}: latency_ms = {df['latency_ms'].iloc[i]}; "
+                         f"latencies must be finite numbers > 0 (ms)")
+    df["latency_ms"] = lat.astype(float)
+    for col, default in _DEFAULTS.items():
+        if col not in df.columns:
+            df[col] = default
+    if "split" not in df.columns or df["split"].isna().any():
+        computed = [assign_split(sp_name, sub) for sp_name, sub in zip(df["space"], archs)]
+        df["split"] = df["split"].fillna(pd.Series(computed, index=df.index)) \
+            if "split" in df.columns else computed
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return df[COLUMNS + extra]
+
+
+def read_measurements(path, filters: dict | None = None, space: str | None = None
+                      ) -> pd.DataFrame:
+    """Read a measurement CSV; optionally keep rows where ``column == value`` for each item of
+    ``filters``.
+
+    A table written by this package is read as it is; any other (missing columns, archs in
+    another form) goes through :func:`normalise_table` (``space`` is the search space of
+    rows that do not name one).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    UsageError
+        For an empty or malformed file, missing required columns, an invalid arch or latency
+        (naming the file and the row), or a filter on a column the table lacks.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no measurement table at {path}")
-    df = pd.read_csv(path, dtype={"arch": str, "versions": str, "device": str})
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}; schema: {COLUMNS}")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; expected a measurement CSV file")
+    df = _read_csv(path)
+    own = all(c in df.columns for c in COLUMNS) and \
+        df["arch"].astype(str).str.startswith('{"ks":[').all()
+    if not own:
+        df = normalise_table(df, str(path), space)
     for col, val in (filters or {}).items():
         if col not in df.columns:
-            raise ValueError(f"filter column {col!r} is not in {path}; columns: {list(df.columns)}")
+            raise UsageError(f"filter column {col!r} is not in {path}; columns: "
+                             f"{list(df.columns)}")
         df = df[df[col].astype(str) == str(val)]
     return df.reset_index(drop=True)
+
+
+def import_table(path, arch_column: str = "arch", latency_column: str = "latency_ms",
+                 image_size_column: str | None = None, latency_unit: str = "ms",
+                 setting: dict | None = None, space: str = DEFAULT_SPACE,
+                 source: str | None = None) -> pd.DataFrame:
+    """Turn a CSV written by another tool into this package's schema.
+
+    Parameters
+    ----------
+    path : str or Path
+        The foreign CSV.
+    arch_column, latency_column : str
+        Its columns holding the arch (either OFA form, JSON or Python-dict string) and the
+        latency.
+    image_size_column : str, optional
+        Its column holding the resolution, when the arch does not hold ``r``/``image_size``.
+    latency_unit : {"ms", "s", "us"}
+        Unit of ``latency_column``; converted to ms.
+    setting : dict, optional
+        Setting columns for every row (``device``, ``backend``, ``batch_size``, ``threads``,
+        ``device_type``, ``precision``).
+    space : str
+        Search space of the archs.
+    source : str, optional
+        Who measured it (default: the file name).
+    """
+    scale = {"ms": 1.0, "s": 1e3, "us": 1e-3}
+    if latency_unit not in scale:
+        raise UsageError(f"latency_unit = {latency_unit!r}; one of {sorted(scale)}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no file at {path}")
+    raw = _read_csv(path)
+    for col in (arch_column, latency_column, image_size_column):
+        if col is not None and col not in raw.columns:
+            raise UsageError(f"{path} has no column {col!r}; its columns: {list(raw.columns)}")
+    unknown = set(setting or {}) - set(SETTING_COLUMNS) - {"source"}
+    if unknown:
+        raise UsageError(f"unknown setting columns {sorted(unknown)}; allowed: "
+                         f"{[c for c in SETTING_COLUMNS if c != 'space']}")
+    df = pd.DataFrame({"arch": raw[arch_column].astype(str),
+                       "latency_ms": pd.to_numeric(raw[latency_column], errors="coerce")
+                       * scale[latency_unit]})
+    if image_size_column is not None:
+        df["image_size"] = raw[image_size_column]
+    for col, value in (setting or {}).items():
+        df[col] = value
+    df["space"] = space
+    df["source"] = source or path.name
+    return normalise_table(df, str(path), space)
 
 
 def _load_help_pt(path):

@@ -34,6 +34,15 @@ def single_setting(df: pd.DataFrame, where: str = "table") -> dict:
             for c in cols}
 
 
+def _portable_path(path: Path) -> str:
+    """``path`` relative to the working folder when it lies below it (no machine-specific
+    absolute paths in saved configs), else as given."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def train_on_table(path, model: str, filters: dict | None = None, params: dict | None = None,
                    out=None, progress: bool = True, max_train: int | None = None):
     """Fit ``model`` on the ``train`` rows of one setting of the table at ``path`` and
@@ -61,7 +70,7 @@ def train_on_table(path, model: str, filters: dict | None = None, params: dict |
         "setting": setting,
         "hardware": json.loads(hw_path.read_text()) if hw_path.exists() else None,
         "heldout_metrics": metrics,
-        "data": {"path": str(path), "sha256": sha256_of(path),
+        "data": {"path": _portable_path(path), "sha256": sha256_of(path),
                  "filters": filters or {}, "n_train": int(len(train)), "n_test": int(len(test)),
                  "source": sorted(set(df.source.dropna().astype(str)))},
     }

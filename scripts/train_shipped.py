@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 def main(argv=None):
     from ofa_latency.datasets import HELP_CITATION, HELP_SETTINGS, read_help
-    from ofa_latency.pretrained import MANIFEST_NAME, sha256_of
+    from ofa_latency.pretrained import MANIFEST_NAME, folder_sha256
     from ofa_latency.training import train_on_table
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -32,6 +32,9 @@ def main(argv=None):
     p.add_argument("--help-dir", default=str(ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"))
     p.add_argument("--root", default=str(ROOT / "data" / "predictors"))
     args = p.parse_args(argv)
+    import os
+
+    os.chdir(ROOT)  # configs record data paths relative to the project
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     man_path = root / MANIFEST_NAME
@@ -74,8 +77,7 @@ def main(argv=None):
                 "threads": s["threads"], "batch_size": s["batch_size"],
                 "precision": s["precision"], "heldout_metrics": metrics,
                 "n_train": meta["data"]["n_train"], "n_test": meta["data"]["n_test"],
-                "sha256": {f: sha256_of(root / name / f) for f in
-                           json.loads((root / name / "config.json").read_text())["weights"]},
+                "sha256": folder_sha256(root / name),
                 "source": source, "licence": licence,
             })
             manifest["predictors"].sort(key=lambda e: e["name"])

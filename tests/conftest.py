@@ -26,3 +26,10 @@ def help_dir():
 def smallest(mbv3):
     """The cheapest subnet of ofa_mbv3_w1.2 (fast to export and run)."""
     return mbv3.validate({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "image_size": 128})
+
+
+@pytest.fixture(scope="session")
+def help_dir_or_none():
+    """HELP's folder when present, else None (for tests that use it only in part)."""
+    d = Path(os.environ.get("OFA_LATENCY_HELP_DIR", SHARED / "help_ofa_mbv3_w1.2"))
+    return d if (d / "ofa_archs.pt").exists() else None

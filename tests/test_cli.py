@@ -28,9 +28,10 @@ def test_profile_archs_jsonl_both_forms(tmp_path, mbv3, capsys):
     assert main(["profile", "--backend", "fake", "--archs", str(f), "--out", str(out),
                  "--quiet"]) == 0
     assert set(pd.read_csv(out).arch) == {x.arch_json() for x in s}
-    f.write_text('{"ks": [3]}\n')
-    with pytest.raises(SystemExit, match="a.jsonl:1"):
-        main(["profile", "--backend", "fake", "--archs", str(f), "--out", str(out)])
+    # the Python-dict form OFA prints is accepted too
+    f.write_text(repr(dict(s[0].to_tutorial_dict(), wid=None)) + "\n")
+    assert main(["profile", "--backend", "fake", "--archs", str(f), "--out", str(out),
+                 "--quiet"]) == 0
 
 
 def test_profile_bad_input_is_a_clear_error(tmp_path, capsys):
@@ -71,11 +72,6 @@ def test_export_round_trip(tmp_path, smallest, capsys):
     import onnx
 
     onnx.checker.check_model(str(out))
-
-
-def test_export_rejects_bad_json(tmp_path):
-    with pytest.raises(SystemExit, match="not valid JSON"):
-        main(["export", "--arch", "{not json", "--out", str(tmp_path / "n.onnx")])
 
 
 def test_hardware_json(capsys):

@@ -1,13 +1,28 @@
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from ofa_latency.datasets import (COLUMNS, HELP_SETTINGS, MeasurementLog, assign_split,
-                                  read_help, read_measurements, subnets_of)
+                                  import_table, read_help, read_measurements, subnets_of)
+from ofa_latency.errors import UsageError
+
+_SUBS = None
+
+
+def _sub(i):
+    global _SUBS
+    if _SUBS is None:
+        from ofa_latency import get_space
+
+        _SUBS = get_space("ofa_mbv3_w1.2").sample(20, seed=4)
+    return _SUBS[i]
 
 
 def _row(i):
-    return {"space": "ofa_mbv3_w1.2", "arch": json.dumps({"i": i}), "image_size": 128,
+    s = _sub(i)
+    return {"space": "ofa_mbv3_w1.2", "arch": s.arch_json(), "image_size": s.image_size,
             "batch_size": 1, "backend": "fake", "latency_ms": 1.0 + i}
 
 
@@ -17,7 +32,7 @@ def test_log_appends_and_repairs_a_torn_line(tmp_path, caplog):
     for i in range(3):
         log.append(_row(i))
     with open(p, "a") as fh:
-        fh.write('ofa_mbv3_w1.2,"{""i"": 9}",12')  # killed mid-write
+        fh.write('ofa_mbv3_w1.2,"{""ks"":[3,3,3,3],""e""')  # killed mid-write
     log2 = MeasurementLog(p)
     assert log2.repaired_rows == 1
     df = log2.read()
@@ -83,3 +98,71 @@ def test_read_help(help_dir):
     with pytest.raises(ValueError, match="HELP settings"):
         read_help(help_dir, "a100_8")
     assert len(HELP_SETTINGS) == 9
+
+
+def test_minimal_foreign_table_is_read_and_normalised(tmp_path, mbv3):
+    """Only arch, latency_ms and the resolution are required; archs may be JSON or the
+    Python-dict form OFA prints, in either OFA form; split is computed."""
+    subs = mbv3.sample(6, seed=2)
+    rows = []
+    for i, s in enumerate(subs):
+        if i % 3 == 0:
+            rows.append({"arch": json.dumps(s.to_dict()), "latency_ms": 1.0 + i})
+        elif i % 3 == 1:
+            rows.append({"arch": repr(dict(s.to_tutorial_dict(), wid=None)), "latency_ms": 1.0 + i})
+        else:  # resolution in its own column, arch without it, inactive blocks filled in
+            a = s.to_dict()
+            a.pop("image_size")
+            a["ks"] = [k or 7 for k in a["ks"]]
+            rows.append({"arch": json.dumps(a), "image_size": s.image_size, "latency_ms": 1.0 + i})
+    p = tmp_path / "mini.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    df = read_measurements(p)
+    assert list(df.columns) == COLUMNS
+    assert list(df.arch) == [s.arch_json() for s in subs]
+    assert list(df.image_size) == [s.image_size for s in subs]
+    assert list(df.split) == [assign_split(mbv3.name, s) for s in subs]
+    assert (df.space == "ofa_mbv3_w1.2").all() and (df.batch_size == 1).all()
+    # a predictor trains on it directly
+    from ofa_latency import create_predictor
+
+    pred = create_predictor("xgb", n_estimators=5).fit(df)
+    assert pred.predict(df).shape == (6,)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("arch,latency_ms\n", None),  # header only: an empty table is fine
+    ("arch,image_size\n\"ARCH\",160\n", "missing columns ['latency_ms']"),
+    ("arch,latency_ms\n\"ARCH\",1.0\n", "row 1: arch has no resolution"),
+    ("arch,latency_ms,image_size\nnot-an-arch,1.0,160\n", "row 1 arch is neither JSON"),
+    ("arch,latency_ms,image_size\n\"ARCH\",1.0,160\n\"ARCH\",-1,160\n",
+     "row 2: latency_ms = -1"),
+])
+def test_minimal_table_errors_name_file_and_row(tmp_path, mbv3, text, message):
+    p = tmp_path / "bad.csv"
+    text = text.replace("ARCH", mbv3.sample(1)[0].arch_json().replace('"', '""'))
+    p.write_text(text)
+    if message is None:
+        assert len(read_measurements(p)) == 0
+        return
+    with pytest.raises(UsageError) as exc:
+        read_measurements(p)
+    assert "bad.csv" in str(exc.value) and message in str(exc.value)
+
+
+def test_import_foreign_csv(tmp_path, mbv3):
+    subs = mbv3.sample(5, seed=3)
+    p = tmp_path / "theirs.csv"
+    pd.DataFrame({"child_arch": [repr(dict(s.to_tutorial_dict(), wid=None)) for s in subs],
+                  "latency": [0.001 * (i + 1) for i in range(5)]}).to_csv(p, index=False)
+    df = import_table(p, arch_column="child_arch", latency_column="latency", latency_unit="s",
+                      setting={"device": "Board X", "backend": "onnxruntime", "batch_size": 1,
+                               "threads": 4})
+    np.testing.assert_allclose(df.latency_ms, [1, 2, 3, 4, 5])
+    assert (df.device == "Board X").all() and (df.threads == 4).all()
+    assert (df.source == "theirs.csv").all()
+    assert list(df.arch) == [s.arch_json() for s in subs]
+    with pytest.raises(UsageError, match="unknown setting columns \\['colour'\\]"):
+        import_table(p, "child_arch", "latency", setting={"colour": "red"})
+    with pytest.raises(UsageError, match="no column 'lat'"):
+        import_table(p, "child_arch", "lat")

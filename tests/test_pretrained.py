@@ -26,17 +26,64 @@ def test_unknown_name():
 
 def test_checksum_mismatch_is_caught(tmp_path, mbv3):
     from ofa_latency import create_backend, create_predictor
-    from ofa_latency.pretrained import sha256_of
+    from ofa_latency.pretrained import folder_sha256
 
     be = create_backend("fake")
     subs = mbv3.sample(40, seed=1)
     p = create_predictor("xgb", n_estimators=10).fit(subs, [be.true_latency_ms(mbv3, s) for s in subs])
     p.save(tmp_path / "a")
-    names = json.loads((tmp_path / "a" / "config.json").read_text())["weights"]
-    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1, "predictors": [
-        {"name": "a", "path": "a", "sha256": {n: sha256_of(tmp_path / "a" / n) for n in names}}]}))
-    w = tmp_path / "a" / names[0]
+    manifest = {"format_version": 1, "predictors": [
+        {"name": "a", "path": "a", "sha256": folder_sha256(tmp_path / "a")}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert set(manifest["predictors"][0]["sha256"]) == {"config.json", "linear.safetensors",
+                                                        "model.ubj"}
     assert pretrained_path("a", root=tmp_path) == tmp_path / "a"
-    w.write_bytes(w.read_bytes() + b"x")
-    with pytest.raises(ValueError, match="sha256"):
+    # every file is checked, the config included
+    for name in ("config.json", "linear.safetensors", "model.ubj"):
+        f = tmp_path / "a" / name
+        original = f.read_bytes()
+        f.write_bytes(original + b" ")
+        with pytest.raises(ValueError, match=f"{name} has sha256"):
+            pretrained_path("a", root=tmp_path)
+        f.write_bytes(original)
+    (tmp_path / "a" / "extra.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not in the manifest: \\['extra.bin'\\]"):
         pretrained_path("a", root=tmp_path)
+
+
+def test_shipped_manifest_hashes_every_file_and_configs_hold_no_absolute_paths():
+    from ofa_latency.pretrained import folder_sha256
+
+    for e in list_pretrained():
+        folder = pretrained_path(e["name"])
+        assert e["sha256"] == folder_sha256(folder)
+        path = json.loads((folder / "config.json").read_text())["metadata"]["data"]["path"]
+        assert not path.startswith("/"), (e["name"], path)
+
+
+def test_shipped_predictors_reach_their_manifest_metrics(help_dir_or_none):
+    """Re-evaluate each shipped predictor on the held-out split of the table it was trained
+    on (the committed tables; HELP's when ../shared is there) and compare with the manifest."""
+    from pathlib import Path
+
+    from ofa_latency.datasets import read_help, read_measurements
+    from ofa_latency.evaluation import latency_metrics
+
+    root = Path(__file__).resolve().parent.parent
+    checked = 0
+    for e in list_pretrained():
+        est = LatencyEstimator.from_pretrained(e["name"])
+        data_path = est.predictor.config_["metadata"]["data"]["path"]
+        if e["backend"] == "help":
+            if help_dir_or_none is None:
+                continue
+            df = read_help(help_dir_or_none, e["name"][len("help_"):].rsplit("_", 1)[0])
+        else:
+            df = read_measurements(root / data_path)
+        test = df[df.split == "test"]
+        m = latency_metrics(test.latency_ms.to_numpy(), est.predictor.predict(test))
+        assert m["n"] == e["heldout_metrics"]["n"], e["name"]
+        for k in ("mape_pct", "kendall_tau", "rmse_ms"):
+            assert m[k] == pytest.approx(e["heldout_metrics"][k], rel=1e-6, abs=1e-9), (e["name"], k)
+        checked += 1
+    assert checked >= 16
