@@ -14,7 +14,9 @@ from .predictors import create_predictor as create_predictor
 from .predictors import list_predictors as list_predictors
 from .estimator import LatencyEstimator as LatencyEstimator
 from .pretrained import list_pretrained as list_pretrained
+from .errors import UsageError as UsageError
 
 __all__ = ["__version__", "Subnet", "get_space", "list_spaces", "create_backend",
            "list_backends", "profile_subnets", "read_measurements", "describe_hardware",
-           "create_predictor", "list_predictors", "LatencyEstimator", "list_pretrained"]
+           "create_predictor", "list_predictors", "LatencyEstimator", "list_pretrained",
+           "UsageError"]

@@ -34,9 +34,8 @@ class LatencyEstimator:
     def __init__(self, predictor: LatencyPredictor):
         if not isinstance(predictor, LatencyPredictor):
             raise TypeError(f"predictor must be a LatencyPredictor, got {type(predictor).__name__}")
-        predictor._check_fitted()
         self.predictor = predictor
-        self._one = predictor.table_.predict_one
+        self._one = predictor.table.predict_one  # raises NotFittedError when unfitted
 
     @classmethod
     def load(cls, directory) -> "LatencyEstimator":

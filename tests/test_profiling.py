@@ -17,6 +17,27 @@ def test_registry():
         create_backend("fake", device="cuda")
 
 
+@pytest.mark.parametrize("name", list_backends())
+def test_backend_contract(name, mbv3, smallest):
+    """Every registered backend: validated settings, a runner that returns one positive time
+    per run, a device name and the versions that affect timings."""
+    from ofa_latency.profiling import ProfilingBackend, Runner
+
+    be = create_backend(name, threads=1)
+    assert isinstance(be, ProfilingBackend) and be.name == name
+    assert be.threads == 1 and be.device == "cpu" and be.precision == "fp32"
+    runner = be.prepare(mbv3, smallest, 1)
+    assert isinstance(runner, Runner)
+    times = runner.run(4)
+    assert len(times) == 4 and all(isinstance(t, float) and 0 < t < 5 for t in times)
+    assert isinstance(be.device_name(), str) and be.device_name()
+    assert "ofa_latency" in be.versions()
+    with pytest.raises(ValueError, match="threads = 0"):
+        create_backend(name, threads=0)
+    with pytest.raises(ValueError, match="precision"):
+        create_backend(name, precision="int3")
+
+
 def test_fake_pipeline_rows_and_resume(tmp_path, mbv3):
     be = create_backend("fake", threads=1)
     subs = mbv3.sample(12, seed=3)

@@ -44,7 +44,9 @@ def test_drift_correction_cancels_machine_speed_levels():
     assert res.latency_ms == pytest.approx(25.0, rel=0.02)
     assert res.n_runs == res.n_rounds * TimingProtocol().runs_per_round
     assert res.n_rounds >= TimingProtocol().rounds
-    # the uncorrected estimate carries the machine's slow levels
+    # the uncorrected estimate carries the machine's slow levels: it is off where the
+    # corrected one is not
+    assert abs(res.latency_raw_ms / 25.0 - 1) > 0.05
     m2 = Machine(1)
     raw = measure(Net(m2, 0.025), None)
     assert raw.latency_ms == raw.latency_raw_ms and np.isnan(raw.ref_latency_ms)

@@ -8,8 +8,10 @@ from ._base import list_predictors as list_predictors
 from ._base import load_predictor as load_predictor
 from ._base import register_predictor as register_predictor
 from .mlp import MLPLatencyPredictor as MLPLatencyPredictor
+from ._table import AdditiveTable as AdditiveTable
+from ._table import fit_linear_table as fit_linear_table
 from .xgb import XGBLatencyPredictor as XGBLatencyPredictor
 
-__all__ = ["FORMAT_VERSION", "LatencyPredictor", "NotFittedError", "create_predictor",
+__all__ = ["AdditiveTable", "fit_linear_table", "FORMAT_VERSION", "LatencyPredictor", "NotFittedError", "create_predictor",
            "list_predictors", "load_predictor", "register_predictor",
            "MLPLatencyPredictor", "XGBLatencyPredictor"]
