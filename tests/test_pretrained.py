@@ -87,3 +87,15 @@ def test_shipped_predictors_reach_their_manifest_metrics(help_dir_or_none):
             assert m[k] == pytest.approx(e["heldout_metrics"][k], rel=1e-6, abs=1e-9), (e["name"], k)
         checked += 1
     assert checked >= 16
+
+
+def test_loading_a_poorly_ranking_predictor_warns(caplog):
+    entries = list_pretrained()
+    low = next(e for e in entries if e["heldout_metrics"]["kendall_tau"] < 0.8)
+    high = next(e for e in entries if e["heldout_metrics"]["kendall_tau"] > 0.95)
+    with caplog.at_level("WARNING", logger="ofa_latency"):
+        LatencyEstimator.from_pretrained(high["name"])
+        assert not caplog.records
+        LatencyEstimator.from_pretrained(low["name"])
+    assert len(caplog.records) == 1
+    assert low["name"] in caplog.text and "Kendall tau" in caplog.text
