@@ -79,13 +79,15 @@ def cmd_profile(args) -> int:
             raise UsageError(f"--n {args.n}: the number of subnets to profile must be >= 1")
         subnets = space.sample(args.n, seed=args.seed)
     protocol = TimingProtocol(rounds=args.rounds, runs_per_round=args.runs_per_round,
-                              max_rounds=max(args.rounds, args.max_rounds))
+                              max_rounds=max(args.rounds, args.max_rounds), windows=args.windows,
+                              max_windows=max(args.windows, args.max_windows))
     hw = describe_hardware(args.backend, args.threads, args.device,
                            measure=args.backend != "fake")
     df = profile_subnets(space, backend, subnets, args.batch_size, args.out, protocol=protocol,
                          drift_correction=not args.no_drift_correction,
                          progress=not args.quiet, hardware=hw,
-                         ref_baseline_ms=args.ref_baseline_ms)
+                         allow_mixed_settings=args.allow_mixed_settings,
+                         allow_machine_change=args.allow_machine_change)
     print(f"{len(df)} subnets of {space.name} on {backend.device_name()} "
           f"({args.backend}, {args.device}, {args.threads} thread(s), batch {args.batch_size}) "
           f"-> {args.out}")
@@ -98,15 +100,21 @@ def cmd_profile(args) -> int:
 
 
 def cmd_hardware(args) -> int:
-    from .hardware import describe_hardware
+    from .hardware import describe_hardware, reference_fingerprint_ms
 
     desc = describe_hardware(args.backend, args.threads, args.device, measure=not args.no_measure)
+    if not args.no_measure:
+        desc["reference_subnet_ms"] = round(reference_fingerprint_ms(
+            args.backend, args.threads, args.device, args.batch_size, args.space), 3)
+        desc["reference_subnet"] = (f"{args.space} kernel 5, expand 4, depth 3, 176 px, batch "
+                                    f"{args.batch_size}")
     if args.json:
         print(json.dumps(desc, indent=1))
     else:
         units = {"memory_gb": "GB", "memory_bandwidth_gbs": "GB/s", "matmul_gflops": "GFLOP/s",
                  "gpu_memory_gb": "GB", "gpu_bandwidth_gbs": "GB/s",
-                 "gpu_launch_overhead_us": "us", "gpu_matmul_fp32_gflops": "GFLOP/s"}
+                 "gpu_launch_overhead_us": "us", "gpu_matmul_fp32_gflops": "GFLOP/s",
+                 "reference_subnet_ms": "ms (speed fingerprint of this backend setting)"}
         for k, v in desc.items():
             print(f"{k:24s} {v} {units.get(k, '')}".rstrip())
     return 0
@@ -193,6 +201,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _warn_if_other_setting(est, df, data_path):
+    """Evaluating one device's predictor on another device's data is allowed (it measures
+    transfer), but it must not pass unnoticed."""
+    from .datasets import setting_differences
+    from .profiling import hardware_differences, table_hardware_path
+    from .training import single_setting
+
+    data_setting = single_setting(df, str(data_path))
+    diffs = setting_differences(est.setting or {}, data_setting)
+    if diffs:
+        logger.warning("the predictor was fitted on another setting than this data's (%s): "
+                       "the metrics below measure transfer between devices",
+                       "; ".join(diffs))
+    hw_path = table_hardware_path(data_path)
+    if est.hardware and hw_path.exists():
+        hw = json.loads(hw_path.read_text())
+        diffs = hardware_differences(est.hardware, hw)
+        if diffs:
+            logger.warning("the predictor's data and this data come from different machines "
+                           "(%s)", "; ".join(diffs))
+
+
 def cmd_evaluate(args) -> int:
     from .datasets import read_measurements
     from .evaluation import latency_metrics, plot_predicted_vs_measured
@@ -200,6 +230,8 @@ def cmd_evaluate(args) -> int:
     est = _load_estimator(args.predictor)
     df = read_measurements(args.data, {k: str(v) for k, v in
                                        _parse_pairs(args.filter, "--filter").items()})
+    if len(df):
+        _warn_if_other_setting(est, df, args.data)  # one setting, and is it the predictor's?
     if args.split != "all":
         df = df[df.split == args.split]
     if len(df) < 2:
@@ -290,10 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--rounds", type=int, default=6)
     pr.add_argument("--runs-per-round", type=int, default=3)
     pr.add_argument("--max-rounds", type=int, default=10)
+    pr.add_argument("--windows", type=int, default=1,
+                    help="time each subnet in this many windows, each with a fresh preparation "
+                         "(more are added when two disagree, up to --max-windows)")
+    pr.add_argument("--max-windows", type=int, default=3)
     pr.add_argument("--no-drift-correction", action="store_true")
-    pr.add_argument("--ref-baseline-ms", type=float, default=None,
-                    help="calibrated reference latency to scale to (default: calibrate, or "
-                         "reuse the table's own)")
+    pr.add_argument("--allow-mixed-settings", action="store_true",
+                    help="append to a table that holds another backend/threads/batch setting")
+    pr.add_argument("--allow-machine-change", action="store_true",
+                    help="append although the machine's descriptor or speed (reference level) "
+                         "differs from the table's")
     pr.add_argument("--show", type=int, default=20, help="print the table when it has at most "
                                                           "this many rows")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -304,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     hw.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     hw.add_argument("--threads", type=int, default=1)
     hw.add_argument("--json", action="store_true")
-    hw.add_argument("--no-measure", action="store_true", help="skip bandwidth/throughput runs")
+    hw.add_argument("--batch-size", type=int, default=1)
+    hw.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    hw.add_argument("--no-measure", action="store_true",
+                    help="skip bandwidth, throughput and reference-subnet runs")
     hw.set_defaults(func=cmd_hardware)
 
     ex = sub.add_parser("export", help="export a subnet to ONNX and check it against PyTorch")

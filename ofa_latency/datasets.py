@@ -14,12 +14,16 @@ device_type         ``cpu`` or ``cuda``
 device              device name (CPU model or GPU name)
 threads             intra-op threads (empty for GPU rows of foreign data)
 precision           ``fp32`` or ``fp16``
-latency_ms          drift-corrected robust latency per batch (ms)
+latency_ms          drift-corrected robust latency per batch (ms): ``ratio`` times the table's
+                    reference level, recomputed from all its windows on read
 latency_raw_ms      median over rounds of the round minima, uncorrected (ms)
+ratio               the measurement: median over rounds of target / reference subnet latency
+                    (empty without drift correction and for foreign data)
 spread_pct          (max - min) / median of the per-round estimates (%)
 n_runs, n_rounds    timed runs of the subnet and rounds they were grouped in
 ref_latency_ms      the reference subnet's latency in the same window (ms)
-ref_baseline_ms     the reference's calibrated latency the correction scales to (ms)
+ref_baseline_ms     the table's reference level (ms): the 5 % quantile of its windows'
+                    ``ref_latency_ms`` (see :mod:`ofa_latency.profiling.scale`)
 split               ``train`` or ``test``: seeded 80/20 by canonical subnet (resolution included)
 timestamp           UTC ISO 8601 time of the measurement
 versions            JSON of library versions
@@ -48,12 +52,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "MeasurementLog",
            "read_measurements", "normalise_table", "import_table", "read_help", "HELP_SETTINGS",
-           "HELP_CITATION", "utc_timestamp"]
+           "HELP_CITATION", "utc_timestamp", "setting_differences"]
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
-           "threads", "precision", "latency_ms", "latency_raw_ms", "spread_pct", "n_runs",
-           "n_rounds", "ref_latency_ms", "ref_baseline_ms", "split", "timestamp", "versions",
-           "source"]
+           "threads", "precision", "latency_ms", "latency_raw_ms", "ratio", "spread_pct",
+           "n_runs", "n_rounds", "ref_latency_ms", "ref_baseline_ms", "split", "timestamp",
+           "versions", "source"]
+# tables written before ``ratio`` existed: read by deriving it (latency_ms / ref_baseline_ms)
+LEGACY_COLUMNS = [c for c in COLUMNS if c != "ratio"]
 SETTING_COLUMNS = ["space", "batch_size", "backend", "device_type", "device", "threads",
                    "precision"]
 TRAIN_FRACTION = 0.8
@@ -108,6 +114,9 @@ class MeasurementLog:
         text = raw.decode("utf-8", errors="replace")
         lines = text.split("\n")
         header = next(csv.reader([lines[0]]))
+        if header == LEGACY_COLUMNS:
+            self._migrate()
+            return self._repair()
         if header != COLUMNS:
             raise ValueError(f"{self.path}: header does not match the measurement schema; "
                              f"expected columns {COLUMNS}, found {header}")
@@ -129,6 +138,15 @@ class MeasurementLog:
             tmp = self.path.with_suffix(self.path.suffix + ".tmp")
             tmp.write_text(fixed)
             os.replace(tmp, self.path)
+
+    def _migrate(self):
+        """Rewrite a table of the legacy schema with the ``ratio`` column (derived)."""
+        df = pd.read_csv(self.path, dtype=str, keep_default_na=False)
+        df = _derive_ratio(df)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        df[COLUMNS].to_csv(tmp, index=False)
+        os.replace(tmp, self.path)
+        logger.info("%s: migrated to the current schema (added the ratio column)", self.path)
 
     def read(self) -> pd.DataFrame:
         """All rows so far."""
@@ -152,6 +170,24 @@ _DEFAULTS = {"batch_size": 1, "backend": "unknown", "device_type": "unknown",
              "device": "unknown", "threads": None, "precision": "fp32"}
 
 
+def setting_differences(recorded: dict, other: dict) -> list[str]:
+    """The setting columns on which two settings (dicts of :data:`SETTING_COLUMNS`) differ,
+    as ``"column: recorded -> other"``; columns missing or empty on either side are skipped."""
+    def norm(v):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return None
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        return str(v)
+
+    out = []
+    for c in SETTING_COLUMNS:
+        a, b = norm(recorded.get(c)), norm(other.get(c))
+        if a is not None and b is not None and a != b:
+            out.append(f"{c}: {a} -> {b}")
+    return out
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype={"arch": str, "versions": str, "device": str})
@@ -163,6 +199,15 @@ def _read_csv(path: Path) -> pd.DataFrame:
                          f"{str(exc).strip().splitlines()[-1]}") from None
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path} is not a text CSV file ({exc.reason})") from None
+
+
+def _derive_ratio(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``ratio`` to a legacy table: its rows were ``ratio * ref_baseline_ms``."""
+    df = df.copy()
+    lat = pd.to_numeric(df["latency_ms"], errors="coerce")
+    base = pd.to_numeric(df["ref_baseline_ms"], errors="coerce")
+    df["ratio"] = (lat / base).where(base > 0).round(7)  # NaN (an empty cell) where none
+    return df
 
 
 def normalise_table(df: pd.DataFrame, where: str = "table",
@@ -254,11 +299,17 @@ def read_measurements(path, filters: dict | None = None, space: str | None = Non
         raise FileNotFoundError(f"no measurement table at {path}")
     if path.is_dir():
         raise UsageError(f"{path} is a folder; expected a measurement CSV file")
+    from .profiling.scale import apply_table_scale  # profiling imports this module
+
     df = _read_csv(path)
+    if all(c in df.columns for c in LEGACY_COLUMNS) and "ratio" not in df.columns:
+        df = _derive_ratio(df)
+        df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
     own = all(c in df.columns for c in COLUMNS) and \
         df["arch"].astype(str).str.startswith('{"ks":[').all()
     if not own:
         df = normalise_table(df, str(path), space)
+    df = apply_table_scale(df)
     for col, val in (filters or {}).items():
         if col not in df.columns:
             raise UsageError(f"filter column {col!r} is not in {path}; columns: "
@@ -368,7 +419,7 @@ def read_help(help_dir, setting: str, space: str = "ofa_mbv3_w1.2") -> pd.DataFr
         "space": space, "arch": sub.arch_json(), "image_size": sub.image_size,
         "batch_size": int(batch), "backend": "help", "device_type": "cuda",
         "device": _HELP_GPU_NAMES[gpu], "threads": None, "precision": "fp32",
-        "latency_ms": float(np.median(v)), "latency_raw_ms": float(np.median(v)),
+        "latency_ms": float(np.median(v)), "latency_raw_ms": float(np.median(v)), "ratio": None,
         "spread_pct": 100.0 * (max(v) - min(v)) / float(np.median(v)) if len(v) > 1 else None,
         "n_runs": None, "n_rounds": None, "ref_latency_ms": None, "ref_baseline_ms": None,
         "split": assign_split(space, sub), "timestamp": None, "versions": None,

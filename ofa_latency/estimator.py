@@ -29,13 +29,24 @@ class LatencyEstimator:
     ----------
     predictor : LatencyPredictor
         A fitted predictor.
+    check_machine : bool
+        Warn when the predictor was measured on a CPU that is not this machine's (model or
+        core count differ): its milliseconds are another machine's. GPU predictors are not
+        checked here (the search often runs on another machine than the target).
     """
 
-    def __init__(self, predictor: LatencyPredictor):
+    def __init__(self, predictor: LatencyPredictor, check_machine: bool = True):
         if not isinstance(predictor, LatencyPredictor):
             raise TypeError(f"predictor must be a LatencyPredictor, got {type(predictor).__name__}")
         self.predictor = predictor
         self._one = predictor.table.predict_one  # raises NotFittedError when unfitted
+        if check_machine and (self.setting or {}).get("device_type") == "cpu":
+            diffs = self.machine_differences()
+            if diffs:
+                logger.warning("this predictor was measured on another CPU than this machine's "
+                               "(%s): its milliseconds are that machine's; fine-tune it to "
+                               "this one before trusting absolute values here",
+                               "; ".join(diffs))
 
     @classmethod
     def load(cls, directory) -> "LatencyEstimator":
@@ -52,7 +63,34 @@ class LatencyEstimator:
 
     @property
     def space(self):
+        """The predictor's :class:`~ofa_latency.spaces.SearchSpace`."""
         return self.predictor.space_
+
+    @property
+    def setting(self) -> dict | None:
+        """The device setting the predictor was fitted on (space, backend, device, threads,
+        batch size, precision), when its config records it."""
+        return (getattr(self.predictor, "config_", None) or {}).get("metadata", {}).get("setting")
+
+    @property
+    def hardware(self) -> dict | None:
+        """The hardware descriptor of the machine the predictor's data was measured on, when
+        recorded."""
+        return (getattr(self.predictor, "config_", None) or {}).get("metadata", {}).get("hardware")
+
+    def machine_differences(self, hardware: dict | None = None) -> list[str]:
+        """How the recorded machine differs from ``hardware`` (default: this machine's CPU
+        identity, without measuring); empty when nothing is recorded or nothing differs."""
+        from .hardware import describe_hardware
+        from .profiling import hardware_differences
+
+        recorded = self.hardware
+        if not recorded:
+            return []
+        if hardware is None:
+            hardware = describe_hardware(recorded.get("backend", "torch"),
+                                         recorded.get("threads_in_use", 1), "cpu", measure=False)
+        return hardware_differences(recorded, hardware)
 
     def _single(self, arch) -> float:
         v = self._one(arch)

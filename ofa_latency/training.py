@@ -12,6 +12,7 @@ from .datasets import SETTING_COLUMNS, read_measurements
 from .evaluation import latency_metrics
 from .predictors import create_predictor
 from .pretrained import sha256_of
+from .profiling import table_hardware_path
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def train_on_table(path, model: str, filters: dict | None = None, params: dict |
     pred = create_predictor(model, space=space, **(params or {}))
     pred.fit(train, progress=progress)
     metrics = latency_metrics(test.latency_ms.to_numpy(), pred.predict(test))
-    hw_path = path.with_name(path.name + ".hardware.json")
+    hw_path = table_hardware_path(path)
     metadata = {
         "setting": setting,
         "hardware": json.loads(hw_path.read_text()) if hw_path.exists() else None,

@@ -1,14 +1,21 @@
-"""Test-retest noise floor of the profiler on this machine.
+"""Test-retest noise floor of the profiler on this machine, in whatever state it is in.
 
-Two independent passes (separate processes; pass 2 starts only after pass 1 has finished every
-backend) over the same subnets, for each CPU setting. Reports the MAPE between the passes for
-the drift-corrected latency (with each pass's own calibration, and with one shared
-calibration), for the uncorrected robust estimate, and the device-seconds one subnet costs.
-With the default seed 0 the subnets are the first ones of the committed tables in
-data/measurements/, so pass 1 is also compared with the committed rows (measured earlier, with
-two single-thread jobs side by side), using the table's own calibration.
+Two independent passes over the same subnets, each a separate `ofa-latency profile` process
+writing a separate, new table (pass 2 starts after pass 1 has finished every setting). For each
+setting it reports:
+
+* scale-free agreement: MAPE between the passes after dividing out one global factor (the
+  median ratio), its p95 and max, and Kendall tau;
+* absolute agreement: the median ratio pass 2 / pass 1 of ``latency_ms`` (each table with its
+  own scale, taken from all its windows) and the MAPE without any factor;
+* the uncorrected estimate's MAPE (no reference), for comparison;
+* the median within-window spread of both passes (how noisy the day was) and the
+  device-seconds one subnet cost (wall time of the process / subnets).
 
     python scripts/noise_floor.py --n 50 --out data/benchmarks/noise_floor.json
+    python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_w2   # windows compared
+
+With the default seed 0 the subnets are the first ones of the committed tables.
 """
 
 from __future__ import annotations
@@ -21,38 +28,62 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy.stats import kendalltau
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1), "torch_t1": ("torch", 1)}
+sys.path.insert(0, str(ROOT))
+# name: (backend, threads, windows per subnet)
+SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1), "torch_t1": ("torch", 1, 1),
+            "onnxruntime_t1_w2": ("onnxruntime", 1, 2), "torch_t1_w2": ("torch", 1, 2)}
 
 
-def run_pass(backend, threads, archs, out, extra):
+def run_pass(backend, threads, windows, archs, out):
     cmd = [sys.executable, "-m", "ofa_latency.cli", "profile", "--space", "ofa_mbv3_w1.2",
-           "--backend", backend, "--threads", str(threads), "--archs", str(archs),
-           "--out", str(out), "--quiet", "--show", "0"] + extra
+           "--backend", backend, "--threads", str(threads), "--windows", str(windows),
+           "--archs", str(archs), "--out", str(out), "--quiet", "--show", "0"]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     return time.perf_counter() - t0
 
 
-def mape(a, b):
-    return 100.0 * np.abs(b - a) / a
+def compare(a, b) -> dict:
+    """Agreement of two tables of the same subnets (pandas frames from read_measurements)."""
+    m = a.merge(b, on=["arch", "image_size"], suffixes=("_1", "_2"))
+    x, y = m.latency_ms_1.to_numpy(), m.latency_ms_2.to_numpy()
+    factor = float(np.median(y / x))
+    ape_free = 100 * np.abs(y / factor - x) / x
+    ape_abs = 100 * np.abs(y - x) / x
+    raw = 100 * np.abs(m.latency_raw_ms_2 - m.latency_raw_ms_1) / m.latency_raw_ms_1
+    return {
+        "n_pairs": int(len(m)),
+        "scale_free_mape_pct": round(float(ape_free.mean()), 3),
+        "scale_free_p95_ape_pct": round(float(np.percentile(ape_free, 95)), 3),
+        "scale_free_max_ape_pct": round(float(ape_free.max()), 3),
+        "kendall_tau": round(float(kendalltau(x, y).statistic), 4),
+        "absolute_median_ratio": round(factor, 4),
+        "absolute_mape_pct": round(float(ape_abs.mean()), 3),
+        "uncorrected_mape_pct": round(float(raw.mean()), 3),
+        "median_spread_pct": [round(float(a.spread_pct.median()), 2),
+                              round(float(b.spread_pct.median()), 2)],
+        "reference_level_ms": [round(float(a.ref_baseline_ms.iloc[0]), 4),
+                               round(float(b.ref_baseline_ms.iloc[0]), 4)],
+        "median_latency_ms": round(float(np.median(x)), 3),
+    }
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--settings", nargs="+", default=["onnxruntime_t1", "torch_t1"],
+                   choices=list(SETTINGS))
     p.add_argument("--workdir", default=str(ROOT / "runs" / "noise"))
     p.add_argument("--out", default=str(ROOT / "data" / "benchmarks" / "noise_floor.json"))
-    p.add_argument("--extra", default="", help="extra arguments for 'ofa-latency profile'")
     args = p.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT))
     from ofa_latency import get_space
+    from ofa_latency.datasets import read_measurements
+    from ofa_latency.hardware import describe_hardware
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -62,41 +93,20 @@ def main(argv=None):
     walls = {}
     for pas in (1, 2):
         for name in args.settings:
-            backend, threads = SETTINGS[name]
+            backend, threads, windows = SETTINGS[name]
             out = work / f"{name}_pass{pas}.csv"
             out.unlink(missing_ok=True)
-            walls[(name, pas)] = run_pass(backend, threads, archs, out, args.extra.split())
+            out.with_name(out.name + ".hardware.json").unlink(missing_ok=True)
+            walls[(name, pas)] = run_pass(backend, threads, windows, archs, out)
 
-    results = {"n_subnets": args.n, "seed": args.seed, "settings": {}}
+    results = {"n_subnets": args.n, "seed": args.seed,
+               "hardware": describe_hardware("onnxruntime", 1), "settings": {}}
     for name in args.settings:
-        a = pd.read_csv(work / f"{name}_pass1.csv")
-        b = pd.read_csv(work / f"{name}_pass2.csv")
-        m = a.merge(b, on=["arch", "image_size"], suffixes=("_1", "_2"))
-        own = mape(m.latency_ms_1, m.latency_ms_2)
-        shared = mape(m.latency_ms_1, m.latency_ms_2 / m.ref_baseline_ms_2 * m.ref_baseline_ms_1)
-        raw = mape(m.latency_raw_ms_1, m.latency_raw_ms_2)
-        res = {
-            "n_pairs": int(len(m)),
-            "mape_pct_own_calibration": round(float(own.mean()), 3),
-            "mape_pct_shared_calibration": round(float(shared.mean()), 3),
-            "p95_ape_pct_shared_calibration": round(float(np.percentile(shared, 95)), 3),
-            "max_ape_pct_shared_calibration": round(float(shared.max()), 3),
-            "mape_pct_uncorrected": round(float(raw.mean()), 3),
-            "max_ape_pct_uncorrected": round(float(raw.max()), 3),
-            "ref_baseline_ms": [float(m.ref_baseline_ms_1.iloc[0]), float(m.ref_baseline_ms_2.iloc[0])],
-            "median_latency_ms": round(float(m.latency_ms_1.median()), 3),
-            "device_seconds_per_subnet": round((walls[(name, 1)] + walls[(name, 2)]) / 2 / args.n, 3),
-        }
-        table = ROOT / "data" / "measurements" / f"ofa_mbv3_w1.2_{SETTINGS[name][0]}_cpu_t1_b1.csv"
-        if table.exists():
-            t = pd.read_csv(table).merge(a, on=["arch", "image_size"], suffixes=("_t", ""))
-            if len(t):
-                ape = mape(t.latency_ms_t, t.latency_ms / t.ref_baseline_ms * t.ref_baseline_ms_t)
-                res["n_vs_committed_table"] = int(len(t))
-                res["mape_pct_vs_committed_table"] = round(float(ape.mean()), 3)
-                res["tau_vs_committed_table"] = round(float(
-                    kendalltau(t.latency_ms_t, t.latency_ms).statistic), 3)
-        res["tau_pass1_vs_pass2"] = round(float(kendalltau(m.latency_ms_1, m.latency_ms_2).statistic), 3)
+        a = read_measurements(work / f"{name}_pass1.csv")
+        b = read_measurements(work / f"{name}_pass2.csv")
+        res = compare(a, b)
+        res["device_seconds_per_subnet"] = round(
+            (walls[(name, 1)] + walls[(name, 2)]) / 2 / args.n, 3)
         results["settings"][name] = res
         print(name, json.dumps(res))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,10 @@ def test_train_evaluate_predict(tmp_path, capsys):
     assert main(["profile", "--backend", "fake", "--n", "120", "--seed", "2", "--out", str(data),
                  "--quiet", "--show", "0"]) == 0
     assert main(["profile", "--backend", "fake", "--batch-size", "8", "--n", "5", "--out",
-                 str(data), "--quiet", "--show", "0"]) == 0
+                 str(data), "--quiet", "--show", "0"]) == 2
+    assert "another setting" in capsys.readouterr().err
+    assert main(["profile", "--backend", "fake", "--batch-size", "8", "--n", "5", "--out",
+                 str(data), "--quiet", "--show", "0", "--allow-mixed-settings"]) == 0
     capsys.readouterr()
     # two settings in one table: training must ask for a filter
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "p")]) == 2
@@ -110,9 +113,26 @@ def test_train_evaluate_predict(tmp_path, capsys):
     assert main(["evaluate", "--predictor", str(tmp_path / "p"), "--data", str(data),
                  "--filter", "batch_size=1", "--plot", str(plot)]) == 0
     assert plot.stat().st_size > 1000
+    # a mixed table must be filtered to one setting before evaluating
+    assert main(["evaluate", "--predictor", str(tmp_path / "p"), "--data", str(data)]) == 2
+    assert "batch_size" in capsys.readouterr().err
     capsys.readouterr()
     arch = pd.read_csv(data).iloc[0]
     a = json.loads(arch.arch)
     a["image_size"] = int(arch.image_size)
     assert main(["predict", "--predictor", str(tmp_path / "p"), "--arch", json.dumps(a)]) == 0
     assert capsys.readouterr().out.strip().endswith("ms")
+
+
+def test_evaluate_warns_on_another_setting(tmp_path, capsys, caplog):
+    a, b = tmp_path / "b1.csv", tmp_path / "b8.csv"
+    for path, batch in ((a, "1"), (b, "8")):
+        assert main(["profile", "--backend", "fake", "--n", "40", "--seed", "2", "--batch-size",
+                     batch, "--out", str(path), "--quiet", "--show", "0"]) == 0
+    assert main(["train", "--data", str(a), "--param", "n_estimators=10", "--out",
+                 str(tmp_path / "p"), "--quiet"]) == 0
+    caplog.clear()
+    assert main(["evaluate", "--predictor", str(tmp_path / "p"), "--data", str(a)]) == 0
+    assert "another setting" not in caplog.text
+    assert main(["evaluate", "--predictor", str(tmp_path / "p"), "--data", str(b)]) == 0
+    assert "another setting" in caplog.text and "batch_size: 1 -> 8" in caplog.text

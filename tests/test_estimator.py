@@ -77,3 +77,28 @@ def test_ofa_tutorial_evolution_finder(estimator, mbv3):
     _, (acc_best, spec, lat) = finder.run_evolution_search()
     assert lat <= limit
     assert estimator.predict_efficiency(spec) == pytest.approx(lat)
+
+
+def test_warns_when_a_cpu_predictor_comes_from_another_cpu(estimator, caplog):
+    p = estimator.predictor
+    p.config_ = {"metadata": {"setting": {"device_type": "cpu"},
+                              "hardware": {"cpu_model": "Some Other CPU 9000",
+                                           "logical_cores": 2}}}
+    try:
+        with caplog.at_level("WARNING", logger="ofa_latency"):
+            est = LatencyEstimator(p)
+        assert "another CPU" in caplog.text and "Some Other CPU 9000" in caplog.text
+        assert est.machine_differences({"cpu_model": "Some Other CPU 9000",
+                                        "logical_cores": 2}) == []
+        caplog.clear()
+        from ofa_latency.hardware import cpu_model_name
+
+        p.config_["metadata"]["hardware"]["cpu_model"] = cpu_model_name()
+        import os
+
+        p.config_["metadata"]["hardware"]["logical_cores"] = os.cpu_count()
+        with caplog.at_level("WARNING", logger="ofa_latency"):
+            LatencyEstimator(p)
+        assert "another CPU" not in caplog.text
+    finally:
+        del p.config_

@@ -56,8 +56,11 @@ def test_fake_pipeline_rows_and_resume(tmp_path, mbv3):
         [(s.arch_json(), s.image_size) for s in subs], "latency_ms"].to_numpy()
     np.testing.assert_allclose(got, true, rtol=0.02)
     assert (table.ref_baseline_ms == table.ref_baseline_ms.iloc[0]).all()
-    # another batch size is another setting: measured, not skipped
-    df64 = profile_subnets(mbv3, be, subs[:2], 64, out, progress=False)
+    # another batch size is another setting: refused in the same table unless asked for
+    with pytest.raises(ValueError, match="another setting"):
+        profile_subnets(mbv3, be, subs[:2], 64, out, progress=False)
+    df64 = profile_subnets(mbv3, be, subs[:2], 64, out, progress=False,
+                           allow_mixed_settings=True)
     assert len(df64) == 2 and (df64.batch_size == 64).all()
     assert df64.latency_ms.iloc[0] > 30 * got[0]
 

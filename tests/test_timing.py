@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ofa_latency.profiling import Runner, TimingProtocol, measure
-from ofa_latency.profiling.timing import calibrate
+from ofa_latency.profiling.timing import TimingResult, combine_windows, windows_agree
 
 
 class Machine:
@@ -35,6 +35,10 @@ def test_protocol_validation():
         TimingProtocol(rounds=5, max_rounds=4)
     with pytest.raises(ValueError, match="max_spread_pct"):
         TimingProtocol(max_spread_pct=0)
+    with pytest.raises(ValueError, match="max_windows"):
+        TimingProtocol(windows=3, max_windows=2)
+    with pytest.raises(ValueError, match="windows = 0"):
+        TimingProtocol(windows=0)
 
 
 def test_drift_correction_cancels_machine_speed_levels():
@@ -52,15 +56,29 @@ def test_drift_correction_cancels_machine_speed_levels():
     assert raw.latency_ms == raw.latency_raw_ms and np.isnan(raw.ref_latency_ms)
 
 
-def test_reference_needs_baseline():
-    m = Machine()
+def test_ratio_is_the_measurement():
+    m = Machine(2)
+    res = measure(Net(m, 0.030), Net(m, 0.010))
+    assert res.ratio == pytest.approx(3.0, rel=0.02)
+    # without a level given, milliseconds are the ratio times this window's reference
+    assert res.latency_ms == pytest.approx(res.ratio * res.ref_latency_ms)
     with pytest.raises(ValueError, match="ref_baseline_ms"):
-        measure(Net(m, 0.01), Net(m, 0.01), None)
+        measure(Net(m, 0.01), Net(m, 0.01), -1.0)
 
 
-def test_calibrate_takes_the_fast_level():
-    m = Machine(3)
-    assert calibrate(Net(m, 0.010)) == pytest.approx(10.0, rel=0.03)
+def _result(ratio):
+    return TimingResult(latency_ms=10 * ratio, latency_raw_ms=10 * ratio, ref_latency_ms=10.0,
+                        spread_pct=1.0, n_runs=18, n_rounds=6, ratio=ratio)
+
+
+def test_windows_keep_the_closest_pair():
+    assert windows_agree([_result(1.0), _result(1.03)], agree_pct=4)
+    assert not windows_agree([_result(1.0), _result(1.25)], agree_pct=4)
+    # a third window that agrees with the first: the slow preparation is dropped
+    res = combine_windows([_result(1.0), _result(1.25), _result(1.01)])
+    assert res.ratio == pytest.approx(1.005) and res.n_windows == 3
+    assert res.n_runs == 54 and res.n_rounds == 18
+    assert combine_windows([_result(1.2)]).ratio == 1.2
 
 
 def test_noisy_rounds_trigger_more_rounds():

@@ -16,6 +16,41 @@ logger = logging.getLogger(__name__)
 __all__ = ["TorchBackend", "OnnxRuntimeBackend", "FakeBackend"]
 
 
+_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest mmap threshold on 64-bit
+_TRIM_THRESHOLD_BYTES = 1 << 30
+
+
+def steady_allocator() -> bool:
+    """Fix glibc malloc's thresholds for this process (Linux with glibc; a no-op elsewhere).
+
+    PyTorch's eager CPU inference allocates every activation anew. glibc serves large blocks
+    with ``mmap`` (a fresh, page-faulting mapping each time) until a freed block raises its
+    *dynamic* threshold, so the same subnet ran up to 20 % slower early in a process, or after
+    another history of allocations, than later: measured here, the first subnet of a process
+    took a ratio of 1.61-1.82 to the reference in three processes with the default, and
+    1.42-1.46 with the fixed thresholds. Fixing them (blocks up to 32 MB from the heap, which
+    is kept) makes a measurement independent of what the process ran before.
+
+    Returns
+    -------
+    bool
+        Whether the thresholds were set.
+    """
+    import ctypes
+    import ctypes.util
+    import platform as _platform
+
+    if _platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD_BYTES)) and \
+            bool(libc.mallopt(m_trim_threshold, _TRIM_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
 def _torch_versions():
     import torch
     import ofa  # noqa: F401
@@ -66,7 +101,11 @@ class _TorchCUDARunner(Runner):
 
 @register_backend("torch")
 class TorchBackend(ProfilingBackend):
-    """PyTorch eager inference; CPU with ``threads`` intra-op threads, or CUDA with events."""
+    """PyTorch eager inference; CPU with ``threads`` intra-op threads, or CUDA with events.
+
+    On CPU it fixes glibc's malloc thresholds for the process (:func:`steady_allocator`), so
+    a subnet's time does not depend on what the process allocated before.
+    """
 
     devices = ("cpu", "cuda")
     precisions = ("fp32", "fp16")
@@ -79,6 +118,7 @@ class TorchBackend(ProfilingBackend):
             if precision != "fp32":
                 raise ValueError("precision fp16 needs device='cuda' for the torch backend")
             torch.set_num_threads(threads)
+            self.steady_allocator = steady_allocator()
         elif not torch.cuda.is_available():
             raise RuntimeError("device='cuda' asked for, but torch sees no CUDA GPU")
         torch.set_flush_denormal(True)
@@ -104,6 +144,8 @@ class TorchBackend(ProfilingBackend):
 
     def versions(self):
         v = super().versions() | _torch_versions()
+        if self.device == "cpu":
+            v["steady_allocator"] = getattr(self, "steady_allocator", False)
         if self.device == "cuda":
             import torch
 
@@ -180,14 +222,32 @@ class OnnxRuntimeBackend(ProfilingBackend):
             "onnxruntime": self._ort.__version__, "onnx": onnx.__version__}
 
 
+class _FakeMachine:
+    """The fake device's speed: a constant factor, times a slow phase of ``1 + drift`` that
+    comes and goes every ``phase_runs`` runs (seeded), as on a shared machine."""
+
+    def __init__(self, speed, drift, phase_runs, seed):
+        self.speed, self.drift, self.phase_runs = speed, drift, phase_runs
+        self.rng = np.random.default_rng(seed)
+        self.runs, self.slow = 0, False
+
+    def factor(self) -> float:
+        self.runs += 1
+        if self.drift and self.runs % self.phase_runs == 0:
+            self.slow = bool(self.rng.random() < 0.5)
+        return self.speed * (1.0 + self.drift if self.slow else 1.0)
+
+
 class _FakeRunner(Runner):
-    def __init__(self, latency_s, seed):
+    def __init__(self, latency_s, seed, machine):
         self.latency_s = latency_s
         self.rng = np.random.default_rng(seed)
+        self.machine = machine
 
     def run(self, n):
         # interference only adds time: exponential tail on top of the true latency
-        return list(self.latency_s * (1.0 + self.rng.exponential(0.01, size=n)))
+        noise = self.rng.exponential(0.01, size=n)
+        return [self.latency_s * self.machine.factor() * (1.0 + x) for x in noise]
 
 
 @register_backend("fake")
@@ -197,14 +257,41 @@ class FakeBackend(ProfilingBackend):
     Its latency (ms) per image is ``0.2 + 0.02 * MMACs + 0.15 * activation MB +
     0.03 * blocks`` times a fixed per-subnet factor in [0.97, 1.03] derived from the subnet's
     hash, so it has structure beyond the cost features. Batch ``N`` costs ``N`` times that.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the per-subnet factors and the run noise.
+    speed : float
+        Machine slowness: every run takes ``speed`` times as long (1.1: a 10 % slower machine).
+    drift : float
+        Slow phases: runs take ``1 + drift`` times as long while one lasts; phases switch at
+        random every ``phase_runs`` runs (a shared, noisy machine).
+    phase_runs : int
+        Runs per phase.
+    bad_prepare : float
+        Probability that a preparation of a subnet runs persistently 25 % slower (as some
+        preparations of real subnets do; the reference subnet is never affected).
+    machine_seed : int, optional
+        Seeds the slow phases and bad preparations (default ``seed``): two backends with the
+        same ``seed`` and different ``machine_seed`` are one device on two occasions.
     """
 
-    def __init__(self, threads=1, device="cpu", precision="fp32", seed=0):
+    def __init__(self, threads=1, device="cpu", precision="fp32", seed=0, speed=1.0, drift=0.0,
+                 phase_runs=25, bad_prepare=0.0, machine_seed=None):
         super().__init__(threads, device, precision)
-        self.seed = seed
+        if not speed > 0 or not drift >= 0 or phase_runs < 1 or not 0 <= bad_prepare <= 1:
+            raise ValueError(f"speed = {speed}, drift = {drift}, phase_runs = {phase_runs}, "
+                             f"bad_prepare = {bad_prepare}; need speed > 0, drift >= 0, "
+                             f"phase_runs >= 1, 0 <= bad_prepare <= 1")
+        self.seed, self.speed, self.drift, self.phase_runs = seed, speed, drift, phase_runs
+        self.bad_prepare = bad_prepare
+        ms = seed if machine_seed is None else machine_seed
+        self._machine = _FakeMachine(speed, drift, phase_runs, ms)
+        self._prepare_rng = np.random.default_rng(ms + 1)
 
     def true_latency_ms(self, space, subnet, batch_size=1):
-        """The noise-free latency of ``subnet`` on the fake device (ms)."""
+        """The noise-free latency of ``subnet`` on the fake device at speed 1 (ms)."""
         f = space.features([subnet]).iloc[0]
         h = hashlib.sha256(f"{self.seed}|{space.name}|{subnet.key()}".encode()).digest()
         factor = 0.97 + 0.06 * int.from_bytes(h[:4], "little") / 2 ** 32
@@ -212,9 +299,14 @@ class FakeBackend(ProfilingBackend):
         return per_image * factor * batch_size / self.threads ** 0.5
 
     def prepare(self, space, subnet, batch_size):
+        from .profiler import reference_subnet
+
         h = hashlib.sha256(f"run|{self.seed}|{subnet.key()}".encode()).digest()
-        return _FakeRunner(self.true_latency_ms(space, subnet, batch_size) / 1e3,
-                           int.from_bytes(h[:8], "little"))
+        latency_s = self.true_latency_ms(space, subnet, batch_size) / 1e3
+        if self.bad_prepare and subnet != reference_subnet(space) and \
+                self._prepare_rng.random() < self.bad_prepare:
+            latency_s *= 1.25
+        return _FakeRunner(latency_s, int.from_bytes(h[:8], "little"), self._machine)
 
     def device_name(self):
         return "fake-device"

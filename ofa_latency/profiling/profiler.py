@@ -5,16 +5,31 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 from typing import Iterable, Optional
 
 import pandas as pd
 
-from ..datasets import MeasurementLog, assign_split, utc_timestamp
-from .timing import TimingProtocol, calibrate, measure
+from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timestamp
+from ..errors import UsageError
+from .scale import (MACHINE_CHANGE_PCT, level_change_pct, probe_reference_level_ms,
+                    reference_level_ms)
+from .timing import TimingProtocol, combine_windows, measure, windows_agree
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["reference_subnet", "profile_subnets"]
+__all__ = ["reference_subnet", "profile_subnets", "hardware_differences", "MachineChangedError",
+           "table_hardware_path", "DESCRIPTOR_CHANGE_PCT"]
+
+DESCRIPTOR_CHANGE_PCT = 30.0  # measured throughput this far from the table's: another machine
+_IDENTITY_KEYS = ("cpu_model", "logical_cores", "gpu_name", "backend", "device",
+                  "threads_in_use")
+_MEASURED_KEYS = ("matmul_gflops", "memory_bandwidth_gbs", "gpu_bandwidth_gbs",
+                  "gpu_matmul_fp32_gflops")
+
+
+class MachineChangedError(UsageError):
+    """The machine (its descriptor or its speed) differs from the one a table was measured on."""
 
 
 def reference_subnet(space):
@@ -24,23 +39,94 @@ def reference_subnet(space):
                            "d": [3] * space.n_stages, "image_size": 176})
 
 
-def _setting_mask(df, space, backend, batch_size):
-    return ((df["space"] == space.name) & (df["backend"] == backend.name)
-            & (df["batch_size"] == batch_size) & (df["device_type"] == backend.device)
-            & (df["threads"].astype(float) == float(backend.threads))
-            & (df["precision"] == backend.precision)
-            & (df["device"].astype(str) == backend.device_name()))
+def hardware_differences(recorded: dict, current: dict) -> list[str]:
+    """What differs between two hardware descriptors beyond noise: identity fields that are
+    not equal, measured throughputs more than :data:`DESCRIPTOR_CHANGE_PCT` apart."""
+    out = []
+    for k in _IDENTITY_KEYS:
+        if k in recorded and k in current and recorded[k] != current[k]:
+            out.append(f"{k}: {recorded[k]!r} -> {current[k]!r}")
+    for k in _MEASURED_KEYS:
+        a, b = recorded.get(k), current.get(k)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and \
+                abs(b / a - 1) * 100 > DESCRIPTOR_CHANGE_PCT:
+            out.append(f"{k}: {a} -> {b} ({100 * (b / a - 1):+.0f} %)")
+    return out
+
+
+def _setting(space, backend, batch_size) -> dict:
+    return {"space": space.name, "batch_size": batch_size, "backend": backend.name,
+            "device_type": backend.device, "device": backend.device_name(),
+            "threads": backend.threads, "precision": backend.precision}
+
+
+def _setting_mask(df, setting):
+    return ((df["space"] == setting["space"]) & (df["backend"] == setting["backend"])
+            & (df["batch_size"] == setting["batch_size"])
+            & (df["device_type"] == setting["device_type"])
+            & (df["threads"].astype(float) == float(setting["threads"]))
+            & (df["precision"] == setting["precision"])
+            & (df["device"].astype(str) == setting["device"]))
+
+
+def _describe(setting) -> str:
+    return (f"{setting['backend']}/{setting['device_type']} {setting['threads']} thread(s) "
+            f"batch {setting['batch_size']} {setting['precision']} on {setting['device']} "
+            f"({setting['space']})")
+
+
+def _check_one_setting(log, existing, setting, allow_mixed):
+    mine = _setting_mask(existing, setting)
+    if allow_mixed or mine.all():
+        return
+    other = existing[~mine][SETTING_COLUMNS].drop_duplicates().iloc[0].to_dict()
+    raise UsageError(f"{log.path} holds measurements of another setting "
+                     f"({_describe(other)}); this run is {_describe(setting)}. A table holds "
+                     f"one setting: use another --out, or --allow-mixed-settings to mix them")
+
+
+def _check_machine(log, hw_path, hardware, mine, ref_runner, protocol, allow_change):
+    """Refuse to append when the descriptor or the reference level moved (see module doc)."""
+    problems = []
+    if hardware is not None and hw_path.exists():
+        recorded = json.loads(hw_path.read_text())
+        diffs = hardware_differences(recorded, hardware)
+        if diffs:
+            problems.append("its hardware descriptor differs: " + "; ".join(diffs))
+    level_now = float("nan")
+    if ref_runner is not None and mine["ref_latency_ms"].notna().any():
+        table_level = reference_level_ms(mine["ref_latency_ms"])
+        level_now = probe_reference_level_ms(ref_runner, protocol)
+        change = level_change_pct(level_now, table_level)
+        logger.info("%s: reference level now %.3f ms, table %.3f ms (%+.1f %%)", log.path,
+                    level_now, table_level, change)
+        if abs(change) > MACHINE_CHANGE_PCT:
+            problems.append(f"the reference subnet runs at {level_now:.3f} ms now against "
+                            f"{table_level:.3f} ms in the table ({change:+.1f} %, threshold "
+                            f"+-{MACHINE_CHANGE_PCT:g} %)")
+    if problems and not allow_change:
+        raise MachineChangedError(
+            f"{log.path} was measured on another machine state: " + "; ".join(problems)
+            + ". Rows from two machine states would be mixed as one: use another --out (the "
+              "new machine is a new device: fine-tune to it), or --allow-machine-change")
+    for p in problems:
+        logger.warning("%s: appending although %s (--allow-machine-change)", log.path, p)
+    return level_now
 
 
 def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path,
                     protocol: TimingProtocol = TimingProtocol(), drift_correction: bool = True,
                     progress: bool = True, hardware: Optional[dict] = None,
-                    ref_baseline_ms: Optional[float] = None) -> pd.DataFrame:
+                    allow_mixed_settings: bool = False,
+                    allow_machine_change: bool = False) -> pd.DataFrame:
     """Measure ``subnets`` and append one row each to ``out_path``; resume where it stopped.
 
     Subnets already in the table for the same setting (space, backend, device, threads,
     batch size, precision) are skipped, so re-running the same call after a kill continues
-    with no row lost or duplicated.
+    with no row lost or duplicated. A table holds one setting on one machine state: appending
+    another setting, or to a table whose machine descriptor or reference level differs (see
+    :func:`hardware_differences` and :data:`~.scale.MACHINE_CHANGE_PCT`), raises unless
+    allowed.
 
     Parameters
     ----------
@@ -52,74 +138,97 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     out_path : str or Path
         The CSV measurement table (created if missing).
     protocol : TimingProtocol
-        Timing parameters.
+        Timing parameters (rounds, windows per subnet).
     drift_correction : bool
-        Time the reference subnet in each window and scale to its calibrated latency.
+        Time the reference subnet in each window and store the target/reference ratio; the
+        table's scale comes from all its windows (:mod:`.scale`).
     hardware : dict, optional
-        Hardware descriptor, written once beside a new table as ``<out>.hardware.json``.
-    ref_baseline_ms : float, optional
-        Use this calibrated reference latency (ms) instead of calibrating; a table that
-        already has rows of this setting always keeps its own baseline.
+        Hardware descriptor, written beside a new table as ``<out>.hardware.json`` and
+        compared with the recorded one when appending.
+    allow_mixed_settings, allow_machine_change : bool
+        Append although the table holds another setting / another machine state.
 
     Returns
     -------
     pandas.DataFrame
-        The rows of this setting for the requested subnets (old and new).
+        The rows of this setting for the requested subnets (old and new), with the table's
+        current scale.
+
+    Raises
+    ------
+    UsageError
+        Another setting in the table (without ``allow_mixed_settings``).
+    MachineChangedError
+        Another machine state (without ``allow_machine_change``).
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size = {batch_size!r}; must be an int >= 1")
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     log = MeasurementLog(out_path)
-    if hardware is not None:
-        hw_path = log.path.with_name(log.path.name + ".hardware.json")
-        if not hw_path.exists():
-            hw_path.write_text(json.dumps(hardware, indent=1))
+    hw_path = table_hardware_path(log.path)
+    setting = _setting(space, backend, batch_size)
     existing = log.read()
-    mine = existing[_setting_mask(existing, space, backend, batch_size)]
+    _check_one_setting(log, existing, setting, allow_mixed_settings)
+    mine = existing[_setting_mask(existing, setting)]
     done = set(zip(mine["arch"], mine["image_size"].astype(int)))
     todo = [s for s in subs if (s.arch_json(), s.image_size) not in done]
     logger.info("%s: %d of %d subnets already measured, %d to go", log.path,
                 len(subs) - len(todo), len(subs), len(todo))
 
-    ref_runner, baseline = None, None
+    ref_runner = None
     if todo and drift_correction:
         ref_runner = backend.prepare(space, reference_subnet(space), batch_size)
-        old = mine["ref_baseline_ms"].dropna()
-        if len(old):
-            baseline = float(old.iloc[0])
-        elif ref_baseline_ms is not None:
-            baseline = float(ref_baseline_ms)
-        else:
-            baseline = calibrate(ref_runner, protocol)
-        logger.info("reference subnet baseline: %.3f ms", baseline)
+    if todo and len(mine):
+        _check_machine(log, hw_path, hardware, mine, ref_runner, protocol,
+                       allow_machine_change)
+    if hardware is not None and not hw_path.exists():
+        hw_path.write_text(json.dumps(hardware, indent=1))
 
-    device_name = backend.device_name()
+    refs = [float(v) for v in mine["ref_latency_ms"].dropna()]
     versions = json.dumps(backend.versions(), sort_keys=True)
     bar = tqdm(total=len(subs), initial=len(subs) - len(todo), disable=not progress,
                unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
                                    f"b{batch_size}")
     for sub in todo:
-        runner = backend.prepare(space, sub, batch_size)
-        res = measure(runner, ref_runner, baseline, protocol)
+        windows = []
+        while True:
+            runner = backend.prepare(space, sub, batch_size)  # a fresh copy each window
+            windows.append(measure(runner, ref_runner, None, protocol))
+            del runner
+            n = len(windows)
+            if n >= protocol.max_windows or (n >= protocol.windows and (
+                    n == 1 or windows_agree(windows, protocol.agree_pct))):
+                break
+        res = combine_windows(windows)
+        if not math.isnan(res.ref_latency_ms):
+            refs.extend(w.ref_latency_ms for w in windows)
+        level = reference_level_ms(refs) if refs else float("nan")
+        ratio = res.ratio
+        latency = ratio * level if not math.isnan(ratio) else res.latency_raw_ms
         log.append({
-            "space": space.name, "arch": sub.arch_json(), "image_size": sub.image_size,
-            "batch_size": batch_size, "backend": backend.name, "device_type": backend.device,
-            "device": device_name, "threads": backend.threads, "precision": backend.precision,
-            "latency_ms": round(res.latency_ms, 5), "latency_raw_ms": round(res.latency_raw_ms, 5),
+            **setting, "arch": sub.arch_json(), "image_size": sub.image_size,
+            "latency_ms": round(latency, 5), "latency_raw_ms": round(res.latency_raw_ms, 5),
+            "ratio": None if math.isnan(ratio) else round(ratio, 7),
             "spread_pct": round(res.spread_pct, 3), "n_runs": res.n_runs,
             "n_rounds": res.n_rounds,
             "ref_latency_ms": None if math.isnan(res.ref_latency_ms) else round(res.ref_latency_ms, 5),
-            "ref_baseline_ms": None if baseline is None else round(baseline, 5),
-            "split": assign_split(space.name, sub), "timestamp": utc_timestamp(), "versions": versions,
-            "source": "ofa-latency",
+            "ref_baseline_ms": None if math.isnan(level) else round(level, 5),
+            "split": assign_split(space.name, sub), "timestamp": utc_timestamp(),
+            "versions": versions, "source": "ofa-latency",
         })
         bar.update(1)
-        bar.set_postfix(last_ms=f"{res.latency_ms:.2f}")
+        bar.set_postfix(last_ms=f"{latency:.2f}", windows=len(windows))
     bar.close()
     table = log.read()
-    table = table[_setting_mask(table, space, backend, batch_size)]
+    table = table[_setting_mask(table, setting)]
     keys = {(s.arch_json(), s.image_size) for s in subs}
     sel = [(a, int(r)) in keys for a, r in zip(table["arch"], table["image_size"])]
     return table[sel].reset_index(drop=True)
+
+
+def table_hardware_path(table_path) -> Path:
+    """Where a table's hardware descriptor lives: ``<table>.hardware.json``."""
+    p = Path(table_path)
+    return p.with_name(p.name + ".hardware.json")

@@ -6,22 +6,31 @@ The protocol is built for a noisy shared machine:
 2. ``rounds`` interleaved rounds, each timing ``runs_per_round`` runs of the reference and then
    of the target; a round keeps the minimum of its runs (interference only ever adds time);
 3. the raw estimate is the median over rounds of the target's round minima;
-4. drift correction: the ratio target/reference is taken per round, its median times a fixed
-   ``ref_baseline_ms`` (the reference's latency calibrated once per dataset) is the
-   reported latency, so a machine-wide slowdown during the window cancels out;
+4. drift correction: the ratio target/reference is taken per round and its median is the
+   measurement (``ratio``); the reference's median round minimum in the same window
+   (``ref_latency_ms``) is recorded too. A table turns ratios into milliseconds with one
+   reference level estimated from all its windows (:mod:`.scale`), so a machine-wide slowdown
+   during a window cancels out and no single moment sets the scale;
 5. when the round ratios disagree by more than ``max_spread_pct`` (max - min over median),
    more rounds are added, up to ``max_rounds``.
+
+Windows: a subnet can be timed in ``windows`` independent windows, each with a freshly
+prepared copy of the subnet (a new module, new buffers). Some preparations run a subnet
+persistently 15-35 % slower than others with a small spread inside their window (allocation
+and alignment effects a reference cannot cancel); when two windows disagree by more than
+``agree_pct``, more are timed, up to ``max_windows``, and the median of the closest pair is
+kept (:func:`combine_windows`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["TimingProtocol", "TimingResult", "measure", "calibrate"]
+__all__ = ["TimingProtocol", "TimingResult", "measure", "combine_windows", "windows_agree"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,29 +42,38 @@ class TimingProtocol:
     runs_per_round: int = 3
     max_rounds: int = 10
     max_spread_pct: float = 6.0
+    windows: int = 1
+    max_windows: int = 3
+    agree_pct: float = 4.0
 
     def __post_init__(self):
-        for name in ("warmup_runs", "rounds", "runs_per_round", "max_rounds"):
+        for name in ("warmup_runs", "rounds", "runs_per_round", "max_rounds", "windows",
+                     "max_windows"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < (0 if name == "warmup_runs" else 1):
-                raise ValueError(f"{name} = {v!r}; must be an int >= "
-                                 f"{0 if name == 'warmup_runs' else 1}")
+            low = 0 if name == "warmup_runs" else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} = {v!r}; must be an int >= {low}")
         if self.max_rounds < self.rounds:
             raise ValueError(f"max_rounds = {self.max_rounds} < rounds = {self.rounds}")
-        if not self.max_spread_pct > 0:
-            raise ValueError(f"max_spread_pct = {self.max_spread_pct}; must be > 0")
+        if self.max_windows < self.windows:
+            raise ValueError(f"max_windows = {self.max_windows} < windows = {self.windows}")
+        for name in ("max_spread_pct", "agree_pct"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} = {getattr(self, name)}; must be > 0")
 
 
 @dataclasses.dataclass
 class TimingResult:
-    """Outcome of :func:`measure`; all times in milliseconds."""
+    """Outcome of :func:`measure` (or :func:`combine_windows`); times in milliseconds."""
 
-    latency_ms: float          # drift-corrected estimate (or raw when there is no reference)
+    latency_ms: float          # ratio * ref_baseline_ms (raw when there is no reference)
     latency_raw_ms: float      # median over rounds of the per-round minimum
     ref_latency_ms: float      # reference's median round minimum in this window (nan if none)
     spread_pct: float          # (max - min) / median of the per-round estimates, percent
     n_runs: int                # timed runs of the target
     n_rounds: int
+    ratio: float = float("nan")  # median over rounds of target / reference (nan if none)
+    n_windows: int = 1
 
 
 def _round_min(runner, n):
@@ -69,7 +87,7 @@ def _spread_pct(values):
 
 def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
             protocol: TimingProtocol = TimingProtocol()) -> TimingResult:
-    """Time ``runner`` (an object with ``run(n) -> seconds per run``) under ``protocol``.
+    """Time ``runner`` (an object with ``run(n) -> seconds per run``) in one window.
 
     Parameters
     ----------
@@ -78,10 +96,11 @@ def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
     reference : Runner, optional
         The prepared reference subnet, timed in the same window for drift correction.
     ref_baseline_ms : float, optional
-        The reference's calibrated latency (ms); required with ``reference``.
+        A reference level (ms) to express the ratio in; by default this window's own reference
+        latency (the table then rescales it with all its windows).
     """
-    if reference is not None and not (ref_baseline_ms and ref_baseline_ms > 0):
-        raise ValueError("ref_baseline_ms must be a positive latency when a reference is given")
+    if ref_baseline_ms is not None and not ref_baseline_ms > 0:
+        raise ValueError(f"ref_baseline_ms = {ref_baseline_ms!r}; must be a positive latency")
     if protocol.warmup_runs:
         runner.run(protocol.warmup_runs)
         if reference is not None:
@@ -98,22 +117,40 @@ def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
             break
     raw = statistics.median(tgt)
     if reference is not None:
-        ratio = statistics.median([t / r for t, r in zip(tgt, ref)])
-        latency, ref_ms = ratio * ref_baseline_ms, statistics.median(ref)
+        ratio = statistics.median(est)
+        ref_ms = statistics.median(ref)
+        latency = ratio * (ref_baseline_ms if ref_baseline_ms is not None else ref_ms)
     else:
-        latency, ref_ms = raw, float("nan")
+        ratio, ref_ms, latency = float("nan"), float("nan"), raw
     return TimingResult(latency_ms=latency, latency_raw_ms=raw, ref_latency_ms=ref_ms,
                         spread_pct=_spread_pct(est), n_runs=len(tgt) * protocol.runs_per_round,
-                        n_rounds=len(tgt))
+                        n_rounds=len(tgt), ratio=ratio)
 
 
-def calibrate(reference, protocol: TimingProtocol = TimingProtocol(), rounds: int = 60,
-              quantile: float = 0.2) -> float:
-    """Calibrate the reference's latency (ms): the ``quantile`` of ``rounds`` round minima.
+def _key(r: TimingResult) -> float:
+    return r.ratio if np.isfinite(r.ratio) else r.latency_raw_ms
 
-    A low quantile rather than the median: on a shared machine the speed switches between
-    levels for seconds at a time, and the fast level is the one the machine returns to.
-    """
-    reference.run(protocol.warmup_runs + 2)
-    mins = [_round_min(reference, protocol.runs_per_round) for _ in range(rounds)]
-    return float(np.quantile(mins, quantile))
+
+def windows_agree(results: Sequence[TimingResult], agree_pct: float) -> bool:
+    """Whether the two closest windows of ``results`` agree within ``agree_pct`` percent."""
+    keys = sorted(_key(r) for r in results)
+    return len(keys) >= 2 and min(b / a - 1 for a, b in zip(keys, keys[1:])) * 100 <= agree_pct
+
+
+def combine_windows(results: Sequence[TimingResult]) -> TimingResult:
+    """One result from several windows of the same subnet: the closest pair's mean (the only
+    window when there is one); runs and rounds are summed, the spread is the pair's own."""
+    if len(results) == 1:
+        return results[0]
+    by_key = sorted(results, key=_key)
+    gaps = [_key(b) / _key(a) for a, b in zip(by_key, by_key[1:])]
+    i = int(np.argmin(gaps))
+    a, b = by_key[i], by_key[i + 1]
+    mean = lambda x, y: (x + y) / 2  # noqa: E731
+    return TimingResult(
+        latency_ms=mean(a.latency_ms, b.latency_ms),
+        latency_raw_ms=mean(a.latency_raw_ms, b.latency_raw_ms),
+        ref_latency_ms=mean(a.ref_latency_ms, b.ref_latency_ms),
+        spread_pct=max(a.spread_pct, b.spread_pct, 100 * (gaps[i] - 1)),
+        n_runs=sum(r.n_runs for r in results), n_rounds=sum(r.n_rounds for r in results),
+        ratio=mean(a.ratio, b.ratio), n_windows=len(results))
