@@ -15,8 +15,9 @@ from .predictors import list_predictors as list_predictors
 from .estimator import LatencyEstimator as LatencyEstimator
 from .pretrained import list_pretrained as list_pretrained
 from .errors import UsageError as UsageError
+from .adapt import finetune as finetune
 
 __all__ = ["__version__", "Subnet", "get_space", "list_spaces", "create_backend",
            "list_backends", "profile_subnets", "read_measurements", "describe_hardware",
            "create_predictor", "list_predictors", "LatencyEstimator", "list_pretrained",
-           "UsageError"]
+           "UsageError", "finetune"]

@@ -253,6 +253,38 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from .adapt import finetune, save_adapted
+    from .datasets import read_measurements
+    from .profiling import table_hardware_path
+    from .training import single_setting
+
+    _check_out_folder(args.out)
+    est = _load_estimator(args.base)
+    filters = {k: str(v) for k, v in _parse_pairs(args.filter, "--filter").items()}
+    df = read_measurements(args.data, filters)
+    setting = single_setting(df, str(args.data))
+    if args.split != "all":
+        df = df[df.split == args.split]
+    if len(df) < 2:
+        raise UsageError(f"{args.data}: {len(df)} rows after --filter and --split {args.split}; "
+                         f"need at least 2 measured subnets")
+    pred = finetune(est.predictor, df, methods=args.methods, cv=args.cv,
+                    random_state=args.seed, base_name=args.base)
+    rep = pred.adaptation_
+    hw = table_hardware_path(args.data)
+    save_adapted(pred, args.out, metadata={
+        "setting": setting, "hardware": json.loads(hw.read_text()) if hw.exists() else None,
+        "data": {"path": str(args.data), "filters": filters, "n_train": len(df)}})
+    if rep.cv_mape_pct:
+        print(f"{rep.folds}-fold cross-validated MAPE on {rep.n_samples} subnets:")
+        for m, v in sorted(rep.cv_mape_pct.items(), key=lambda kv: kv[1]):
+            print(f"  {m:16s} {v:7.2f} %{'  <- chosen' if m == rep.method else ''}")
+    print(f"chosen: {rep.method} ({rep.reason}); fitted on {rep.n_samples} subnets in "
+          f"{rep.seconds:.1f} s -> {args.out}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from .pretrained import list_pretrained
 
@@ -385,6 +417,20 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--arch", required=True,
                      help="arch dict as JSON or as OFA prints it (either OFA form)")
     pd_.set_defaults(func=cmd_predict)
+
+    ft = sub.add_parser("finetune", help="adapt a shipped or saved predictor to a new device "
+                                         "from a few measured subnets")
+    ft.add_argument("--base", required=True, help="shipped predictor name or predictor folder")
+    ft.add_argument("--data", required=True, help="the new device's measurement table")
+    ft.add_argument("--filter", nargs="*", metavar="COL=VALUE")
+    ft.add_argument("--split", default="all", choices=["all", "train", "test"],
+                    help="rows to fine-tune on (default all)")
+    ft.add_argument("--methods", nargs="+", default=None,
+                    help="candidate methods (default: all; chosen by cross-validation)")
+    ft.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--out", required=True, help="predictor folder to write")
+    ft.set_defaults(func=cmd_finetune)
 
     ls = sub.add_parser("list", help="the shipped predictors, one line each")
     ls.add_argument("--json", action="store_true", help="the whole manifest entries as JSON")

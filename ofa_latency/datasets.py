@@ -21,9 +21,10 @@ ratio               the measurement: median over rounds of target / reference su
                     (empty without drift correction and for foreign data)
 spread_pct          (max - min) / median of the per-round estimates (%)
 n_runs, n_rounds    timed runs of the subnet and rounds they were grouped in
-ref_latency_ms      the reference subnet's latency in the same window (ms)
+ref_latency_ms      the reference subnet's latency in the same window (ms): median round minimum
+ref_min_ms          the reference subnet's fastest round minimum in the same window (ms)
 ref_baseline_ms     the table's reference level (ms): the 5 % quantile of its windows'
-                    ``ref_latency_ms`` (see :mod:`ofa_latency.profiling.scale`)
+                    ``ref_min_ms`` (see :mod:`ofa_latency.profiling.scale`)
 split               ``train`` or ``test``: seeded 80/20 by canonical subnet (resolution included)
 timestamp           UTC ISO 8601 time of the measurement
 versions            JSON of library versions
@@ -56,10 +57,12 @@ __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "Me
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
            "threads", "precision", "latency_ms", "latency_raw_ms", "ratio", "spread_pct",
-           "n_runs", "n_rounds", "ref_latency_ms", "ref_baseline_ms", "split", "timestamp",
-           "versions", "source"]
-# tables written before ``ratio`` existed: read by deriving it (latency_ms / ref_baseline_ms)
-LEGACY_COLUMNS = [c for c in COLUMNS if c != "ratio"]
+           "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms", "ref_baseline_ms", "split",
+           "timestamp", "versions", "source"]
+# tables written before ``ratio`` and ``ref_min_ms`` existed: read by deriving the ratio
+# (latency_ms / ref_baseline_ms); their level comes from ``ref_latency_ms``
+_ADDED_COLUMNS = ("ratio", "ref_min_ms")
+LEGACY_COLUMNS = [c for c in COLUMNS if c not in _ADDED_COLUMNS]
 SETTING_COLUMNS = ["space", "batch_size", "backend", "device_type", "device", "threads",
                    "precision"]
 TRAIN_FRACTION = 0.8
@@ -114,7 +117,8 @@ class MeasurementLog:
         text = raw.decode("utf-8", errors="replace")
         lines = text.split("\n")
         header = next(csv.reader([lines[0]]))
-        if header == LEGACY_COLUMNS:
+        if header != COLUMNS and set(COLUMNS) - set(header) <= set(_ADDED_COLUMNS) \
+                and set(header) <= set(COLUMNS):
             self._migrate()
             return self._repair()
         if header != COLUMNS:
@@ -140,9 +144,13 @@ class MeasurementLog:
             os.replace(tmp, self.path)
 
     def _migrate(self):
-        """Rewrite a table of the legacy schema with the ``ratio`` column (derived)."""
+        """Rewrite a table of an older schema with the added columns (``ratio`` derived)."""
         df = pd.read_csv(self.path, dtype=str, keep_default_na=False)
-        df = _derive_ratio(df)
+        if "ratio" not in df.columns:
+            df = _derive_ratio(df)
+        for c in _ADDED_COLUMNS:
+            if c not in df.columns:
+                df[c] = ""
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         df[COLUMNS].to_csv(tmp, index=False)
         os.replace(tmp, self.path)
@@ -302,8 +310,13 @@ def read_measurements(path, filters: dict | None = None, space: str | None = Non
     from .profiling.scale import apply_table_scale  # profiling imports this module
 
     df = _read_csv(path)
-    if all(c in df.columns for c in LEGACY_COLUMNS) and "ratio" not in df.columns:
-        df = _derive_ratio(df)
+    if all(c in df.columns for c in LEGACY_COLUMNS) and \
+            not all(c in df.columns for c in _ADDED_COLUMNS):
+        if "ratio" not in df.columns:
+            df = _derive_ratio(df)
+        for c in _ADDED_COLUMNS:
+            if c not in df.columns:
+                df[c] = np.nan
         df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
     own = all(c in df.columns for c in COLUMNS) and \
         df["arch"].astype(str).str.startswith('{"ks":[').all()
@@ -419,7 +432,8 @@ def read_help(help_dir, setting: str, space: str = "ofa_mbv3_w1.2") -> pd.DataFr
         "space": space, "arch": sub.arch_json(), "image_size": sub.image_size,
         "batch_size": int(batch), "backend": "help", "device_type": "cuda",
         "device": _HELP_GPU_NAMES[gpu], "threads": None, "precision": "fp32",
-        "latency_ms": float(np.median(v)), "latency_raw_ms": float(np.median(v)), "ratio": None,
+        "latency_ms": float(np.median(v)), "latency_raw_ms": float(np.median(v)),
+        "ratio": None, "ref_min_ms": None,
         "spread_pct": 100.0 * (max(v) - min(v)) / float(np.median(v)) if len(v) > 1 else None,
         "n_runs": None, "n_rounds": None, "ref_latency_ms": None, "ref_baseline_ms": None,
         "split": assign_split(space, sub), "timestamp": None, "versions": None,

@@ -21,7 +21,7 @@ from ._table import table_schema as feature_schema
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NotFittedError", "LatencyPredictor", "register_predictor", "create_predictor",
+__all__ = ["archs_from", "NotFittedError", "LatencyPredictor", "register_predictor", "create_predictor",
            "list_predictors", "load_predictor", "FORMAT_VERSION", "feature_schema"]
 
 FORMAT_VERSION = 2
@@ -30,8 +30,9 @@ LINEAR_NAME = "linear.safetensors"
 LOW_TAU_WARNING = 0.8  # loading a predictor whose held-out Kendall tau is below this warns
 
 
-def _as_archs(space, X) -> list:
-    """Arch dicts or Subnets from a table, one arch, or a list (validated later, vectorised)."""
+def archs_from(space, X) -> list:
+    """Arch dicts or Subnets from a measurement table (its ``arch`` and ``image_size``
+    columns), one arch, or a list; validated later, vectorised."""
     if isinstance(X, pd.DataFrame):
         if not {"arch", "image_size"} <= set(X.columns):
             raise ValueError("a table passed as X needs columns 'arch' and 'image_size'")
@@ -109,7 +110,7 @@ class LatencyPredictor(abc.ABC):
             if base.space.name != space.name:
                 raise ValueError(f"base indexes space {base.space.name!r}; this predictor is "
                                  f"for {space.name!r}")
-        subs = _as_archs(space, X)
+        subs = archs_from(space, X)
         if y is None:
             if not isinstance(X, pd.DataFrame) or "latency_ms" not in X.columns:
                 raise ValueError("y is required unless X is a table with a 'latency_ms' column")
@@ -140,7 +141,7 @@ class LatencyPredictor(abc.ABC):
         self._check_fitted()
         if isinstance(X, Encoded):
             return self.table_.predict_encoded(X)
-        archs = _as_archs(self.space_, X)
+        archs = archs_from(self.space_, X)
         if not archs:
             return np.zeros(0)
         return self.table_.predict_encoded(self.space_.encode(archs))
@@ -191,12 +192,14 @@ class LatencyPredictor(abc.ABC):
 
         save_file({"fixed_ms": self.linear_.fixed_ms, "block_ms": self.linear_.block_ms},
                   str(d / LINEAR_NAME))
-        self._save_weights(d / self.weights_name)
+        weights = [LINEAR_NAME] + ([self.weights_name] if self.weights_name else [])
+        if self.weights_name:
+            self._save_weights(d / self.weights_name)
         config = {"format_version": FORMAT_VERSION, "package_version": __version__,
                   "kind": self.kind, "params": self.get_params(),
                   "feature_schema": self.feature_schema_, "n_train": self.n_train_,
                   "units": "ms", "loss": "mean absolute percentage error",
-                  "weights": [LINEAR_NAME, self.weights_name],
+                  "weights": weights,
                   "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                   "metadata": metadata or {}}
         (d / CONFIG_NAME).write_text(json.dumps(config, indent=1, default=_json_default))
@@ -268,8 +271,10 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
                          f"for space {pred.space!r} (saved {cfg.get('feature_schema')!r}, "
                          f"expected {schema!r})")
     names = cfg.get("weights")
-    if not isinstance(names, list) or len(names) != 2:
-        raise ValueError(f"{d / CONFIG_NAME}: 'weights' must list two files, got {names!r}")
+    n_files = 2 if pred.weights_name else 1
+    if not isinstance(names, list) or len(names) != n_files:
+        raise ValueError(f"{d / CONFIG_NAME}: 'weights' must list {n_files} file(s) for a "
+                         f"{kind!r} predictor, got {names!r}")
     for name in names:
         if not (d / name).exists():
             raise FileNotFoundError(f"weights file {d / name} not found")
@@ -283,7 +288,8 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
         raise ValueError(f"cannot read weights file {d / names[0]} (truncated or corrupted?): "
                          f"{exc}") from exc
     pred.linear_ = AdditiveTable(pred.space_, fixed_ms, block_ms)
-    pred._load_weights(d / names[1])  # raises ValueError naming the file when unreadable
+    if n_files == 2:
+        pred._load_weights(d / names[1])  # raises ValueError naming the file when unreadable
     pred.table_ = pred._compile()
     pred.feature_schema_ = schema
     pred.n_train_ = cfg.get("n_train")

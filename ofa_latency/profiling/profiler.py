@@ -13,7 +13,7 @@ import pandas as pd
 from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timestamp
 from ..errors import UsageError
 from .scale import (MACHINE_CHANGE_PCT, level_change_pct, probe_reference_level_ms,
-                    reference_level_ms)
+                    reference_level_ms, table_level_ms)
 from .timing import TimingProtocol, combine_windows, measure, windows_agree
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ def _check_machine(log, hw_path, hardware, mine, ref_runner, protocol, allow_cha
             problems.append("its hardware descriptor differs: " + "; ".join(diffs))
     level_now = float("nan")
     if ref_runner is not None and mine["ref_latency_ms"].notna().any():
-        table_level = reference_level_ms(mine["ref_latency_ms"])
-        level_now = probe_reference_level_ms(ref_runner, protocol)
+        table_level, statistic = table_level_ms(mine)
+        level_now = probe_reference_level_ms(ref_runner, protocol, statistic=statistic)
         change = level_change_pct(level_now, table_level)
         logger.info("%s: reference level now %.3f ms, table %.3f ms (%+.1f %%)", log.path,
                     level_now, table_level, change)
@@ -186,7 +186,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     if hardware is not None and not hw_path.exists():
         hw_path.write_text(json.dumps(hardware, indent=1))
 
-    refs = [float(v) for v in mine["ref_latency_ms"].dropna()]
+    refs = [float(v) for v in mine["ref_min_ms"].dropna()]
     versions = json.dumps(backend.versions(), sort_keys=True)
     bar = tqdm(total=len(subs), initial=len(subs) - len(todo), disable=not progress,
                unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
@@ -202,8 +202,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                     n == 1 or windows_agree(windows, protocol.agree_pct))):
                 break
         res = combine_windows(windows)
-        if not math.isnan(res.ref_latency_ms):
-            refs.extend(w.ref_latency_ms for w in windows)
+        if not math.isnan(res.ref_min_ms):
+            refs.extend(w.ref_min_ms for w in windows)
         level = reference_level_ms(refs) if refs else float("nan")
         ratio = res.ratio
         latency = ratio * level if not math.isnan(ratio) else res.latency_raw_ms
@@ -214,6 +214,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             "spread_pct": round(res.spread_pct, 3), "n_runs": res.n_runs,
             "n_rounds": res.n_rounds,
             "ref_latency_ms": None if math.isnan(res.ref_latency_ms) else round(res.ref_latency_ms, 5),
+            "ref_min_ms": None if math.isnan(res.ref_min_ms) else round(res.ref_min_ms, 5),
             "ref_baseline_ms": None if math.isnan(level) else round(level, 5),
             "split": assign_split(space.name, sub), "timestamp": utc_timestamp(),
             "versions": versions, "source": "ofa-latency",

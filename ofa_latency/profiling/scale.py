@@ -1,15 +1,19 @@
 """A table's scale from all of its windows, and the check that a machine has not changed.
 
 Every drift-corrected row stores its target/reference ratio (``ratio``) and the reference
-subnet's latency in its own window (``ref_latency_ms``). A table's reference level is a low
-quantile of its windows' reference latencies, and ``latency_ms = ratio * level`` is recomputed
-whenever the table is read, so the scale comes from all windows so far, not from one moment.
+subnet's fastest round in its own window (``ref_min_ms``; tables written before that column
+existed have only the window's median, ``ref_latency_ms``). A table's reference level is a low
+quantile of those window values, and ``latency_ms = ratio * level`` is recomputed whenever the
+table is read, so the scale comes from all windows so far, not from one moment.
 
-Why the 5 % quantile: cutting each committed CPU table into consecutive chunks of 50 rows (as
-if each had been a separate table of the same day), the chunk levels spread least with it:
-coefficient of variation 1.3 % on the quiet onnxruntime table against 4.3 % for the median of
-the windows and 8.2 % for a short calibration at the start (``scripts/scale_estimator.py``,
-BENCHMARKS.md). Interference only adds time, so the fast windows are the reproducible ones.
+Why a low quantile: cutting each committed CPU table into consecutive chunks of 50 rows (as if
+each had been a separate table of the same day), the chunk levels spread least with the 5 %
+quantile of the window medians: coefficient of variation 1.3 % on the quiet onnxruntime table
+against 4.3 % for their median and 8.2 % for a short calibration at the start
+(``scripts/scale_estimator.py``, BENCHMARKS.md). Interference only adds time, so the fast
+windows are the reproducible ones; and the fastest round of a window finds the machine's fast
+state even in a noisy window, where the window's median does not (two tables made 3 minutes
+apart, one in a noisy phase, had window-median levels 2.9 % apart).
 """
 
 from __future__ import annotations
@@ -18,13 +22,26 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
-           "probe_reference_level_ms", "apply_table_scale", "level_change_pct"]
+           "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # a reference level this far (either way) from a table's is another state
 PROBE_WINDOWS = 10  # reference-only windows timed to tell the machine's current level
 
 _SETTING = ["space", "batch_size", "backend", "device_type", "device", "threads", "precision"]
+
+
+def _window_values(rows: pd.DataFrame):
+    """The per-window reference values a table's level is taken from, and which statistic
+    they are: ``"min"`` (``ref_min_ms``) when every drift-corrected row has it, else
+    ``"median"`` (``ref_latency_ms``, tables from before ``ref_min_ms``)."""
+    med = pd.to_numeric(rows["ref_latency_ms"], errors="coerce") \
+        if "ref_latency_ms" in rows.columns else pd.Series(np.nan, index=rows.index)
+    if "ref_min_ms" in rows.columns:
+        mins = pd.to_numeric(rows["ref_min_ms"], errors="coerce")
+        if mins[med.notna()].notna().all() and mins.notna().any():
+            return mins, "min"
+    return med, "median"
 
 
 def reference_level_ms(ref_window_ms) -> float:
@@ -35,14 +52,23 @@ def reference_level_ms(ref_window_ms) -> float:
     return float(np.quantile(ref, REF_LEVEL_QUANTILE)) if len(ref) else float("nan")
 
 
-def probe_reference_level_ms(ref_runner, protocol=None, windows: int = PROBE_WINDOWS) -> float:
+def table_level_ms(rows: pd.DataFrame) -> tuple[float, str]:
+    """The reference level (ms) of one setting's rows, and the window statistic it used."""
+    values, statistic = _window_values(rows)
+    return reference_level_ms(values), statistic
+
+
+def probe_reference_level_ms(ref_runner, protocol=None, windows: int = PROBE_WINDOWS,
+                             statistic: str = "min") -> float:
     """The machine's reference level now (ms): ``windows`` windows of the prepared reference
-    subnet alone, summarised as a table's windows are (:func:`reference_level_ms`)."""
+    subnet alone, each summarised by ``statistic`` (``"min"``: its fastest round, as
+    ``ref_min_ms``; ``"median"``: as ``ref_latency_ms``), then as a table's windows are."""
     from .timing import TimingProtocol, measure
 
     protocol = protocol or TimingProtocol()
-    return reference_level_ms([measure(ref_runner, None, None, protocol).latency_raw_ms
-                               for _ in range(windows)])
+    results = [measure(ref_runner, None, None, protocol) for _ in range(windows)]
+    return reference_level_ms([r.min_ms if statistic == "min" else r.latency_raw_ms
+                               for r in results])
 
 
 def level_change_pct(level_ms: float, table_level_ms: float) -> float:
@@ -52,13 +78,12 @@ def level_change_pct(level_ms: float, table_level_ms: float) -> float:
 
 def apply_table_scale(df: pd.DataFrame) -> pd.DataFrame:
     """Recompute ``latency_ms`` and ``ref_baseline_ms`` of drift-corrected rows from the
-    reference level of their setting's windows (in place on a copy; other rows unchanged)."""
+    reference level of their setting's windows (on a copy; other rows unchanged)."""
     if "ratio" not in df.columns or "ref_latency_ms" not in df.columns or df.empty:
         return df
     df = df.copy()
     ratio = pd.to_numeric(df["ratio"], errors="coerce")
-    ref = pd.to_numeric(df["ref_latency_ms"], errors="coerce")
-    scaled = ratio.notna() & ref.notna()
+    scaled = ratio.notna() & pd.to_numeric(df["ref_latency_ms"], errors="coerce").notna()
     if not scaled.any():
         return df
     keys = df.loc[scaled, [c for c in _SETTING if c in df.columns]].astype(str).agg("|".join,
@@ -66,7 +91,7 @@ def apply_table_scale(df: pd.DataFrame) -> pd.DataFrame:
     df["ref_baseline_ms"] = pd.to_numeric(df["ref_baseline_ms"], errors="coerce")
     for key in keys.unique():
         rows = keys.index[keys == key]
-        level = reference_level_ms(ref[rows])
+        level, _ = table_level_ms(df.loc[rows])
         df.loc[rows, "latency_ms"] = (ratio[rows] * level).round(5)
         df.loc[rows, "ref_baseline_ms"] = round(level, 5)
     return df

@@ -74,6 +74,8 @@ class TimingResult:
     n_rounds: int
     ratio: float = float("nan")  # median over rounds of target / reference (nan if none)
     n_windows: int = 1
+    min_ms: float = float("nan")      # fastest round minimum of the target
+    ref_min_ms: float = float("nan")  # fastest round minimum of the reference (nan if none)
 
 
 def _round_min(runner, n):
@@ -118,13 +120,13 @@ def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
     raw = statistics.median(tgt)
     if reference is not None:
         ratio = statistics.median(est)
-        ref_ms = statistics.median(ref)
+        ref_ms, ref_min = statistics.median(ref), min(ref)
         latency = ratio * (ref_baseline_ms if ref_baseline_ms is not None else ref_ms)
     else:
-        ratio, ref_ms, latency = float("nan"), float("nan"), raw
+        ratio, ref_ms, ref_min, latency = float("nan"), float("nan"), float("nan"), raw
     return TimingResult(latency_ms=latency, latency_raw_ms=raw, ref_latency_ms=ref_ms,
                         spread_pct=_spread_pct(est), n_runs=len(tgt) * protocol.runs_per_round,
-                        n_rounds=len(tgt), ratio=ratio)
+                        n_rounds=len(tgt), ratio=ratio, min_ms=min(tgt), ref_min_ms=ref_min)
 
 
 def _key(r: TimingResult) -> float:
@@ -153,4 +155,5 @@ def combine_windows(results: Sequence[TimingResult]) -> TimingResult:
         ref_latency_ms=mean(a.ref_latency_ms, b.ref_latency_ms),
         spread_pct=max(a.spread_pct, b.spread_pct, 100 * (gaps[i] - 1)),
         n_runs=sum(r.n_runs for r in results), n_rounds=sum(r.n_rounds for r in results),
-        ratio=mean(a.ratio, b.ratio), n_windows=len(results))
+        ratio=mean(a.ratio, b.ratio), n_windows=len(results),
+        min_ms=min(r.min_ms for r in results), ref_min_ms=min(r.ref_min_ms for r in results))

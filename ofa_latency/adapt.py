@@ -1,0 +1,280 @@
+"""Fine-tuning a fitted predictor (the base) to a new device from a few measured subnets.
+
+Every predictor compiles to an additive table ``B``, so adaptation can be low-dimensional where
+data are few. The candidate methods, from the fewest free parameters to the most:
+
+``scale``
+    ``s * B``: one global factor (the weighted median that minimises MAPE).
+``stage_scales``
+    one factor per stage of ``B`` (its blocks' entries) and one for its fixed part, fitted by
+    minimum MAPE with an L1 pull towards the global factor.
+``affine``
+    ``a * B + b * MACs + c * activations + d``: an affine map of the base table and the
+    analytic cost terms (minimum MAPE, L1 pull towards ``s * B``).
+``residual``
+    the linear additive table fitted to what ``s * B`` misses, every term shrunk towards it,
+    with a penalty that fades as samples grow (:func:`~.predictors.fit_linear_table` with a
+    base).
+``residual_<kind>``
+    the same plus the kind's own correction (boosted trees fitted on the residual for
+    ``xgb``, the per-block network for ``mlp``): a full predictor of that kind fitted with
+    ``base = s * B``.
+``scratch``
+    a predictor of the base's kind trained on the samples alone (no base).
+
+:func:`finetune` scores every candidate by K-fold cross-validation on the samples (MAPE,
+leave-one-out below 10 samples), keeps the best and refits it on all samples. The result is an
+ordinary predictor (kind ``table`` for the first four) whose ``adaptation_`` attribute, saved
+in its config, names the base, the method, every candidate's cross-validated MAPE and why the
+winner won.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+from .predictors import (AdditiveTable, LatencyPredictor, archs_from, create_predictor,
+                         fit_linear_table)
+from .spaces import Encoded
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["finetune", "adapt_table", "TABLE_METHODS", "list_methods", "AdaptationReport"]
+
+TABLE_METHODS = ("scale", "stage_scales", "affine", "residual")
+_PULL = 1.0  # L1 pull towards the global scale, per sample (fades as 1/n)
+
+
+@dataclasses.dataclass
+class AdaptationReport:
+    """What :func:`finetune` tried and chose."""
+
+    base: str
+    method: str
+    n_samples: int
+    cv_mape_pct: dict
+    folds: int
+    reason: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def list_methods(base: LatencyPredictor) -> list[str]:
+    """Candidate methods for ``base`` (its kind's residual and scratch included)."""
+    return list(TABLE_METHODS) + [f"residual_{base.kind}", "scratch"]
+
+
+def _weighted_median(values, weights) -> float:
+    order = np.argsort(values)
+    v, w = np.asarray(values)[order], np.asarray(weights)[order]
+    cum = np.cumsum(w)
+    return float(v[np.searchsorted(cum, cum[-1] / 2)])
+
+
+def global_scale(base: AdditiveTable, enc: Encoded, y) -> float:
+    """The factor ``s`` that minimises the MAPE of ``s * base`` on ``(enc, y)``."""
+    b = base.predict_encoded(enc)
+    y = np.asarray(y, dtype=np.float64)
+    return _weighted_median(y / b, b / y)
+
+
+def _scaled(table: AdditiveTable, s) -> AdditiveTable:
+    return AdditiveTable(table.space, table.fixed_ms * s, table.block_ms * s)
+
+
+def _min_mape_pulled(F, y, w0, alpha):
+    """``w`` minimising sum |y - F w| / y + alpha * |w - w0|_1 (a weighted-L1 program)."""
+    from sklearn.linear_model import QuantileRegressor
+
+    scale = float(np.median(y))
+    target = (y - F @ w0) / scale
+    model = QuantileRegressor(quantile=0.5, alpha=alpha, fit_intercept=False, solver="highs")
+    model.fit(F, target, sample_weight=scale / y)
+    return w0 + model.coef_ * scale
+
+
+def _stage_parts(base: AdditiveTable, enc: Encoded) -> np.ndarray:
+    """Columns: each stage's share of ``base``'s prediction, then its fixed part."""
+    sp = base.space
+    cols = []
+    for s in range(sp.n_stages):
+        keep = np.zeros(sp.n_blocks, dtype=bool)
+        keep[sp.stage_of_block == s] = True
+        part = AdditiveTable(sp, np.zeros_like(base.fixed_ms), base.block_ms * keep[None, :, None])
+        cols.append(part.predict_encoded(enc))
+    cols.append(base.fixed_ms[enc.r_idx])
+    return np.stack(cols, axis=1)
+
+
+def _stage_table(base: AdditiveTable, w) -> AdditiveTable:
+    sp = base.space
+    per_block = np.asarray(w[:sp.n_stages])[sp.stage_of_block]
+    return AdditiveTable(sp, base.fixed_ms * w[-1], base.block_ms * per_block[None, :, None])
+
+
+def _affine_parts(base: AdditiveTable, enc: Encoded) -> np.ndarray:
+    f = base.space.cost_features(enc)
+    return np.stack([base.predict_encoded(enc), f["macs_m"].to_numpy(),
+                     f["activation_mb"].to_numpy(), np.ones(len(enc))], axis=1)
+
+
+def _affine_table(base: AdditiveTable, w) -> AdditiveTable:
+    """``w[0] * base + w[1] * MACs(M) + w[2] * activation MB + w[3]`` as an additive table."""
+    from .spaces.costs import BYTES_PER_FLOAT32
+
+    sp, t = base.space, base.space.costs
+    hin2 = (t.h_in.T.astype(np.float64) ** 2)[:, :, None]    # (n_res, n_blocks, 1)
+    hout2 = (t.h_out.T.astype(np.float64) ** 2)[:, :, None]
+    per = lambda a: a.reshape(1, sp.n_blocks, -1)  # noqa: E731  (n_blocks, nk, ne) -> choices
+    macs_m = (per(t.a) * hin2 + per(t.b) * hout2 + per(t.c)) / 1e6
+    act_mb = (per(t.act_in) * hin2 + per(t.act_out) * hout2) * BYTES_PER_FLOAT32 / 1e6
+    fixed = w[0] * base.fixed_ms + w[1] * t.fixed_macs / 1e6 \
+        + w[2] * t.fixed_act * BYTES_PER_FLOAT32 / 1e6 + w[3]
+    block = w[0] * base.block_ms + w[1] * macs_m + w[2] * act_mb
+    return AdditiveTable(sp, fixed, block)
+
+
+def adapt_table(base: AdditiveTable, enc: Encoded, y, method: str) -> AdditiveTable:
+    """The adapted table of one of :data:`TABLE_METHODS` fitted on ``(enc, y)``."""
+    y = np.asarray(y, dtype=np.float64)
+    n = len(y)
+    s = global_scale(base, enc, y)
+    if method == "scale":
+        return _scaled(base, s)
+    if method == "stage_scales":
+        F = _stage_parts(base, enc)
+        w = _min_mape_pulled(F, y, np.full(F.shape[1], s), _PULL / n)
+        return _stage_table(base, w)
+    if method == "affine":
+        F = _affine_parts(base, enc)
+        col = np.abs(F).mean(axis=0) + 1e-12  # unit-free pull: coefficients scaled by columns
+        w = _min_mape_pulled(F / col, y, np.array([s, 0.0, 0.0, 0.0]) * col, _PULL / n) / col
+        return _affine_table(base, w)
+    if method == "residual":
+        return fit_linear_table(base.space, enc, y, alpha=1.0, base=_scaled(base, s))
+    raise UsageError(f"unknown table method {method!r}; known: {', '.join(TABLE_METHODS)}")
+
+
+def _fit_method(base: LatencyPredictor, method: str, archs, y, params: dict):
+    """A fitted predictor for ``method`` on ``(archs, y)``."""
+    space = base.space_
+    enc = space.encode(archs)
+    if method in TABLE_METHODS:
+        pred = create_predictor("table", space=space.name)
+        return pred.set_table(adapt_table(base.table, enc, y, method), n_train=len(y))
+    if method == f"residual_{base.kind}":
+        s = global_scale(base.table, enc, y)
+        return create_predictor(base.kind, **params).fit(archs, y, base=_scaled(base.table, s))
+    if method == "scratch":
+        return create_predictor(base.kind, **params).fit(archs, y)
+    raise UsageError(f"unknown fine-tuning method {method!r}; known: "
+                     f"{', '.join(list_methods(base))}")
+
+
+def _folds(n, k, seed):
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(n)
+    k = n if n < 10 else min(k, n)
+    return [idx[i::k] for i in range(k)]
+
+
+def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
+             random_state: int = 0, base_name: str | None = None) -> LatencyPredictor:
+    """Adapt ``base`` to a new device from measured subnets, the method chosen by
+    cross-validation.
+
+    Parameters
+    ----------
+    base : LatencyPredictor
+        A fitted predictor of another device (shipped or saved).
+    X : arch dicts, Subnets or a measurement table
+        The new device's measured subnets.
+    y : array of float, optional
+        Their latencies (ms); taken from the table's ``latency_ms`` when ``X`` is a table.
+    methods : list of str, optional
+        Candidates (default :func:`list_methods`); with one, no cross-validation is run.
+    cv : int
+        Folds (leave-one-out below 10 samples).
+    random_state : int
+        Seeds the folds and the kinds' fitting.
+    base_name : str, optional
+        Recorded as the base's name (a shipped name or a folder).
+
+    Returns
+    -------
+    LatencyPredictor
+        Fitted on all samples with the chosen method; ``adaptation_`` holds the
+        :class:`AdaptationReport`.
+    """
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    if not isinstance(base, LatencyPredictor):
+        raise TypeError(f"base must be a fitted LatencyPredictor, got {type(base).__name__}")
+    space = base.space_
+    archs = archs_from(space, X)
+    if y is None:
+        if not isinstance(X, pd.DataFrame) or "latency_ms" not in X.columns:
+            raise ValueError("y is required unless X is a table with a 'latency_ms' column")
+        y = X["latency_ms"].to_numpy()
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (len(archs),):
+        raise ValueError(f"y has shape {y.shape}; expected ({len(archs)},)")
+    if len(y) < 2:
+        raise ValueError(f"need at least 2 measured subnets to fine-tune, got {len(y)}")
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("latencies must be finite and > 0 ms")
+    archs = [space.validate(a) for a in archs]
+    methods = list(methods) if methods else list_methods(base)
+    known = list_methods(base)
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise UsageError(f"unknown fine-tuning methods {unknown}; known for a {base.kind!r} base: "
+                         f"{', '.join(known)}")
+    params = {k: v for k, v in base.get_params().items() if k != "space"}
+    if "random_state" in params:
+        params["random_state"] = random_state
+    cv_mape = {}
+    folds = _folds(len(y), cv, random_state) if len(methods) > 1 else []
+    for m in methods:
+        if not folds:
+            break
+        errs = []
+        for test in folds:
+            train = np.setdiff1d(np.arange(len(y)), test)
+            if len(train) < 2 or (m == "scratch" and len(train) < 2):
+                continue
+            pred = _fit_method(base, m, [archs[i] for i in train], y[train], params)
+            p = pred.predict([archs[i] for i in test])
+            errs.append(np.abs(p - y[test]) / y[test])
+        cv_mape[m] = round(100 * float(np.mean(np.concatenate(errs))), 4)
+    if cv_mape:
+        best = min(cv_mape, key=lambda m: (cv_mape[m], methods.index(m)))
+        simpler = [m for m in methods[:methods.index(best)] if m in cv_mape]
+        reason = (f"lowest {len(folds)}-fold cross-validated MAPE ({cv_mape[best]:.2f} %) of "
+                  f"{len(cv_mape)} methods" + (f"; the simpler {simpler[-1]} had "
+                                               f"{cv_mape[simpler[-1]]:.2f} %" if simpler else ""))
+    else:
+        best, reason = methods[0], "the only method asked for"
+    final = _fit_method(base, best, archs, y, params)
+    final.adaptation_ = AdaptationReport(
+        base=base_name or getattr(base, "name_", None) or repr(base), method=best,
+        n_samples=len(y), cv_mape_pct=cv_mape, folds=len(folds), reason=reason,
+        seconds=round(time.perf_counter() - t0, 3))
+    logger.info("fine-tuned with %s (%s)", best, reason)
+    return final
+
+
+def save_adapted(pred: LatencyPredictor, out, metadata: dict | None = None) -> Path:
+    """Save a fine-tuned predictor with its adaptation report in the config's metadata."""
+    meta = dict(metadata or {})
+    meta["adaptation"] = pred.adaptation_.to_dict()
+    return pred.save(out, metadata=meta)

@@ -1,0 +1,98 @@
+"""Fine-tuning a base predictor to a new device: a fake new device whose latency is a known
+transform of the base's must be recovered, and the automatic choice must pick a method that
+can represent the transform."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ofa_latency import create_backend, create_predictor
+from ofa_latency.adapt import finetune, list_methods
+from ofa_latency.predictors import load_predictor
+
+
+@pytest.fixture(scope="module")
+def base(mbv3):
+    be = create_backend("fake", seed=0)
+    subs = mbv3.sample(200, seed=31)
+    y = [be.true_latency_ms(mbv3, s) for s in subs]
+    return create_predictor("xgb", n_estimators=40).fit(subs, y)
+
+
+@pytest.fixture(scope="module")
+def pool(mbv3):
+    subs = mbv3.sample(500, seed=32)
+    return subs[:300], subs[300:]
+
+
+def _mape(pred, subs, y):
+    return float(np.mean(np.abs(pred.predict(subs) / y - 1)))
+
+
+def test_a_scaled_device_is_recovered_by_scaling(base, pool):
+    train, test = pool
+    new = lambda s: 1.3 * base.predict(s)  # noqa: E731
+    ft = finetune(base, train[:20], new(train[:20]))
+    assert _mape(ft, test, new(test)) < 0.005
+    rep = ft.adaptation_
+    assert set(rep.cv_mape_pct) == set(list_methods(base))
+    assert rep.method in ("scale", "stage_scales", "affine", "residual")
+    assert rep.n_samples == 20 and rep.folds == 5 and "cross-validated" in rep.reason
+
+
+def test_a_device_with_one_slower_stage_needs_more_than_a_scale(base, pool, mbv3):
+    train, test = pool
+    enc_stage = lambda subs: np.array(  # noqa: E731  each subnet's active blocks in stage 3
+        [sum(1 for b in range(12, 16) if s.ks[b]) for s in subs])
+    new = lambda s: 1.1 * base.predict(s) + 0.4 * enc_stage(s)  # noqa: E731
+    ft = finetune(base, train[:60], new(train[:60]))
+    only_scale = finetune(base, train[:60], new(train[:60]), methods=["scale"])
+    assert only_scale.adaptation_.method == "scale" and only_scale.adaptation_.folds == 0
+    assert ft.adaptation_.method != "scale"
+    assert _mape(ft, test, new(test)) < 0.5 * _mape(only_scale, test, new(test))
+    assert _mape(ft, test, new(test)) < 0.02
+
+
+def test_result_is_a_normal_predictor_folder_naming_base_and_method(base, pool, tmp_path):
+    from ofa_latency.adapt import save_adapted
+
+    train, test = pool
+    ft = finetune(base, train[:15], 0.8 * base.predict(train[:15]), base_name="fake_base")
+    save_adapted(ft, tmp_path / "ft")
+    cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert cfg["metadata"]["adaptation"]["base"] == "fake_base"
+    assert cfg["metadata"]["adaptation"]["method"] == ft.adaptation_.method
+    back = load_predictor(tmp_path / "ft")
+    np.testing.assert_allclose(back.predict(test), ft.predict(test), rtol=1e-12)
+
+
+def test_bad_input(base, pool):
+    train, _ = pool
+    with pytest.raises(ValueError, match="at least 2"):
+        finetune(base, train[:1], [1.0])
+    with pytest.raises(ValueError, match="unknown fine-tuning methods \\['magic'\\]"):
+        finetune(base, train[:5], base.predict(train[:5]), methods=["magic"])
+    with pytest.raises(ValueError, match="> 0"):
+        finetune(base, train[:5], -base.predict(train[:5]))
+    with pytest.raises(TypeError, match="fitted LatencyPredictor"):
+        finetune("help_v100_64_xgb", train[:5], [1.0] * 5)
+
+
+def test_cli_finetune(base, pool, tmp_path, capsys, mbv3):
+    import pandas as pd
+
+    from ofa_latency.cli import main
+
+    train, _ = pool
+    base.save(tmp_path / "base")
+    y = 1.2 * base.predict(train[:30])
+    pd.DataFrame({"arch": [json.dumps(s.to_dict()) for s in train[:30]], "latency_ms": y}
+                 ).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["finetune", "--base", str(tmp_path / "base"), "--data", str(tmp_path / "new.csv"),
+                 "--out", str(tmp_path / "ft")]) == 0
+    out = capsys.readouterr().out
+    assert "chosen:" in out and "scale" in out and "cross-validated MAPE" in out
+    assert (tmp_path / "ft" / "config.json").exists()
+    assert main(["finetune", "--base", str(tmp_path / "nope"), "--data",
+                 str(tmp_path / "new.csv"), "--out", str(tmp_path / "ft2")]) == 2
