@@ -49,17 +49,17 @@ class LatencyEstimator:
                                "; ".join(diffs))
 
     @classmethod
-    def load(cls, directory) -> "LatencyEstimator":
+    def load(cls, directory, check_machine: bool = True) -> "LatencyEstimator":
         """An estimator over the predictor folder ``directory``."""
-        return cls(load_predictor(directory))
+        return cls(load_predictor(directory), check_machine=check_machine)
 
     @classmethod
-    def from_pretrained(cls, name: str) -> "LatencyEstimator":
+    def from_pretrained(cls, name: str, check_machine: bool = True) -> "LatencyEstimator":
         """An estimator over the shipped predictor ``name`` (see
         :func:`ofa_latency.list_pretrained`)."""
         from .pretrained import pretrained_path
 
-        return cls.load(pretrained_path(name))
+        return cls.load(pretrained_path(name), check_machine=check_machine)
 
     @property
     def space(self):

@@ -19,6 +19,12 @@ ofa-latency $P --space ofa_mbv3_w1.2 --backend onnxruntime --threads 2 --n 1500 
 # the same 1,500 subnets again with nothing else running on the machine (about 30 min)
 taskset -c 0 ofa-latency $P --space ofa_mbv3_w1.2 --backend onnxruntime --threads 1 --n 1500 --out $D/ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_alone.csv
 
+# A second CPU host: the first 500 subnets with onnxruntime and torch, 1 thread, on the machine
+# of a later session (2026-11-23, afternoon), one after the other with nothing else running.
+# Its descriptor is beside each table; it is another device (host2), never mixed with the above.
+#   ofa-latency $P --space ofa_mbv3_w1.2 --backend onnxruntime --threads 1 --n 500 --out $D/ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_host2.csv
+#   ofa-latency $P --space ofa_mbv3_w1.2 --backend torch --threads 1 --n 500 --out $D/ofa_mbv3_w1.2_torch_cpu_t1_b1_host2.csv
+
 # GPU (run on the GPU machine; cheaper protocol, no drift correction: GPU timings are stable)
 # G="profile --space ofa_mbv3_w1.2 --backend torch --device cuda --n 1500 --seed 0 --quiet --show 0 \
 #    --no-drift-correction --rounds 3 --runs-per-round 3 --max-rounds 6"
