@@ -131,6 +131,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_set(args) -> int:
+    from .export import export_set
+    from .spaces import get_space
+
+    space = get_space(args.space)
+    if args.archs:
+        subnets = _read_archs_file(args.archs, space)
+    else:
+        if args.n < 1:
+            raise UsageError(f"--n {args.n}: the number of subnets to export must be >= 1")
+        subnets = space.sample(args.n, seed=args.seed)
+    path = export_set(space, subnets, args.out, batch_size=args.batch_size,
+                      progress=not args.quiet)
+    print(f"{len(subnets)} subnets and the reference subnet as ONNX, manifest {path}; on the "
+          f"device: python -m ofa_latency.board profile {args.out} --threads T --out board.csv")
+    return 0
+
+
 def cmd_import_help(args) -> int:
     import pandas as pd
     from .datasets import HELP_SETTINGS, read_help
@@ -387,6 +405,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--batch-size", type=int, default=1)
     ex.add_argument("--out", required=True, help="output .onnx path")
     ex.set_defaults(func=cmd_export)
+
+    es = sub.add_parser("export-set", help="export subnets as ONNX files (and a manifest) for "
+                                           "profiling on a device without PyTorch")
+    es.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    es_src = es.add_mutually_exclusive_group()
+    es_src.add_argument("--n", type=int, default=50, help="number of random subnets")
+    es_src.add_argument("--archs", help="file with one arch per line (JSON or OFA's dict)")
+    es.add_argument("--seed", type=int, default=0)
+    es.add_argument("--batch-size", type=int, default=1)
+    es.add_argument("--out", required=True, help="folder to write")
+    es.add_argument("--quiet", action="store_true")
+    es.set_defaults(func=cmd_export_set)
 
     ih = sub.add_parser("import-help", help="convert HELP's latency files into the schema")
     ih.add_argument("--help-dir", default="../shared/data/help_ofa_mbv3_w1.2")

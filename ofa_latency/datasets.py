@@ -34,6 +34,8 @@ source              who measured it (``ofa-latency`` or the foreign dataset's ci
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import csv
 import datetime as _dt
 import hashlib
@@ -44,12 +46,14 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .errors import UsageError
 from .spaces import arch_from_text, get_space, list_spaces
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "MeasurementLog",
            "read_measurements", "normalise_table", "import_table", "read_help", "HELP_SETTINGS",
@@ -145,6 +149,8 @@ class MeasurementLog:
 
     def _migrate(self):
         """Rewrite a table of an older schema with the added columns (``ratio`` derived)."""
+        import pandas as pd
+
         df = pd.read_csv(self.path, dtype=str, keep_default_na=False)
         if "ratio" not in df.columns:
             df = _derive_ratio(df)
@@ -197,6 +203,8 @@ def setting_differences(recorded: dict, other: dict) -> list[str]:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         return pd.read_csv(path, dtype={"arch": str, "versions": str, "device": str})
     except pd.errors.EmptyDataError:
@@ -211,6 +219,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _derive_ratio(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``ratio`` to a legacy table: its rows were ``ratio * ref_baseline_ms``."""
+    import pandas as pd
+
     df = df.copy()
     lat = pd.to_numeric(df["latency_ms"], errors="coerce")
     base = pd.to_numeric(df["ref_baseline_ms"], errors="coerce")
@@ -229,6 +239,8 @@ def normalise_table(df: pd.DataFrame, where: str = "table",
     ``unknown`` or empty); ``split`` is computed where missing. Errors name ``where`` and the
     row.
     """
+    import pandas as pd
+
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise UsageError(f"{where}: missing columns {missing}; a measurement table needs "
@@ -302,6 +314,8 @@ def read_measurements(path, filters: dict | None = None, space: str | None = Non
         For an empty or malformed file, missing required columns, an invalid arch or latency
         (naming the file and the row), or a filter on a column the table lacks.
     """
+    import pandas as pd
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no measurement table at {path}")
@@ -356,6 +370,8 @@ def import_table(path, arch_column: str = "arch", latency_column: str = "latency
     source : str, optional
         Who measured it (default: the file name).
     """
+    import pandas as pd
+
     scale = {"ms": 1.0, "s": 1e3, "us": 1e-3}
     if latency_unit not in scale:
         raise UsageError(f"latency_unit = {latency_unit!r}; one of {sorted(scale)}")
@@ -408,6 +424,8 @@ def read_help(help_dir, setting: str, space: str = "ofa_mbv3_w1.2") -> pd.DataFr
         One row per distinct canonical subnet (duplicates in HELP's list are merged by their
         median latency).
     """
+    import pandas as pd
+
     help_dir = Path(help_dir)
     if setting not in HELP_SETTINGS:
         raise ValueError(f"setting = {setting!r}; HELP settings are {HELP_SETTINGS}")

@@ -79,3 +79,49 @@ def export_onnx(space, arch, out_path, batch_size: int = 1) -> dict:
     logger.info("wrote %s (%.1f MB), max |ORT - torch| = %.2e", out_path, len(data) / 1e6, diff)
     return {"onnx_path": str(out_path), "config_path": str(config_path), "max_abs_diff": diff,
             "size_mb": len(data) / 1e6}
+
+
+SET_MANIFEST = "manifest.json"
+REFERENCE_FILE = "reference.onnx"
+
+
+def export_set(space, subnets, out_dir, batch_size: int = 1, progress: bool = True) -> Path:
+    """Write subnets as ONNX files for profiling on a device without PyTorch (the board
+    workflow): ``subnet_00000.onnx`` ..., the reference subnet as ``reference.onnx`` and a
+    ``manifest.json`` (space, batch size, and per file the canonical arch, resolution and
+    split). Resumable: files already written are kept.
+
+    Returns
+    -------
+    Path
+        The manifest's path.
+    """
+    from tqdm.auto import tqdm
+
+    from .datasets import assign_split
+    from .profiling import reference_subnet
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    subs = list(dict.fromkeys(space.validate(a) for a in subnets))
+    ref = reference_subnet(space)
+    entries = []
+    todo = [(REFERENCE_FILE, ref)] + [(f"subnet_{i:05d}.onnx", s) for i, s in enumerate(subs)]
+    for name, sub in tqdm(todo, disable=not progress, unit="file", desc="export"):
+        path = out / name
+        if not path.exists():
+            tmp = path.with_suffix(".onnx.tmp")
+            tmp.write_bytes(onnx_bytes(space.build(sub), sub.image_size, batch_size))
+            tmp.replace(path)
+        if name != REFERENCE_FILE:
+            entries.append({"file": name, "arch": sub.arch_json(), "image_size": sub.image_size,
+                            "split": assign_split(space.name, sub)})
+    manifest = {"format_version": 1, "space": space.name, "batch_size": batch_size,
+                "input": {"name": "input", "shape": [batch_size, 3, "image_size", "image_size"],
+                          "dtype": "float32"},
+                "reference": {"file": REFERENCE_FILE, "arch": ref.arch_json(),
+                              "image_size": ref.image_size},
+                "subnets": entries}
+    path = out / SET_MANIFEST
+    path.write_text(json.dumps(manifest, indent=1))
+    return path

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -168,12 +167,14 @@ def reference_fingerprint_ms(backend: str = "onnxruntime", threads: int = 1, dev
     return probe_reference_level_ms(be.prepare(sp, reference_subnet(sp), batch_size))
 
 
-def load_gpu_specs(path=None) -> pd.DataFrame:
+def load_gpu_specs(path=None) -> "pd.DataFrame":
     """Spec-sheet facts of GPUs (one row per GPU), from ``data/hardware.csv`` by default.
 
     Columns: ``key``, ``name``, ``architecture``, ``cuda_cores``, ``sm_count``, ``memory_gb``,
     ``memory_bandwidth_gbs``, ``boost_clock_mhz``, ``fp32_tflops``, ``source``.
     """
+    import pandas as pd
+
     from ._paths import data_dir
 
     path = Path(path) if path is not None else data_dir() / "hardware.csv"

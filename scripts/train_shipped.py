@@ -31,6 +31,9 @@ def main(argv=None):
     p.add_argument("--only", choices=["own", "help"], default=None)
     p.add_argument("--help-dir", default=str(ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"))
     p.add_argument("--root", default=str(ROOT / "data" / "predictors"))
+    p.add_argument("--force", action="store_true",
+                   help="retrain settings already in the manifest (e.g. after a table's scale "
+                        "changed)")
     args = p.parse_args(argv)
     import os
 
@@ -40,7 +43,8 @@ def main(argv=None):
     man_path = root / MANIFEST_NAME
     manifest = json.loads(man_path.read_text()) if man_path.exists() else {"format_version": 1,
                                                                            "predictors": []}
-    done = {e["name"] for e in manifest["predictors"] if (root / e["path"]).exists()}
+    done = set() if args.force else \
+        {e["name"] for e in manifest["predictors"] if (root / e["path"]).exists()}
 
     jobs = []
     if args.only != "help":
@@ -61,6 +65,10 @@ def main(argv=None):
             name = f"{stem}_{kind}"
             if name in done:
                 continue
+            if (root / name).exists():
+                import shutil
+
+                shutil.rmtree(root / name)  # no stale files from an earlier format
             pred, metrics, meta = train_on_table(table, kind, out=root / name, progress=False)
             if source != "ofa-latency":
                 meta["data"]["path"] = f"HELP {stem[5:]} (read from ../shared/data, not shipped)"

@@ -136,3 +136,14 @@ def test_evaluate_warns_on_another_setting(tmp_path, capsys, caplog):
     assert "another setting" not in caplog.text
     assert main(["evaluate", "--predictor", str(tmp_path / "p"), "--data", str(b)]) == 0
     assert "another setting" in caplog.text and "batch_size: 1 -> 8" in caplog.text
+
+
+def test_hardware_prints_the_reference_fingerprint(capsys, mbv3):
+    from ofa_latency import create_backend
+    from ofa_latency.profiling import reference_subnet
+
+    assert main(["hardware", "--backend", "fake", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    true = create_backend("fake").true_latency_ms(mbv3, reference_subnet(mbv3))
+    assert d["reference_subnet_ms"] == pytest.approx(true, rel=0.03)
+    assert "176 px" in d["reference_subnet"]

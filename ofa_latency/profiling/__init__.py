@@ -1,23 +1,30 @@
-"""Profiling backends (torch, onnxruntime, fake), the timing protocol and the profiler."""
+"""Profiling backends (torch, onnxruntime, fake), the timing protocol, the table-wide scale and
+the profiler. Names are imported on first use (the timing protocol needs only numpy)."""
 
-from ._base import ProfilingBackend as ProfilingBackend
-from ._base import Runner as Runner
-from ._base import create_backend as create_backend
-from ._base import list_backends as list_backends
-from ._base import register_backend as register_backend
-from . import backends as _backends  # noqa: F401  (registers the built-in backends)
-from .profiler import MachineChangedError as MachineChangedError
-from .profiler import hardware_differences as hardware_differences
-from .profiler import profile_subnets as profile_subnets
-from .profiler import reference_subnet as reference_subnet
-from .profiler import table_hardware_path as table_hardware_path
-from .scale import apply_table_scale as apply_table_scale
-from .scale import reference_level_ms as reference_level_ms
-from .timing import TimingProtocol as TimingProtocol
-from .timing import TimingResult as TimingResult
-from .timing import measure as measure
+import importlib
 
-__all__ = ["ProfilingBackend", "Runner", "create_backend", "list_backends", "register_backend",
-           "profile_subnets", "reference_subnet", "TimingProtocol", "TimingResult", "measure",
-           "MachineChangedError", "hardware_differences", "table_hardware_path",
-           "apply_table_scale", "reference_level_ms"]
+_PUBLIC = {
+    "ProfilingBackend": "._base", "Runner": "._base", "create_backend": "._base",
+    "list_backends": "._base", "register_backend": "._base",
+    "profile_subnets": ".profiler", "reference_subnet": ".profiler",
+    "MachineChangedError": ".profiler", "hardware_differences": ".profiler",
+    "table_hardware_path": ".profiler",
+    "TimingProtocol": ".timing", "TimingResult": ".timing", "measure": ".timing",
+    "apply_table_scale": ".scale", "reference_level_ms": ".scale",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        if _PUBLIC[name] in ("._base", ".profiler"):
+            importlib.import_module(".backends", __name__)  # registers the built-in backends
+        value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ofa_latency.profiling' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -13,7 +13,8 @@ from ..hardware import cpu_model_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TorchBackend", "OnnxRuntimeBackend", "FakeBackend"]
+__all__ = ["TorchBackend", "OnnxRuntimeBackend", "FakeBackend", "OrtRunner",
+           "onnxruntime_session", "steady_allocator"]
 
 
 _MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest mmap threshold on 64-bit
@@ -154,7 +155,27 @@ class TorchBackend(ProfilingBackend):
         return v
 
 
-class _OrtRunner(Runner):
+def onnxruntime_session(model, threads: int, device: str = "cpu"):
+    """An ONNX Runtime inference session (``model``: ONNX bytes or a file path) with the
+    profiling settings: ``threads`` intra-op threads, sequential execution, all graph
+    optimisations, denormals as zero; CUDA provider first when ``device == "cuda"``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    so.log_severity_level = 3
+    providers = (["CUDAExecutionProvider"] if device == "cuda" else []) + ["CPUExecutionProvider"]
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so,
+                                providers=providers)
+
+
+class OrtRunner(Runner):
+    """A prepared ONNX Runtime session and its input (``input``: a float32 batch)."""
+
     def __init__(self, session, x):
         self.session, self.feed = session, {"input": x}
 
@@ -187,17 +208,7 @@ class OnnxRuntimeBackend(ProfilingBackend):
 
     def session(self, model_bytes):
         """An inference session with this backend's thread settings."""
-        ort = self._ort
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.add_session_config_entry("session.set_denormal_as_zero", "1")
-        so.log_severity_level = 3
-        providers = (["CUDAExecutionProvider"] if self.device == "cuda" else []) + \
-            ["CPUExecutionProvider"]
-        return ort.InferenceSession(model_bytes, so, providers=providers)
+        return onnxruntime_session(model_bytes, self.threads, self.device)
 
     def prepare(self, space, subnet, batch_size):
         from ..export import onnx_bytes
@@ -206,7 +217,7 @@ class OnnxRuntimeBackend(ProfilingBackend):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch_size, 3, subnet.image_size, subnet.image_size),
                                 dtype=np.float32)
-        return _OrtRunner(self.session(model_bytes), x)
+        return OrtRunner(self.session(model_bytes), x)
 
     def device_name(self):
         if self.device == "cuda":

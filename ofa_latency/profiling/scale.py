@@ -18,8 +18,12 @@ apart, one in a noisy phase, had window-median levels 2.9 % apart).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct"]
@@ -35,6 +39,8 @@ def _window_values(rows: pd.DataFrame):
     """The per-window reference values a table's level is taken from, and which statistic
     they are: ``"min"`` (``ref_min_ms``) when every drift-corrected row has it, else
     ``"median"`` (``ref_latency_ms``, tables from before ``ref_min_ms``)."""
+    import pandas as pd
+
     med = pd.to_numeric(rows["ref_latency_ms"], errors="coerce") \
         if "ref_latency_ms" in rows.columns else pd.Series(np.nan, index=rows.index)
     if "ref_min_ms" in rows.columns:
@@ -79,6 +85,8 @@ def level_change_pct(level_ms: float, table_level_ms: float) -> float:
 def apply_table_scale(df: pd.DataFrame) -> pd.DataFrame:
     """Recompute ``latency_ms`` and ``ref_baseline_ms`` of drift-corrected rows from the
     reference level of their setting's windows (on a copy; other rows unchanged)."""
+    import pandas as pd
+
     if "ratio" not in df.columns or "ref_latency_ms" not in df.columns or df.empty:
         return df
     df = df.copy()

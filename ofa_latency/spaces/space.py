@@ -7,11 +7,12 @@ import logging
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
-import pandas as pd
+
 
 from .encoding import ArchParser, Encoded, Subnet
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     import torch
 
     from .costs import CostTables

@@ -1,0 +1,64 @@
+"""The board workflow: export on the host, profile where only onnxruntime and numpy exist."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from ofa_latency.cli import main
+from ofa_latency.datasets import COLUMNS, read_measurements
+
+BLOCKED = ("torch", "torchvision", "ofa", "pandas", "xgboost", "sklearn", "scipy")
+
+BOARD = """
+import sys, runpy
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {blocked!r}:
+            raise ImportError(name + ' is not installed on this board')
+sys.meta_path.insert(0, Block())
+sys.argv = ['board'] + {argv!r}
+runpy.run_module('ofa_latency.board', run_name='__main__')
+"""
+
+
+def _board(argv):
+    return subprocess.run([sys.executable, "-c", BOARD.format(blocked=BLOCKED, argv=argv)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_export_then_profile_without_torch_pandas_or_ofa(tmp_path, mbv3, smallest, capsys):
+    archs = tmp_path / "a.txt"
+    other = mbv3.validate(dict(smallest.to_dict(), image_size=144))
+    archs.write_text(json.dumps(smallest.to_dict()) + "\n" + json.dumps(other.to_dict()) + "\n")
+    folder = tmp_path / "subnets"
+    assert main(["export-set", "--archs", str(archs), "--out", str(folder), "--quiet"]) == 0
+    man = json.loads((folder / "manifest.json").read_text())
+    assert len(man["subnets"]) == 2 and (folder / "reference.onnx").exists()
+    out = tmp_path / "board.csv"
+    argv = ["profile", str(folder), "--out", str(out), "--rounds", "2", "--max-rounds", "2",
+            "--quiet"]
+    # the blocker itself works: the host CLI cannot even start there
+    blocked = subprocess.run([sys.executable, "-c", BOARD.format(blocked=BLOCKED, argv=[]).replace(
+        "ofa_latency.board", "ofa_latency.cli")], capture_output=True, text=True)
+    assert blocked.returncode != 0
+    r = _board(argv)
+    assert r.returncode == 0, r.stderr
+    assert "2 subnets" in r.stdout
+    df = read_measurements(out)
+    assert list(df.columns) == COLUMNS and len(df) == 2
+    assert set(df.arch) == {smallest.arch_json(), other.arch_json()}
+    assert (df.backend == "onnxruntime").all() and (df.threads == 1).all()
+    assert np.all(df.latency_ms > 0) and np.all(df.ratio > 0)
+    assert list(df.split) == [e["split"] for e in man["subnets"]]
+    # resumable: a second run adds nothing
+    assert _board(argv).returncode == 0 and len(read_measurements(out)) == 2
+    # another thread count is another setting
+    r = _board(argv + ["--threads", "2"])
+    assert r.returncode == 2 and "another setting" in r.stderr
+
+
+def test_board_errors(tmp_path):
+    r = _board(["profile", str(tmp_path / "nope"), "--out", str(tmp_path / "b.csv")])
+    assert r.returncode == 2 and "manifest.json not found" in r.stderr
