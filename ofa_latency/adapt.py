@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
-from .predictors import (AdditiveTable, LatencyPredictor, archs_from, create_predictor,
-                         fit_linear_table)
+from .predictors import (AdditiveTable, LatencyPredictor, create_predictor, fit_linear_table,
+                         training_data)
 from .spaces import Encoded
 
 logger = logging.getLogger(__name__)
@@ -214,24 +214,11 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         Fitted on all samples with the chosen method; ``adaptation_`` holds the
         :class:`AdaptationReport`.
     """
-    import pandas as pd
-
     t0 = time.perf_counter()
     if not isinstance(base, LatencyPredictor):
         raise TypeError(f"base must be a fitted LatencyPredictor, got {type(base).__name__}")
     space = base.space_
-    archs = archs_from(space, X)
-    if y is None:
-        if not isinstance(X, pd.DataFrame) or "latency_ms" not in X.columns:
-            raise ValueError("y is required unless X is a table with a 'latency_ms' column")
-        y = X["latency_ms"].to_numpy()
-    y = np.asarray(y, dtype=np.float64)
-    if y.shape != (len(archs),):
-        raise ValueError(f"y has shape {y.shape}; expected ({len(archs)},)")
-    if len(y) < 2:
-        raise ValueError(f"need at least 2 measured subnets to fine-tune, got {len(y)}")
-    if not np.all(np.isfinite(y)) or np.any(y <= 0):
-        raise ValueError("latencies must be finite and > 0 ms")
+    archs, y = training_data(space, X, y)
     archs = [space.validate(a) for a in archs]
     methods = list(methods) if methods else list_methods(base)
     known = list_methods(base)

@@ -46,6 +46,15 @@ def _read_archs_file(path, space):
     return archs
 
 
+def _subnets_from_args(args, space, verb):
+    """``--archs FILE`` or ``--n N --seed S`` sampled subnets."""
+    if args.archs:
+        return _read_archs_file(args.archs, space)
+    if args.n < 1:
+        raise UsageError(f"--n {args.n}: the number of subnets to {verb} must be >= 1")
+    return space.sample(args.n, seed=args.seed)
+
+
 def _parse_arch(text):
     from .spaces import arch_from_text
 
@@ -72,12 +81,7 @@ def cmd_profile(args) -> int:
     space = get_space(args.space)
     backend = create_backend(args.backend, threads=args.threads, device=args.device,
                              precision=args.precision)
-    if args.archs:
-        subnets = _read_archs_file(args.archs, space)
-    else:
-        if args.n < 1:
-            raise UsageError(f"--n {args.n}: the number of subnets to profile must be >= 1")
-        subnets = space.sample(args.n, seed=args.seed)
+    subnets = _subnets_from_args(args, space, "profile")
     protocol = TimingProtocol(rounds=args.rounds, runs_per_round=args.runs_per_round,
                               max_rounds=max(args.rounds, args.max_rounds), windows=args.windows,
                               max_windows=max(args.windows, args.max_windows))
@@ -136,12 +140,7 @@ def cmd_export_set(args) -> int:
     from .spaces import get_space
 
     space = get_space(args.space)
-    if args.archs:
-        subnets = _read_archs_file(args.archs, space)
-    else:
-        if args.n < 1:
-            raise UsageError(f"--n {args.n}: the number of subnets to export must be >= 1")
-        subnets = space.sample(args.n, seed=args.seed)
+    subnets = _subnets_from_args(args, space, "export")
     path = export_set(space, subnets, args.out, batch_size=args.batch_size,
                       progress=not args.quiet)
     print(f"{len(subnets)} subnets and the reference subnet as ONNX, manifest {path}; on the "

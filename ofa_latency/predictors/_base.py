@@ -21,7 +21,7 @@ from ._table import table_schema as feature_schema
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["archs_from", "NotFittedError", "LatencyPredictor", "register_predictor", "create_predictor",
+__all__ = ["archs_from", "training_data", "NotFittedError", "LatencyPredictor", "register_predictor", "create_predictor",
            "list_predictors", "load_predictor", "FORMAT_VERSION", "feature_schema"]
 
 FORMAT_VERSION = 2
@@ -49,6 +49,25 @@ def archs_from(space, X) -> list:
     if isinstance(X, (dict, Subnet)):
         return [X]
     return list(X)
+
+
+def training_data(space, X, y=None) -> tuple[list, np.ndarray]:
+    """Subnets and latencies (ms) to fit on, checked: ``X`` as :func:`archs_from` takes it,
+    ``y`` one finite positive latency per subnet (the table's ``latency_ms`` when ``X`` is a
+    measurement table and ``y`` is None), at least 2 of them."""
+    subs = archs_from(space, X)
+    if y is None:
+        if not isinstance(X, pd.DataFrame) or "latency_ms" not in X.columns:
+            raise ValueError("y is required unless X is a table with a 'latency_ms' column")
+        y = X["latency_ms"].to_numpy()
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1 or len(y) != len(subs):
+        raise ValueError(f"y has shape {y.shape}; expected ({len(subs)},)")
+    if len(subs) < 2:
+        raise ValueError(f"need at least 2 subnets to fit, got {len(subs)}")
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("latencies must be finite and > 0 ms")
+    return subs, y
 
 
 class LatencyPredictor(abc.ABC):
@@ -110,18 +129,7 @@ class LatencyPredictor(abc.ABC):
             if base.space.name != space.name:
                 raise ValueError(f"base indexes space {base.space.name!r}; this predictor is "
                                  f"for {space.name!r}")
-        subs = archs_from(space, X)
-        if y is None:
-            if not isinstance(X, pd.DataFrame) or "latency_ms" not in X.columns:
-                raise ValueError("y is required unless X is a table with a 'latency_ms' column")
-            y = X["latency_ms"].to_numpy()
-        y = np.asarray(y, dtype=np.float64)
-        if y.ndim != 1 or len(y) != len(subs):
-            raise ValueError(f"y has shape {y.shape}; expected ({len(subs)},)")
-        if len(subs) < 2:
-            raise ValueError(f"need at least 2 subnets to fit, got {len(subs)}")
-        if not np.all(np.isfinite(y)) or np.any(y <= 0):
-            raise ValueError("latencies must be finite and > 0 ms")
+        subs, y = training_data(space, X, y)
         enc = space.encode(subs)
         self.linear_ = fit_linear_table(space, enc, y, alpha=self.alpha, base=base)
         self._fit(enc, y, self.linear_.predict_encoded(enc), **fit_params)
