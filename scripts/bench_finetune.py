@@ -81,6 +81,7 @@ def main(argv=None):
 
     from ofa_latency import LatencyEstimator
     from ofa_latency.adapt import finetune, global_scale, list_methods
+    from ofa_latency.predictors import archs_from
 
     cases = (help_cases(args.batches) if "help" in args.cases else []) + \
         (cpu_cases() if "cpu" in args.cases else [])
@@ -93,7 +94,7 @@ def main(argv=None):
             for seed in range(args.seeds):
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
                 sp = next(iter(bases.values())).space_
-                enc = sp.encode(rows)
+                enc = sp.encode(archs_from(sp, rows))
                 y = rows.latency_ms.to_numpy()
 
                 def scale_fit(b):
