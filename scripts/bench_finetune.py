@@ -9,9 +9,9 @@ Cases:
   base is the shipped xgb predictor of another GPU at the same batch size (of the two, the one
   whose single global factor fits the N samples best); the N samples come from the target's
   train split (seeded), the metrics from its whole test split.
-* ``cpu``: the committed host's shipped onnxruntime / torch 1-thread predictors as base, the
-  second host's tables (``*_host2.csv``) as the new device; device-seconds of profiling behind
-  each N from ``data/benchmarks/noise_floor.json``.
+* ``cpu``: the committed host's shipped onnxruntime / torch 1-thread predictors as base and the
+  second host's tables (``*_host2.csv``) as the new device, and back (host2's predictors as
+  base, the committed host's tables as the new device).
 
 For each case, N and seed: the automatic choice (:func:`ofa_latency.finetune`, 5-fold CV on the
 N samples) and every single method fitted on all N samples. "best in hindsight" is the single
@@ -49,16 +49,24 @@ def help_cases(batches):
 
 
 def cpu_cases():
+    """Committed host -> host2 and back, for onnxruntime and torch at 1 thread."""
+    from ofa_latency import list_pretrained
     from ofa_latency.datasets import read_measurements
 
+    shipped = {e["name"] for e in list_pretrained()}
+    d = ROOT / "data" / "measurements"
+    pairs = [("onnxruntime", "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_alone",
+              "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_host2"),
+             ("torch", "ofa_mbv3_w1.2_torch_cpu_t1_b1", "ofa_mbv3_w1.2_torch_cpu_t1_b1_host2")]
     out = []
-    for backend, base in (("onnxruntime", "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_alone_xgb"),
-                          ("torch", "ofa_mbv3_w1.2_torch_cpu_t1_b1_xgb")):
-        t = ROOT / "data" / "measurements" / f"ofa_mbv3_w1.2_{backend}_cpu_t1_b1_host2.csv"
-        if t.exists():
-            out.append((f"host2_{backend}_t1", [base], read_measurements(t)))
-        else:
-            print(f"{t} not found; skipping")
+    for backend, committed, host2 in pairs:
+        for src, dst, label in ((committed, host2, "committed_to_host2"),
+                                (host2, committed, "host2_to_committed")):
+            table, base = d / f"{dst}.csv", f"{src}_xgb"
+            if table.exists() and base in shipped:
+                out.append((f"{backend}_t1_{label}", [base], read_measurements(table)))
+            else:
+                print(f"{table.name} or shipped {base} not found; skipping")
     return out
 
 
