@@ -23,7 +23,9 @@ data are few. The candidate methods, from the fewest free parameters to the most
     a predictor of the base's kind trained on the samples alone (no base).
 
 :func:`finetune` scores every candidate by K-fold cross-validation on the samples (MAPE,
-leave-one-out below 10 samples), keeps the best and refits it on all samples. The result is an
+leave-one-out below 10 samples), keeps the simplest candidate within one standard error of the
+lowest score (with few samples the scores are noisy, and a flexible method can win its folds by
+chance), and refits it on all samples. The result is an
 ordinary predictor (kind ``table`` for the first four) whose ``adaptation_`` attribute, saved
 in its config, names the base, the method, every candidate's cross-validated MAPE and why the
 winner won.
@@ -229,7 +231,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     params = {k: v for k, v in base.get_params().items() if k != "space"}
     if "random_state" in params:
         params["random_state"] = random_state
-    cv_mape = {}
+    cv_mape, cv_se = {}, {}
     folds = _folds(len(y), cv, random_state) if len(methods) > 1 else []
     for m in methods:
         if not folds:
@@ -237,18 +239,22 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         errs = []
         for test in folds:
             train = np.setdiff1d(np.arange(len(y)), test)
-            if len(train) < 2 or (m == "scratch" and len(train) < 2):
-                continue
             pred = _fit_method(base, m, [archs[i] for i in train], y[train], params)
             p = pred.predict([archs[i] for i in test])
             errs.append(np.abs(p - y[test]) / y[test])
-        cv_mape[m] = round(100 * float(np.mean(np.concatenate(errs))), 4)
+        ape = 100 * np.concatenate(errs)
+        cv_mape[m] = round(float(ape.mean()), 4)
+        cv_se[m] = float(ape.std(ddof=1) / np.sqrt(len(ape))) if len(ape) > 1 else 0.0
     if cv_mape:
-        best = min(cv_mape, key=lambda m: (cv_mape[m], methods.index(m)))
-        simpler = [m for m in methods[:methods.index(best)] if m in cv_mape]
-        reason = (f"lowest {len(folds)}-fold cross-validated MAPE ({cv_mape[best]:.2f} %) of "
-                  f"{len(cv_mape)} methods" + (f"; the simpler {simpler[-1]} had "
-                                               f"{cv_mape[simpler[-1]]:.2f} %" if simpler else ""))
+        # the one-standard-error rule: the simplest method (candidates are ordered from the
+        # fewest free parameters) whose CV MAPE is within one standard error of the best
+        lowest = min(cv_mape, key=lambda m: (cv_mape[m], methods.index(m)))
+        bound = cv_mape[lowest] + cv_se[lowest]
+        best = next(m for m in methods if m in cv_mape and cv_mape[m] <= bound)
+        reason = (f"the simplest of {len(cv_mape)} methods within one standard error "
+                  f"({cv_se[lowest]:.2f} points) of the lowest {len(folds)}-fold "
+                  f"cross-validated MAPE ({lowest}: {cv_mape[lowest]:.2f} %); {best}: "
+                  f"{cv_mape[best]:.2f} %")
     else:
         best, reason = methods[0], "the only method asked for"
     final = _fit_method(base, best, archs, y, params)
