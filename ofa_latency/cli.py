@@ -302,6 +302,25 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    from .sampling import select_subnets
+    from .spaces import get_space
+
+    space = get_space(args.space)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"--out {out} exists; choose another file or pass --overwrite")
+    subs = select_subnets(space, args.n, strategy=args.strategy, seed=args.seed,
+                          pool_factor=args.pool_factor)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in subs))
+    sizes = sorted({s.image_size for s in subs})
+    print(f"{len(subs)} subnets of {space.name} ({args.strategy}, seed {args.seed}; "
+          f"{len(sizes)} resolutions {sizes[0]}..{sizes[-1]}) -> {out}; profile them with "
+          f"'ofa-latency profile --archs {out} ...'")
+    return 0
+
+
 def cmd_list(args) -> int:
     from .pretrained import list_pretrained
 
@@ -460,6 +479,20 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--out", required=True, help="predictor folder to write")
     ft.set_defaults(func=cmd_finetune)
+
+    sa = sub.add_parser("sample", help="choose which subnets to profile on a new device")
+    sa.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    sa.add_argument("--n", type=int, required=True)
+    sa.add_argument("--strategy", default="random",
+                    choices=["random", "stratified", "diverse"],
+                    help="default random: over 39 fine-tuning cases it was as good as the others "
+                         "on average (BENCHMARKS.md section 5)")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--pool-factor", type=int, default=20,
+                    help="choose among this many times n random subnets")
+    sa.add_argument("--out", required=True, help="file to write, one arch per line (JSON)")
+    sa.add_argument("--overwrite", action="store_true")
+    sa.set_defaults(func=cmd_sample)
 
     ls = sub.add_parser("list", help="the shipped predictors, one line each")
     ls.add_argument("--json", action="store_true", help="the whole manifest entries as JSON")
