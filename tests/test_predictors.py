@@ -199,3 +199,15 @@ def test_predict_one_falls_back_to_validation(data):
         p.predict_one(bad)
     # inactive blocks may hold anything OFA would accept; extra keys are refused
     assert p.table.predict_one(dict(te_x[0].to_dict(), extra=1)) is None
+
+
+def test_xgb_capacity_chosen_by_validation(data, tmp_path):
+    tr_x, tr_y, te_x, te_y = data
+    p = create_predictor("xgb", n_estimators=400, learning_rate=0.2,
+                         validation_fraction=0.2).fit(tr_x, tr_y)
+    assert 1 <= p.n_trees_ < 400  # stopped early on held-out MAPE
+    assert np.mean(np.abs(p.predict(te_x) / te_y - 1)) < 0.03
+    p.save(tmp_path / "v")
+    np.testing.assert_array_equal(load_predictor(tmp_path / "v").predict(te_x), p.predict(te_x))
+    with pytest.raises(ValueError, match="validation_fraction"):
+        create_predictor("xgb", validation_fraction=0.7)

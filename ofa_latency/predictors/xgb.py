@@ -63,13 +63,22 @@ class XGBLatencyPredictor(LatencyPredictor):
         Threads for fitting.
     random_state : int
         Seed; the same seed and data give the same model.
+    validation_fraction : float
+        When > 0, the number of trees is chosen by validation: this seeded fraction of the
+        training subnets is held out, trees are added (up to ``n_estimators``) while the
+        held-out MAPE improves (early stopping), and the model is refitted on all subnets with
+        that many trees. Clean data then gets more trees, noisy data fewer.
     """
 
     weights_name = "model.ubj"
 
     def __init__(self, space="ofa_mbv3_w1.2", alpha=1.0, n_estimators=300, max_depth=3,
-                 learning_rate=0.05, subsample=0.8, n_jobs=1, random_state=0):
+                 learning_rate=0.05, subsample=0.8, n_jobs=1, random_state=0,
+                 validation_fraction=0.0):
         super().__init__(space, alpha)
+        if not 0.0 <= validation_fraction < 0.5:
+            raise ValueError(f"validation_fraction = {validation_fraction!r}; must be in [0, 0.5)")
+        self.validation_fraction = validation_fraction
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -81,17 +90,32 @@ class XGBLatencyPredictor(LatencyPredictor):
         nb = self.space_.n_blocks
         return str([[b, nb + b, 2 * nb] for b in range(nb)])
 
-    def _fit(self, enc, y_ms, linear_ms, progress=False):
+    def _model(self, n_trees, progress, **kw):
         import xgboost as xgb
 
-        model = xgb.XGBRegressor(
-            n_estimators=self.n_estimators, max_depth=self.max_depth,
-            learning_rate=self.learning_rate, subsample=self.subsample, n_jobs=self.n_jobs,
-            random_state=self.random_state, tree_method="hist", objective="reg:absoluteerror",
+        return xgb.XGBRegressor(
+            n_estimators=n_trees, max_depth=self.max_depth, learning_rate=self.learning_rate,
+            subsample=self.subsample, n_jobs=self.n_jobs, random_state=self.random_state,
+            tree_method="hist", objective="reg:absoluteerror",
             interaction_constraints=self._constraints(),
-            callbacks=[_Progress(self.n_estimators)] if progress else None)
-        model.fit(_tree_inputs(self.space_, enc), y_ms, sample_weight=1.0 / y_ms,
-                  base_margin=linear_ms)
+            callbacks=[_Progress(n_trees)] if progress else None, **kw)
+
+    def _fit(self, enc, y_ms, linear_ms, progress=False):
+        X = _tree_inputs(self.space_, enc)
+        n_trees = self.n_estimators
+        if self.validation_fraction > 0 and len(y_ms) >= 20:
+            rng = np.random.default_rng(self.random_state)
+            val = rng.random(len(y_ms)) < self.validation_fraction
+            probe = self._model(self.n_estimators, False,
+                                early_stopping_rounds=max(20, self.n_estimators // 20))
+            probe.fit(X[~val], y_ms[~val], sample_weight=1.0 / y_ms[~val],
+                      base_margin=linear_ms[~val],
+                      eval_set=[(X[val], y_ms[val])], sample_weight_eval_set=[1.0 / y_ms[val]],
+                      base_margin_eval_set=[linear_ms[val]], verbose=False)
+            n_trees = int(probe.best_iteration) + 1
+        self.n_trees_ = n_trees
+        model = self._model(n_trees, progress)
+        model.fit(X, y_ms, sample_weight=1.0 / y_ms, base_margin=linear_ms)
         self.booster_ = model.get_booster()
 
     def _compile(self):
