@@ -253,8 +253,8 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         best = next(m for m in methods if m in cv_mape and cv_mape[m] <= bound)
         reason = (f"the simplest of {len(cv_mape)} methods within one standard error "
                   f"({cv_se[lowest]:.2f} points) of the lowest {len(folds)}-fold "
-                  f"cross-validated MAPE ({lowest}: {cv_mape[lowest]:.2f} %); {best}: "
-                  f"{cv_mape[best]:.2f} %")
+                  f"cross-validated MAPE ({lowest}: {cv_mape[lowest]:.2f} %)"
+                  + ("" if best == lowest else f"; {best}: {cv_mape[best]:.2f} %"))
     else:
         best, reason = methods[0], "the only method asked for"
     final = _fit_method(base, best, archs, y, params)
