@@ -5,6 +5,9 @@ data are few. The candidate methods, from the fewest free parameters to the most
 
 ``scale``
     ``s * B``: one global factor (the weighted median that minimises MAPE).
+``mix``
+    with other bases given (e.g. the shipped predictors of several other devices): the
+    non-negative combination of their tables that fits the samples best (one weight each).
 ``stage_scales``
     one factor per stage of ``B`` (its blocks' entries) and one for its fixed part, fitted by
     minimum MAPE with an L1 pull towards the global factor.
@@ -69,9 +72,24 @@ class AdaptationReport:
         return dataclasses.asdict(self)
 
 
-def list_methods(base: LatencyPredictor) -> list[str]:
-    """Candidate methods for ``base`` (its kind's residual and scratch included)."""
-    return list(TABLE_METHODS) + [f"residual_{base.kind}", "scratch"]
+def list_methods(base: LatencyPredictor, others=()) -> list[str]:
+    """Candidate methods for ``base`` (its kind's residual and scratch included; ``mix`` when
+    other bases are given), from the fewest free parameters to the most."""
+    mix = ["mix"] if others else []
+    return ["scale"] + mix + list(TABLE_METHODS[1:]) + [f"residual_{base.kind}", "scratch"]
+
+
+def mix_tables(tables, enc: Encoded, y) -> AdditiveTable:
+    """The non-negative combination ``sum_j w_j * tables[j]`` closest to ``y`` in relative
+    squared error (non-negative least squares on ``prediction / y``)."""
+    from scipy.optimize import nnls
+
+    y = np.asarray(y, dtype=np.float64)
+    B = np.stack([t.predict_encoded(enc) for t in tables], axis=1) / y[:, None]
+    w, _ = nnls(B, np.ones(len(y)))
+    sp = tables[0].space
+    return AdditiveTable(sp, sum(wj * t.fixed_ms for wj, t in zip(w, tables)),
+                         sum(wj * t.block_ms for wj, t in zip(w, tables)))
 
 
 def _weighted_median(values, weights) -> float:
@@ -165,10 +183,14 @@ def adapt_table(base: AdditiveTable, enc: Encoded, y, method: str) -> AdditiveTa
     raise UsageError(f"unknown table method {method!r}; known: {', '.join(TABLE_METHODS)}")
 
 
-def _fit_method(base: LatencyPredictor, method: str, archs, y, params: dict):
+def _fit_method(base: LatencyPredictor, method: str, archs, y, params: dict, others=()):
     """A fitted predictor for ``method`` on ``(archs, y)``."""
     space = base.space_
     enc = space.encode(archs)
+    if method == "mix":
+        pred = create_predictor("table", space=space.name)
+        return pred.set_table(mix_tables([base.table] + [o.table for o in others], enc, y),
+                              n_train=len(y))
     if method in TABLE_METHODS:
         pred = create_predictor("table", space=space.name)
         return pred.set_table(adapt_table(base.table, enc, y, method), n_train=len(y))
@@ -189,7 +211,8 @@ def _folds(n, k, seed):
 
 
 def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
-             random_state: int = 0, base_name: str | None = None) -> LatencyPredictor:
+             random_state: int = 0, base_name: str | None = None,
+             others=()) -> LatencyPredictor:
     """Adapt ``base`` to a new device from measured subnets, the method chosen by
     cross-validation.
 
@@ -209,6 +232,8 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         Seeds the folds and the kinds' fitting.
     base_name : str, optional
         Recorded as the base's name (a shipped name or a folder).
+    others : sequence of LatencyPredictor
+        More fitted predictors of other devices (same space) for the ``mix`` method.
 
     Returns
     -------
@@ -222,8 +247,12 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     space = base.space_
     archs, y = training_data(space, X, y)
     archs = [space.validate(a) for a in archs]
-    methods = list(methods) if methods else list_methods(base)
-    known = list_methods(base)
+    others = tuple(others)
+    for o in others:
+        if not isinstance(o, LatencyPredictor) or o.space != base.space:
+            raise UsageError(f"others must be fitted predictors of space {base.space!r}")
+    methods = list(methods) if methods else list_methods(base, others)
+    known = list_methods(base, others)
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise UsageError(f"unknown fine-tuning methods {unknown}; known for a {base.kind!r} base: "
@@ -239,7 +268,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         errs = []
         for test in folds:
             train = np.setdiff1d(np.arange(len(y)), test)
-            pred = _fit_method(base, m, [archs[i] for i in train], y[train], params)
+            pred = _fit_method(base, m, [archs[i] for i in train], y[train], params, others)
             p = pred.predict([archs[i] for i in test])
             errs.append(np.abs(p - y[test]) / y[test])
         ape = 100 * np.concatenate(errs)
@@ -257,7 +286,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
                   + ("" if best == lowest else f"; {best}: {cv_mape[best]:.2f} %"))
     else:
         best, reason = methods[0], "the only method asked for"
-    final = _fit_method(base, best, archs, y, params)
+    final = _fit_method(base, best, archs, y, params, others)
     final.adaptation_ = AdaptationReport(
         base=base_name or getattr(base, "name_", None) or repr(base), method=best,
         n_samples=len(y), cv_mape_pct=cv_mape, folds=len(folds), reason=reason,

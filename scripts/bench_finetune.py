@@ -81,6 +81,9 @@ def main(argv=None):
     p.add_argument("--batches", nargs="+", type=int, default=[32, 64, 1])
     p.add_argument("--n", nargs="+", type=int, default=[5, 10, 20, 50, 100])
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--mix", action="store_true",
+                   help="HELP cases: also offer the 'mix' method over the shipped xgb predictors "
+                        "of the other GPUs at every batch size")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
@@ -111,8 +114,16 @@ def main(argv=None):
 
                 base_name = min(bases, key=lambda b: scale_fit(bases[b]))
                 base = bases[base_name]
+                others = []
+                if args.mix and name.startswith("help_"):
+                    gpu = name[len("help_"):].rsplit("_", 1)[0]
+                    others = [LatencyEstimator.from_pretrained(f"help_{o}_{bb}_xgb",
+                                                               check_machine=False).predictor
+                              for o in GPUS if o != gpu for bb in (1, 32, 64)
+                              if f"help_{o}_{bb}_xgb" != base_name]
                 t0 = time.perf_counter()
-                auto = finetune(base, rows, random_state=seed, base_name=base_name)
+                auto = finetune(base, rows, random_state=seed, base_name=base_name,
+                                others=others)
                 seconds = time.perf_counter() - t0
                 rec = {"case": name, "n": n, "seed": seed, "base": base_name,
                        "auto_method": auto.adaptation_.method, "auto_seconds": round(seconds, 2),
@@ -121,11 +132,11 @@ def main(argv=None):
                 p_auto = auto.predict(test)
                 rec["auto_kendall_tau"] = float(kendalltau(test.latency_ms, p_auto).statistic)
                 rec["auto_spearman_rho"] = float(spearmanr(test.latency_ms, p_auto).statistic)
-                for m in list_methods(base):
+                for m in list_methods(base, others):
                     if m == auto.adaptation_.method:
                         rec["test_mape_pct"][m] = rec["test_mape_pct"]["auto"]
                         continue
-                    one = finetune(base, rows, methods=[m], random_state=seed)
+                    one = finetune(base, rows, methods=[m], random_state=seed, others=others)
                     rec["test_mape_pct"][m] = mape(one, test)
                 results.append(rec)
                 print(json.dumps({k: rec[k] for k in ("case", "n", "seed", "base", "auto_method",

@@ -96,3 +96,17 @@ def test_cli_finetune(base, pool, tmp_path, capsys, mbv3):
     assert (tmp_path / "ft" / "config.json").exists()
     assert main(["finetune", "--base", str(tmp_path / "nope"), "--data",
                  str(tmp_path / "new.csv"), "--out", str(tmp_path / "ft2")]) == 2
+
+
+def test_mix_of_bases_recovers_a_device_between_two(base, pool, mbv3):
+    """A new device that is 0.6 x device A + 0.5 x device B: mixing the two bases recovers it."""
+    be2 = create_backend("fake", seed=5)
+    train, test = pool
+    other = create_predictor("xgb", n_estimators=40).fit(
+        train[:200], [be2.true_latency_ms(mbv3, s) for s in train[:200]])
+    new = lambda s: 0.6 * base.predict(s) + 0.5 * other.predict(s)  # noqa: E731
+    ft = finetune(base, train[200:230], new(train[200:230]), others=[other])
+    assert "mix" in ft.adaptation_.cv_mape_pct
+    assert _mape(ft, test, new(test)) < 0.003
+    with pytest.raises(ValueError, match="others must be"):
+        finetune(base, train[:5], base.predict(train[:5]), others=["x"])
