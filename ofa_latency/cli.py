@@ -286,8 +286,9 @@ def cmd_finetune(args) -> int:
     if len(df) < 2:
         raise UsageError(f"{args.data}: {len(df)} rows after --filter and --split {args.split}; "
                          f"need at least 2 measured subnets")
+    others = [_load_estimator(name).predictor for name in (args.mix or [])]
     pred = finetune(est.predictor, df, methods=args.methods, cv=args.cv,
-                    random_state=args.seed, base_name=args.base)
+                    random_state=args.seed, base_name=args.base, others=others)
     rep = pred.adaptation_
     hw = table_hardware_path(args.data)
     save_adapted(pred, args.out, metadata={
@@ -475,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rows to fine-tune on (default all)")
     ft.add_argument("--methods", nargs="+", default=None,
                     help="candidate methods (default: all; chosen by cross-validation)")
+    ft.add_argument("--mix", nargs="+", metavar="NAME_OR_DIR",
+                    help="more bases (other devices' predictors): adds the 'mix' method, a "
+                         "non-negative combination of all bases' tables")
     ft.add_argument("--cv", type=int, default=5, help="cross-validation folds")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--out", required=True, help="predictor folder to write")

@@ -96,6 +96,10 @@ def test_cli_finetune(base, pool, tmp_path, capsys, mbv3):
     assert (tmp_path / "ft" / "config.json").exists()
     assert main(["finetune", "--base", str(tmp_path / "nope"), "--data",
                  str(tmp_path / "new.csv"), "--out", str(tmp_path / "ft2")]) == 2
+    capsys.readouterr()
+    assert main(["finetune", "--base", str(tmp_path / "base"), "--mix", str(tmp_path / "base"),
+                 "--data", str(tmp_path / "new.csv"), "--out", str(tmp_path / "ft3")]) == 0
+    assert "mix" in capsys.readouterr().out
 
 
 def test_mix_of_bases_recovers_a_device_between_two(base, pool, mbv3):
