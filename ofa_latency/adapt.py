@@ -148,18 +148,10 @@ def _affine_parts(base: AdditiveTable, enc: Encoded) -> np.ndarray:
 
 def _affine_table(base: AdditiveTable, w) -> AdditiveTable:
     """``w[0] * base + w[1] * MACs(M) + w[2] * activation MB + w[3]`` as an additive table."""
-    from .spaces.costs import BYTES_PER_FLOAT32
-
-    sp, t = base.space, base.space.costs
-    hin2 = (t.h_in.T.astype(np.float64) ** 2)[:, :, None]    # (n_res, n_blocks, 1)
-    hout2 = (t.h_out.T.astype(np.float64) ** 2)[:, :, None]
-    per = lambda a: a.reshape(1, sp.n_blocks, -1)  # noqa: E731  (n_blocks, nk, ne) -> choices
-    macs_m = (per(t.a) * hin2 + per(t.b) * hout2 + per(t.c)) / 1e6
-    act_mb = (per(t.act_in) * hin2 + per(t.act_out) * hout2) * BYTES_PER_FLOAT32 / 1e6
-    fixed = w[0] * base.fixed_ms + w[1] * t.fixed_macs / 1e6 \
-        + w[2] * t.fixed_act * BYTES_PER_FLOAT32 / 1e6 + w[3]
-    block = w[0] * base.block_ms + w[1] * macs_m + w[2] * act_mb
-    return AdditiveTable(sp, fixed, block)
+    g = base.space.cost_grid
+    fixed = w[0] * base.fixed_ms + w[1] * g["fixed_macs_m"] + w[2] * g["fixed_activation_mb"] + w[3]
+    block = w[0] * base.block_ms + w[1] * g["macs_m"] + w[2] * g["activation_mb"]
+    return AdditiveTable(base.space, fixed, block)
 
 
 def adapt_table(base: AdditiveTable, enc: Encoded, y, method: str) -> AdditiveTable:

@@ -18,10 +18,8 @@ command after an interruption).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 import platform
 import sys
 import time
@@ -33,9 +31,9 @@ from .errors import UsageError
 from .hardware import cpu_model_name
 from .profiling.backends import OrtRunner, onnxruntime_session
 from .profiling.scale import reference_level_ms
-from .profiling.timing import TimingProtocol, combine_windows, measure, windows_agree
+from .profiling.timing import TimingProtocol, combine_windows, measure_windows
 
-__all__ = ["profile_folder", "main"]
+__all__ = ["profile_folder"]
 
 logger = logging.getLogger("ofa_latency.board")
 
@@ -86,33 +84,21 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
     versions = json.dumps({"python": platform.python_version(), "ofa_latency": __version__,
                            "onnxruntime": ort.__version__, "board": True}, sort_keys=True)
     t_start = time.perf_counter()
+    every = max(1, len(todo) // 20)
     for k, e in enumerate(todo, start=1):
-        windows = []
-        while True:
-            runner = _runner(folder / e["file"], e["image_size"], batch, threads)
-            windows.append(measure(runner, ref_runner, None, protocol))
-            n = len(windows)
-            if n >= protocol.max_windows or (n >= protocol.windows and (
-                    n == 1 or windows_agree(windows, protocol.agree_pct))):
-                break
+        windows = measure_windows(
+            lambda: _runner(folder / e["file"], e["image_size"], batch, threads), ref_runner,
+            protocol)
         res = combine_windows(windows)
         refs.extend(w.ref_min_ms for w in windows)
-        level = reference_level_ms(refs)
         log.append({**setting, "arch": e["arch"], "image_size": e["image_size"],
-                    "latency_ms": round(res.ratio * level, 5),
-                    "latency_raw_ms": round(res.latency_raw_ms, 5), "ratio": round(res.ratio, 7),
-                    "spread_pct": round(res.spread_pct, 3), "n_runs": res.n_runs,
-                    "n_rounds": res.n_rounds, "ref_latency_ms": round(res.ref_latency_ms, 5),
-                    "ref_min_ms": round(res.ref_min_ms, 5), "ref_baseline_ms": round(level, 5),
-                    "split": e["split"], "timestamp": utc_timestamp(), "versions": versions,
+                    **res.columns(reference_level_ms(refs)), "split": e["split"],
+                    "timestamp": utc_timestamp(), "versions": versions,
                     "source": "ofa-latency board"})
-        if progress:
+        if progress and (k % every == 0 or k == len(todo)):
             rate = (time.perf_counter() - t_start) / k
-            print(f"\r{k}/{len(todo)} subnets, {rate:.1f} s each, about "
-                  f"{rate * (len(todo) - k) / 60:.0f} min left", end="", file=sys.stderr,
-                  flush=True)
-    if progress and todo:
-        print(file=sys.stderr)
+            logger.info("%d/%d subnets, %.1f s each, about %.0f min left", k, len(todo), rate,
+                        rate * (len(todo) - k) / 60)
     return len(done) + len(todo)
 
 
@@ -123,40 +109,7 @@ def _rows(path: Path):
         yield from csv.DictReader(fh)
 
 
-def main(argv=None) -> int:
-    """``python -m ofa_latency.board profile FOLDER --out TABLE``; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m ofa_latency.board", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    pr = sub.add_parser("profile", help="time every exported subnet into a measurement table")
-    pr.add_argument("folder", help="a folder written by 'ofa-latency export-set'")
-    pr.add_argument("--out", required=True, help="CSV table to append to (resumes if it exists)")
-    pr.add_argument("--threads", type=int, default=1)
-    pr.add_argument("--device", default=None, help="device name for the table (default: the "
-                                                   "CPU model)")
-    pr.add_argument("--limit", type=int, default=None, help="profile at most this many")
-    pr.add_argument("--rounds", type=int, default=6)
-    pr.add_argument("--max-rounds", type=int, default=10)
-    pr.add_argument("--quiet", action="store_true")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        n = profile_folder(args.folder, args.out, threads=args.threads, device=args.device,
-                           protocol=TimingProtocol(rounds=args.rounds,
-                                                   max_rounds=max(args.rounds, args.max_rounds)),
-                           limit=args.limit, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (UsageError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{n} subnets in {args.out}")
-    return 0
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from .cli import board_main
+
+    sys.exit(board_main())

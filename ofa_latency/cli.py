@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "board_main"]
 
 logger = logging.getLogger("ofa_latency")
 
@@ -222,7 +222,8 @@ def _warn_if_other_setting(est, df, data_path):
     """Evaluating one device's predictor on another device's data is allowed (it measures
     transfer), but it must not pass unnoticed."""
     from .datasets import setting_differences
-    from .profiling import hardware_differences, table_hardware_path
+    from .hardware import hardware_differences
+    from .profiling import table_hardware_path
     from .training import single_setting
 
     data_setting = single_setting(df, str(data_path))
@@ -528,22 +529,66 @@ def main(argv=None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    return _run(args.func, args, args.debug)
+
+
+def _run(func, args, debug: bool) -> int:
+    """Run a command under the exit-code contract of the module docstring."""
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as exc:
-        if args.debug:
+        if debug:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug: say so, traceback on request
-        if args.debug:
+        if debug:
             traceback.print_exc()
         print(f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in ofa-latency; "
               f"rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _cmd_board_profile(args) -> int:
+    from .board import profile_folder
+    from .profiling.timing import TimingProtocol
+
+    n = profile_folder(args.folder, args.out, threads=args.threads, device=args.device,
+                       protocol=TimingProtocol(rounds=args.rounds,
+                                               max_rounds=max(args.rounds, args.max_rounds)),
+                       limit=args.limit, progress=not args.quiet)
+    print(f"{n} subnets in {args.out}")
+    return 0
+
+
+def board_main(argv=None) -> int:
+    """``python -m ofa_latency.board profile FOLDER --out TABLE`` (also the
+    ``ofa-latency-board`` console script): needs only onnxruntime and numpy."""
+    from . import board
+
+    p = argparse.ArgumentParser(prog="python -m ofa_latency.board", description=board.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of any error")
+    sub = p.add_subparsers(dest="command", required=True)
+    pr = sub.add_parser("profile", help="time every exported subnet into a measurement table")
+    pr.add_argument("folder", help="a folder written by 'ofa-latency export-set'")
+    pr.add_argument("--out", required=True, help="CSV table to append to (resumes if it exists)")
+    pr.add_argument("--threads", type=int, default=1)
+    pr.add_argument("--device", default=None, help="device name for the table (default: the "
+                                                   "CPU model)")
+    pr.add_argument("--limit", type=int, default=None, help="profile at most this many")
+    pr.add_argument("--rounds", type=int, default=6)
+    pr.add_argument("--max-rounds", type=int, default=10)
+    pr.add_argument("--quiet", action="store_true")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return _run(_cmd_board_profile, args, args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -254,7 +254,7 @@ def normalise_table(df: pd.DataFrame, where: str = "table",
     if unknown:
         raise UsageError(f"{where}: unknown search space {unknown}; known: {list_spaces()}")
     has_size = "image_size" in df.columns
-    archs, sizes = [], []
+    archs = []
     for i, (text, sp_name) in enumerate(zip(df["arch"], df["space"])):
         row = f"{where} row {i + 1}"
         if not isinstance(text, str):
@@ -314,8 +314,6 @@ def read_measurements(path, filters: dict | None = None, space: str | None = Non
         For an empty or malformed file, missing required columns, an invalid arch or latency
         (naming the file and the row), or a filter on a column the table lacks.
     """
-    import pandas as pd
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no measurement table at {path}")

@@ -81,8 +81,7 @@ class LatencyEstimator:
     def machine_differences(self, hardware: dict | None = None) -> list[str]:
         """How the recorded machine differs from ``hardware`` (default: this machine's CPU
         identity, without measuring); empty when nothing is recorded or nothing differs."""
-        from .hardware import describe_hardware
-        from .profiling import hardware_differences
+        from .hardware import describe_hardware, hardware_differences
 
         recorded = self.hardware
         if not recorded:

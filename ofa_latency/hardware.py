@@ -9,12 +9,23 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs", "reference_fingerprint_ms"]
+__all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs", "reference_fingerprint_ms",
+           "hardware_differences", "DESCRIPTOR_CHANGE_PCT"]
+
+DESCRIPTOR_CHANGE_PCT = 30.0  # measured throughput this far from a recorded one: another machine
+_IDENTITY_KEYS = ("cpu_model", "logical_cores", "gpu_name", "backend", "device",
+                  "threads_in_use")
+_MEASURED_KEYS = ("matmul_gflops", "memory_bandwidth_gbs", "gpu_bandwidth_gbs",
+                  "gpu_matmul_fp32_gflops")
 
 
 @functools.lru_cache(maxsize=None)
@@ -167,7 +178,7 @@ def reference_fingerprint_ms(backend: str = "onnxruntime", threads: int = 1, dev
     return probe_reference_level_ms(be.prepare(sp, reference_subnet(sp), batch_size))
 
 
-def load_gpu_specs(path=None) -> "pd.DataFrame":
+def load_gpu_specs(path=None) -> pd.DataFrame:
     """Spec-sheet facts of GPUs (one row per GPU), from ``data/hardware.csv`` by default.
 
     Columns: ``key``, ``name``, ``architecture``, ``cuda_cores``, ``sm_count``, ``memory_gb``,
@@ -181,3 +192,18 @@ def load_gpu_specs(path=None) -> "pd.DataFrame":
     if not path.exists():
         raise FileNotFoundError(f"GPU spec table not found at {path}")
     return pd.read_csv(path, comment="#")
+
+
+def hardware_differences(recorded: dict, current: dict) -> list[str]:
+    """What differs between two hardware descriptors beyond noise: identity fields that are
+    not equal, measured throughputs more than :data:`DESCRIPTOR_CHANGE_PCT` apart."""
+    out = []
+    for k in _IDENTITY_KEYS:
+        if k in recorded and k in current and recorded[k] != current[k]:
+            out.append(f"{k}: {recorded[k]!r} -> {current[k]!r}")
+    for k in _MEASURED_KEYS:
+        a, b = recorded.get(k), current.get(k)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and \
+                abs(b / a - 1) * 100 > DESCRIPTOR_CHANGE_PCT:
+            out.append(f"{k}: {a} -> {b} ({100 * (b / a - 1):+.0f} %)")
+    return out

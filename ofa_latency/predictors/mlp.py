@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ._base import LatencyPredictor, register_predictor
-from ._table import probe_batch, table_from_probe
+from ._table import AdditiveTable, probe_batch, table_from_probe
 
 __all__ = ["MLPLatencyPredictor"]
 

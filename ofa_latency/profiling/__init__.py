@@ -7,7 +7,7 @@ _PUBLIC = {
     "ProfilingBackend": "._base", "Runner": "._base", "create_backend": "._base",
     "list_backends": "._base", "register_backend": "._base",
     "profile_subnets": ".profiler", "reference_subnet": ".profiler",
-    "MachineChangedError": ".profiler", "hardware_differences": ".profiler",
+    "MachineChangedError": ".profiler",
     "table_hardware_path": ".profiler",
     "TimingProtocol": ".timing", "TimingResult": ".timing", "measure": ".timing",
     "apply_table_scale": ".scale", "reference_level_ms": ".scale",

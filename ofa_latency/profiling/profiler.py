@@ -12,20 +12,14 @@ import pandas as pd
 
 from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timestamp
 from ..errors import UsageError
+from ..hardware import hardware_differences
 from .scale import (MACHINE_CHANGE_PCT, level_change_pct, probe_reference_level_ms,
                     reference_level_ms, table_level_ms)
-from .timing import TimingProtocol, combine_windows, measure, windows_agree
+from .timing import TimingProtocol, combine_windows, measure_windows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["reference_subnet", "profile_subnets", "hardware_differences", "MachineChangedError",
-           "table_hardware_path", "DESCRIPTOR_CHANGE_PCT"]
-
-DESCRIPTOR_CHANGE_PCT = 30.0  # measured throughput this far from the table's: another machine
-_IDENTITY_KEYS = ("cpu_model", "logical_cores", "gpu_name", "backend", "device",
-                  "threads_in_use")
-_MEASURED_KEYS = ("matmul_gflops", "memory_bandwidth_gbs", "gpu_bandwidth_gbs",
-                  "gpu_matmul_fp32_gflops")
+__all__ = ["reference_subnet", "profile_subnets", "MachineChangedError", "table_hardware_path"]
 
 
 class MachineChangedError(UsageError):
@@ -37,21 +31,6 @@ def reference_subnet(space):
     kernel 5, expand 4, depth 3 everywhere, resolution 176."""
     return space.validate({"ks": [5] * space.n_blocks, "e": [4] * space.n_blocks,
                            "d": [3] * space.n_stages, "image_size": 176})
-
-
-def hardware_differences(recorded: dict, current: dict) -> list[str]:
-    """What differs between two hardware descriptors beyond noise: identity fields that are
-    not equal, measured throughputs more than :data:`DESCRIPTOR_CHANGE_PCT` apart."""
-    out = []
-    for k in _IDENTITY_KEYS:
-        if k in recorded and k in current and recorded[k] != current[k]:
-            out.append(f"{k}: {recorded[k]!r} -> {current[k]!r}")
-    for k in _MEASURED_KEYS:
-        a, b = recorded.get(k), current.get(k)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and \
-                abs(b / a - 1) * 100 > DESCRIPTOR_CHANGE_PCT:
-            out.append(f"{k}: {a} -> {b} ({100 * (b / a - 1):+.0f} %)")
-    return out
 
 
 def _setting(space, backend, batch_size) -> dict:
@@ -125,7 +104,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     batch size, precision) are skipped, so re-running the same call after a kill continues
     with no row lost or duplicated. A table holds one setting on one machine state: appending
     another setting, or to a table whose machine descriptor or reference level differs (see
-    :func:`hardware_differences` and :data:`~.scale.MACHINE_CHANGE_PCT`), raises unless
+    :func:`~ofa_latency.hardware.hardware_differences` and :data:`~.scale.MACHINE_CHANGE_PCT`), raises unless
     allowed.
 
     Parameters
@@ -192,35 +171,20 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
                                    f"b{batch_size}")
     for sub in todo:
-        windows = []
-        while True:
-            runner = backend.prepare(space, sub, batch_size)  # a fresh copy each window
-            windows.append(measure(runner, ref_runner, None, protocol))
-            del runner
-            n = len(windows)
-            if n >= protocol.max_windows or (n >= protocol.windows and (
-                    n == 1 or windows_agree(windows, protocol.agree_pct))):
-                break
+        windows = measure_windows(lambda: backend.prepare(space, sub, batch_size), ref_runner,
+                                  protocol)
         res = combine_windows(windows)
         if not math.isnan(res.ref_min_ms):
             refs.extend(w.ref_min_ms for w in windows)
         level = reference_level_ms(refs) if refs else float("nan")
-        ratio = res.ratio
-        latency = ratio * level if not math.isnan(ratio) else res.latency_raw_ms
+        cols = res.columns(level)
         log.append({
-            **setting, "arch": sub.arch_json(), "image_size": sub.image_size,
-            "latency_ms": round(latency, 5), "latency_raw_ms": round(res.latency_raw_ms, 5),
-            "ratio": None if math.isnan(ratio) else round(ratio, 7),
-            "spread_pct": round(res.spread_pct, 3), "n_runs": res.n_runs,
-            "n_rounds": res.n_rounds,
-            "ref_latency_ms": None if math.isnan(res.ref_latency_ms) else round(res.ref_latency_ms, 5),
-            "ref_min_ms": None if math.isnan(res.ref_min_ms) else round(res.ref_min_ms, 5),
-            "ref_baseline_ms": None if math.isnan(level) else round(level, 5),
+            **setting, "arch": sub.arch_json(), "image_size": sub.image_size, **cols,
             "split": assign_split(space.name, sub), "timestamp": utc_timestamp(),
             "versions": versions, "source": "ofa-latency",
         })
         bar.update(1)
-        bar.set_postfix(last_ms=f"{latency:.2f}", windows=len(windows))
+        bar.set_postfix(last_ms=cols["latency_ms"], windows=len(windows))
     bar.close()
     table = log.read()
     table = table[_setting_mask(table, setting)]

@@ -25,12 +25,14 @@ kept (:func:`combine_windows`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["TimingProtocol", "TimingResult", "measure", "combine_windows", "windows_agree"]
+__all__ = ["TimingProtocol", "TimingResult", "measure", "measure_windows", "combine_windows",
+           "windows_agree"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +78,20 @@ class TimingResult:
     n_windows: int = 1
     min_ms: float = float("nan")      # fastest round minimum of the target
     ref_min_ms: float = float("nan")  # fastest round minimum of the reference (nan if none)
+
+
+    def columns(self, level_ms: float) -> dict:
+        """The measurement columns of a table row: ``latency_ms`` is ``ratio * level_ms``
+        (the raw estimate without a reference); empty where there is no reference."""
+        def r(v, digits):
+            return None if v is None or math.isnan(v) else round(v, digits)
+
+        has_ratio = not math.isnan(self.ratio)
+        return {"latency_ms": r(self.ratio * level_ms if has_ratio else self.latency_raw_ms, 5),
+                "latency_raw_ms": r(self.latency_raw_ms, 5), "ratio": r(self.ratio, 7),
+                "spread_pct": r(self.spread_pct, 3), "n_runs": self.n_runs,
+                "n_rounds": self.n_rounds, "ref_latency_ms": r(self.ref_latency_ms, 5),
+                "ref_min_ms": r(self.ref_min_ms, 5), "ref_baseline_ms": r(level_ms, 5)}
 
 
 def _round_min(runner, n):
@@ -157,3 +173,19 @@ def combine_windows(results: Sequence[TimingResult]) -> TimingResult:
         n_runs=sum(r.n_runs for r in results), n_rounds=sum(r.n_rounds for r in results),
         ratio=mean(a.ratio, b.ratio), n_windows=len(results),
         min_ms=min(r.min_ms for r in results), ref_min_ms=min(r.ref_min_ms for r in results))
+
+
+def measure_windows(prepare, reference=None,
+                    protocol: TimingProtocol = TimingProtocol()) -> list[TimingResult]:
+    """Time a subnet in ``protocol.windows`` windows, each with a fresh copy from
+    ``prepare()`` (a callable returning a runner), adding windows up to
+    ``protocol.max_windows`` while no two agree; combine them with :func:`combine_windows`."""
+    windows = []
+    while True:
+        runner = prepare()
+        windows.append(measure(runner, reference, None, protocol))
+        del runner
+        n = len(windows)
+        if n >= protocol.max_windows or (n >= protocol.windows and (
+                n == 1 or windows_agree(windows, protocol.agree_pct))):
+            return windows

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-__all__ = ["BYTES_PER_FLOAT32", "CostTables", "cost_tables", "cost_features"]
+__all__ = ["BYTES_PER_FLOAT32", "CostTables", "cost_tables", "cost_grid", "cost_features"]
 
 BYTES_PER_FLOAT32 = 4
 
@@ -106,30 +106,48 @@ def cost_tables(space) -> CostTables:
                       fixed_params=stem["params"] + head["params"])
 
 
+def cost_grid(space) -> dict:
+    """Every block choice's cost at every resolution: ``macs_m`` and ``activation_mb`` of shape
+    ``(n_res, n_blocks, n_ks * n_e)`` (choice ``ks_idx * n_e + e_idx``, as the predictors'
+    tables), ``params_m`` of shape ``(n_blocks, n_ks * n_e)``, and the fixed parts
+    ``fixed_macs_m`` / ``fixed_activation_mb`` per resolution and ``fixed_params_m``."""
+    t = space.costs
+    nb = space.n_blocks
+    hin2 = (t.h_in.T.astype(np.float64) ** 2)[:, :, None]    # (n_res, n_blocks, 1)
+    hout2 = (t.h_out.T.astype(np.float64) ** 2)[:, :, None]
+    per = lambda a: a.reshape(1, nb, -1)  # noqa: E731  (n_blocks, nk, ne) -> choices
+    return {
+        "macs_m": (per(t.a) * hin2 + per(t.b) * hout2 + per(t.c)) / 1e6,
+        "activation_mb": (per(t.act_in) * hin2 + per(t.act_out) * hout2)
+        * BYTES_PER_FLOAT32 / 1e6,
+        "params_m": t.params.reshape(nb, -1) / 1e6,
+        "fixed_macs_m": np.asarray(t.fixed_macs, dtype=np.float64) / 1e6,
+        "fixed_activation_mb": np.asarray(t.fixed_act, dtype=np.float64) * BYTES_PER_FLOAT32 / 1e6,
+        "fixed_params_m": t.fixed_params / 1e6,
+    }
+
+
 def cost_features(space, enc) -> pd.DataFrame:
     """Analytic cost features of an :class:`~ofa_latency.spaces.Encoded` batch (see
     :meth:`SearchSpace.features` for the columns)."""
-    t = space.costs
-    n = len(enc)
-    ridx = enc.r_idx
+    g = space.cost_grid
+    ne = len(space.e_choices)
     act = enc.active
-    ki = np.where(act, enc.ks_idx, 0)
-    ei = np.where(act, enc.e_idx, 0)
-    blk = np.broadcast_to(np.arange(space.n_blocks), (n, space.n_blocks))
-    hin = t.h_in[blk, ridx[:, None]].astype(np.float64)
-    hout = t.h_out[blk, ridx[:, None]].astype(np.float64)
-    macs_b = (t.a[blk, ki, ei] * hin ** 2 + t.b[blk, ki, ei] * hout ** 2 + t.c[blk, ki, ei]) * act
-    act_b = (t.act_in[blk, ki, ei] * hin ** 2 + t.act_out[blk, ki, ei] * hout ** 2) * act
-    params_b = t.params[blk, ki, ei] * act
+    choice = np.where(act, enc.ks_idx.astype(np.int64) * ne + enc.e_idx, 0)
+    blk = np.arange(space.n_blocks)
+    r = enc.r_idx[:, None]
+    macs_b = g["macs_m"][r, blk, choice] * act
+    act_b = g["activation_mb"][r, blk, choice] * act
+    params_b = g["params_m"][blk, choice] * act
     out = {
-        "macs_m": (macs_b.sum(1) + t.fixed_macs[ridx]) / 1e6,
-        "params_m": (params_b.sum(1) + t.fixed_params) / 1e6,
-        "activation_mb": (act_b.sum(1) + t.fixed_act[ridx]) * BYTES_PER_FLOAT32 / 1e6,
+        "macs_m": macs_b.sum(1) + g["fixed_macs_m"][enc.r_idx],
+        "params_m": params_b.sum(1) + g["fixed_params_m"],
+        "activation_mb": act_b.sum(1) + g["fixed_activation_mb"][enc.r_idx],
         "n_blocks": act.sum(1),
         "image_size": enc.image_size,
     }
     for s in range(space.n_stages):
         cols = space.stage_of_block == s
-        out[f"stage{s}_macs_m"] = macs_b[:, cols].sum(1) / 1e6
-        out[f"stage{s}_activation_mb"] = act_b[:, cols].sum(1) * BYTES_PER_FLOAT32 / 1e6
+        out[f"stage{s}_macs_m"] = macs_b[:, cols].sum(1)
+        out[f"stage{s}_activation_mb"] = act_b[:, cols].sum(1)
     return pd.DataFrame(out)

@@ -449,6 +449,17 @@ class ArchParser:
             raise AssertionError("unreachable: a row failed the vectorised check only")
         return enc
 
+    def resolution_index(self, image_size) -> np.ndarray:
+        """Index of each resolution in the space's ``image_sizes`` (raises on one not there)."""
+        r = np.asarray(image_size, dtype=np.int64)
+        ok = (r >= 0) & (r < len(self._rlut))
+        idx = np.where(ok, self._rlut[np.where(ok, r, 0)], -1)
+        if np.any(idx < 0):
+            bad = int(np.ravel(r)[np.argmax(np.ravel(idx < 0))])
+            raise ValueError(f"image_size {bad} is not a resolution of {self.space.name}: "
+                             f"{self.space.image_sizes}")
+        return idx
+
     def onehot(self, enc: Encoded) -> np.ndarray:
         """OFA's one-hot arch encoding of ``enc`` (see :meth:`SearchSpace.onehot`)."""
         sp = self.space

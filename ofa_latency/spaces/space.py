@@ -80,14 +80,7 @@ class SearchSpace:
 
     def resolution_index(self, image_size) -> np.ndarray:
         """Index of each resolution in :attr:`image_sizes` (raises on a resolution not there)."""
-        r = np.asarray(image_size, dtype=np.int64)
-        idx = np.searchsorted(self.image_sizes, r)
-        idx = np.minimum(idx, len(self.image_sizes) - 1)
-        bad = np.asarray(self.image_sizes)[idx] != r
-        if np.any(bad):
-            raise ValueError(f"image_size {int(np.ravel(r)[np.argmax(np.ravel(bad))])} is not a "
-                             f"resolution of {self.name}: {self.image_sizes}")
-        return idx
+        return self.parser.resolution_index(image_size)
 
     # ------------------------------------------------------------------ validation
     def validate(self, arch: Mapping[str, Any]) -> Subnet:
@@ -194,6 +187,14 @@ class SearchSpace:
         from .costs import cost_tables
 
         return cost_tables(self)
+
+    @functools.cached_property
+    def cost_grid(self) -> dict:
+        """Every block choice's MACs, activation MB and parameters at every resolution
+        (:func:`~ofa_latency.spaces.costs.cost_grid`)."""
+        from .costs import cost_grid
+
+        return cost_grid(self)
 
     def features(self, archs: Iterable) -> pd.DataFrame:
         """Analytic cost features per subnet, batch size 1.
