@@ -27,9 +27,10 @@ def steady_allocator() -> bool:
     PyTorch's eager CPU inference allocates every activation anew. glibc serves large blocks
     with ``mmap`` (a fresh, page-faulting mapping each time) until a freed block raises its
     *dynamic* threshold, so the same subnet ran up to 20 % slower early in a process, or after
-    another history of allocations, than later: measured here, the first subnet of a process
-    took a ratio of 1.61-1.82 to the reference in three processes with the default, and
-    1.42-1.46 with the fixed thresholds. Fixing them (blocks up to 32 MB from the heap, which
+    another history of allocations, than later: measured here
+    (``scripts/torch_allocator_probe.py``), the first subnet of a process took a ratio of
+    1.69-1.80 to the reference in three processes with the default, and 1.46-1.47 with the
+    fixed thresholds. Fixing them (blocks up to 32 MB from the heap, which
     is kept) makes a measurement independent of what the process ran before.
 
     Returns
