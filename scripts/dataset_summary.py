@@ -4,7 +4,8 @@
 
 For each table in data/measurements/: rows, unique subnets, resolutions, train/test counts,
 latency quantiles (ms), median per-subnet round spread, median timed runs, and the
-measurement cost (wall seconds per subnet from the row timestamps). Where a repeat measurement
+measurement cost (wall seconds per subnet from the row timestamps), and the reference level
+as the 5 % quantile of the window medians and of the windows' fastest rounds. Where a repeat measurement
 of the same subnets exists in data/benchmarks/ (``*_repeat.csv``), the test-retest MAPE and
 Kendall tau between the two are printed too.
 """
@@ -47,6 +48,11 @@ def main():
             "median spread %": round(float(df.spread_pct.median()), 1),
             "median runs": int(df.n_runs.median()),
             "s per subnet": round(float(gaps.mean()), 2),
+            # the reference level two ways: 5 % quantile of the window medians (what older
+            # tables have) / of each window's fastest reference round (the current level)
+            "ref level ms (medians / fastest)": "/".join(
+                "-" if df[c].isna().all() else f"{np.quantile(df[c].dropna(), 0.05):.2f}"
+                for c in ("ref_latency_ms", "ref_min_ms")),
         })
     print(markdown_table(pd.DataFrame(rows)))
     for rep in sorted((ROOT / "data" / "benchmarks").glob("*_repeat.csv")):
