@@ -72,11 +72,12 @@ class AdaptationReport:
         return dataclasses.asdict(self)
 
 
-def list_methods(base: LatencyPredictor, others=()) -> list[str]:
-    """Candidate methods for ``base`` (its kind's residual and scratch included; ``mix`` when
-    other bases are given), from the fewest free parameters to the most."""
+def list_methods(base: LatencyPredictor, others=(), kind: str | None = None) -> list[str]:
+    """Candidate methods for ``base`` (the residual and scratch of ``kind``, default the
+    base's kind; ``mix`` when other bases are given), from the fewest free parameters to the
+    most."""
     mix = ["mix"] if others else []
-    return ["scale"] + mix + list(TABLE_METHODS[1:]) + [f"residual_{base.kind}", "scratch"]
+    return ["scale"] + mix + list(TABLE_METHODS[1:]) + [f"residual_{kind or base.kind}", "scratch"]
 
 
 def mix_tables(tables, enc: Encoded, y) -> AdditiveTable:
@@ -175,8 +176,10 @@ def adapt_table(base: AdditiveTable, enc: Encoded, y, method: str) -> AdditiveTa
     raise UsageError(f"unknown table method {method!r}; known: {', '.join(TABLE_METHODS)}")
 
 
-def _fit_method(base: LatencyPredictor, method: str, archs, y, params: dict, others=()):
-    """A fitted predictor for ``method`` on ``(archs, y)``."""
+def _fit_method(base: LatencyPredictor, method: str, archs, y, params: dict, others=(),
+                kind: str | None = None):
+    """A fitted predictor for ``method`` on ``(archs, y)`` (``kind``: of residual/scratch)."""
+    kind = kind or base.kind
     space = base.space_
     enc = space.encode(archs)
     if method == "mix":
@@ -186,13 +189,13 @@ def _fit_method(base: LatencyPredictor, method: str, archs, y, params: dict, oth
     if method in TABLE_METHODS:
         pred = create_predictor("table", space=space.name)
         return pred.set_table(adapt_table(base.table, enc, y, method), n_train=len(y))
-    if method == f"residual_{base.kind}":
+    if method == f"residual_{kind}":
         s = global_scale(base.table, enc, y)
-        return create_predictor(base.kind, **params).fit(archs, y, base=_scaled(base.table, s))
+        return create_predictor(kind, **params).fit(archs, y, base=_scaled(base.table, s))
     if method == "scratch":
-        return create_predictor(base.kind, **params).fit(archs, y)
+        return create_predictor(kind, **params).fit(archs, y)
     raise UsageError(f"unknown fine-tuning method {method!r}; known: "
-                     f"{', '.join(list_methods(base))}")
+                     f"{', '.join(list_methods(base, others, kind))}")
 
 
 def _folds(n, k, seed):
@@ -204,7 +207,7 @@ def _folds(n, k, seed):
 
 def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
              random_state: int = 0, base_name: str | None = None,
-             others=()) -> LatencyPredictor:
+             others=(), kind: str | None = None) -> LatencyPredictor:
     """Adapt ``base`` to a new device from measured subnets, the method chosen by
     cross-validation.
 
@@ -226,6 +229,9 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         Recorded as the base's name (a shipped name or a folder).
     others : sequence of LatencyPredictor
         More fitted predictors of other devices (same space) for the ``mix`` method.
+    kind : str, optional
+        Predictor kind of the ``residual_<kind>`` and ``scratch`` methods (default the base's;
+        e.g. ``"xgb"`` for a base resolved from a hardware-conditioned model, a plain table).
 
     Returns
     -------
@@ -243,13 +249,21 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     for o in others:
         if not isinstance(o, LatencyPredictor) or o.space != base.space:
             raise UsageError(f"others must be fitted predictors of space {base.space!r}")
-    methods = list(methods) if methods else list_methods(base, others)
-    known = list_methods(base, others)
+    known = list_methods(base, others, kind)
+    methods = list(methods) if methods else known
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise UsageError(f"unknown fine-tuning methods {unknown}; known for a {base.kind!r} base: "
                          f"{', '.join(known)}")
-    params = {k: v for k, v in base.get_params().items() if k != "space"}
+    if kind is not None and kind != base.kind:
+        from .predictors import list_predictors
+
+        if kind not in list_predictors():
+            raise UsageError(f"kind {kind!r} is not a predictor kind; known: "
+                             f"{', '.join(list_predictors())}")
+        params = create_predictor(kind, space=base.space).get_params()
+    else:
+        params = base.get_params()
     if "random_state" in params:
         params["random_state"] = random_state
     cv_mape, cv_se = {}, {}
@@ -260,7 +274,8 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         errs = []
         for test in folds:
             train = np.setdiff1d(np.arange(len(y)), test)
-            pred = _fit_method(base, m, [archs[i] for i in train], y[train], params, others)
+            pred = _fit_method(base, m, [archs[i] for i in train], y[train], params, others,
+                               kind)
             p = pred.predict([archs[i] for i in test])
             errs.append(np.abs(p - y[test]) / y[test])
         ape = 100 * np.concatenate(errs)
@@ -278,7 +293,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
                   + ("" if best == lowest else f"; {best}: {cv_mape[best]:.2f} %"))
     else:
         best, reason = methods[0], "the only method asked for"
-    final = _fit_method(base, best, archs, y, params, others)
+    final = _fit_method(base, best, archs, y, params, others, kind)
     final.adaptation_ = AdaptationReport(
         base=base_name or getattr(base, "name_", None) or repr(base), method=best,
         n_samples=len(y), cv_mape_pct=cv_mape, folds=len(folds), reason=reason,

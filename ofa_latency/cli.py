@@ -183,16 +183,16 @@ def _print_metrics(m):
           f"Spearman rho {m['spearman_rho']:.3f}")
 
 
-def _load_estimator(name_or_dir):
-    """A shipped predictor's name or a predictor folder; errors say which was meant."""
-    from .estimator import LatencyEstimator
-    from .pretrained import list_pretrained
+def _predictor_dir(name_or_dir) -> Path:
+    """The folder of a shipped predictor's name or of a predictor folder; errors say which
+    was meant."""
+    from .pretrained import list_pretrained, pretrained_path
 
     path = Path(name_or_dir)
     if path.is_dir():
-        return LatencyEstimator.load(path)
+        return path
     if name_or_dir in {e["name"] for e in list_pretrained()}:
-        return LatencyEstimator.from_pretrained(name_or_dir)
+        return pretrained_path(name_or_dir)
     if path.exists():
         raise UsageError(f"--predictor {name_or_dir} is a file; expected a predictor folder "
                          f"(with config.json) or a shipped predictor's name")
@@ -202,10 +202,31 @@ def _load_estimator(name_or_dir):
                      f"'ofa-latency list' shows the shipped predictors")
 
 
+def _hardware_arg(args):
+    from .conditioned import read_hardware
+
+    hw = getattr(args, "hardware", None)
+    return None if hw is None else read_hardware(hw, getattr(args, "batch_size", None))
+
+
+def _load_estimator(name_or_dir, hardware=None):
+    """An estimator over a shipped predictor's name or a predictor folder (a conditioned one
+    resolved for ``hardware``)."""
+    from .estimator import LatencyEstimator
+
+    return LatencyEstimator.load(_predictor_dir(name_or_dir), hardware=hardware)
+
+
 def cmd_train(args) -> int:
     from .training import train_on_table
 
     _check_out_folder(args.out)
+    if args.conditioned:
+        return _train_conditioned(args)
+    if len(args.data) > 1:
+        raise UsageError(f"{len(args.data)} tables given to --data; one predictor is fitted on "
+                         f"one table (several are for --conditioned)")
+    args.data = args.data[0]
     filters = {k: str(v) for k, v in _parse_pairs(args.filter, "--filter").items()}
     _, metrics, meta = train_on_table(args.data, args.model, filters,
                                       _parse_pairs(args.param, "--param"), out=args.out,
@@ -216,6 +237,61 @@ def cmd_train(args) -> int:
           f"held-out subnets -> {args.out}")
     _print_metrics(metrics)
     return 0
+
+
+def _train_conditioned(args) -> int:
+    from .conditioned import ConditionedPredictor, HardwareDescriptor
+    from .datasets import SETTING_COLUMNS, read_measurements
+    from .evaluation import latency_metrics
+    from .profiling import table_hardware_path
+
+    filters = {k: str(v) for k, v in _parse_pairs(args.filter, "--filter").items()}
+    from .spaces import get_space
+
+    refs = None
+    tables, descs, names = [], [], []
+    for path in args.data:
+        df = read_measurements(path, filters)
+        if df.empty:
+            raise UsageError(f"{path}: no rows (check --filter)")
+        if refs is None:
+            refs = _read_archs_file(args.references, get_space(df["space"].iloc[0])) \
+                if args.references else []
+        hw_path = table_hardware_path(path)
+        hw = json.loads(hw_path.read_text()) if hw_path.exists() else None
+        cols = [c for c in SETTING_COLUMNS if c in df.columns]
+        for _, rows in df.groupby(cols, dropna=False, sort=True):
+            train = rows[rows.split == "train"]
+            if len(train) < 20:
+                raise UsageError(f"{path}: a setting with {len(train)} train rows "
+                                 f"({rows.iloc[0]['device']}, batch {rows.iloc[0]['batch_size']}); "
+                                 f"need at least 20 per member (drop it with --filter)")
+            d = HardwareDescriptor.from_table(rows, hw, str(path), references=refs)
+            tables.append(rows)
+            descs.append(d)
+            names.append(f"{d.name} / {d.backend or '-'} / batch {d.batch_size}")
+    model = ConditionedPredictor(space=tables[0]["space"].iloc[0], member_kind=args.model,
+                                 member_params=_parse_pairs(args.param, "--param"))
+    model.fit([t[t.split == "train"] for t in tables], descs, references=refs,
+              progress=not args.quiet)
+    model.save(args.out, metadata={"data": [str(p) for p in args.data], "filters": filters})
+    print(f"conditioned {args.model} over {len(tables)} settings -> {args.out}")
+    for name, t, table in zip(names, tables, model.tables_):
+        test = t[t.split == "test"]
+        if len(test) >= 2:
+            m = latency_metrics(test.latency_ms.to_numpy(), table.predict_encoded(
+                model.space_.encode(_archs_of(test))))
+            print(f"  {name}: held-out MAPE {m['mape_pct']:.2f} %, Kendall tau "
+                  f"{m['kendall_tau']:.3f} ({len(test)} subnets)")
+        else:
+            print(f"  {name}: no held-out rows")
+    return 0
+
+
+def _archs_of(df):
+    from .datasets import subnets_of
+
+    return subnets_of(df)
 
 
 def _warn_if_other_setting(est, df, data_path):
@@ -245,7 +321,7 @@ def cmd_evaluate(args) -> int:
     from .datasets import read_measurements
     from .evaluation import latency_metrics, plot_predicted_vs_measured
 
-    est = _load_estimator(args.predictor)
+    est = _load_estimator(args.predictor, _hardware_arg(args))
     df = read_measurements(args.data, {k: str(v) for k, v in
                                        _parse_pairs(args.filter, "--filter").items()})
     if len(df):
@@ -266,19 +342,21 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    est = _load_estimator(args.predictor)
+    est = _load_estimator(args.predictor, _hardware_arg(args))
     print(f"{est.get_efficiency(_parse_arch(args.arch)):.4f} ms")
     return 0
 
 
 def cmd_finetune(args) -> int:
     from .adapt import finetune, save_adapted
+    from .conditioned import ConditionedPredictor, is_conditioned, read_hardware
+    from .estimator import LatencyEstimator
+    from .predictors import list_predictors
     from .datasets import read_measurements
     from .profiling import table_hardware_path
     from .training import single_setting
 
     _check_out_folder(args.out)
-    est = _load_estimator(args.base)
     filters = {k: str(v) for k, v in _parse_pairs(args.filter, "--filter").items()}
     df = read_measurements(args.data, filters)
     setting = single_setting(df, str(args.data))
@@ -288,8 +366,20 @@ def cmd_finetune(args) -> int:
         raise UsageError(f"{args.data}: {len(df)} rows after --filter and --split {args.split}; "
                          f"need at least 2 measured subnets")
     others = [_load_estimator(name).predictor for name in (args.mix or [])]
+    base_dir = _predictor_dir(args.base)
+    if is_conditioned(base_dir):
+        # resolved for the new device (its descriptor: --hardware, or the data's reference
+        # level and its rows of the model's reference subnets), the members offered to 'mix'
+        model = ConditionedPredictor.load(base_dir)
+        hw = _hardware_arg(args) or read_hardware(args.data, references=model.references_)
+        est = LatencyEstimator(model.resolve(hw, random_state=args.seed), check_machine=False)
+        others += model.member_predictors(like=hw)
+        kind = model.member_kind if model.member_kind in list_predictors() else None
+        logger.info("conditioned base resolved for %s: %s", hw.name, est.predictor.conditioning_)
+    else:
+        est, kind = _load_estimator(args.base, _hardware_arg(args)), None
     pred = finetune(est.predictor, df, methods=args.methods, cv=args.cv,
-                    random_state=args.seed, base_name=args.base, others=others)
+                    random_state=args.seed, base_name=args.base, others=others, kind=kind)
     rep = pred.adaptation_
     hw = table_hardware_path(args.data)
     save_adapted(pred, args.out, metadata={
@@ -312,8 +402,17 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UsageError(f"--out {out} exists; choose another file or pass --overwrite")
+    committee = []
+    for name in args.committee or []:
+        from .conditioned import ConditionedPredictor, is_conditioned
+
+        d = _predictor_dir(name)
+        committee += (ConditionedPredictor.load(d).tables_ if is_conditioned(d)
+                      else [_load_estimator(d).predictor])
+    if committee and args.strategy != "uncertain":
+        raise UsageError("--committee is for --strategy uncertain")
     subs = select_subnets(space, args.n, strategy=args.strategy, seed=args.seed,
-                          pool_factor=args.pool_factor)
+                          pool_factor=args.pool_factor, committee=committee)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in subs))
     sizes = sorted({s.image_size for s in subs})
@@ -445,8 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
     ih.add_argument("--out", required=True)
     ih.set_defaults(func=cmd_import_help)
 
-    tr = sub.add_parser("train", help="fit a predictor on one setting of a measurement table")
-    tr.add_argument("--data", required=True, help="measurement CSV")
+    tr = sub.add_parser("train", help="fit a predictor on one setting of a measurement table "
+                                      "(or a hardware-conditioned one on several)")
+    tr.add_argument("--data", required=True, nargs="+", help="measurement CSV (several, each "
+                    "split into its settings, with --conditioned)")
+    tr.add_argument("--conditioned", action="store_true",
+                    help="one model over every setting of the tables, resolved for a new device "
+                         "from its descriptor (predict/evaluate/finetune --hardware)")
+    tr.add_argument("--references", help="with --conditioned: a file of reference subnets (one "
+                    "arch per line) a new device should measure for its descriptor")
     tr.add_argument("--filter", nargs="*", metavar="COL=VALUE", help="keep matching rows")
     tr.add_argument("--model", default="xgb", help="predictor kind (xgb, mlp)")
     tr.add_argument("--param", nargs="*", metavar="NAME=VALUE", help="hyper-parameters")
@@ -460,12 +566,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--filter", nargs="*", metavar="COL=VALUE")
     ev.add_argument("--split", default="test", choices=["test", "train", "all"])
     ev.add_argument("--plot", help="write a predicted-vs-measured scatter plot (PNG)")
+    ev.add_argument("--hardware", help="a hardware-conditioned predictor's target: a descriptor JSON, a measurement table of the device, or a GPU key/name of data/hardware.csv (with --batch-size)")
+    ev.add_argument("--batch-size", type=int, default=None,
+                    help="with --hardware GPU: the batch size")
     ev.set_defaults(func=cmd_evaluate)
 
     pd_ = sub.add_parser("predict", help="predicted latency of one subnet")
     pd_.add_argument("--predictor", required=True, help="predictor folder or shipped name")
     pd_.add_argument("--arch", required=True,
                      help="arch dict as JSON or as OFA prints it (either OFA form)")
+    pd_.add_argument("--hardware", help="a hardware-conditioned predictor's target: a descriptor JSON, a measurement table of the device, or a GPU key/name of data/hardware.csv (with --batch-size)")
+    pd_.add_argument("--batch-size", type=int, default=None,
+                    help="with --hardware GPU: the batch size")
     pd_.set_defaults(func=cmd_predict)
 
     ft = sub.add_parser("finetune", help="adapt a shipped or saved predictor to a new device "
@@ -483,13 +595,19 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--cv", type=int, default=5, help="cross-validation folds")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--out", required=True, help="predictor folder to write")
+    ft.add_argument("--hardware", help="a hardware-conditioned predictor's target: a descriptor JSON, a measurement table of the device, or a GPU key/name of data/hardware.csv (with --batch-size)")
+    ft.add_argument("--batch-size", type=int, default=None,
+                    help="with --hardware GPU: the batch size")
     ft.set_defaults(func=cmd_finetune)
 
     sa = sub.add_parser("sample", help="choose which subnets to profile on a new device")
     sa.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
     sa.add_argument("--n", type=int, required=True)
+    sa.add_argument("--committee", nargs="+", metavar="NAME_OR_DIR",
+                    help="for --strategy uncertain: predictors of other devices (shipped names "
+                         "or folders; a conditioned model gives its members)")
     sa.add_argument("--strategy", default="random",
-                    choices=["random", "stratified", "diverse"],
+                    choices=["random", "stratified", "diverse", "uncertain"],
                     help="default random: over 39 fine-tuning cases it was as good as the others "
                          "on average (BENCHMARKS.md section 5)")
     sa.add_argument("--seed", type=int, default=0)

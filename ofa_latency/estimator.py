@@ -22,8 +22,9 @@ class LatencyEstimator:
     * ``predict(archs)`` for a batch of dicts, ``predict_arrays(ks, e, d, image_size)`` for a
       batch held as integer arrays (the fastest form).
 
-    Every predictor compiles to an additive latency table, so a single query is a pure-Python
-    sum of table entries (no model evaluation, no cache needed).
+    An additive predictor (every kind by default) is one latency table, so a single query is a
+    pure-Python sum of table entries (no model evaluation, no cache needed); a predictor with a
+    non-additive part (xgb's ``interaction_trees``) evaluates it per query, which is slower.
 
     Parameters
     ----------
@@ -39,7 +40,8 @@ class LatencyEstimator:
         if not isinstance(predictor, LatencyPredictor):
             raise TypeError(f"predictor must be a LatencyPredictor, got {type(predictor).__name__}")
         self.predictor = predictor
-        self._one = predictor.table.predict_one  # raises NotFittedError when unfitted
+        one = predictor.table.predict_one  # raises NotFittedError when unfitted
+        self._one = one if predictor.additive else (lambda arch: None)
         if check_machine and (self.setting or {}).get("device_type") == "cpu":
             diffs = self.machine_differences()
             if diffs:
@@ -49,17 +51,37 @@ class LatencyEstimator:
                                "; ".join(diffs))
 
     @classmethod
-    def load(cls, directory, check_machine: bool = True) -> "LatencyEstimator":
-        """An estimator over the predictor folder ``directory``."""
+    def load(cls, directory, check_machine: bool = True, hardware=None) -> "LatencyEstimator":
+        """An estimator over the predictor folder ``directory``.
+
+        ``hardware`` (a :class:`~ofa_latency.conditioned.HardwareDescriptor`, or what
+        :func:`~ofa_latency.conditioned.read_hardware` reads) is required for a
+        hardware-conditioned predictor, which is resolved for that device, and refused for
+        any other.
+        """
+        from .conditioned import ConditionedPredictor, is_conditioned, read_hardware
+        from .errors import UsageError
+
+        if is_conditioned(directory):
+            if hardware is None:
+                raise UsageError(f"{directory} is a hardware-conditioned predictor: give the "
+                                 f"target device's descriptor (--hardware: a descriptor JSON, "
+                                 f"a measurement table of the device, or a GPU name)")
+            pred = ConditionedPredictor.load(directory).resolve(read_hardware(hardware))
+            return cls(pred, check_machine=False)
+        if hardware is not None:
+            raise UsageError(f"{directory} is a predictor of one device setting; a hardware "
+                             f"descriptor is only for hardware-conditioned predictors")
         return cls(load_predictor(directory), check_machine=check_machine)
 
     @classmethod
-    def from_pretrained(cls, name: str, check_machine: bool = True) -> "LatencyEstimator":
+    def from_pretrained(cls, name: str, check_machine: bool = True,
+                        hardware=None) -> "LatencyEstimator":
         """An estimator over the shipped predictor ``name`` (see
         :func:`ofa_latency.list_pretrained`)."""
         from .pretrained import pretrained_path
 
-        return cls.load(pretrained_path(name), check_machine=check_machine)
+        return cls.load(pretrained_path(name), check_machine=check_machine, hardware=hardware)
 
     @property
     def space(self):

@@ -12,6 +12,12 @@ Strategies (all seeded, all return canonical subnets of the space):
 ``diverse``
     greedy farthest-point selection in OFA's one-hot encoding plus the scaled MACs (each pick
     the pool subnet farthest from those already picked), starting from the median-MACs subnet.
+``uncertain``
+    the subnets a committee of predictors (e.g. the shipped predictors of other devices, or
+    the members of a hardware-conditioned model) disagrees about most, scale-free (the spread
+    of ``log(prediction / that predictor's median over the pool)``), spread over resolutions
+    as ``stratified`` does: pick ``i`` takes the most disputed unused subnet at the
+    ``(i + 0.5) / n`` point of the resolutions.
 
 :func:`select_subnets` picks from a given pool (e.g. the subnets a table already holds) or from
 a random pool of ``pool_factor * n`` subnets. ``random`` is the default: measured through
@@ -26,9 +32,9 @@ import numpy as np
 
 from .errors import UsageError
 
-__all__ = ["STRATEGIES", "select_subnets"]
+__all__ = ["STRATEGIES", "select_subnets", "committee_disagreement"]
 
-STRATEGIES = ("random", "stratified", "diverse")
+STRATEGIES = ("random", "stratified", "diverse", "uncertain")
 
 
 def _van_der_corput(i: int, base: int = 2) -> float:
@@ -41,7 +47,7 @@ def _van_der_corput(i: int, base: int = 2) -> float:
 
 
 def select_subnets(space, n: int, strategy: str = "random", seed: int = 0, pool=None,
-                   pool_factor: int = 20) -> list:
+                   pool_factor: int = 20, committee=()) -> list:
     """``n`` distinct subnets of ``space`` chosen by ``strategy`` (see the module docstring).
 
     Parameters
@@ -49,17 +55,23 @@ def select_subnets(space, n: int, strategy: str = "random", seed: int = 0, pool=
     space : SearchSpace
     n : int
         How many.
-    strategy : {"random", "stratified", "diverse"}
+    strategy : {"random", "stratified", "diverse", "uncertain"}
     seed : int
         Seeds the pool and any tie-breaking.
     pool : list of arch dicts or Subnets, optional
         Choose among these (default: ``pool_factor * n`` random subnets; ``random`` then takes
         the first ``n`` of :meth:`SearchSpace.sample`).
+    committee : sequence of fitted predictors or AdditiveTables
+        For ``uncertain``: at least two, of this space.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown sampling strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise UsageError(f"n = {n!r}; must be an int >= 1")
+    committee = list(committee)
+    if strategy == "uncertain" and len(committee) < 2:
+        raise UsageError(f"strategy 'uncertain' needs a committee of at least 2 predictors "
+                         f"(e.g. other devices' shipped predictors), got {len(committee)}")
     if pool is None:
         if strategy == "random":
             return space.sample(n, seed=seed)
@@ -74,6 +86,8 @@ def select_subnets(space, n: int, strategy: str = "random", seed: int = 0, pool=
     macs = space.cost_features(enc)["macs_m"].to_numpy()
     if strategy == "stratified":
         return [pool[i] for i in _stratified(enc.image_size, macs, n, rng)]
+    if strategy == "uncertain":
+        return [pool[i] for i in _uncertain(enc, committee, n)]
     return [pool[i] for i in _diverse(space.onehot(None, encoded=enc), macs, n)]
 
 
@@ -110,3 +124,29 @@ def _diverse(onehot, macs, n):
         chosen.append(j)
         dist = np.minimum(dist, np.linalg.norm(x - x[j], axis=1))
     return chosen
+
+
+def committee_disagreement(enc, committee) -> np.ndarray:
+    """Per subnet, the standard deviation over the committee of ``log(prediction / the
+    predictor's median prediction over enc)``: how much their rankings disagree there."""
+    logs = []
+    for c in committee:
+        p = c.predict_encoded(enc) if hasattr(c, "predict_encoded") else c.predict(enc)
+        logs.append(np.log(p) - np.median(np.log(p)))
+    return np.std(np.stack(logs), axis=0)
+
+
+def _uncertain(enc, committee, n):
+    score = committee_disagreement(enc, committee)
+    res = enc.image_size
+    levels = np.unique(res)
+    used = np.zeros(len(res), dtype=bool)
+    out = []
+    for i in range(n):
+        level = levels[min(int((i + 0.5) / n * len(levels)), len(levels) - 1)]
+        gap = np.abs(res - level).astype(float)
+        gap[used] = np.inf
+        j = int(np.argmax(np.where(gap == gap.min(), score, -np.inf)))
+        used[j] = True
+        out.append(j)
+    return out

@@ -1,4 +1,6 @@
-"""Which N subnets to profile: random, stratified or diverse, measured through fine-tuning.
+"""Which N subnets to profile: random, stratified, diverse or uncertain (the subnets a
+committee of other devices' shipped predictors disagrees about most), measured through
+fine-tuning.
 
     python scripts/bench_sampling.py --json data/benchmarks/sampling.json --plot data/benchmarks/sampling.png
 
@@ -40,8 +42,26 @@ def main(argv=None):
     from ofa_latency.predictors import archs_from
     from ofa_latency.sampling import STRATEGIES, select_subnets
 
+    from ofa_latency import list_pretrained
+
+    shipped = [e["name"] for e in list_pretrained() if e["kind"] == "xgb"
+               and e["space"] == "ofa_mbv3_w1.2"]
+
+    def committee_for(case):
+        """Shipped xgb predictors of other devices of the target's type: for a HELP GPU the
+        other two GPUs' (all batch sizes), for a CPU host the other host's."""
+        if case.startswith("help_"):
+            gpu = case[len("help_"):].rsplit("_", 1)[0]
+            names = [s for s in shipped if s.startswith("help_") and not s.startswith(f"help_{gpu}_")]
+        else:
+            to_host2 = "to_host2" in case
+            names = [s for s in shipped if "_cpu_" in s and ("_host2" in s) != to_host2]
+        return [LatencyEstimator.from_pretrained(s, check_machine=False).predictor.table
+                for s in names]
+
     rows = []
     for name, base_names, df in help_cases([32, 64, 1]) + cpu_cases():
+        committee = committee_for(name)
         bases = {b: LatencyEstimator.from_pretrained(b, check_machine=False).predictor
                  for b in base_names}
         sp = next(iter(bases.values())).space_
@@ -58,7 +78,8 @@ def main(argv=None):
                                                           replace=False)
                 for strategy in STRATEGIES:
                     chosen = select_subnets(sp, n, strategy, seed=seed,
-                                            pool=[pool_keys[i] for i in cand])
+                                            pool=[pool_keys[i] for i in cand],
+                                            committee=committee)
                     sel = train.iloc[[index[s] for s in chosen]]
                     enc = sp.encode(archs_from(sp, sel))
                     y = sel.latency_ms.to_numpy()
@@ -103,7 +124,7 @@ def main(argv=None):
         for k, s in enumerate(STRATEGIES):
             vals = [np.mean(summary[(c, n)][s]) / np.mean(summary[(c, n)]["random"])
                     for c in cases for n in args.n]
-            ax.scatter(np.arange(len(vals)) + 0.2 * (k - 1), vals, s=12, label=s)
+            ax.scatter(np.arange(len(vals)) + 0.15 * (k - 1.5), vals, s=12, label=s)
         ax.axhline(1, color="k", lw=0.6)
         ax.set_ylabel("MAPE / MAPE of random")
         ax.set_xlabel("case x N (" + ", ".join(f"N={n}" for n in args.n) + " per case)")

@@ -211,3 +211,36 @@ def test_xgb_capacity_chosen_by_validation(data, tmp_path):
     np.testing.assert_array_equal(load_predictor(tmp_path / "v").predict(te_x), p.predict(te_x))
     with pytest.raises(ValueError, match="validation_fraction"):
         create_predictor("xgb", validation_fraction=0.7)
+
+
+def test_xgb_interaction_trees_learn_what_a_table_cannot(mbv3, tmp_path):
+    """A device where two blocks together cost more than apart: the additive model cannot
+    represent it, the interaction booster (chosen by validation) can; saved and loaded, and
+    the estimator's single query agrees with the batch."""
+    from ofa_latency import LatencyEstimator, create_backend
+    from ofa_latency.predictors import load_predictor
+
+    be = create_backend("fake", seed=0)
+    subs = mbv3.sample(1500, seed=51)
+    both = np.array([s.ks[0] == 7 and s.ks[4] == 7 for s in subs])
+    y = np.array([be.true_latency_ms(mbv3, s) for s in subs]) * np.where(both, 1.25, 1.0)
+    train, test = slice(0, 1200), slice(1200, None)
+    tr, te = subs[train], subs[test]
+    plain = create_predictor("xgb", n_estimators=100).fit(tr, y[train])
+    inter = create_predictor("xgb", n_estimators=100, interaction_trees=300).fit(tr, y[train])
+    assert plain.additive and not inter.additive and inter.n_interaction_trees_ > 0
+
+    def mape(p):
+        return float(np.mean(np.abs(p.predict(te) / y[test] - 1)))
+
+    assert mape(inter) < 0.5 * mape(plain)
+    inter.save(tmp_path / "i")
+    back = load_predictor(tmp_path / "i")
+    np.testing.assert_allclose(back.predict(te), inter.predict(te), rtol=1e-6)
+    est = LatencyEstimator(back, check_machine=False)
+    assert abs(est.get_efficiency(te[0].to_dict()) - float(inter.predict(te[:1])[0])) < 1e-6
+    # on an additive device, validation keeps no interaction tree or a harmless few
+    y_add = np.array([be.true_latency_ms(mbv3, s) for s in subs])
+    calm = create_predictor("xgb", n_estimators=100, interaction_trees=300).fit(tr, y_add[train])
+    assert np.mean(np.abs(calm.predict(te) / y_add[test] - 1)) < \
+        1.1 * np.mean(np.abs(plain.fit(tr, y_add[train]).predict(te) / y_add[test] - 1)) + 1e-4

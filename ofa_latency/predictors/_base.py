@@ -82,6 +82,19 @@ class LatencyPredictor(abc.ABC):
     kind: str = ""
     weights_name: str = ""
 
+    @property
+    def additive(self) -> bool:
+        """Whether the whole model is its :attr:`table` (every kind unless an option adds a
+        non-additive part, e.g. xgb's ``interaction_trees``)."""
+        return True
+
+    def _weight_files(self) -> list[str]:
+        """The kind's weight files besides the linear table (names inside the folder)."""
+        return [self.weights_name] if self.weights_name else []
+
+    def _predict_encoded(self, enc: Encoded) -> np.ndarray:
+        return self.table_.predict_encoded(enc)
+
     def __init__(self, space: str = "ofa_mbv3_w1.2", alpha: float = 1.0):
         self.space = space
         self.alpha = alpha
@@ -148,22 +161,23 @@ class LatencyPredictor(abc.ABC):
         """
         self._check_fitted()
         if isinstance(X, Encoded):
-            return self.table_.predict_encoded(X)
+            return self._predict_encoded(X)
         archs = archs_from(self.space_, X)
         if not archs:
             return np.zeros(0)
-        return self.table_.predict_encoded(self.space_.encode(archs))
+        return self._predict_encoded(self.space_.encode(archs))
 
     def predict_one(self, arch) -> float:
         """Predicted latency (ms) of one arch dict; a pure-Python table lookup for plain
         dicts (a few microseconds)."""
         self._check_fitted()
-        value = self.table_.predict_one(arch)
+        value = self.table_.predict_one(arch) if self.additive else None
         return float(self.predict([arch])[0]) if value is None else value
 
     @property
     def table(self) -> AdditiveTable:
-        """The fitted model compiled to an additive latency table (ms)."""
+        """The fitted model compiled to an additive latency table (ms); for a predictor that
+        is not :attr:`additive`, its additive part."""
         self._check_fitted()
         return self.table_
 
@@ -200,7 +214,7 @@ class LatencyPredictor(abc.ABC):
 
         save_file({"fixed_ms": self.linear_.fixed_ms, "block_ms": self.linear_.block_ms},
                   str(d / LINEAR_NAME))
-        weights = [LINEAR_NAME] + ([self.weights_name] if self.weights_name else [])
+        weights = [LINEAR_NAME] + self._weight_files()
         if self.weights_name:
             self._save_weights(d / self.weights_name)
         config = {"format_version": FORMAT_VERSION, "package_version": __version__,
@@ -267,6 +281,11 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
     d = Path(directory)
     cfg = read_config(d)
     kind = cfg.get("kind")
+    if kind == "conditioned":
+        from ..errors import UsageError
+
+        raise UsageError(f"{d}: a hardware-conditioned predictor; load it with "
+                         f"ConditionedPredictor.load or LatencyEstimator.load(..., hardware=...)")
     if kind not in list_predictors():
         raise ValueError(f"{d / CONFIG_NAME}: unknown predictor kind {kind!r}; known: "
                          f"{', '.join(list_predictors())}")
@@ -279,7 +298,7 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
                          f"for space {pred.space!r} (saved {cfg.get('feature_schema')!r}, "
                          f"expected {schema!r})")
     names = cfg.get("weights")
-    n_files = 2 if pred.weights_name else 1
+    n_files = 1 + len(pred._weight_files())
     if not isinstance(names, list) or len(names) != n_files:
         raise ValueError(f"{d / CONFIG_NAME}: 'weights' must list {n_files} file(s) for a "
                          f"{kind!r} predictor, got {names!r}")
@@ -296,7 +315,7 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
         raise ValueError(f"cannot read weights file {d / names[0]} (truncated or corrupted?): "
                          f"{exc}") from exc
     pred.linear_ = AdditiveTable(pred.space_, fixed_ms, block_ms)
-    if n_files == 2:
+    if n_files >= 2:
         pred._load_weights(d / names[1])  # raises ValueError naming the file when unreadable
     pred.table_ = pred._compile()
     pred.feature_schema_ = schema
