@@ -422,6 +422,145 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _accuracy_predictor(args, space):
+    from .search import MacsProxy, OFAAccuracyPredictor, SEARCH_RESOLUTIONS
+
+    res = [int(r) for r in args.resolutions.split(",")] if args.resolutions else SEARCH_RESOLUTIONS
+    if args.proxy:
+        if args.accuracy_predictor:
+            raise UsageError("--proxy macs and --accuracy-predictor exclude each other")
+        logger.warning("searching with a MACs proxy: results are NOT accuracy predictions")
+        return MacsProxy(space, resolutions=res)
+    return OFAAccuracyPredictor.load(args.accuracy_predictor,
+                                     download=args.download_accuracy_predictor, space=space,
+                                     resolutions=res)
+
+
+def _print_verification(rounds):
+    for k, ver in enumerate(rounds, 1):
+        print(f"verification round {k} (search budget {ver.search_budget_ms:.3f} ms, measured "
+              f"budget {ver.budget_ms:.3f} ms):")
+        print(f"  {'#':>2s} {'accuracy':>9s} {'predicted ms':>13s} {'measured ms':>12s} "
+              f"{'meas/pred':>9s}  meets")
+        for i, r in enumerate(ver.rows):
+            mark = "  <- chosen" if i == ver.chosen else ""
+            print(f"  {i:2d} {r['accuracy']:9.4f} {r['predicted_ms']:13.3f} "
+                  f"{r['measured_ms']:12.3f} {r['measured_ms'] / r['predicted_ms']:9.3f}  "
+                  f"{'yes' if r['meets'] else 'NO'}{mark}")
+
+
+def cmd_search(args) -> int:
+    from .search import Constraint
+    from .search.workflow import deploy, search_and_verify
+    from .search import search
+
+    if len(args.estimator) != len(args.latency_ms):
+        raise UsageError(f"{len(args.estimator)} --estimator and {len(args.latency_ms)} "
+                         f"--latency-ms given; give one budget per estimator, in order")
+    _check_out_folder(args.out)
+    hw = _hardware_arg(args)
+    ests = [_load_estimator(e, hw if i == 0 else None) for i, e in enumerate(args.estimator)]
+    space = ests[0].space.name
+    if args.space and args.space != space:
+        raise UsageError(f"--space {args.space} but the estimator is for {space}")
+    acc = _accuracy_predictor(args, space)
+    constraints = [Constraint(e, float(b), name) for e, b, name in
+                   zip(ests, args.latency_ms, args.estimator)]
+    params = {"lam": args.lam} if args.finder == "gradient" and args.lam is not None else {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ver = None
+    if args.verify:
+        from .profiling import create_backend
+
+        backend = create_backend(args.verify, threads=args.threads, device=args.device)
+        res, rounds = search_and_verify(constraints, acc, backend, args.batch_size,
+                                        out / "verify.csv", finder=args.finder, seed=args.seed,
+                                        top_k=args.top_k, progress=not args.quiet, **params)
+        _print_verification(rounds)
+        ver = rounds[-1]
+        if ver.chosen is None:
+            raise UsageError(f"no candidate met {args.latency_ms[0]} ms measured on "
+                             f"{args.verify} after {len(rounds)} searches; see {out / 'verify.csv'}")
+        arch = ver.chosen_row["arch"]
+    else:
+        res = search(constraints, acc, args.finder, seed=args.seed, top_k=args.top_k, **params)
+        arch = res.arch
+    (out / "search.json").write_text(json.dumps(res.to_dict(), indent=1))
+    rep = deploy(out, ests[0].space, arch, res, ver, batch_size=args.batch_size,
+                 setting=ests[0].setting, hardware=ests[0].hardware, estimators=args.estimator,
+                 export=not args.no_export)
+    print((out / "summary.md").read_text())
+    print(f"search: {res.finder} finder, {res.n_evaluated} subnets scored in {res.seconds:.2f} s; "
+          f"files in {out}/ (report.json, summary.md{', subnet.onnx' if rep.get('onnx') else ''})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Profile -> fine-tune -> search -> verify -> export, on this machine (see README)."""
+    import numpy as np
+
+    from .adapt import finetune, save_adapted
+    from .estimator import LatencyEstimator
+    from .hardware import describe_hardware
+    from .profiling import create_backend, profile_subnets, table_hardware_path
+    from .search import Constraint, OFAAccuracyPredictor, MacsProxy
+    from .search.workflow import deploy, search_and_verify
+    from .spaces import get_space
+    from .training import single_setting
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    space = get_space("ofa_mbv3_w1.2")
+    if args.proxy:
+        acc = MacsProxy(space.name)
+    else:
+        shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / \
+            "ofa_acc_predictor" / "acc_predictor.pth"
+        path = args.accuracy_predictor or (shared if shared.is_file() else None)
+        acc = OFAAccuracyPredictor.load(path, download=True)
+    backend = create_backend("onnxruntime", threads=1)
+    table = out / "measurements.csv"
+    print(f"[1/5] profiling {args.n} random subnets on this machine (onnxruntime, 1 thread) "
+          f"-> {table}")
+    hw = describe_hardware("onnxruntime", 1, "cpu",
+                           measure=not table_hardware_path(table).exists())
+    df = profile_subnets(space, backend, space.sample(args.n, seed=args.seed), 1, table,
+                         progress=not args.quiet, hardware=hw)
+    print(f"      {len(df)} subnets: {df.latency_ms.min():.2f} .. {df.latency_ms.max():.2f} ms "
+          f"(median {df.latency_ms.median():.2f})")
+    pred_dir = out / "predictor"
+    print(f"[2/5] fine-tuning the shipped {args.base} to this machine -> {pred_dir}")
+    base = LatencyEstimator.from_pretrained(args.base, check_machine=False).predictor
+    ft = finetune(base, df, random_state=args.seed, base_name=args.base)
+    hw_path = table_hardware_path(table)
+    save_adapted(ft, pred_dir, metadata={
+        "setting": single_setting(df, str(table)),
+        "hardware": json.loads(hw_path.read_text()) if hw_path.exists() else None,
+        "data": {"path": str(table), "n_train": len(df)}})
+    rep = ft.adaptation_
+    print(f"      method {rep.method} (cross-validated MAPE "
+          f"{rep.cv_mape_pct.get(rep.method, float('nan')):.2f} %), {rep.seconds:.1f} s")
+    budget = args.latency_ms or round(float(np.quantile(df.latency_ms, 0.3)), 1)
+    est = LatencyEstimator.load(pred_dir, check_machine=False)
+    print(f"[3/5] searching the most {'MACs-heavy (proxy)' if acc.is_proxy else 'accurate'} "
+          f"subnet under {budget} ms ({'given' if args.latency_ms else '30th percentile of the measured subnets'})")
+    print(f"[4/5] verifying the top {args.top_k} candidates on this machine")
+    res, rounds = search_and_verify([Constraint(est, budget, "this machine")], acc, backend, 1,
+                                    out / "verify.csv", seed=args.seed, top_k=args.top_k,
+                                    progress=not args.quiet)
+    _print_verification(rounds)
+    ver = rounds[-1]
+    if ver.chosen is None:
+        raise UsageError(f"no candidate met {budget} ms measured; see {out / 'verify.csv'}")
+    print(f"[5/5] exporting the chosen subnet -> {out / 'subnet.onnx'}")
+    deploy(out, space, ver.chosen_row["arch"], res, ver, setting=est.setting,
+           hardware=est.hardware, estimators=[str(pred_dir)])
+    print()
+    print((out / "summary.md").read_text())
+    return 0
+
+
 def cmd_list(args) -> int:
     from .pretrained import list_pretrained
 
@@ -616,6 +755,57 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--out", required=True, help="file to write, one arch per line (JSON)")
     sa.add_argument("--overwrite", action="store_true")
     sa.set_defaults(func=cmd_sample)
+
+    se = sub.add_parser("search", help="the most accurate subnet under latency budgets, "
+                                       "verified on the device and exported")
+    se.add_argument("--space", default=None, help="checked against the estimators' space")
+    se.add_argument("--estimator", action="append", required=True, metavar="NAME_OR_DIR",
+                    help="a latency predictor (shipped name or folder); repeat with "
+                         "--latency-ms for several devices")
+    se.add_argument("--latency-ms", action="append", required=True, type=float,
+                    help="the budget for the estimator at the same position")
+    se.add_argument("--hardware", help="for a conditioned first estimator: the target "
+                    "(descriptor JSON, measurement table or GPU name with --batch-size)")
+    se.add_argument("--accuracy-predictor", help="OFA's acc_predictor.pth (default: "
+                    "$OFA_LATENCY_ACC_PREDICTOR or OFA's cache ~/.torch/acc_predictor.pth)")
+    se.add_argument("--download-accuracy-predictor", action="store_true",
+                    help="fetch OFA's accuracy predictor when not found (needs internet)")
+    se.add_argument("--proxy", choices=["macs"], help="no accuracy predictor: maximise MACs "
+                    "instead (results labelled as a proxy)")
+    se.add_argument("--finder", default="fast", choices=["fast", "ofa", "gradient"])
+    se.add_argument("--lambda", dest="lam", type=float, default=None,
+                    help="gradient finder: the latency weight (default: bisection to the budget)")
+    se.add_argument("--resolutions", default=None,
+                    help="comma-separated resolutions to search (default 160,176,192,208,224: "
+                         "the accuracy predictor's)")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--top-k", type=int, default=5, help="candidates verified on the device")
+    se.add_argument("--verify", choices=["onnxruntime", "torch", "fake"], default=None,
+                    help="profile the top candidates with this backend here and choose by "
+                         "measured latency (against the first budget)")
+    se.add_argument("--threads", type=int, default=1)
+    se.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    se.add_argument("--batch-size", type=int, default=1)
+    se.add_argument("--no-export", action="store_true", help="skip the ONNX export")
+    se.add_argument("--out", required=True, help="folder for report.json, summary.md, "
+                    "subnet.onnx and the verification table")
+    se.add_argument("--quiet", action="store_true")
+    se.set_defaults(func=cmd_search)
+
+    de = sub.add_parser("demo", help="the whole path on this machine: profile, fine-tune, "
+                                     "search, verify, export (a few minutes)")
+    de.add_argument("--out", default="runs/demo")
+    de.add_argument("--n", type=int, default=40, help="subnets to profile")
+    de.add_argument("--base", default="ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_xgb",
+                    help="shipped predictor to fine-tune")
+    de.add_argument("--latency-ms", type=float, default=None,
+                    help="budget (default: the 30th percentile of the profiled subnets)")
+    de.add_argument("--accuracy-predictor", default=None)
+    de.add_argument("--proxy", action="store_true", help="use the MACs proxy (no accuracy)")
+    de.add_argument("--top-k", type=int, default=5)
+    de.add_argument("--seed", type=int, default=0)
+    de.add_argument("--quiet", action="store_true")
+    de.set_defaults(func=cmd_demo)
 
     ls = sub.add_parser("list", help="the shipped predictors, one line each")
     ls.add_argument("--json", action="store_true", help="the whole manifest entries as JSON")

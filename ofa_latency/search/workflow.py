@@ -1,0 +1,172 @@
+"""After the search: verify the candidates on the device, choose by *measured* latency,
+re-search with a tightened budget when none fits, and export the winner with its evidence.
+
+:func:`search_and_verify` runs the loop; :func:`deploy` writes ``subnet.onnx`` (checked against
+PyTorch), ``subnet.config.json`` (OFA net config), ``report.json`` and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from .finders import Constraint, SearchResult, search
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Verification", "verify", "search_and_verify", "deploy", "NOISE_FLOOR_PCT"]
+
+# A measured latency this far above the budget is a violation beyond the profiler's noise
+# (the scale-free noise floor of onnxruntime on this project's CPU host is about 1 %;
+# BENCHMARKS.md section 3).
+NOISE_FLOOR_PCT = 1.0
+
+
+@dataclasses.dataclass
+class Verification:
+    """Candidates measured on the device: predicted vs measured, and the one chosen."""
+
+    budget_ms: float
+    search_budget_ms: float
+    rows: list  # [{"arch", "accuracy", "predicted_ms", "measured_ms", "meets"}], search order
+    chosen: int | None
+    table: str
+
+    @property
+    def chosen_row(self) -> dict | None:
+        return None if self.chosen is None else self.rows[self.chosen]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: int = 5,
+           constraint: int = 0, budget_ms: float | None = None, progress: bool = True
+           ) -> Verification:
+    """Profile the ``top_k`` best candidates of ``result`` on ``backend`` (appended to the
+    resumable ``table``) and choose the most accurate whose measured latency meets the budget
+    of constraint ``constraint`` (or ``budget_ms``)."""
+    from ..profiling import profile_subnets
+
+    cands = result.candidates[:top_k]
+    budget = float(budget_ms if budget_ms is not None else result.budgets_ms[constraint])
+    subs = [space.validate(c["arch"]) for c in cands]
+    df = profile_subnets(space, backend, subs, batch_size, table, progress=progress)
+    measured = {(a, int(r)): float(v) for a, r, v in zip(df["arch"], df["image_size"],
+                                                         df["latency_ms"])}
+    rows = []
+    for c, s in zip(cands, subs):
+        m = measured[(s.arch_json(), s.image_size)]
+        rows.append({"arch": s.to_dict(), "accuracy": c["accuracy"],
+                     "predicted_ms": c["latency_ms"][constraint], "measured_ms": m,
+                     "meets": m <= budget})
+    ok = [i for i, r in enumerate(rows) if r["meets"]]
+    chosen = max(ok, key=lambda i: rows[i]["accuracy"]) if ok else None
+    return Verification(budget_ms=budget, search_budget_ms=result.budgets_ms[constraint],
+                        rows=rows, chosen=chosen, table=str(table))
+
+
+def search_and_verify(constraints, acc, backend, batch_size: int, table, finder: str = "fast",
+                      seed: int = 0, top_k: int = 5, max_rounds: int = 3, progress: bool = True,
+                      **params):
+    """Search, verify the top candidates on the device (constraint 0's budget), and when none
+    meets it measured, search again with that budget tightened by the candidates' median
+    measured/predicted ratio (at most ``max_rounds`` searches).
+
+    Returns
+    -------
+    (SearchResult, list of Verification)
+        The last search and every round's verification; the last one's ``chosen`` is the
+        answer (None when no round found a subnet that meets the budget measured).
+    """
+    constraints = list(constraints)
+    budget = constraints[0].latency_ms
+    rounds = []
+    current = constraints
+    for k in range(max_rounds):
+        res = search(current, acc, finder, seed=seed, top_k=max(top_k, 10), **params)
+        ver = verify(res, acc.space, backend, batch_size, table, top_k=top_k, budget_ms=budget,
+                     progress=progress)
+        rounds.append(ver)
+        ratios = [r["measured_ms"] / r["predicted_ms"] for r in ver.rows]
+        logger.info("round %d: search budget %.3f ms, %d of %d candidates meet %.3f ms measured "
+                    "(measured/predicted %.3f median)", k + 1, current[0].latency_ms,
+                    sum(r["meets"] for r in ver.rows), len(ver.rows), budget,
+                    float(np.median(ratios)))
+        if ver.chosen is not None:
+            return res, rounds
+        tighter = current[0].latency_ms / max(float(np.median(ratios)), 1.0) * 0.99
+        current = [Constraint(current[0].estimator, tighter, current[0].name)] + current[1:]
+    logger.warning("no candidate met %.3f ms measured after %d searches", budget, max_rounds)
+    return res, rounds
+
+
+def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verification | None,
+           batch_size: int = 1, setting: dict | None = None, hardware: dict | None = None,
+           estimators=(), export: bool = True) -> dict:
+    """Write the chosen subnet and its evidence into ``out_dir``; returns the report."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sub = space.validate(arch)
+    row = next((r for r in (verification.rows if verification else [])
+                if space.validate(r["arch"]) == sub), None)
+    cand = next((c for c in result.candidates if space.validate(c["arch"]) == sub), None)
+    report = {
+        "space": space.name, "arch": sub.to_dict(), "finder": result.finder,
+        "accuracy": cand["accuracy"] if cand else result.accuracy,
+        "accuracy_label": result.accuracy_label,
+        "predicted_ms": cand["latency_ms"] if cand else None,
+        "budgets_ms": result.budgets_ms,
+        "estimators": list(estimators),
+        "measured_ms": row["measured_ms"] if row else None,
+        "meets_budget_measured": row["meets"] if row else None,
+        "batch_size": batch_size, "setting": setting, "hardware": hardware,
+        "search_seconds": result.seconds, "search_extra": result.extra,
+        "verification": verification.to_dict() if verification else None,
+        "net_config": space.net_config(sub),
+    }
+    if export:
+        from ..export import export_onnx
+
+        info = export_onnx(space, sub, out / "subnet.onnx", batch_size=batch_size)
+        report["onnx"] = {"path": "subnet.onnx", "config": "subnet.config.json",
+                          "max_abs_diff_vs_torch": info["max_abs_diff"],
+                          "size_mb": round(info["size_mb"], 3)}
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    (out / "summary.md").write_text(summary_text(report))
+    return report
+
+
+def summary_text(report: dict) -> str:
+    """A short human-readable summary of a :func:`deploy` report."""
+    acc = report["accuracy"]
+    proxy = "proxy" in (report["accuracy_label"] or "").lower()
+    lines = [f"# Chosen subnet ({report['space']}, {report['finder']} finder)", "",
+             f"- {'score (MACs proxy, not accuracy)' if proxy else 'predicted top-1 accuracy'}: "
+             f"{acc:.4f}" + ("" if proxy else f" ({100 * acc:.2f} %)")]
+    for i, b in enumerate(report["budgets_ms"]):
+        name = report["estimators"][i] if i < len(report["estimators"]) else f"constraint {i}"
+        pred = report["predicted_ms"][i] if report["predicted_ms"] else float("nan")
+        lines.append(f"- budget {b:.3f} ms ({name}): predicted {pred:.3f} ms")
+    if report["measured_ms"] is not None:
+        lines.append(f"- measured on the device: {report['measured_ms']:.3f} ms "
+                     f"({'meets' if report['meets_budget_measured'] else 'EXCEEDS'} the budget)")
+    else:
+        lines.append("- not verified on the device")
+    if report.get("onnx"):
+        o = report["onnx"]
+        lines.append(f"- ONNX: {o['path']} ({o['size_mb']:.1f} MB; max |ONNX Runtime - PyTorch| "
+                     f"{o['max_abs_diff_vs_torch']:.1e}); OFA net config: {o['config']}")
+    lines += ["", "```json", json.dumps(report["arch"]), "```", ""]
+    return "\n".join(lines)
+
+
+def require_positive_budgets(values):
+    for v in values:
+        if not v > 0:
+            raise UsageError(f"--latency-ms {v}: must be > 0")

@@ -1,0 +1,149 @@
+"""Search: every finder meets its budgets on a fake device, evolution beats random sampling,
+gradient search responds to lambda, several budgets at once, the accuracy predictor equals
+OFA's encoding and network, the no-predictor path fails clearly, and the CLI writes a report
+and an ONNX file that agree."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ofa_latency import LatencyEstimator, create_backend, create_predictor
+from ofa_latency.cli import main
+from ofa_latency.errors import UsageError
+from ofa_latency.search import Constraint, OFAAccuracyPredictor, find_accuracy_predictor, search
+
+SMALL = dict(population_size=24, max_time_budget=15)
+
+
+@pytest.fixture(scope="module")
+def acc():
+    """OFA's network with seeded random weights (the tests need its shape, not its skill)."""
+    rng = np.random.default_rng(0)
+    w = {"0.weight": rng.normal(0, 0.05, (400, 128)), "0.bias": np.zeros(400),
+         "2.weight": rng.normal(0, 0.05, (400, 400)), "2.bias": np.zeros(400),
+         "4.weight": rng.normal(0, 0.05, (400, 400)), "4.bias": np.zeros(400),
+         "6.weight": rng.normal(0, 0.05, (1, 400)), "6.bias": np.full(1, 0.75)}
+    return OFAAccuracyPredictor(w)
+
+
+def _estimator(mbv3, seed=0, speed=1.0):
+    be = create_backend("fake", seed=seed, speed=speed)
+    subs = mbv3.sample(150, seed=60 + seed)
+    pred = create_predictor("table").fit(subs, [be.true_latency_ms(mbv3, s) for s in subs])
+    return LatencyEstimator(pred, check_machine=False), be
+
+
+@pytest.fixture(scope="module")
+def fake_est(mbv3):
+    return _estimator(mbv3)
+
+
+def _budget(est, mbv3, q=0.3):
+    return float(np.quantile(est.predict(mbv3.sample(300, seed=1)), q))
+
+
+@pytest.mark.parametrize("finder", ["fast", "ofa", "gradient"])
+def test_each_finder_returns_valid_subnets_within_budget(finder, acc, fake_est, mbv3):
+    est, _ = fake_est
+    budget = _budget(est, mbv3)
+    params = dict(steps=40) if finder == "gradient" else SMALL
+    res = search([Constraint(est, budget)], acc, finder, seed=0, top_k=5, **params)
+    assert mbv3.validate(res.arch).image_size in acc.resolutions
+    assert res.latency_ms[0] <= budget and res.budgets_ms == [budget]
+    accs = [c["accuracy"] for c in res.candidates]
+    assert accs == sorted(accs, reverse=True) and res.accuracy == accs[0]
+    for c in res.candidates:
+        assert est.predict([c["arch"]])[0] <= budget + 1e-9
+    assert abs(acc.predict([res.arch])[0] - res.accuracy) < 1e-5  # float32 network
+    assert len({mbv3.validate(c["arch"]) for c in res.candidates}) == len(res.candidates)
+
+
+def test_evolution_beats_random_sampling_at_equal_cost(acc, fake_est, mbv3):
+    est, _ = fake_est
+    budget = _budget(est, mbv3)
+    res = search([Constraint(est, budget)], acc, "fast", seed=1, **SMALL)
+    pool = [s for s in mbv3.sample(3000, seed=2) if s.image_size in acc.resolutions]
+    ok = [s for s, lat in zip(pool, est.predict(pool)) if lat <= budget]
+    assert res.accuracy > acc.predict(ok).max()
+
+
+def test_several_budgets_are_all_met(acc, mbv3):
+    a, _ = _estimator(mbv3, seed=0)
+    b, _ = _estimator(mbv3, seed=1, speed=0.5)
+    ca, cb = Constraint(a, _budget(a, mbv3, 0.4)), Constraint(b, _budget(b, mbv3, 0.2))
+    for finder in ("fast", "ofa"):
+        res = search([ca, cb], acc, finder, seed=0, **SMALL)
+        assert res.latency_ms[0] <= ca.latency_ms and res.latency_ms[1] <= cb.latency_ms
+
+
+def test_gradient_lambda_trades_latency_for_accuracy(acc, fake_est, mbv3):
+    est, _ = fake_est
+    c = [Constraint(est, _budget(est, mbv3, 0.9))]
+    lo = search(c, acc, "gradient", lam=0.0, steps=60)
+    hi = search(c, acc, "gradient", lam=2.0, steps=60)
+    assert lo.accuracy > hi.accuracy and lo.latency_ms[0] > hi.latency_ms[0]
+    assert lo.extra["lambda"] == 0.0
+
+
+def test_budget_below_the_smallest_subnet_is_refused(acc, fake_est):
+    est, _ = fake_est
+    with pytest.raises(UsageError, match="below the smallest subnet"):
+        search([Constraint(est, 1e-3)], acc, "fast")
+    with pytest.raises(UsageError, match="positive"):
+        Constraint(est, -1)
+
+
+def test_accuracy_predictor_matches_ofa(acc, mbv3, tmp_path):
+    torch = pytest.importorskip("torch")
+    from ofa.tutorial.accuracy_predictor import AccuracyPredictor
+
+    subs = [s for s in mbv3.sample(100, seed=3)]
+    ofa_feats = torch.stack([AccuracyPredictor.spec2feats(list(s.ks), list(s.e), list(s.d),
+                                                          s.image_size) for s in subs]).numpy()
+    np.testing.assert_array_equal(acc.features(mbv3.encode(subs)), ofa_feats)
+    np.testing.assert_allclose(acc.torch_module()(torch.from_numpy(ofa_feats)).detach().numpy()[:, 0],
+                               acc.predict(subs), atol=1e-5)
+    torch.save({k: torch.from_numpy(v) for k, v in acc.weights.items()}, tmp_path / "acc.pth")
+    back = OFAAccuracyPredictor.load(tmp_path / "acc.pth")
+    np.testing.assert_array_equal(back.predict(subs), acc.predict(subs))
+    torch.save({"0.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
+    with pytest.raises(UsageError, match="not OFA's accuracy predictor"):
+        OFAAccuracyPredictor.load(tmp_path / "bad.pth")
+
+
+def test_no_accuracy_predictor_fails_clearly(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("OFA_LATENCY_ACC_PREDICTOR", raising=False)
+    with pytest.raises(UsageError, match="--accuracy-predictor.*--proxy macs"):
+        find_accuracy_predictor()
+    assert main(["search", "--estimator", "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_xgb",
+                 "--latency-ms", "10", "--out", str(tmp_path / "o")]) == 2
+    assert "no accuracy predictor" in capsys.readouterr().err
+
+
+def test_cli_search_verifies_on_the_device_and_exports(acc, fake_est, mbv3, tmp_path, capsys):
+    import torch
+
+    est, _ = fake_est
+    pred_dir = tmp_path / "pred"
+    est.predictor.save(pred_dir)
+    torch.save({k: torch.from_numpy(v) for k, v in acc.weights.items()}, tmp_path / "acc.pth")
+    budget = _budget(est, mbv3, 0.2)
+    out = tmp_path / "run"
+    assert main(["search", "--estimator", str(pred_dir), "--latency-ms", f"{budget:.4f}",
+                 "--accuracy-predictor", str(tmp_path / "acc.pth"), "--verify", "fake",
+                 "--top-k", "3", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "<- chosen" in text and "measured on the device" in text
+    rep = json.loads((out / "report.json").read_text())
+    cfg = json.loads((out / "subnet.config.json").read_text())
+    assert rep["arch"] == cfg["arch"] and rep["meets_budget_measured"] is True
+    assert rep["measured_ms"] <= budget and len(rep["verification"]["rows"]) == 3
+    assert rep["onnx"]["max_abs_diff_vs_torch"] < 1e-3
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out / "subnet.onnx"), providers=["CPUExecutionProvider"])
+    r = rep["arch"]["image_size"]
+    y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, r, r), np.float32)})[0]
+    assert y.shape == (1, 1000)
