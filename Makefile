@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (profile a handful of subnets on this machine) and `make test`.
+# Two entry points: `make demo` (the whole path on this machine: profile, fine-tune, search,
+# verify, export; a few minutes) and `make test`.
 # Both create the virtual environment .venv and install the package on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,8 +14,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/ofa-latency profile --space ofa_mbv3_w1.2 --backend onnxruntime --threads 1 \
-		--n 5 --seed 0 --out runs/demo.csv
+	$(BIN)/ofa-latency demo --out runs/demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -80,8 +80,8 @@ def test_several_budgets_are_all_met(acc, mbv3):
 def test_gradient_lambda_trades_latency_for_accuracy(acc, fake_est, mbv3):
     est, _ = fake_est
     c = [Constraint(est, _budget(est, mbv3, 0.9))]
-    lo = search(c, acc, "gradient", lam=0.0, steps=60)
-    hi = search(c, acc, "gradient", lam=2.0, steps=60)
+    lo = search(c, acc, "gradient", lam=0.0, steps=60, polish=False)
+    hi = search(c, acc, "gradient", lam=2.0, steps=60, polish=False)
     assert lo.accuracy > hi.accuracy and lo.latency_ms[0] > hi.latency_ms[0]
     assert lo.extra["lambda"] == 0.0
 
@@ -147,3 +147,17 @@ def test_cli_search_verifies_on_the_device_and_exports(acc, fake_est, mbv3, tmp_
     r = rep["arch"]["image_size"]
     y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, r, r), np.float32)})[0]
     assert y.shape == (1, 1000)
+
+
+def test_polish_only_climbs_within_the_budget(acc, fake_est, mbv3):
+    from ofa_latency.search.finders import _polish
+
+    est, _ = fake_est
+    budget = _budget(est, mbv3, 0.5)
+    c = [Constraint(est, budget)]
+    pool = [s for s in mbv3.sample(300, seed=5) if s.image_size in acc.resolutions]
+    start = pool[int(np.argmin(est.predict(pool)))]  # the fastest: room to climb
+    assert est.predict([start])[0] < budget
+    end = _polish(c, acc, start)
+    assert acc.predict([end])[0] > acc.predict([start])[0]
+    assert est.predict([end])[0] <= budget
