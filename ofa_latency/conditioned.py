@@ -156,6 +156,9 @@ class HardwareDescriptor:
 
         specs = load_gpu_specs(specs_path)
         row = specs[(specs["key"] == key) | (specs["name"] == key)]
+        if row.empty:  # a shorter name of one GPU (e.g. HELP's "NVIDIA Tesla V100")
+            row = specs[specs["name"].str.startswith(str(key) + " ")]
+            row = row if len(row) == 1 else row.iloc[:0]
         if row.empty:
             raise UsageError(f"GPU {key!r} is not in the spec table; known keys: "
                              f"{', '.join(specs['key'])}")

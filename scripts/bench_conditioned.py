@@ -3,6 +3,7 @@ few-shot with N more measured subnets.
 
     python scripts/bench_conditioned.py --json data/benchmarks/conditioned.json --plot data/benchmarks/conditioned.png
     python scripts/bench_conditioned.py --cases help --n 0 10 --seeds 1     # a quicker look
+    python scripts/bench_conditioned.py --cases help --n 0 --pool family    # references choose among the target's batch size only
 
 Cases (the same as ``scripts/bench_finetune.py``, whose numbers the plot overlays):
 
@@ -114,6 +115,8 @@ def main(argv=None):
     p.add_argument("--batches", nargs="+", type=int, default=[32, 64, 1])
     p.add_argument("--n", nargs="+", type=int, default=[0, 5, 10, 20, 50, 100, 300])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--pool", default="device_type", choices=["device_type", "family"],
+                   help="members the references may choose from (ConditionedPredictor.resolve)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
@@ -150,7 +153,7 @@ def main(argv=None):
             if n == 0:
                 for way, d in (("specs", d_specs), ("refs", d_refs)):
                     t0 = time.perf_counter()
-                    pred = model.resolve(d)
+                    pred = model.resolve(d, pool=args.pool)
                     rec = {"case": name, "n": 0, "seed": 0, "variant": way,
                            "n_references": len(d.reference_ms),
                            "how": {k: v for k, v in pred.conditioning_.items()
@@ -164,7 +167,7 @@ def main(argv=None):
             for seed in range(args.seeds):
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
                 t0 = time.perf_counter()
-                base = model.resolve(d_refs, random_state=seed)
+                base = model.resolve(d_refs, random_state=seed, pool=args.pool)
                 X = [s.to_dict() for s in subnets_of(rows)] + \
                     [sp.validate(_from_key(k)).to_dict() for k in ref_subs]
                 y = np.concatenate([rows.latency_ms.to_numpy(),
