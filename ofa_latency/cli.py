@@ -354,7 +354,7 @@ def cmd_finetune(args) -> int:
     from .predictors import list_predictors
     from .datasets import read_measurements
     from .profiling import table_hardware_path
-    from .training import single_setting
+    from .training import single_setting, training_device_seconds
 
     _check_out_folder(args.out)
     filters = {k: str(v) for k, v in _parse_pairs(args.filter, "--filter").items()}
@@ -384,7 +384,8 @@ def cmd_finetune(args) -> int:
     hw = table_hardware_path(args.data)
     save_adapted(pred, args.out, metadata={
         "setting": setting, "hardware": json.loads(hw.read_text()) if hw.exists() else None,
-        "data": {"path": str(args.data), "filters": filters, "n_train": len(df)}})
+        "data": {"path": str(args.data), "filters": filters, "n_train": len(df)},
+        "device_seconds": training_device_seconds(df, len(df))})
     if rep.cv_mape_pct:
         print(f"{rep.folds}-fold cross-validated MAPE on {rep.n_samples} subnets:")
         for m, v in sorted(rep.cv_mape_pct.items(), key=lambda kv: kv[1]):
@@ -558,6 +559,84 @@ def cmd_demo(args) -> int:
            hardware=est.hardware, estimators=[str(pred_dir)])
     print()
     print((out / "summary.md").read_text())
+    return 0
+
+
+def cmd_build_lut(args) -> int:
+    from .hardware import describe_hardware
+    from .lut import build_lut
+    from .profiling import TimingProtocol, create_backend
+    from .spaces import get_space
+
+    space = get_space(args.space)
+    try:
+        res = [int(r) for r in args.resolutions.split(",")]
+    except ValueError:
+        raise UsageError(f"--resolutions {args.resolutions!r}: comma-separated integers "
+                         f"expected, e.g. 160,176,192,208,224") from None
+    backend = create_backend(args.backend, threads=args.threads, device=args.device)
+    protocol = TimingProtocol(rounds=args.rounds, max_rounds=max(args.rounds, args.max_rounds))
+    info = build_lut(space, backend, res, args.out, batch_size=args.batch_size,
+                     protocol=protocol, progress=not args.quiet)
+    hw = Path(args.out) / "hardware.json"
+    if not hw.exists():
+        hw.write_text(json.dumps(describe_hardware(args.backend, args.threads, args.device,
+                                                   measure=args.backend != "fake"), indent=1))
+    print(f"lookup table of {space.name} on {info['setting']['device']} ({args.backend}, "
+          f"{args.threads} thread(s), batch {args.batch_size}): {info['n_layers']} layers at "
+          f"{len(info['resolutions'])} resolutions, {info['device_seconds']:.0f} device-seconds "
+          f"-> {args.out} (OFA's format: ofa.tutorial.latency_table reads it)")
+    return 0
+
+
+def _comparand(name_or_dir):
+    """(label, predictor, device-seconds or None) for a predictor folder, a shipped name or a
+    LUT folder (OFA's YAML files; raw)."""
+    from .predictors import create_predictor
+    from .training import lut_build_seconds
+
+    path = Path(name_or_dir)
+    if path.is_dir() and not (path / "config.json").exists() and \
+            any(path.glob("*_lookup_table.yaml")):
+        pred = create_predictor("lut", lut_dir=str(path)).fit()
+        return path.name, pred, lut_build_seconds(path)
+    est = _load_estimator(name_or_dir)
+    meta = (getattr(est.predictor, "config_", None) or {}).get("metadata") or {}
+    return Path(str(name_or_dir)).name, est.predictor, meta.get("device_seconds")
+
+
+def cmd_compare(args) -> int:
+    from .datasets import read_measurements
+    from .evaluation import compare, plot_compare
+
+    df = read_measurements(args.data, {k: str(v) for k, v in
+                                       _parse_pairs(args.filter, "--filter").items()})
+    if args.split != "all":
+        df = df[df.split == args.split]
+    if len(df) < 2:
+        raise UsageError(f"{args.data}: {len(df)} rows after --filter and --split {args.split}; "
+                         f"need at least 2")
+    preds, costs = {}, {}
+    for item in args.predictors:
+        label, pred, cost = _comparand(item)
+        if label in preds:
+            label = item
+        preds[label] = pred.predict(df)
+        costs[label] = cost
+    y = df.latency_ms.to_numpy()
+    rows = compare(y, preds, costs)
+    print(f"{len(df)} subnets of {args.data} ({args.split}):")
+    print(f"  {'predictor':40s} {'RMSE ms':>9s} {'MAPE %':>7s} {'+-10 %':>7s} {'tau':>6s} "
+          f"{'device-s':>9s}")
+    for r in rows:
+        ds = "?" if r["device_seconds"] is None else f"{r['device_seconds']:.0f}"
+        print(f"  {r['name']:40s} {r['rmse_ms']:9.4f} {r['mape_pct']:7.2f} "
+              f"{r['within_10pct']:7.1f} {r['kendall_tau']:6.3f} {ds:>9s}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot_compare(y, preds, rows, args.plot, title=f"{Path(args.data).name} ({args.split})")
+        print(f"plot -> {args.plot}")
     return 0
 
 
@@ -806,6 +885,32 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--seed", type=int, default=0)
     de.add_argument("--quiet", action="store_true")
     de.set_defaults(func=cmd_demo)
+
+    bl = sub.add_parser("build-lut", help="measure every layer in isolation and write OFA's "
+                                          "lookup-table format (resumable)")
+    bl.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    bl.add_argument("--backend", default="onnxruntime", choices=list_backends())
+    bl.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bl.add_argument("--threads", type=int, default=1)
+    bl.add_argument("--batch-size", type=int, default=1)
+    bl.add_argument("--resolutions", default="160,176,192,208,224")
+    bl.add_argument("--rounds", type=int, default=6)
+    bl.add_argument("--max-rounds", type=int, default=10)
+    bl.add_argument("--out", required=True, help="folder for <R>_lookup_table.yaml, layers.csv "
+                    "and build.json (resumes if it exists)")
+    bl.add_argument("--quiet", action="store_true")
+    bl.set_defaults(func=cmd_build_lut)
+
+    co = sub.add_parser("compare", help="metrics and cost of several predictors (LUTs "
+                                        "included) on the same measured subnets")
+    co.add_argument("--data", required=True)
+    co.add_argument("--predictors", nargs="+", required=True,
+                    help="predictor folders, shipped names or LUT folders (raw LUT)")
+    co.add_argument("--filter", nargs="*", metavar="COL=VALUE")
+    co.add_argument("--split", default="test", choices=["test", "train", "all"])
+    co.add_argument("--plot", help="PNG: predicted vs measured, and error vs device-seconds")
+    co.add_argument("--json", help="write the rows as JSON")
+    co.set_defaults(func=cmd_compare)
 
     ls = sub.add_parser("list", help="the shipped predictors, one line each")
     ls.add_argument("--json", action="store_true", help="the whole manifest entries as JSON")

@@ -57,7 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "MeasurementLog",
            "read_measurements", "normalise_table", "import_table", "read_help", "HELP_SETTINGS",
-           "HELP_CITATION", "utc_timestamp", "setting_differences"]
+           "HELP_CITATION", "utc_timestamp", "setting_differences",
+           "profiling_seconds_per_subnet"]
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
            "threads", "precision", "latency_ms", "latency_raw_ms", "ratio", "spread_pct",
@@ -466,3 +467,17 @@ def subnets_of(df: pd.DataFrame) -> list:
         a["image_size"] = int(r)
         out.append(get_space(space).validate(a))
     return out
+
+
+def profiling_seconds_per_subnet(df: pd.DataFrame) -> float | None:
+    """The wall time one row of a profiled table cost (seconds): the mean gap between
+    consecutive timestamps (whole seconds, so the mean over many rows, not the median), gaps
+    over 5 minutes (another session) left out; None without timestamps."""
+    import pandas as pd
+
+    if "timestamp" not in df.columns:
+        return None
+    t = pd.to_datetime(df["timestamp"], errors="coerce", utc=True).dropna().sort_values()
+    gaps = t.diff().dt.total_seconds().dropna()
+    gaps = gaps[(gaps >= 0) & (gaps < 300)]
+    return float(gaps.mean()) if len(gaps) >= 2 else None

@@ -17,7 +17,8 @@ __all__ = ["export_onnx", "onnx_bytes", "check_onnx"]
 ONNX_OPSET = 17
 
 
-def onnx_bytes(module, image_size: int, batch_size: int = 1) -> bytes:
+def onnx_bytes(module, image_size: int | None, batch_size: int = 1,
+               input_shape: tuple | None = None) -> bytes:
     """Serialise ``module`` (eval mode, CPU) to ONNX for a fixed input shape.
 
     Parameters
@@ -25,13 +26,17 @@ def onnx_bytes(module, image_size: int, batch_size: int = 1) -> bytes:
     module : torch.nn.Module
         The subnet, e.g. from :meth:`ofa_latency.spaces.SearchSpace.build`.
     image_size : int
-        Input height and width in pixels.
+        Input height and width in pixels (3 channels).
     batch_size : int
         Input batch size (the exported graph has this fixed batch).
+    input_shape : tuple, optional
+        The input's shape without the batch, instead of ``(3, image_size, image_size)`` (e.g.
+        one layer's input).
     """
     import torch
 
-    x = torch.zeros(batch_size, 3, image_size, image_size)
+    shape = tuple(input_shape) if input_shape is not None else (3, image_size, image_size)
+    x = torch.zeros(batch_size, *shape)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

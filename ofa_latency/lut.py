@@ -1,51 +1,324 @@
-"""OFA's per-layer latency lookup tables, loaded offline (the baseline the predictors replace)."""
+"""OFA's per-layer latency lookup tables (LUTs): read them offline, turn them into the additive
+table every predictor compiles to, and build them on any device.
+
+A LUT folder holds one ``<R>_lookup_table.yaml`` per input resolution; each key names one layer
+configuration, e.g. ``expanded_conv-input:56x56x32-output:56x56x32-expand:96-kernel:3-stride:1-
+idskip:1-se:0-hs:0``, and maps to ``{count, mean, std}`` (milliseconds). OFA's code
+(``ofa.tutorial.latency_table``) sums the means of a subnet's layers: the stem convolution, the
+first block, every active elastic block, the final expand convolution, the global average pool,
+the feature-mix convolution and the classifier. A block's key depends only on the resolution,
+its position and its (kernel, expand) choice, so a LUT *is* an additive table:
+:func:`lut_table` reads it into one, and the ``lut`` predictor kind
+(:mod:`ofa_latency.predictors.lut`) answers exactly as OFA's code does, at the same speed as
+any predictor.
+
+:func:`build_lut` measures every distinct layer of chosen resolutions in isolation on a
+profiling backend (the profiler's drift-corrected protocol, resumable) and writes YAML files
+that OFA's own classes read unchanged.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import re
+import time
 from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_ofa_lut"]
+__all__ = ["load_ofa_lut", "read_lut_dir", "write_lut_dir", "layer_plan", "lut_table",
+           "build_lut", "LayerSpec", "LUT_FILE"]
+
+LUT_FILE = "{r}_lookup_table.yaml"
+_FILE_RE = re.compile(r"(\d+)_lookup_table\.yaml$")
+BUILD_LOG = "layers.csv"
+BUILD_INFO = "build.json"
 
 
-def load_ofa_lut(lut_dir, resolutions=None):
-    """OFA's own ``ofa.tutorial`` ``LatencyTable`` over local ``<R>_lookup_table.yaml`` files.
-
-    OFA's loader downloads the tables and calls ``yaml.load`` without a Loader (which fails on
-    PyYAML >= 6); this builds the same objects from a local folder with ``yaml.safe_load``.
-    Query with ``table.predict_efficiency({'ks', 'e', 'd', 'r': [R]})`` (ms, sum over layers).
-
-    Parameters
-    ----------
-    lut_dir : str or Path
-        Folder with ``<R>_lookup_table.yaml`` files (e.g. OFA's Note10 tables).
-    resolutions : iterable of int, optional
-        Resolutions to load; default all files found.
-    """
-    import yaml
-    from ofa.tutorial.latency_table import LatencyEstimator, LatencyTable
-
+def _lut_files(lut_dir) -> dict:
     lut_dir = Path(lut_dir)
     if not lut_dir.is_dir():
         raise FileNotFoundError(f"lookup-table folder not found: {lut_dir}")
     found = {int(m.group(1)): p for p in lut_dir.glob("*_lookup_table.yaml")
-             if (m := re.match(r"(\d+)_lookup_table\.yaml$", p.name))}
+             if (m := _FILE_RE.match(p.name))}
     if not found:
         raise FileNotFoundError(f"no <R>_lookup_table.yaml files in {lut_dir}")
+    return found
+
+
+def read_lut_dir(lut_dir, resolutions=None) -> dict:
+    """``{resolution: {key: {"count", "mean", "std"}}}`` from a LUT folder (``yaml.safe_load``)."""
+    import yaml
+
+    found = _lut_files(lut_dir)
     wanted = sorted(found) if resolutions is None else list(resolutions)
     missing = [r for r in wanted if r not in found]
     if missing:
         raise FileNotFoundError(f"{lut_dir} has no tables for resolutions {missing}; "
                                 f"found {sorted(found)}")
+    out = {}
+    for r in wanted:
+        with open(found[r]) as fh:
+            d = yaml.safe_load(fh)
+        if not isinstance(d, dict):
+            raise ValueError(f"{found[r]} is not a lookup table (a mapping of layer keys)")
+        out[r] = d
+    return out
+
+
+def write_lut_dir(lut_dir, tables: dict) -> Path:
+    """Write ``{resolution: {key: {"count", "mean", "std"}}}`` as OFA's YAML files."""
+    import yaml
+
+    d = Path(lut_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    for r, t in tables.items():
+        (d / LUT_FILE.format(r=r)).write_text(yaml.safe_dump(
+            {k: {"count": int(v["count"]), "mean": float(v["mean"]), "std": float(v["std"])}
+             for k, v in sorted(t.items())}, default_flow_style=False))
+    return d
+
+
+def load_ofa_lut(lut_dir, resolutions=None):
+    """OFA's own ``ofa.tutorial`` ``LatencyTable`` over a local LUT folder.
+
+    OFA's loader downloads the tables and calls ``yaml.load`` without a Loader (which fails on
+    PyYAML >= 6); this builds the same objects from a local folder with ``yaml.safe_load``.
+    Query with ``table.predict_efficiency({'ks', 'e', 'd', 'r': [R]})`` (ms, sum over layers).
+    """
+    from ofa.tutorial.latency_table import LatencyEstimator, LatencyTable
+
+    tables = read_lut_dir(lut_dir, resolutions)
     table = LatencyTable.__new__(LatencyTable)
     table.latency_tables = {}
-    for r in wanted:
+    for r, lut in tables.items():
         est = LatencyEstimator.__new__(LatencyEstimator)
-        with open(found[r]) as fh:
-            est.lut = yaml.safe_load(fh)
+        est.lut = lut
         table.latency_tables[r] = est
-    logger.info("loaded %d lookup tables from %s", len(wanted), lut_dir)
+    logger.info("loaded %d lookup tables from %s", len(tables), lut_dir)
     return table
+
+
+# ---------------------------------------------------------------------------- layer keys
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One layer configuration of a LUT: its key, which module it is and its input shape."""
+
+    key: str
+    part: str                 # see ofa_latency.spaces.building.layer_module
+    input_shape: tuple        # (C, H, W) or (C,)
+    block: int | None = None  # elastic block index (part == "block")
+    ks: int | None = None
+    e: int | None = None
+
+
+def _shape(s) -> str:
+    return "x".join(str(v) for v in s)
+
+
+def _key(kind, inp, out, **kw) -> str:
+    parts = [kind, f"input:{_shape(inp)}", f"output:{_shape(out)}"]
+    if kind == "expanded_conv":
+        parts += [f"expand:{kw['mid']}", f"kernel:{kw['ks']}", f"stride:{kw['stride']}",
+                  f"idskip:{kw['idskip']}", f"se:{kw['se']}", f"hs:{kw['hs']}"]
+    return "-".join(parts)
+
+
+@dataclasses.dataclass
+class LutPlan:
+    """Per resolution: the fixed layers' keys and every (block, choice)'s key."""
+
+    space: object
+    fixed: dict    # r -> [LayerSpec]
+    blocks: dict   # r -> list (n_blocks) of list (n_choices) of LayerSpec
+
+    def layers(self) -> list:
+        """Every distinct layer, in a stable order."""
+        seen = {}
+        for r in sorted(self.fixed):
+            for spec in self.fixed[r] + [s for row in self.blocks[r] for s in row]:
+                seen.setdefault(spec.key, spec)
+        return list(seen.values())
+
+
+def layer_plan(space, resolutions) -> LutPlan:
+    """The LUT keys of ``space`` (OFA MobileNetV3) at ``resolutions``, exactly as OFA's
+    ``ofa.tutorial.latency_table`` forms them."""
+    from .spaces.building import layer_shapes
+
+    if not space.name.startswith("ofa_mbv3"):
+        raise UsageError(f"lookup tables are built for OFA MobileNetV3 spaces; {space.name} "
+                         f"uses another layer set")
+    shapes = layer_shapes(space.ofa_net_id, space.ks_choices, space.e_choices)
+    stem, head = shapes["stem"], shapes["head"]
+    fixed, blocks = {}, {}
+    for r in resolutions:
+        if r not in space.image_sizes:
+            raise UsageError(f"resolution {r} is not one of {space.name}'s "
+                             f"({space.image_sizes[0]}..{space.image_sizes[-1]})")
+        f = (r + 1) // 2
+        c0 = stem["conv_out"]
+        fx = [LayerSpec(_key("Conv", [r, r, 3], [f, f, c0]), "first_conv", (3, r, r)),
+              LayerSpec(_key("expanded_conv", [f, f, c0], [f, f, stem["block_out"]],
+                             mid=stem["block_mid"], ks=stem["block_kernel"], stride=1, idskip=1,
+                             se=int(bool(stem["block_se"])), hs=0), "first_block", (c0, f, f))]
+        rows = []
+        size = f
+        for b, info in enumerate(shapes["blocks"]):
+            first = space.pos_in_stage[b] == 0
+            stride = info["stride"] if first else 1
+            out = int((size - 1) / stride + 1)
+            row = []
+            for k in space.ks_choices:
+                for ex in space.e_choices:
+                    i, m, o, se = info["choices"][(k, ex)]
+                    row.append(LayerSpec(
+                        _key("expanded_conv", [size, size, i], [out, out, o], mid=m, ks=k,
+                             stride=stride, idskip=0 if first else 1, se=int(se > 0),
+                             hs=int(info["act"] == "h_swish")),
+                        "block", (i, size, size), block=b, ks=k, e=ex))
+            rows.append(row)
+            size = out
+        last, fe, fm = head["last_ch"], head["final_expand"], head["feature_mix"]
+        fx += [LayerSpec(_key("Conv_1", [size, size, last], [size, size, fe]), "final_expand",
+                         (last, size, size)),
+               LayerSpec(_key("AvgPool2D", [size, size, fe], [1, 1, fe]), "pool", (fe, size, size)),
+               LayerSpec(_key("Conv_2", [1, 1, fe], [1, 1, fm]), "feature_mix", (fe, 1, 1)),
+               LayerSpec(_key("Logits", [1, 1, fm], [head["classifier_out"]]), "classifier",
+                         (fm, 1, 1))]
+        fixed[r], blocks[r] = fx, rows
+    return LutPlan(space, fixed, blocks)
+
+
+def lut_table(space, tables: dict):
+    """The :class:`~ofa_latency.predictors.AdditiveTable` of a LUT (``{resolution: {key:
+    {"mean", ...}}}``): per resolution the fixed layers' sum and every block choice's entry;
+    resolutions the LUT lacks hold NaN (predicting them raises). A key missing from a
+    resolution's table is an error naming it."""
+    from .predictors import AdditiveTable
+
+    rs = [r for r in sorted(tables) if r in space.image_sizes]
+    extra = sorted(set(tables) - set(rs))
+    if extra:
+        logger.warning("LUT resolutions %s are not in %s; ignored", extra, space.name)
+    if not rs:
+        raise UsageError(f"the LUT has no resolution of {space.name}")
+    plan = layer_plan(space, rs)
+    nr, nb = len(space.image_sizes), space.n_blocks
+    nc = len(space.ks_choices) * len(space.e_choices)
+    fixed = np.full(nr, np.nan)
+    block = np.full((nr, nb, nc), np.nan)
+
+    def mean(r, spec):
+        try:
+            return float(tables[r][spec.key]["mean"])
+        except KeyError:
+            raise UsageError(f"the {r}px lookup table has no entry {spec.key!r}") from None
+
+    for r in rs:
+        ri = space.image_sizes.index(r)
+        fixed[ri] = sum(mean(r, s) for s in plan.fixed[r])
+        for b, row in enumerate(plan.blocks[r]):
+            for c, spec in enumerate(row):
+                block[ri, b, c] = mean(r, spec)
+    return AdditiveTable(space, fixed, block)
+
+
+# ---------------------------------------------------------------------------- building
+def build_lut(space, backend, resolutions, out_dir, batch_size: int = 1, protocol=None,
+              progress: bool = True) -> dict:
+    """Measure every distinct layer of ``space`` at ``resolutions`` in isolation on
+    ``backend`` and write OFA-format YAML files into ``out_dir``.
+
+    Each layer is timed with the profiler's protocol against the reference subnet (its
+    ``ratio``), in milliseconds at the reference level of all the build's windows, like a
+    measurement table. Measurements are appended to ``out_dir/layers.csv`` as they are made,
+    so a killed build resumes where it stopped; ``out_dir/build.json`` records the setting and
+    the device-seconds spent (summed over resumed runs).
+
+    Returns
+    -------
+    dict
+        The build record (``n_layers``, ``device_seconds``, ``resolutions``, the setting).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .datasets import utc_timestamp
+    from .profiling import TimingProtocol, reference_subnet
+    from .profiling.scale import reference_level_ms
+    from .profiling.timing import combine_windows, measure_windows
+    from .spaces.building import layer_module
+
+    protocol = protocol or TimingProtocol()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = layer_plan(space, sorted(set(int(r) for r in resolutions)))
+    setting = {"space": space.name, "backend": backend.name, "device": backend.device_name(),
+               "device_type": backend.device, "threads": backend.threads,
+               "precision": backend.precision, "batch_size": batch_size}
+    info_path, log_path = out / BUILD_INFO, out / BUILD_LOG
+    info = json.loads(info_path.read_text()) if info_path.exists() else {
+        "setting": setting, "device_seconds": 0.0, "started": utc_timestamp()}
+    if info["setting"] != setting:
+        raise UsageError(f"{out} holds a lookup table being built for {info['setting']}, not "
+                         f"{setting}; use another --out")
+    done = pd.read_csv(log_path) if log_path.exists() else pd.DataFrame(
+        columns=["key", "ratio", "ref_min_ms", "latency_raw_ms", "spread_pct", "n_runs"])
+    todo = [s for s in plan.layers() if s.key not in set(done["key"])]
+    logger.info("%s: %d of %d layers measured, %d to go", out, len(plan.layers()) - len(todo),
+                len(plan.layers()), len(todo))
+    modules = {}
+
+    def module(spec):
+        k = (spec.part, spec.block, spec.ks, spec.e)
+        if k not in modules:
+            modules[k] = layer_module(space, spec.part, spec.block, spec.ks, spec.e)
+        return modules[k]
+
+    if todo:
+        ref_runner = backend.prepare(space, reference_subnet(space), batch_size)
+        bar = tqdm(total=len(plan.layers()), initial=len(plan.layers()) - len(todo),
+                   disable=not progress, unit="layer", desc=f"LUT {backend.name} "
+                   f"t{backend.threads} b{batch_size}")
+        new = not log_path.exists()
+        with open(log_path, "a") as fh:
+            if new:
+                fh.write("key,ratio,ref_min_ms,latency_raw_ms,spread_pct,n_runs\n")
+            for spec in todo:
+                t0 = time.perf_counter()
+                windows = measure_windows(
+                    lambda: backend.prepare_module(module(spec), spec.input_shape, batch_size),
+                    ref_runner, protocol)
+                res = combine_windows(windows)
+                fh.write(f'"{spec.key}",{res.ratio!r},{res.ref_min_ms!r},'
+                         f'{res.latency_raw_ms!r},{res.spread_pct!r},{res.n_runs}\n')
+                fh.flush()
+                info["device_seconds"] += time.perf_counter() - t0
+                info_path.write_text(json.dumps(info, indent=1))
+                bar.update(1)
+        bar.close()
+    done = pd.read_csv(log_path)
+    level = reference_level_ms(done["ref_min_ms"].to_numpy())
+    by_key = {k: (ratio, spread, n) for k, ratio, spread, n in
+              zip(done["key"], done["ratio"], done["spread_pct"], done["n_runs"])}
+    tables = {}
+    for r in sorted(plan.fixed):
+        t = {}
+        for spec in plan.fixed[r] + [s for row in plan.blocks[r] for s in row]:
+            ratio, spread, n = by_key[spec.key]
+            mean = float(ratio) * level
+            t[spec.key] = {"count": int(n), "mean": mean,
+                           "std": mean * float(spread) / 100 / 2}  # half the rounds' spread
+        tables[r] = t
+    write_lut_dir(out, tables)
+    info.update(n_layers=len(by_key), resolutions=sorted(plan.fixed), reference_level_ms=level,
+                finished=utc_timestamp(), device_seconds=round(info["device_seconds"], 1))
+    info_path.write_text(json.dumps(info, indent=1))
+    return info

@@ -16,7 +16,7 @@ from .profiling import table_hardware_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["single_setting", "train_on_table"]
+__all__ = ["single_setting", "train_on_table", "training_device_seconds", "lut_build_seconds"]
 
 
 def single_setting(df: pd.DataFrame, where: str = "table") -> dict:
@@ -68,6 +68,7 @@ def train_on_table(path, model: str, filters: dict | None = None, params: dict |
     metrics = latency_metrics(test.latency_ms.to_numpy(), pred.predict(test))
     hw_path = table_hardware_path(path)
     metadata = {
+        "device_seconds": training_device_seconds(df, len(train), params),
         "setting": setting,
         "hardware": json.loads(hw_path.read_text()) if hw_path.exists() else None,
         "heldout_metrics": metrics,
@@ -78,3 +79,27 @@ def train_on_table(path, model: str, filters: dict | None = None, params: dict |
     if out is not None:
         pred.save(out, metadata=metadata)
     return pred, metrics, metadata
+
+
+def lut_build_seconds(lut_dir) -> float | None:
+    """Device-seconds recorded by ``build-lut`` in ``lut_dir/build.json`` (None when absent:
+    e.g. OFA's Note10 tables, built elsewhere)."""
+    from .lut import BUILD_INFO
+
+    p = Path(lut_dir) / BUILD_INFO
+    return float(json.loads(p.read_text())["device_seconds"]) if p.exists() else None
+
+
+def training_device_seconds(df: pd.DataFrame, n_rows: int, params: dict | None = None):
+    """Device-seconds behind a predictor fitted on ``n_rows`` rows of ``df``: the rows'
+    profiling time (:func:`~ofa_latency.datasets.profiling_seconds_per_subnet`), plus the
+    lookup table's build time for a calibrated LUT; None when unknown."""
+    from .datasets import profiling_seconds_per_subnet
+
+    per = profiling_seconds_per_subnet(df)
+    total = None if per is None else per * n_rows
+    lut_dir = (params or {}).get("lut_dir")
+    if lut_dir:
+        lut_s = lut_build_seconds(lut_dir)
+        total = None if lut_s is None or total is None else total + lut_s
+    return None if total is None else round(total, 1)

@@ -9,6 +9,7 @@ from ._base import create_predictor as create_predictor
 from ._base import list_predictors as list_predictors
 from ._base import load_predictor as load_predictor
 from ._base import register_predictor as register_predictor
+from .lut import LUTLatencyPredictor as LUTLatencyPredictor
 from .mlp import MLPLatencyPredictor as MLPLatencyPredictor
 from ._table import AdditiveTable as AdditiveTable
 from ._table import fit_linear_table as fit_linear_table
@@ -17,4 +18,4 @@ from .xgb import XGBLatencyPredictor as XGBLatencyPredictor
 
 __all__ = ["archs_from", "training_data", "TableLatencyPredictor", "AdditiveTable", "fit_linear_table", "FORMAT_VERSION", "LatencyPredictor", "NotFittedError", "create_predictor",
            "list_predictors", "load_predictor", "register_predictor",
-           "MLPLatencyPredictor", "XGBLatencyPredictor"]
+           "MLPLatencyPredictor", "XGBLatencyPredictor", "LUTLatencyPredictor"]

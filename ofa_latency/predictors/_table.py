@@ -124,7 +124,16 @@ class AdditiveTable:
     def predict_encoded(self, enc: Encoded) -> np.ndarray:
         """Latency (ms) of subnets encoded by :meth:`SearchSpace.encode` (vectorised)."""
         idx, ridx = _choice_index(self.space, enc)
-        return self._flat[idx].sum(axis=1) + self.fixed_ms[ridx]
+        out = self._flat[idx].sum(axis=1) + self.fixed_ms[ridx]
+        if self._has_gaps and np.isnan(out).any():
+            missing = sorted({int(r) for r in np.asarray(enc.image_size)[np.isnan(out)]})
+            raise ValueError(f"this table has no entries for resolution(s) {missing} (e.g. a "
+                             f"lookup table built for other resolutions)")
+        return out
+
+    @functools.cached_property
+    def _has_gaps(self) -> bool:
+        return bool(np.isnan(self.fixed_ms).any() or np.isnan(self.block_ms).any())
 
     # ------------------------------------------------------------------ single-dict fast path
     @functools.cached_property
@@ -150,7 +159,7 @@ class AdditiveTable:
         total, rows = self._rows[ri]
         for b in blocks:
             total += rows[b][ks[b]][e[b]]
-        return total
+        return None if total != total else total  # NaN: a gap; the batch path says which
 
 
 # ---------------------------------------------------------------------- the linear model

@@ -52,6 +52,12 @@ class ProfilingBackend(abc.ABC):
     def prepare(self, space, subnet, batch_size: int) -> Runner:
         """Build ``subnet`` of ``space`` for input batch ``batch_size``; return its runner."""
 
+    def prepare_module(self, module, input_shape, batch_size: int) -> Runner:
+        """Prepare one layer (a ``torch.nn.Module``) for inputs of shape ``(batch_size,
+        *input_shape)``: what a per-layer lookup table times. Backends that cannot time a
+        single layer raise :class:`NotImplementedError`."""
+        raise NotImplementedError(f"backend {self.name!r} cannot time single layers")
+
     @abc.abstractmethod
     def device_name(self) -> str:
         """Human-readable name of the device that runs the model (CPU model or GPU name)."""

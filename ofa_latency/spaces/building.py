@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["supernet", "build", "net_config", "layer_shapes"]
+__all__ = ["supernet", "build", "net_config", "layer_shapes", "layer_module"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,7 +60,7 @@ def layer_shapes(ofa_net_id: str, ks_choices: tuple, e_choices: tuple) -> dict:
     -------
     dict
         ``blocks``: per elastic block, ``{(ks, e): (in_ch, mid_ch, out_ch, se_ch)}`` (``se_ch``
-        0 without squeeze-excite) and ``stride``; ``stem``: first conv and first block;
+        0 without squeeze-excite), ``stride`` and ``act`` (activation name); ``stem``: first conv and first block;
         ``head``: final layers (MobileNetV3: final expand + feature mix; ProxylessNAS: feature
         mix) and classifier; parameter counts of the fixed parts.
     """
@@ -80,7 +80,8 @@ def layer_shapes(ofa_net_id: str, ks_choices: tuple, e_choices: tuple) -> dict:
                 m = cfg["mid_channels"]
                 se = make_divisible(m // 4, 8) if cfg["use_se"] else 0
                 choices[(k, ex)] = (in_ch, m, cfg["out_channels"], se)
-        blocks.append({"choices": choices, "stride": int(dyn.stride)})
+        blocks.append({"choices": choices, "stride": int(dyn.stride),
+                       "act": cfg.get("act_func")})
         in_ch = dyn.active_out_channel
     fb_mid = first_block.get("mid_channels") or net.first_conv.config["out_channels"]
     stem = {"conv_out": net.first_conv.config["out_channels"], "block_mid": fb_mid,
@@ -99,3 +100,29 @@ def layer_shapes(ofa_net_id: str, ks_choices: tuple, e_choices: tuple) -> dict:
         head["feature_mix"] = net.feature_mix_layer.config["out_channels"]
         head["params"] = _n_params(net.feature_mix_layer, net.classifier)
     return {"blocks": blocks, "stem": stem, "head": head}
+
+
+def layer_module(space, part: str, block: int | None = None, ks: int | None = None,
+                 e: int | None = None) -> "torch.nn.Module":
+    """One layer of an OFA MobileNetV3 subnet as a standalone module (what a per-layer lookup
+    table times): ``part`` is ``first_conv``, ``first_block``, ``block`` (elastic block
+    ``block`` with kernel ``ks`` and expand ``e``, shortcut included), ``final_expand``,
+    ``pool``, ``feature_mix`` or ``classifier`` (flatten + linear)."""
+    import torch
+
+    n, ns = space.n_blocks, space.n_stages
+    if part == "block":
+        sub = space.validate({"ks": [ks] * n, "e": [e] * n, "d": [max(space.d_choices)] * ns,
+                              "image_size": space.image_sizes[-1]})
+        return build(space, sub).blocks[1 + block]
+    net = build(space, space.validate({"ks": [space.ks_choices[0]] * n,
+                                       "e": [space.e_choices[0]] * n,
+                                       "d": [max(space.d_choices)] * ns,
+                                       "image_size": space.image_sizes[-1]}))
+    parts = {"first_conv": lambda: net.first_conv, "first_block": lambda: net.blocks[0],
+             "final_expand": lambda: net.final_expand_layer, "pool": lambda: net.global_avg_pool,
+             "feature_mix": lambda: net.feature_mix_layer,
+             "classifier": lambda: torch.nn.Sequential(torch.nn.Flatten(), net.classifier)}
+    if part not in parts:
+        raise ValueError(f"unknown layer part {part!r}; known: block, {', '.join(parts)}")
+    return parts[part]().eval()
