@@ -11,7 +11,8 @@ in one process (wall time per search, best predicted accuracy); OFA's finder wit
 lookup table (budget 25 ms, Note10's scale) for its wall time; the gradient finder (lambda by
 bisection) at the same budget, 5 seeds.
 
-``sweep``: for budgets from 7 to 14 ms, ``fast`` and ``gradient`` searches verified on this
+``sweep``: for budgets from 7 to 14 ms, ``fast`` and ``gradient`` searches (and with ``--lut``,
+``fast`` with OFA's lookup table built on this machine as the estimator) verified on this
 machine (onnxruntime, 1 thread): the top 5 candidates profiled, the most accurate that meets
 the budget measured chosen (re-search with a tightened budget when none does), then the chosen
 subnet measured again in a separate table (the confirmation). A violation is a confirmed
@@ -118,18 +119,35 @@ def sweep(args):
     from ofa_latency.search import Constraint
     from ofa_latency.search.workflow import NOISE_FLOOR_PCT, search_and_verify
 
+    from ofa_latency import LatencyEstimator, create_predictor
+    from ofa_latency.errors import UsageError
+
     est, acc = _setup()
     sp = est.space
     backend = create_backend("onnxruntime", threads=1)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
+    variants = [(f, est, ESTIMATOR) for f in args.finders]
+    if args.lut:  # OFA's per-layer LUT built on this machine, as the search's estimator
+        lut = LatencyEstimator(create_predictor("lut", lut_dir=args.lut).fit(), check_machine=False)
+        variants.append(("fast+LUT", lut, f"raw LUT {args.lut}"))
     for budget in args.budgets:
-        for finder in args.finders:
+        for finder, e, name in variants:
             t0 = time.perf_counter()
-            res, rounds = search_and_verify([Constraint(est, budget, ESTIMATOR)], acc, backend, 1,
-                                            work / "verify.csv", finder=finder, seed=0, top_k=5,
-                                            progress=False)
+            try:
+                res, rounds = search_and_verify([Constraint(e, budget, name)], acc, backend, 1,
+                                                work / "verify.csv", finder=finder.split("+")[0],
+                                                seed=0, top_k=5, progress=False,
+                                                max_rounds=args.max_rounds)
+            except UsageError as exc:  # e.g. no subnet meets the budget by this estimator
+                rows.append({"budget_ms": budget, "finder": finder, "rounds": 0,
+                             "seconds": time.perf_counter() - t0, "error": str(exc),
+                             "chosen": None, "confirmed_ms": None, "violates": None,
+                             "top1_unverified": None, "top1_unverified_violates": False,
+                             "candidates": []})
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             ver = rounds[-1]
             first = rounds[0].rows[0]  # the unverified top-1 of the first search
             rec = {"budget_ms": budget, "finder": finder, "rounds": len(rounds),
@@ -139,7 +157,8 @@ def sweep(args):
                    "candidates": [r for v in rounds for r in v.rows]}
             if ver.chosen is not None:
                 ch = ver.chosen_row
-                conf = profile_subnets(sp, backend, [ch["arch"]], 1, work / f"confirm_{finder}.csv",
+                conf = profile_subnets(sp, backend, [ch["arch"]], 1,
+                                       work / f"confirm_{finder.replace('+', '_')}.csv",
                                        progress=False)
                 confirmed = float(conf.latency_ms.iloc[0])
                 rec.update(chosen=ch, confirmed_ms=confirmed,
@@ -152,7 +171,7 @@ def sweep(args):
                                                    "top1_unverified_violates")}),
                   (rec["chosen"] or {}).get("accuracy"), flush=True)
     summary = {}
-    for f in args.finders:
+    for f in [v[0] for v in variants]:
         r = [x for x in rows if x["finder"] == f]
         summary[f] = {"n_budgets": len(r), "found": sum(x["chosen"] is not None for x in r),
                       "violations": sum(bool(x["violates"]) for x in r),
@@ -173,8 +192,10 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for finder, m in (("fast", "o"), ("gradient", "s")):
+    for finder, m in (("fast", "o"), ("gradient", "s"), ("fast+LUT", "^")):
         r = [x for x in rows if x["finder"] == finder and x["chosen"]]
+        if not r:
+            continue
         a.plot([x["confirmed_ms"] for x in r], [100 * x["chosen"]["accuracy"] for x in r],
                marker=m, label=f"{finder} (verified, confirmed)")
     for x in rows:
@@ -183,14 +204,15 @@ def plot(rows, path):
     a.set_ylabel("predicted top-1 accuracy (%)")
     a.set_title("Pareto front: found subnets (grey: budgets)", fontsize=9)
     a.legend(fontsize=8)
-    pred = [c["predicted_ms"] for x in rows for c in x["candidates"]]
-    meas = [c["measured_ms"] for x in rows for c in x["candidates"]]
+    learned = [x for x in rows if "LUT" not in x["finder"]]
+    pred = [c["predicted_ms"] for x in learned for c in x["candidates"]]
+    meas = [c["measured_ms"] for x in learned for c in x["candidates"]]
     b.scatter(pred, meas, s=10)
     lo, hi = min(pred + meas), max(pred + meas)
     b.plot([lo, hi], [lo, hi], "k-", lw=0.6)
     b.set_xlabel("predicted latency (ms)")
     b.set_ylabel("measured latency (ms)")
-    b.set_title(f"verified candidates ({len(pred)})", fontsize=9)
+    b.set_title(f"verified candidates of the learned estimator ({len(pred)})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print("plot ->", path)
@@ -206,6 +228,9 @@ def main(argv=None):
     w.add_argument("--budgets", nargs="+", type=float, default=[7, 8, 9, 10, 12, 14])
     w.add_argument("--finders", nargs="+", default=["fast", "gradient"])
     w.add_argument("--work", default="runs/bench_search", help="verification tables")
+    w.add_argument("--lut", default=None, help="also search with this LUT folder (built on "
+                   "this machine by build-lut) as the estimator")
+    w.add_argument("--max-rounds", type=int, default=3, help="searches per budget at most")
     w.add_argument("--json")
     w.add_argument("--plot")
     args = p.parse_args(argv)

@@ -161,3 +161,11 @@ def test_polish_only_climbs_within_the_budget(acc, fake_est, mbv3):
     end = _polish(c, acc, start)
     assert acc.predict([end])[0] > acc.predict([start])[0]
     assert est.predict([end])[0] <= budget
+
+
+def test_accuracy_predictor_speaks_ofa_tutorial_form(acc, mbv3):
+    subs = mbv3.sample(5, seed=8)
+    t = acc.predict_accuracy([s.to_tutorial_dict() for s in subs])
+    assert tuple(t.shape) == (5, 1)
+    np.testing.assert_allclose(t.numpy()[:, 0], acc.predict(subs), rtol=1e-6)
+    np.testing.assert_allclose(acc.predict_acc([s.to_dict() for s in subs]), acc.predict(subs))

@@ -244,9 +244,12 @@ def run_fast(constraints, acc, seed=0, top_k=10, **params) -> SearchResult:
                 have += len(ok)
             if have >= n:
                 break
-        if have < n:
+        if have < max(n_par, 2):
             raise UsageError(f"found only {have} of {n} subnets meeting the budget after "
                              f"{tries} batches; the budget is too tight for this space")
+        if have < n:
+            logger.warning("only %d of %d subnets meet the budget after %d batches; going on "
+                           "with fewer", have, n, tries)
         return _Pop.concat(got)
 
     t0 = time.perf_counter()
