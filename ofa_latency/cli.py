@@ -826,8 +826,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "or folders; a conditioned model gives its members)")
     sa.add_argument("--strategy", default="random",
                     choices=["random", "stratified", "diverse", "uncertain"],
-                    help="default random: over 39 fine-tuning cases it was as good as the others "
-                         "on average (BENCHMARKS.md section 5)")
+                    help="default random: over 39 fine-tuning cases none of the others was "
+                         "better on average (BENCHMARKS.md section 5.1)")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--pool-factor", type=int, default=20,
                     help="choose among this many times n random subnets")

@@ -22,8 +22,9 @@ Strategies (all seeded, all return canonical subnets of the space):
 :func:`select_subnets` picks from a given pool (e.g. the subnets a table already holds) or from
 a random pool of ``pool_factor * n`` subnets. ``random`` is the default: measured through
 fine-tuning on 13 new-device cases at N = 10, 20, 50 (``scripts/bench_sampling.py``),
-``stratified`` won the most cells (17 of 39) but was 1.2 % worse than random on average (a few
-bad picks at N = 10), ``diverse`` 3.7 % worse; no strategy was reliably better.
+``stratified`` won the most cells (15 of 39) but was 1.2 % worse than random on average (a few
+bad picks at N = 10), ``diverse`` 5.0 % and ``uncertain`` 6.1 % worse; no strategy was reliably
+better.
 """
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ def evaluate(backend_name, lut_dir, info, table, df, ns, seeds):
     per_subnet = profiling_seconds_per_subnet(df)
     build_s = info["device_seconds"]
     raw = create_predictor("lut", lut_dir=str(lut_dir)).fit()
-    rows = [{"backend": backend_name, "method": "raw LUT", "n": 0, "seed": 0,
-             "device_seconds": build_s, **latency_metrics(y, raw.predict(test))}]
+    rows = [{**latency_metrics(y, raw.predict(test)), "backend": backend_name,
+             "method": "raw LUT", "n": 0, "seed": 0, "device_seconds": build_s}]
     base = LatencyEstimator.from_pretrained(BASES[backend_name], check_machine=False).predictor
     for n in ns:
         n_eff = min(n, len(train))
@@ -78,8 +78,8 @@ def evaluate(backend_name, lut_dir, info, table, df, ns, seeds):
                                    n_eff * per_subnet),
             }
             for name, (p, cost) in preds.items():
-                rows.append({"backend": backend_name, "method": name, "n": n_eff, "seed": seed,
-                             "device_seconds": cost, **latency_metrics(y, p.predict(test))})
+                rows.append({**latency_metrics(y, p.predict(test)), "backend": backend_name,
+                             "method": name, "n": n_eff, "seed": seed, "device_seconds": cost})
             if n_eff < n:
                 break
         if n_eff < n:
