@@ -11,6 +11,12 @@ On the board (``pip install --no-deps ofa-latency onnxruntime numpy``)::
 
 Back on the host: ``ofa-latency finetune --base NAME --data board.csv --out my_board/``.
 
+OFA's per-layer lookup table for the board, the same way::
+
+    ofa-latency export-layers --space ofa_mbv3_w1.2 --resolutions 160,176,192,208,224 --out layers/
+    python -m ofa_latency.board profile-layers layers/ --threads 4 --out board_lut/   # board
+    ofa-latency finish-lut --space ofa_mbv3_w1.2 --out board_lut/                   # host: YAML files
+
 The table has the schema and the timing protocol of ``ofa-latency profile`` (interleaved rounds
 with the reference subnet, one row appended and fsynced per subnet, resumable: re-run the same
 command after an interruption).
@@ -33,7 +39,7 @@ from .profiling.backends import OrtRunner, onnxruntime_session
 from .profiling.scale import reference_level_ms
 from .profiling.timing import TimingProtocol, combine_windows, measure_windows
 
-__all__ = ["profile_folder"]
+__all__ = ["profile_folder", "profile_layers"]
 
 logger = logging.getLogger("ofa_latency.board")
 
@@ -100,6 +106,49 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
             logger.info("%d/%d subnets, %.1f s each, about %.0f min left", k, len(todo), rate,
                         rate * (len(todo) - k) / 60)
     return len(done) + len(todo)
+
+
+def profile_layers(folder, out_dir, threads: int = 1,
+                   protocol: TimingProtocol = TimingProtocol(), device: str | None = None,
+                   progress: bool = True) -> dict:
+    """Time every layer of a folder written by ``ofa-latency export-layers`` against its
+    reference subnet into ``out_dir/layers.csv`` (resumable), as ``build-lut`` does; returns
+    the build record (``out_dir/build.json``). ``ofa-latency finish-lut`` on the host turns it
+    into OFA's YAML files."""
+    import numpy as np
+
+    from .lut import measure_layers
+
+    folder = Path(folder)
+    man_path = folder / "manifest.json"
+    if not man_path.is_file():
+        raise UsageError(f"{man_path} not found: export the layers with "
+                         f"'ofa-latency export-layers ... --out {folder}' first")
+    manifest = json.loads(man_path.read_text())
+    if manifest.get("kind") != "layers":
+        raise UsageError(f"{man_path} lists subnets, not layers: time it with 'profile'")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(f"threads = {threads!r}; must be an int >= 1")
+    batch = int(manifest["batch_size"])
+    setting = {"space": manifest["space"], "backend": "onnxruntime",
+               "device": device or cpu_model_name(), "device_type": "cpu", "threads": threads,
+               "precision": "fp32", "batch_size": batch}
+    ref = manifest["reference"]
+    ref_runner = _runner(folder / ref["file"], ref["image_size"], batch, threads)
+
+    class _Layer:
+        def __init__(self, e):
+            self.key, self.file, self.shape = e["key"], e["file"], e["input_shape"]
+
+    def prepare(lay):
+        x = np.random.default_rng(0).standard_normal((batch, *lay.shape), dtype=np.float32)
+        return OrtRunner(onnxruntime_session(folder / lay.file, threads), x)
+
+    info = measure_layers([_Layer(e) for e in manifest["layers"]], prepare, ref_runner, out_dir,
+                          setting, protocol, progress)
+    info["resolutions"] = manifest["resolutions"]
+    (Path(out_dir) / "build.json").write_text(json.dumps(info, indent=1))
+    return info
 
 
 def _rows(path: Path):

@@ -569,11 +569,7 @@ def cmd_build_lut(args) -> int:
     from .spaces import get_space
 
     space = get_space(args.space)
-    try:
-        res = [int(r) for r in args.resolutions.split(",")]
-    except ValueError:
-        raise UsageError(f"--resolutions {args.resolutions!r}: comma-separated integers "
-                         f"expected, e.g. 160,176,192,208,224") from None
+    res = _resolutions(args.resolutions)
     backend = create_backend(args.backend, threads=args.threads, device=args.device)
     protocol = TimingProtocol(rounds=args.rounds, max_rounds=max(args.rounds, args.max_rounds))
     info = build_lut(space, backend, res, args.out, batch_size=args.batch_size,
@@ -587,6 +583,36 @@ def cmd_build_lut(args) -> int:
           f"{len(info['resolutions'])} resolutions, {info['device_seconds']:.0f} device-seconds "
           f"-> {args.out} (OFA's format: ofa.tutorial.latency_table reads it)")
     return 0
+
+
+def cmd_export_layers(args) -> int:
+    from .lut import export_layers
+    from .spaces import get_space
+
+    path = export_layers(get_space(args.space), _resolutions(args.resolutions), args.out,
+                         batch_size=args.batch_size, progress=not args.quiet)
+    n = len(json.loads(path.read_text())["layers"])
+    print(f"{n} layers + reference.onnx -> {args.out}; on the board: python -m "
+          f"ofa_latency.board profile-layers {args.out} --threads T --out LUT_DIR")
+    return 0
+
+
+def cmd_finish_lut(args) -> int:
+    from .lut import finish_lut
+    from .spaces import get_space
+
+    res = _resolutions(args.resolutions) if args.resolutions else None
+    info = finish_lut(get_space(args.space), args.out, res)
+    print(f"lookup tables for {info['resolutions']} written to {args.out}")
+    return 0
+
+
+def _resolutions(text):
+    try:
+        return [int(r) for r in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--resolutions {text!r}: comma-separated integers expected, e.g. "
+                         f"160,176,192,208,224") from None
 
 
 def _comparand(name_or_dir):
@@ -901,6 +927,21 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--quiet", action="store_true")
     bl.set_defaults(func=cmd_build_lut)
 
+    el = sub.add_parser("export-layers", help="every LUT layer as ONNX, for timing on a board "
+                                             "(python -m ofa_latency.board profile-layers)")
+    el.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    el.add_argument("--resolutions", default="160,176,192,208,224")
+    el.add_argument("--batch-size", type=int, default=1)
+    el.add_argument("--out", required=True)
+    el.add_argument("--quiet", action="store_true")
+    el.set_defaults(func=cmd_export_layers)
+
+    fl = sub.add_parser("finish-lut", help="write OFA's YAML files from a board's layer timings")
+    fl.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    fl.add_argument("--resolutions", default=None, help="default: those the board timed")
+    fl.add_argument("--out", required=True, help="the folder profile-layers wrote")
+    fl.set_defaults(func=cmd_finish_lut)
+
     co = sub.add_parser("compare", help="metrics and cost of several predictors (LUTs "
                                         "included) on the same measured subnets")
     co.add_argument("--data", required=True)
@@ -977,6 +1018,19 @@ def _cmd_board_profile(args) -> int:
     return 0
 
 
+def _cmd_board_profile_layers(args) -> int:
+    from .board import profile_layers
+    from .profiling.timing import TimingProtocol
+
+    info = profile_layers(args.folder, args.out, threads=args.threads, device=args.device,
+                          protocol=TimingProtocol(rounds=args.rounds,
+                                                  max_rounds=max(args.rounds, args.max_rounds)),
+                          progress=not args.quiet)
+    print(f"{info['n_layers']} layers in {args.out} ({info['device_seconds']:.0f} device-seconds); "
+          f"on the host: ofa-latency finish-lut --space {info['setting']['space']} --out {args.out}")
+    return 0
+
+
 def board_main(argv=None) -> int:
     """``python -m ofa_latency.board profile FOLDER --out TABLE`` (also the
     ``ofa-latency-board`` console script): needs only onnxruntime and numpy."""
@@ -996,12 +1050,22 @@ def board_main(argv=None) -> int:
     pr.add_argument("--rounds", type=int, default=6)
     pr.add_argument("--max-rounds", type=int, default=10)
     pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=_cmd_board_profile)
+    pl = sub.add_parser("profile-layers", help="time every exported layer (a lookup table)")
+    pl.add_argument("folder", help="a folder written by 'ofa-latency export-layers'")
+    pl.add_argument("--out", required=True, help="lookup-table folder (resumes if it exists)")
+    pl.add_argument("--threads", type=int, default=1)
+    pl.add_argument("--device", default=None, help="device name (default: the CPU model)")
+    pl.add_argument("--rounds", type=int, default=6)
+    pl.add_argument("--max-rounds", type=int, default=10)
+    pl.add_argument("--quiet", action="store_true")
+    pl.set_defaults(func=_cmd_board_profile_layers)
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return _run(_cmd_board_profile, args, args.debug)
+    return _run(args.func, args, args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

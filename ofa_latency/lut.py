@@ -33,7 +33,7 @@ from .errors import UsageError
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_ofa_lut", "read_lut_dir", "write_lut_dir", "layer_plan", "lut_table",
-           "build_lut", "LayerSpec", "LUT_FILE"]
+           "build_lut", "measure_layers", "finish_lut", "export_layers", "LayerSpec", "LUT_FILE"]
 
 LUT_FILE = "{r}_lookup_table.yaml"
 _FILE_RE = re.compile(r"(\d+)_lookup_table\.yaml$")
@@ -231,6 +231,117 @@ def lut_table(space, tables: dict):
 
 
 # ---------------------------------------------------------------------------- building
+_LOG_HEADER = "key,ratio,ref_min_ms,latency_raw_ms,spread_pct,n_runs\n"
+
+
+def _read_layer_log(log_path: Path) -> list[dict]:
+    import csv
+
+    if not log_path.exists():
+        return []
+    with open(log_path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def measure_layers(layers, prepare, ref_runner, out_dir, setting: dict, protocol=None,
+                   progress: bool = True) -> dict:
+    """Time ``layers`` (objects with a ``key``) not yet in ``out_dir/layers.csv``, each with a
+    runner from ``prepare(layer)``, against the reference runner (the profiler's protocol),
+    appending one row per layer; ``out_dir/build.json`` keeps ``setting`` and the device-seconds
+    (summed over resumed runs). numpy only: the board profiler uses it too."""
+    from .datasets import utc_timestamp
+    from .profiling.timing import TimingProtocol, combine_windows, measure_windows
+
+    protocol = protocol or TimingProtocol()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info_path, log_path = out / BUILD_INFO, out / BUILD_LOG
+    info = json.loads(info_path.read_text()) if info_path.exists() else {
+        "setting": setting, "device_seconds": 0.0, "started": utc_timestamp()}
+    if info["setting"] != setting:
+        raise UsageError(f"{out} holds a lookup table being built for {info['setting']}, not "
+                         f"{setting}; use another --out")
+    info_path.write_text(json.dumps(info, indent=1))
+    done = {r["key"] for r in _read_layer_log(log_path)}
+    todo = [lay for lay in layers if lay.key not in done]
+    logger.info("%s: %d of %d layers measured, %d to go", out, len(layers) - len(todo),
+                len(layers), len(todo))
+    bar = None
+    if progress and todo:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(layers), initial=len(layers) - len(todo), unit="layer",
+                       desc=f"LUT {setting.get('backend')} t{setting.get('threads')} "
+                            f"b{setting.get('batch_size')}")
+        except ImportError:  # the board may not have tqdm: progress through logging
+            pass
+    new = not log_path.exists()
+    t_start = time.perf_counter()
+    with open(log_path, "a") as fh:
+        if new:
+            fh.write(_LOG_HEADER)
+        for k, lay in enumerate(todo, start=1):
+            t0 = time.perf_counter()
+            res = combine_windows(measure_windows(lambda: prepare(lay), ref_runner, protocol))
+            fh.write(f'"{lay.key}",{res.ratio!r},{res.ref_min_ms!r},'
+                     f'{res.latency_raw_ms!r},{res.spread_pct!r},{res.n_runs}\n')
+            fh.flush()
+            info["device_seconds"] += time.perf_counter() - t0
+            info_path.write_text(json.dumps(info, indent=1))
+            if bar is not None:
+                bar.update(1)
+            elif progress and (k % max(1, len(todo) // 20) == 0 or k == len(todo)):
+                rate = (time.perf_counter() - t_start) / k
+                logger.info("%d/%d layers, %.2f s each, about %.0f min left", k, len(todo),
+                            rate, rate * (len(todo) - k) / 60)
+    if bar is not None:
+        bar.close()
+    info["device_seconds"] = round(info["device_seconds"], 1)
+    info["n_layers"] = len(done) + len(todo)
+    info_path.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def finish_lut(space, out_dir, resolutions=None) -> dict:
+    """Write the ``<R>_lookup_table.yaml`` files of ``out_dir`` from its ``layers.csv``
+    (milliseconds at the reference level of all its windows); every layer of ``resolutions``
+    (default: those ``build.json`` records, e.g. from the board) must be measured. Returns the
+    updated ``build.json`` record."""
+    from .datasets import utc_timestamp
+    from .profiling.scale import reference_level_ms
+
+    out = Path(out_dir)
+    if resolutions is None:
+        rec = json.loads((out / BUILD_INFO).read_text()) if (out / BUILD_INFO).exists() else {}
+        resolutions = rec.get("resolutions")
+        if not resolutions:
+            raise UsageError(f"{out / BUILD_INFO} records no resolutions; give them")
+    plan = layer_plan(space, sorted(set(int(r) for r in resolutions)))
+    rows = {r["key"]: r for r in _read_layer_log(out / BUILD_LOG)}
+    missing = [s.key for s in plan.layers() if s.key not in rows]
+    if missing:
+        raise UsageError(f"{out}: {len(missing)} of {len(plan.layers())} layers are not measured "
+                         f"yet (e.g. {missing[0]!r}); resume the build")
+    level = reference_level_ms([float(r["ref_min_ms"]) for r in rows.values()])
+    tables = {}
+    for r in sorted(plan.fixed):
+        t = {}
+        for spec in plan.fixed[r] + [x for row in plan.blocks[r] for x in row]:
+            m = rows[spec.key]
+            mean = float(m["ratio"]) * level
+            t[spec.key] = {"count": int(m["n_runs"]), "mean": mean,
+                           "std": mean * float(m["spread_pct"]) / 100 / 2}  # half the spread
+        tables[r] = t
+    write_lut_dir(out, tables)
+    info_path = out / BUILD_INFO
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info.update(resolutions=sorted(plan.fixed), reference_level_ms=level,
+                finished=utc_timestamp())
+    info_path.write_text(json.dumps(info, indent=1))
+    return info
+
+
 def build_lut(space, backend, resolutions, out_dir, batch_size: int = 1, protocol=None,
               progress: bool = True) -> dict:
     """Measure every distinct layer of ``space`` at ``resolutions`` in isolation on
@@ -247,78 +358,67 @@ def build_lut(space, backend, resolutions, out_dir, batch_size: int = 1, protoco
     dict
         The build record (``n_layers``, ``device_seconds``, ``resolutions``, the setting).
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from .datasets import utc_timestamp
-    from .profiling import TimingProtocol, reference_subnet
-    from .profiling.scale import reference_level_ms
-    from .profiling.timing import combine_windows, measure_windows
+    from .profiling import reference_subnet
     from .spaces.building import layer_module
 
-    protocol = protocol or TimingProtocol()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plan = layer_plan(space, sorted(set(int(r) for r in resolutions)))
+    resolutions = sorted(set(int(r) for r in resolutions))
+    plan = layer_plan(space, resolutions)
     setting = {"space": space.name, "backend": backend.name, "device": backend.device_name(),
                "device_type": backend.device, "threads": backend.threads,
                "precision": backend.precision, "batch_size": batch_size}
-    info_path, log_path = out / BUILD_INFO, out / BUILD_LOG
-    info = json.loads(info_path.read_text()) if info_path.exists() else {
-        "setting": setting, "device_seconds": 0.0, "started": utc_timestamp()}
-    if info["setting"] != setting:
-        raise UsageError(f"{out} holds a lookup table being built for {info['setting']}, not "
-                         f"{setting}; use another --out")
-    done = pd.read_csv(log_path) if log_path.exists() else pd.DataFrame(
-        columns=["key", "ratio", "ref_min_ms", "latency_raw_ms", "spread_pct", "n_runs"])
-    todo = [s for s in plan.layers() if s.key not in set(done["key"])]
-    logger.info("%s: %d of %d layers measured, %d to go", out, len(plan.layers()) - len(todo),
-                len(plan.layers()), len(todo))
     modules = {}
 
-    def module(spec):
+    def prepare(spec):
         k = (spec.part, spec.block, spec.ks, spec.e)
         if k not in modules:
             modules[k] = layer_module(space, spec.part, spec.block, spec.ks, spec.e)
-        return modules[k]
+        return backend.prepare_module(modules[k], spec.input_shape, batch_size)
 
-    if todo:
-        ref_runner = backend.prepare(space, reference_subnet(space), batch_size)
-        bar = tqdm(total=len(plan.layers()), initial=len(plan.layers()) - len(todo),
-                   disable=not progress, unit="layer", desc=f"LUT {backend.name} "
-                   f"t{backend.threads} b{batch_size}")
-        new = not log_path.exists()
-        with open(log_path, "a") as fh:
-            if new:
-                fh.write("key,ratio,ref_min_ms,latency_raw_ms,spread_pct,n_runs\n")
-            for spec in todo:
-                t0 = time.perf_counter()
-                windows = measure_windows(
-                    lambda: backend.prepare_module(module(spec), spec.input_shape, batch_size),
-                    ref_runner, protocol)
-                res = combine_windows(windows)
-                fh.write(f'"{spec.key}",{res.ratio!r},{res.ref_min_ms!r},'
-                         f'{res.latency_raw_ms!r},{res.spread_pct!r},{res.n_runs}\n')
-                fh.flush()
-                info["device_seconds"] += time.perf_counter() - t0
-                info_path.write_text(json.dumps(info, indent=1))
-                bar.update(1)
-        bar.close()
-    done = pd.read_csv(log_path)
-    level = reference_level_ms(done["ref_min_ms"].to_numpy())
-    by_key = {k: (ratio, spread, n) for k, ratio, spread, n in
-              zip(done["key"], done["ratio"], done["spread_pct"], done["n_runs"])}
-    tables = {}
-    for r in sorted(plan.fixed):
-        t = {}
-        for spec in plan.fixed[r] + [s for row in plan.blocks[r] for s in row]:
-            ratio, spread, n = by_key[spec.key]
-            mean = float(ratio) * level
-            t[spec.key] = {"count": int(n), "mean": mean,
-                           "std": mean * float(spread) / 100 / 2}  # half the rounds' spread
-        tables[r] = t
-    write_lut_dir(out, tables)
-    info.update(n_layers=len(by_key), resolutions=sorted(plan.fixed), reference_level_ms=level,
-                finished=utc_timestamp(), device_seconds=round(info["device_seconds"], 1))
-    info_path.write_text(json.dumps(info, indent=1))
-    return info
+    layers = plan.layers()
+    done = {r["key"] for r in _read_layer_log(Path(out_dir) / BUILD_LOG)}
+    ref_runner = backend.prepare(space, reference_subnet(space), batch_size) \
+        if any(s.key not in done for s in layers) else None
+    measure_layers(layers, prepare, ref_runner, out_dir, setting, protocol, progress)
+    return finish_lut(space, out_dir, resolutions)
+
+
+LAYER_MANIFEST = "manifest.json"
+
+
+def export_layers(space, resolutions, out_dir, batch_size: int = 1, progress: bool = True) -> Path:
+    """Write every distinct layer of ``resolutions`` as an ONNX file, the reference subnet as
+    ``reference.onnx`` and a ``manifest.json`` (kind ``layers``: per file the LUT key and the
+    input shape), for timing on a device without PyTorch
+    (``python -m ofa_latency.board profile-layers``). Resumable."""
+    from tqdm.auto import tqdm
+
+    from .export import REFERENCE_FILE, onnx_bytes
+    from .profiling import reference_subnet
+    from .spaces.building import layer_module
+
+    resolutions = sorted(set(int(r) for r in resolutions))
+    plan = layer_plan(space, resolutions)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ref = reference_subnet(space)
+    if not (out / REFERENCE_FILE).exists():
+        (out / REFERENCE_FILE).write_bytes(onnx_bytes(space.build(ref), ref.image_size,
+                                                      batch_size))
+    entries = []
+    for i, spec in enumerate(tqdm(plan.layers(), disable=not progress, unit="layer",
+                                  desc="export layers")):
+        name = f"layer_{i:05d}.onnx"
+        if not (out / name).exists():
+            tmp = out / (name + ".tmp")
+            tmp.write_bytes(onnx_bytes(layer_module(space, spec.part, spec.block, spec.ks,
+                                                    spec.e), None, batch_size,
+                                       input_shape=spec.input_shape))
+            tmp.replace(out / name)
+        entries.append({"file": name, "key": spec.key, "input_shape": list(spec.input_shape)})
+    manifest = {"format_version": 1, "kind": "layers", "space": space.name,
+                "batch_size": batch_size, "resolutions": resolutions,
+                "reference": {"file": REFERENCE_FILE, "image_size": ref.image_size},
+                "layers": entries}
+    path = out / LAYER_MANIFEST
+    path.write_text(json.dumps(manifest, indent=1))
+    return path

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from ofa_latency.cli import main
 from ofa_latency.datasets import COLUMNS, read_measurements
@@ -62,3 +63,32 @@ def test_export_then_profile_without_torch_pandas_or_ofa(tmp_path, mbv3, smalles
 def test_board_errors(tmp_path):
     r = _board(["profile", str(tmp_path / "nope"), "--out", str(tmp_path / "b.csv")])
     assert r.returncode == 2 and "manifest.json not found" in r.stderr
+
+
+def test_lookup_table_for_a_board_without_torch(tmp_path, mbv3, capsys):
+    """export-layers on the host, profile-layers where only onnxruntime and numpy exist,
+    finish-lut on the host: OFA's YAML files that the lut predictor reads."""
+    from ofa_latency.lut import load_ofa_lut
+    from ofa_latency.predictors import create_predictor
+
+    folder, lut = tmp_path / "layers", tmp_path / "board_lut"
+    assert main(["export-layers", "--resolutions", "160", "--out", str(folder), "--quiet"]) == 0
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["kind"] == "layers" and len(man["layers"]) == 96
+    argv = ["profile-layers", str(folder), "--out", str(lut), "--rounds", "2", "--max-rounds",
+            "2", "--quiet"]
+    r = _board(argv)
+    assert r.returncode == 0, r.stderr
+    assert "96 layers" in r.stdout
+    # finishing needs every layer
+    assert main(["finish-lut", "--out", str(lut)]) == 0
+    table = load_ofa_lut(lut)
+    assert sorted(table.latency_tables) == [160]
+    pred = create_predictor("lut", lut_dir=str(lut)).fit()
+    subs = [s for s in mbv3.sample(200, seed=6) if s.image_size == 160][:3]
+    assert np.all(pred.predict(subs) > 0)
+    assert pred.predict(subs)[0] == pytest.approx(table.predict_efficiency(subs[0].to_tutorial_dict()), rel=1e-12)
+    lines = (lut / "layers.csv").read_text().splitlines()
+    (lut / "layers.csv").write_text("\n".join(lines[:-1]) + "\n")
+    assert main(["finish-lut", "--out", str(lut)]) == 2
+    assert "not measured yet" in capsys.readouterr().err
