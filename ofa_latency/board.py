@@ -60,13 +60,7 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
     import onnxruntime as ort
 
     folder = Path(folder)
-    man_path = folder / "manifest.json"
-    if not man_path.is_file():
-        raise UsageError(f"{man_path} not found: export the subnets with "
-                         f"'ofa-latency export-set ... --out {folder}' first")
-    manifest = json.loads(man_path.read_text())
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UsageError(f"threads = {threads!r}; must be an int >= 1")
+    manifest = _manifest(folder, "subnets", threads)
     batch = int(manifest["batch_size"])
     device = device or cpu_model_name()
     setting = {"space": manifest["space"], "batch_size": batch, "backend": "onnxruntime",
@@ -120,15 +114,7 @@ def profile_layers(folder, out_dir, threads: int = 1,
     from .lut import measure_layers
 
     folder = Path(folder)
-    man_path = folder / "manifest.json"
-    if not man_path.is_file():
-        raise UsageError(f"{man_path} not found: export the layers with "
-                         f"'ofa-latency export-layers ... --out {folder}' first")
-    manifest = json.loads(man_path.read_text())
-    if manifest.get("kind") != "layers":
-        raise UsageError(f"{man_path} lists subnets, not layers: time it with 'profile'")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UsageError(f"threads = {threads!r}; must be an int >= 1")
+    manifest = _manifest(folder, "layers", threads)
     batch = int(manifest["batch_size"])
     setting = {"space": manifest["space"], "backend": "onnxruntime",
                "device": device or cpu_model_name(), "device_type": "cpu", "threads": threads,
@@ -149,6 +135,22 @@ def profile_layers(folder, out_dir, threads: int = 1,
     info["resolutions"] = manifest["resolutions"]
     (Path(out_dir) / "build.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def _manifest(folder: Path, kind: str, threads) -> dict:
+    """The checked manifest of an exported folder of ``kind`` (``subnets`` or ``layers``)."""
+    man_path = folder / "manifest.json"
+    exporter = "export-set" if kind == "subnets" else "export-layers"
+    if not man_path.is_file():
+        raise UsageError(f"{man_path} not found: export the {kind} with "
+                         f"'ofa-latency {exporter} ... --out {folder}' first")
+    manifest = json.loads(man_path.read_text())
+    if manifest.get("kind", "subnets") != kind:
+        raise UsageError(f"{man_path} lists {manifest.get('kind', 'subnets')}, not {kind}: "
+                         f"time it with 'profile{'' if kind == 'layers' else '-layers'}'")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(f"threads = {threads!r}; must be an int >= 1")
+    return manifest
 
 
 def _rows(path: Path):

@@ -92,26 +92,31 @@ def select_subnets(space, n: int, strategy: str = "random", seed: int = 0, pool=
     return [pool[i] for i in _diverse(space.onehot(None, encoded=enc), macs, n)]
 
 
-def _stratified(res, macs, n, rng):
+def _band_walk(res, n, pick):
+    """Pick ``i`` of ``n`` takes the resolution at the ``(i + 0.5) / n`` point of the
+    resolutions, or the nearest one with subnets left, and lets ``pick(i, candidates)`` (a
+    boolean mask over the pool) choose among its unused subnets."""
     levels = np.unique(res)
-    macs_q = np.empty(len(res))  # MACs quantile within the subnet's own resolution
-    for r in levels:
-        idx = np.nonzero(res == r)[0]
-        o = idx[np.argsort(macs[idx] + rng.random(len(idx)) * 1e-9)]
-        macs_q[o] = (np.arange(len(o)) + 0.5) / len(o)
     used = np.zeros(len(res), dtype=bool)
     out = []
     for i in range(n):
         level = levels[min(int((i + 0.5) / n * len(levels)), len(levels) - 1)]
-        # this resolution, or the nearest one with subnets left
         gap = np.abs(res - level).astype(float)
         gap[used] = np.inf
-        near = gap == gap.min()
-        d = np.where(near, np.abs(macs_q - _van_der_corput(i + 1)), np.inf)
-        j = int(np.argmin(d))
+        j = int(pick(i, gap == gap.min()))
         used[j] = True
         out.append(j)
     return out
+
+
+def _stratified(res, macs, n, rng):
+    macs_q = np.empty(len(res))  # MACs quantile within the subnet's own resolution
+    for r in np.unique(res):
+        idx = np.nonzero(res == r)[0]
+        o = idx[np.argsort(macs[idx] + rng.random(len(idx)) * 1e-9)]
+        macs_q[o] = (np.arange(len(o)) + 0.5) / len(o)
+    return _band_walk(res, n, lambda i, near: np.argmin(
+        np.where(near, np.abs(macs_q - _van_der_corput(i + 1)), np.inf)))
 
 
 def _diverse(onehot, macs, n):
@@ -139,15 +144,4 @@ def committee_disagreement(enc, committee) -> np.ndarray:
 
 def _uncertain(enc, committee, n):
     score = committee_disagreement(enc, committee)
-    res = enc.image_size
-    levels = np.unique(res)
-    used = np.zeros(len(res), dtype=bool)
-    out = []
-    for i in range(n):
-        level = levels[min(int((i + 0.5) / n * len(levels)), len(levels) - 1)]
-        gap = np.abs(res - level).astype(float)
-        gap[used] = np.inf
-        j = int(np.argmax(np.where(gap == gap.min(), score, -np.inf)))
-        used[j] = True
-        out.append(j)
-    return out
+    return _band_walk(enc.image_size, n, lambda i, near: np.argmax(np.where(near, score, -np.inf)))
