@@ -255,15 +255,8 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     if unknown:
         raise UsageError(f"unknown fine-tuning methods {unknown}; known for a {base.kind!r} base: "
                          f"{', '.join(known)}")
-    if kind is not None and kind != base.kind:
-        from .predictors import list_predictors
-
-        if kind not in list_predictors():
-            raise UsageError(f"kind {kind!r} is not a predictor kind; known: "
-                             f"{', '.join(list_predictors())}")
-        params = create_predictor(kind, space=base.space).get_params()
-    else:
-        params = base.get_params()
+    params = base.get_params() if kind in (None, base.kind) else \
+        create_predictor(kind, space=base.space).get_params()  # the registry names bad kinds
     if "random_state" in params:
         params["random_state"] = random_state
     cv_mape, cv_se = {}, {}

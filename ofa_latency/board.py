@@ -120,7 +120,6 @@ def profile_layers(folder, out_dir, threads: int = 1,
                "device": device or cpu_model_name(), "device_type": "cpu", "threads": threads,
                "precision": "fp32", "batch_size": batch}
     ref = manifest["reference"]
-    ref_runner = _runner(folder / ref["file"], ref["image_size"], batch, threads)
 
     class _Layer:
         def __init__(self, e):
@@ -130,8 +129,9 @@ def profile_layers(folder, out_dir, threads: int = 1,
         x = np.random.default_rng(0).standard_normal((batch, *lay.shape), dtype=np.float32)
         return OrtRunner(onnxruntime_session(folder / lay.file, threads), x)
 
-    info = measure_layers([_Layer(e) for e in manifest["layers"]], prepare, ref_runner, out_dir,
-                          setting, protocol, progress)
+    info = measure_layers([_Layer(e) for e in manifest["layers"]], prepare,
+                          lambda: _runner(folder / ref["file"], ref["image_size"], batch, threads),
+                          out_dir, setting, protocol, progress)
     info["resolutions"] = manifest["resolutions"]
     (Path(out_dir) / "build.json").write_text(json.dumps(info, indent=1))
     return info

@@ -241,7 +241,7 @@ def cmd_train(args) -> int:
 
 def _train_conditioned(args) -> int:
     from .conditioned import ConditionedPredictor, HardwareDescriptor
-    from .datasets import SETTING_COLUMNS, read_measurements
+    from .datasets import SETTING_COLUMNS, read_measurements, subnets_of
     from .evaluation import latency_metrics
     from .profiling import table_hardware_path
 
@@ -280,18 +280,12 @@ def _train_conditioned(args) -> int:
         test = t[t.split == "test"]
         if len(test) >= 2:
             m = latency_metrics(test.latency_ms.to_numpy(), table.predict_encoded(
-                model.space_.encode(_archs_of(test))))
+                model.space_.encode(subnets_of(test))))
             print(f"  {name}: held-out MAPE {m['mape_pct']:.2f} %, Kendall tau "
                   f"{m['kendall_tau']:.3f} ({len(test)} subnets)")
         else:
             print(f"  {name}: no held-out rows")
     return 0
-
-
-def _archs_of(df):
-    from .datasets import subnets_of
-
-    return subnets_of(df)
 
 
 def _warn_if_other_setting(est, df, data_path):
@@ -451,9 +445,8 @@ def _print_verification(rounds):
 
 
 def cmd_search(args) -> int:
-    from .search import Constraint
+    from .search import Constraint, search
     from .search.workflow import deploy, search_and_verify
-    from .search import search
 
     if len(args.estimator) != len(args.latency_ms):
         raise UsageError(f"{len(args.estimator)} --estimator and {len(args.latency_ms)} "

@@ -46,7 +46,7 @@ import numpy as np
 from ._version import __version__
 from .errors import NotFittedError, UsageError
 from .predictors import AdditiveTable, LatencyPredictor, create_predictor
-from .spaces import Subnet, arch_from_text, get_space
+from .spaces import Subnet, get_space
 
 logger = logging.getLogger(__name__)
 
@@ -215,13 +215,6 @@ class HardwareDescriptor:
                    specs=specs, reference_ms=ref)
 
 
-def _subnet_from_key(space, key: str) -> Subnet:
-    arch, _, r = key.rpartition("@")
-    d = arch_from_text(arch, "reference subnet")
-    d["image_size"] = int(r)
-    return space.validate(d)
-
-
 def _table_predictor(table: AdditiveTable, n_train=None) -> LatencyPredictor:
     return create_predictor("table", space=table.space.name).set_table(table, n_train=n_train)
 
@@ -360,7 +353,7 @@ class ConditionedPredictor:
             raise UsageError(f"pool must be 'device_type' or 'family', got {pool!r}")
         sp = self.space_
         idx = self._candidates(hardware, pool if len(hardware.reference_ms) >= 2 else "family")
-        refs = [_subnet_from_key(sp, k) for k in hardware.reference_ms]
+        refs = [sp.from_key(k) for k in hardware.reference_ms]
         y = np.array(list(hardware.reference_ms.values()), dtype=np.float64)
         names = [self.descriptors_[i].name + f" b{self.descriptors_[i].batch_size}" for i in idx]
         report = {"target": hardware.name, "candidates": names, "n_references": len(refs)}

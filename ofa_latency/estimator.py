@@ -41,7 +41,7 @@ class LatencyEstimator:
             raise TypeError(f"predictor must be a LatencyPredictor, got {type(predictor).__name__}")
         self.predictor = predictor
         one = predictor.table.predict_one  # raises NotFittedError when unfitted
-        self._one = one if predictor.additive else (lambda arch: None)
+        self._one = one if predictor.additive else predictor.predict_one
         if check_machine and (self.setting or {}).get("device_type") == "cpu":
             diffs = self.machine_differences()
             if diffs:

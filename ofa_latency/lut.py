@@ -243,12 +243,14 @@ def _read_layer_log(log_path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def measure_layers(layers, prepare, ref_runner, out_dir, setting: dict, protocol=None,
+def measure_layers(layers, prepare, prepare_reference, out_dir, setting: dict, protocol=None,
                    progress: bool = True) -> dict:
     """Time ``layers`` (objects with a ``key``) not yet in ``out_dir/layers.csv``, each with a
-    runner from ``prepare(layer)``, against the reference runner (the profiler's protocol),
-    appending one row per layer; ``out_dir/build.json`` keeps ``setting`` and the device-seconds
-    (summed over resumed runs). numpy only: the board profiler uses it too."""
+    runner from ``prepare(layer)``, against the reference subnet's runner from
+    ``prepare_reference()`` (called only when there is something to time; the profiler's
+    protocol), appending one row per layer; ``out_dir/build.json`` keeps ``setting``, the
+    device-seconds (summed over resumed runs) and when the last layer was measured. numpy
+    only: the board profiler uses it too."""
     from .datasets import utc_timestamp
     from .profiling.timing import TimingProtocol, combine_windows, measure_windows
 
@@ -278,6 +280,7 @@ def measure_layers(layers, prepare, ref_runner, out_dir, setting: dict, protocol
             pass
     new = not log_path.exists()
     t_start = time.perf_counter()
+    ref_runner = prepare_reference() if todo else None
     with open(log_path, "a") as fh:
         if new:
             fh.write(_LOG_HEADER)
@@ -299,6 +302,8 @@ def measure_layers(layers, prepare, ref_runner, out_dir, setting: dict, protocol
         bar.close()
     info["device_seconds"] = round(info["device_seconds"], 1)
     info["n_layers"] = len(done) + len(todo)
+    if todo:
+        info["finished"] = utc_timestamp()
     info_path.write_text(json.dumps(info, indent=1))
     return info
 
@@ -308,7 +313,6 @@ def finish_lut(space, out_dir, resolutions=None) -> dict:
     (milliseconds at the reference level of all its windows); every layer of ``resolutions``
     (default: those ``build.json`` records, e.g. from the board) must be measured. Returns the
     updated ``build.json`` record."""
-    from .datasets import utc_timestamp
     from .profiling.scale import reference_level_ms
 
     out = Path(out_dir)
@@ -336,8 +340,7 @@ def finish_lut(space, out_dir, resolutions=None) -> dict:
     write_lut_dir(out, tables)
     info_path = out / BUILD_INFO
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    info.update(resolutions=sorted(plan.fixed), reference_level_ms=level,
-                finished=utc_timestamp())
+    info.update(resolutions=sorted(plan.fixed), reference_level_ms=level)
     info_path.write_text(json.dumps(info, indent=1))
     return info
 
@@ -374,11 +377,9 @@ def build_lut(space, backend, resolutions, out_dir, batch_size: int = 1, protoco
             modules[k] = layer_module(space, spec.part, spec.block, spec.ks, spec.e)
         return backend.prepare_module(modules[k], spec.input_shape, batch_size)
 
-    layers = plan.layers()
-    done = {r["key"] for r in _read_layer_log(Path(out_dir) / BUILD_LOG)}
-    ref_runner = backend.prepare(space, reference_subnet(space), batch_size) \
-        if any(s.key not in done for s in layers) else None
-    measure_layers(layers, prepare, ref_runner, out_dir, setting, protocol, progress)
+    measure_layers(plan.layers(), prepare,
+                   lambda: backend.prepare(space, reference_subnet(space), batch_size),
+                   out_dir, setting, protocol, progress)
     return finish_lut(space, out_dir, resolutions)
 
 

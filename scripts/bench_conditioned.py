@@ -169,7 +169,7 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 base = model.resolve(d_refs, random_state=seed, pool=args.pool)
                 X = [s.to_dict() for s in subnets_of(rows)] + \
-                    [sp.validate(_from_key(k)).to_dict() for k in ref_subs]
+                    [sp.from_key(k).to_dict() for k in ref_subs]
                 y = np.concatenate([rows.latency_ms.to_numpy(),
                                     np.array(list(d_refs.reference_ms.values()))])
                 pred = finetune(base, X, y, random_state=seed, base_name="conditioned",
@@ -188,13 +188,6 @@ def main(argv=None):
                                               indent=1))
     if args.plot:
         plot(summary, args.plot)
-
-
-def _from_key(key):
-    arch, _, r = key.rpartition("@")
-    d = json.loads(arch)
-    d["image_size"] = int(r)
-    return d
 
 
 def summarise(results):

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..spaces import Encoded
 
-__all__ = ["AdditiveTable", "fit_linear_table", "table_schema", "probe_batch", "table_from_probe"]
+__all__ = ["AdditiveTable", "fit_linear_table", "table_schema", "probe_batch", "table_from_probe",
+           "cost_table"]
 
 _UNPENALISED_SCALE = 100.0  # analytic columns are scaled up so the L1 penalty barely touches them
 
@@ -160,6 +161,24 @@ class AdditiveTable:
         for b in blocks:
             total += rows[b][ks[b]][e[b]]
         return None if total != total else total  # NaN: a gap; the batch path says which
+
+
+@functools.lru_cache(maxsize=None)
+def _cost_table(space_name: str, cost: str) -> "AdditiveTable":
+    from ..spaces import get_space
+
+    sp = get_space(space_name)
+    g = sp.cost_grid
+    return AdditiveTable(sp, g[f"fixed_{cost}"], g[cost])
+
+
+def cost_table(space, cost: str) -> "AdditiveTable":
+    """An analytic cost (``"macs_m"`` or ``"activation_mb"``) of every subnet of ``space`` as
+    an additive table (the costs are sums over blocks): ``cost_table(sp, "macs_m")
+    .predict_encoded(enc)`` is the MACs (millions) of an encoded batch. Built once per space."""
+    if cost not in ("macs_m", "activation_mb"):
+        raise ValueError(f"cost {cost!r}; one of 'macs_m', 'activation_mb'")
+    return _cost_table(space.name, cost)
 
 
 # ---------------------------------------------------------------------- the linear model

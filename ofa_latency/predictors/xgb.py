@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ._base import LatencyPredictor, register_predictor
-from ._table import AdditiveTable, probe_batch, table_from_probe
+from ._table import cost_table, probe_batch, table_from_probe
 
 __all__ = ["XGBLatencyPredictor"]
 
@@ -146,11 +146,8 @@ class XGBLatencyPredictor(LatencyPredictor):
     def _interaction_inputs(self, enc) -> np.ndarray:
         """OFA's one-hot encoding, MACs (M), activations (MB) and the resolution."""
         sp = self.space_
-        if getattr(self, "_cost_tables", None) is None:  # costs are additive: as tables
-            g = sp.cost_grid
-            self._cost_tables = [AdditiveTable(sp, g[f"fixed_{k}"], g[k])
-                                 for k in ("macs_m", "activation_mb")]
-        costs = [t.predict_encoded(enc)[:, None] for t in self._cost_tables]
+        costs = [cost_table(sp, k).predict_encoded(enc)[:, None]
+                 for k in ("macs_m", "activation_mb")]
         return np.hstack([sp.onehot(None, encoded=enc), *costs,
                           enc.image_size[:, None]]).astype(np.float32)
 

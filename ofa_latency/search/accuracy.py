@@ -209,13 +209,11 @@ class MacsProxy(OFAAccuracyPredictor):
         self.space = get_space(space)
         self.resolutions = tuple(int(r) for r in resolutions)
         self.source = "proxy: macs"
-        g = self.space.cost_grid
-        from ..predictors import AdditiveTable
-
-        self._macs = AdditiveTable(self.space, g["fixed_macs_m"], g["macs_m"])
 
     def predict_encoded(self, enc: Encoded) -> np.ndarray:
-        return np.log(self._macs.predict_encoded(enc))
+        from ..predictors._table import cost_table
+
+        return np.log(cost_table(self.space, "macs_m").predict_encoded(enc))
 
     def torch_module(self):
         raise UsageError("the MACs proxy has no network for gradient search; use an accuracy "

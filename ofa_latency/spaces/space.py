@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import functools
 import logging
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -94,6 +96,16 @@ class SearchSpace:
         return self.parser.parse(arch)
 
     canonical = validate
+
+    def from_key(self, key: str) -> Subnet:
+        """The subnet whose :meth:`Subnet.key` is ``key`` (``<arch JSON>@<resolution>``)."""
+        arch, _, r = str(key).rpartition("@")
+        try:
+            d = json.loads(arch)
+            d["image_size"] = int(r)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{key!r} is not a subnet key (<arch JSON>@<resolution>)") from exc
+        return self.validate(d)
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, seed: int = 0) -> list[Subnet]:
