@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
 from .finders import Constraint, SearchResult, search
 
 logger = logging.getLogger(__name__)
@@ -170,8 +169,3 @@ def summary_text(report: dict) -> str:
     lines += ["", "```json", json.dumps(report["arch"]), "```", ""]
     return "\n".join(lines)
 
-
-def require_positive_budgets(values):
-    for v in values:
-        if not v > 0:
-            raise UsageError(f"--latency-ms {v}: must be > 0")
