@@ -84,7 +84,9 @@ def test_shipped_predictors_reach_their_manifest_metrics(help_dir_or_none):
         m = latency_metrics(test.latency_ms.to_numpy(), est.predictor.predict(test))
         assert m["n"] == e["heldout_metrics"]["n"], e["name"]
         for k in ("mape_pct", "kendall_tau", "rmse_ms"):
-            assert m[k] == pytest.approx(e["heldout_metrics"][k], rel=1e-6, abs=1e-9), (e["name"], k)
+            # Kendall tau of tied latencies moves by ~1e-5 between scipy versions
+            tol = {"rel": 1e-6, "abs": 1e-4 if k == "kendall_tau" else 1e-9}
+            assert m[k] == pytest.approx(e["heldout_metrics"][k], **tol), (e["name"], k)
         checked += 1
     assert checked >= 16
 
