@@ -12,19 +12,13 @@ import json
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, run_command
 
-__all__ = ["main", "build_parser", "board_main"]
+__all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("ofa_latency")
-
-# what a user's mistake raises: reported as "error: ..." with exit code 2
-USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
-               NotADirectoryError, PermissionError, RuntimeError, ImportError)
-
 
 def _read_archs_file(path, space):
     """Archs from a file, one per line: JSON or the Python-dict form OFA prints."""
@@ -104,7 +98,8 @@ def cmd_profile(args) -> int:
 
 
 def cmd_hardware(args) -> int:
-    from .hardware import describe_hardware, reference_fingerprint_ms
+    from .hardware import describe_hardware
+    from .profiling import reference_fingerprint_ms
 
     desc = describe_hardware(args.backend, args.threads, args.device, measure=not args.no_measure)
     if not args.no_measure:
@@ -976,89 +971,7 @@ def main(argv=None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    return _run(args.func, args, args.debug)
-
-
-def _run(func, args, debug: bool) -> int:
-    """Run a command under the exit-code contract of the module docstring."""
-    try:
-        return int(func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except USER_ERRORS as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a bug: say so, traceback on request
-        if debug:
-            traceback.print_exc()
-        print(f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in ofa-latency; "
-              f"rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
-
-
-def _cmd_board_profile(args) -> int:
-    from .board import profile_folder
-    from .profiling.timing import TimingProtocol
-
-    n = profile_folder(args.folder, args.out, threads=args.threads, device=args.device,
-                       protocol=TimingProtocol(rounds=args.rounds,
-                                               max_rounds=max(args.rounds, args.max_rounds)),
-                       limit=args.limit, progress=not args.quiet)
-    print(f"{n} subnets in {args.out}")
-    return 0
-
-
-def _cmd_board_profile_layers(args) -> int:
-    from .board import profile_layers
-    from .profiling.timing import TimingProtocol
-
-    info = profile_layers(args.folder, args.out, threads=args.threads, device=args.device,
-                          protocol=TimingProtocol(rounds=args.rounds,
-                                                  max_rounds=max(args.rounds, args.max_rounds)),
-                          progress=not args.quiet)
-    print(f"{info['n_layers']} layers in {args.out} ({info['device_seconds']:.0f} device-seconds); "
-          f"on the host: ofa-latency finish-lut --space {info['setting']['space']} --out {args.out}")
-    return 0
-
-
-def board_main(argv=None) -> int:
-    """``python -m ofa_latency.board profile FOLDER --out TABLE`` (also the
-    ``ofa-latency-board`` console script): needs only onnxruntime and numpy."""
-    from . import board
-
-    p = argparse.ArgumentParser(prog="python -m ofa_latency.board", description=board.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--debug", action="store_true", help="show the traceback of any error")
-    sub = p.add_subparsers(dest="command", required=True)
-    pr = sub.add_parser("profile", help="time every exported subnet into a measurement table")
-    pr.add_argument("folder", help="a folder written by 'ofa-latency export-set'")
-    pr.add_argument("--out", required=True, help="CSV table to append to (resumes if it exists)")
-    pr.add_argument("--threads", type=int, default=1)
-    pr.add_argument("--device", default=None, help="device name for the table (default: the "
-                                                   "CPU model)")
-    pr.add_argument("--limit", type=int, default=None, help="profile at most this many")
-    pr.add_argument("--rounds", type=int, default=6)
-    pr.add_argument("--max-rounds", type=int, default=10)
-    pr.add_argument("--quiet", action="store_true")
-    pr.set_defaults(func=_cmd_board_profile)
-    pl = sub.add_parser("profile-layers", help="time every exported layer (a lookup table)")
-    pl.add_argument("folder", help="a folder written by 'ofa-latency export-layers'")
-    pl.add_argument("--out", required=True, help="lookup-table folder (resumes if it exists)")
-    pl.add_argument("--threads", type=int, default=1)
-    pl.add_argument("--device", default=None, help="device name (default: the CPU model)")
-    pl.add_argument("--rounds", type=int, default=6)
-    pl.add_argument("--max-rounds", type=int, default=10)
-    pl.add_argument("--quiet", action="store_true")
-    pl.set_defaults(func=_cmd_board_profile_layers)
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return _run(args.func, args, args.debug)
+    return run_command(args.func, args, args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

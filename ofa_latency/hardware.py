@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs", "reference_fingerprint_ms",
+__all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs", 
            "hardware_differences", "DESCRIPTOR_CHANGE_PCT"]
 
 DESCRIPTOR_CHANGE_PCT = 30.0  # measured throughput this far from a recorded one: another machine
@@ -161,21 +161,6 @@ def describe_hardware(backend: str = "torch", threads: int = 1, device: str = "c
     if device == "cuda":
         desc.update(_gpu_descriptor())
     return desc
-
-
-def reference_fingerprint_ms(backend: str = "onnxruntime", threads: int = 1, device: str = "cpu",
-                             batch_size: int = 1, space: str = "ofa_mbv3_w1.2") -> float:
-    """The reference subnet's latency (ms) on a backend setting: one number that says how fast
-    this machine is for it, directly comparable with a table's ``ref_baseline_ms`` (the same
-    statistic: :func:`ofa_latency.profiling.scale.probe_reference_level_ms`; a few seconds).
-    """
-    from .profiling import create_backend, reference_subnet
-    from .profiling.scale import probe_reference_level_ms
-    from .spaces import get_space
-
-    sp = get_space(space)
-    be = create_backend(backend, threads=threads, device=device)
-    return probe_reference_level_ms(be.prepare(sp, reference_subnet(sp), batch_size))
 
 
 def load_gpu_specs(path=None) -> pd.DataFrame:

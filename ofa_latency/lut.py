@@ -8,7 +8,7 @@ idskip:1-se:0-hs:0``, and maps to ``{count, mean, std}`` (milliseconds). OFA's c
 first block, every active elastic block, the final expand convolution, the global average pool,
 the feature-mix convolution and the classifier. A block's key depends only on the resolution,
 its position and its (kernel, expand) choice, so a LUT *is* an additive table:
-:func:`lut_table` reads it into one, and the ``lut`` predictor kind
+:func:`ofa_latency.predictors.lut.lut_table` reads it into one, and the ``lut`` predictor kind
 (:mod:`ofa_latency.predictors.lut`) answers exactly as OFA's code does, at the same speed as
 any predictor.
 
@@ -32,7 +32,7 @@ from .errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_ofa_lut", "read_lut_dir", "write_lut_dir", "layer_plan", "lut_table",
+__all__ = ["load_ofa_lut", "read_lut_dir", "write_lut_dir", "layer_plan",
            "build_lut", "measure_layers", "finish_lut", "export_layers", "LayerSpec", "LUT_FILE"]
 
 LUT_FILE = "{r}_lookup_table.yaml"
@@ -194,40 +194,6 @@ def layer_plan(space, resolutions) -> LutPlan:
                          (fm, 1, 1))]
         fixed[r], blocks[r] = fx, rows
     return LutPlan(space, fixed, blocks)
-
-
-def lut_table(space, tables: dict):
-    """The :class:`~ofa_latency.predictors.AdditiveTable` of a LUT (``{resolution: {key:
-    {"mean", ...}}}``): per resolution the fixed layers' sum and every block choice's entry;
-    resolutions the LUT lacks hold NaN (predicting them raises). A key missing from a
-    resolution's table is an error naming it."""
-    from .predictors import AdditiveTable
-
-    rs = [r for r in sorted(tables) if r in space.image_sizes]
-    extra = sorted(set(tables) - set(rs))
-    if extra:
-        logger.warning("LUT resolutions %s are not in %s; ignored", extra, space.name)
-    if not rs:
-        raise UsageError(f"the LUT has no resolution of {space.name}")
-    plan = layer_plan(space, rs)
-    nr, nb = len(space.image_sizes), space.n_blocks
-    nc = len(space.ks_choices) * len(space.e_choices)
-    fixed = np.full(nr, np.nan)
-    block = np.full((nr, nb, nc), np.nan)
-
-    def mean(r, spec):
-        try:
-            return float(tables[r][spec.key]["mean"])
-        except KeyError:
-            raise UsageError(f"the {r}px lookup table has no entry {spec.key!r}") from None
-
-    for r in rs:
-        ri = space.image_sizes.index(r)
-        fixed[ri] = sum(mean(r, s) for s in plan.fixed[r])
-        for b, row in enumerate(plan.blocks[r]):
-            for c, spec in enumerate(row):
-                block[ri, b, c] = mean(r, spec)
-    return AdditiveTable(space, fixed, block)
 
 
 # ---------------------------------------------------------------------------- building

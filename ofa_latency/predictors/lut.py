@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ from ..errors import UsageError
 from ._base import LatencyPredictor, register_predictor, training_data
 from ._table import AdditiveTable, table_schema
 
-__all__ = ["LUTLatencyPredictor"]
+__all__ = ["LUTLatencyPredictor", "lut_table"]
+
+logger = logging.getLogger(__name__)
 
 
 @register_predictor("lut")
@@ -43,7 +46,7 @@ class LUTLatencyPredictor(LatencyPredictor):
 
     def fit(self, X=None, y=None, base=None, **fit_params) -> "LUTLatencyPredictor":
         """Read the LUT; with ``calibrate``, fit the affine correction on ``(X, y)``."""
-        from ..lut import lut_table, read_lut_dir
+        from ..lut import read_lut_dir
 
         if self.lut_dir is None:
             raise UsageError("a 'lut' predictor needs lut_dir (a folder of OFA lookup tables)")
@@ -90,3 +93,37 @@ def _min_mape_affine(t, y):
     m = QuantileRegressor(quantile=0.5, alpha=0.0, solver="highs")
     m.fit(np.asarray(t)[:, None], np.asarray(y), sample_weight=1.0 / np.asarray(y))
     return float(m.coef_[0]), float(m.intercept_)
+
+
+def lut_table(space, tables: dict):
+    """The :class:`~ofa_latency.predictors.AdditiveTable` of a LUT (``{resolution: {key:
+    {"mean", ...}}}``): per resolution the fixed layers' sum and every block choice's entry;
+    resolutions the LUT lacks hold NaN (predicting them raises). A key missing from a
+    resolution's table is an error naming it."""
+    from ..lut import layer_plan
+
+    rs = [r for r in sorted(tables) if r in space.image_sizes]
+    extra = sorted(set(tables) - set(rs))
+    if extra:
+        logger.warning("LUT resolutions %s are not in %s; ignored", extra, space.name)
+    if not rs:
+        raise UsageError(f"the LUT has no resolution of {space.name}")
+    plan = layer_plan(space, rs)
+    nr, nb = len(space.image_sizes), space.n_blocks
+    nc = len(space.ks_choices) * len(space.e_choices)
+    fixed = np.full(nr, np.nan)
+    block = np.full((nr, nb, nc), np.nan)
+
+    def mean(r, spec):
+        try:
+            return float(tables[r][spec.key]["mean"])
+        except KeyError:
+            raise UsageError(f"the {r}px lookup table has no entry {spec.key!r}") from None
+
+    for r in rs:
+        ri = space.image_sizes.index(r)
+        fixed[ri] = sum(mean(r, s) for s in plan.fixed[r])
+        for b, row in enumerate(plan.blocks[r]):
+            for c, spec in enumerate(row):
+                block[ri, b, c] = mean(r, spec)
+    return AdditiveTable(space, fixed, block)

@@ -6,9 +6,10 @@ import importlib
 _PUBLIC = {
     "ProfilingBackend": "._base", "Runner": "._base", "create_backend": "._base",
     "list_backends": "._base", "register_backend": "._base",
-    "profile_subnets": ".profiler", "reference_subnet": ".profiler",
+    "profile_subnets": ".profiler", "reference_fingerprint_ms": ".profiler",
     "MachineChangedError": ".profiler",
     "table_hardware_path": ".profiler",
+    "reference_subnet": ".profiler",
     "TimingProtocol": ".timing", "TimingResult": ".timing", "measure": ".timing",
     "apply_table_scale": ".scale", "reference_level_ms": ".scale",
 }

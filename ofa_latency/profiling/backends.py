@@ -330,7 +330,7 @@ class FakeBackend(ProfilingBackend):
         return per_image * factor * batch_size / self.threads ** 0.5
 
     def prepare(self, space, subnet, batch_size):
-        from .profiler import reference_subnet
+        from ..spaces import reference_subnet
 
         h = hashlib.sha256(f"run|{self.seed}|{subnet.key()}".encode()).digest()
         latency_s = self.true_latency_ms(space, subnet, batch_size) / 1e3

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timestamp
 from ..errors import UsageError
+from ..spaces import reference_subnet
 from ..hardware import hardware_differences
 from .scale import (MACHINE_CHANGE_PCT, level_change_pct, probe_reference_level_ms,
                     reference_level_ms, table_level_ms)
@@ -19,18 +20,12 @@ from .timing import TimingProtocol, combine_windows, measure_windows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["reference_subnet", "profile_subnets", "MachineChangedError", "table_hardware_path"]
+__all__ = ["profile_subnets", "MachineChangedError", "table_hardware_path",
+           "reference_fingerprint_ms"]
 
 
 class MachineChangedError(UsageError):
     """The machine (its descriptor or its speed) differs from the one a table was measured on."""
-
-
-def reference_subnet(space):
-    """The fixed mid-size subnet every measurement is drift-corrected against:
-    kernel 5, expand 4, depth 3 everywhere, resolution 176."""
-    return space.validate({"ks": [5] * space.n_blocks, "e": [4] * space.n_blocks,
-                           "d": [3] * space.n_stages, "image_size": 176})
 
 
 def _setting(space, backend, batch_size) -> dict:
@@ -197,3 +192,17 @@ def table_hardware_path(table_path) -> Path:
     """Where a table's hardware descriptor lives: ``<table>.hardware.json``."""
     p = Path(table_path)
     return p.with_name(p.name + ".hardware.json")
+
+
+def reference_fingerprint_ms(backend: str = "onnxruntime", threads: int = 1, device: str = "cpu",
+                             batch_size: int = 1, space: str = "ofa_mbv3_w1.2") -> float:
+    """The reference subnet's latency (ms) on a backend setting: one number that says how fast
+    this machine is for it, directly comparable with a table's ``ref_baseline_ms`` (the same
+    statistic: :func:`~.scale.probe_reference_level_ms`; a few seconds).
+    """
+    from ..spaces import get_space
+    from . import create_backend  # registers the built-in backends
+
+    sp = get_space(space)
+    be = create_backend(backend, threads=threads, device=device)
+    return probe_reference_level_ms(be.prepare(sp, reference_subnet(sp), batch_size))

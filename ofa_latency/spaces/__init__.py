@@ -15,6 +15,7 @@ from .encoding import arch_from_text as arch_from_text
 from .space import SearchSpace as SearchSpace
 from .space import get_space as get_space
 from .space import list_spaces as list_spaces
+from .space import reference_subnet as reference_subnet
 
 __all__ = ["ARCH_KEYS", "ArchParser", "Encoded", "Subnet", "arch_from_text", "SearchSpace",
-           "get_space", "list_spaces"]
+           "get_space", "list_spaces", "reference_subnet"]

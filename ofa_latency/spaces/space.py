@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SearchSpace", "get_space", "list_spaces"]
+__all__ = ["SearchSpace", "get_space", "list_spaces", "reference_subnet"]
 
 
 class SearchSpace:
@@ -251,3 +251,10 @@ def get_space(name: str) -> SearchSpace:
     if name not in _SPACES:
         raise ValueError(f"unknown search space {name!r}; known: {', '.join(list_spaces())}")
     return SearchSpace(name, **_SPACES[name])
+
+
+def reference_subnet(space):
+    """The fixed mid-size subnet every measurement is drift-corrected against:
+    kernel 5, expand 4, depth 3 everywhere, resolution 176."""
+    return space.validate({"ks": [5] * space.n_blocks, "e": [4] * space.n_blocks,
+                           "d": [3] * space.n_stages, "image_size": 176})
