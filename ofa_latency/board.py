@@ -66,40 +66,40 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
     device = device or cpu_model_name()
     setting = {"space": manifest["space"], "batch_size": batch, "backend": "onnxruntime",
                "device_type": "cpu", "device": device, "threads": threads, "precision": "fp32"}
-    log = MeasurementLog(out)
-    done, refs = set(), []
-    for row in _rows(log.path):
-        if row["backend"] != "onnxruntime" or row["threads"] not in (str(threads), f"{threads}.0") \
-                or row["batch_size"] != str(batch) or row["device"] != device:
-            raise UsageError(f"{log.path} holds another setting ({row['backend']} "
-                             f"{row['threads']} thread(s), batch {row['batch_size']} on "
-                             f"{row['device']}); use another --out")
-        done.add((row["arch"], int(row["image_size"])))
-        if row["ref_min_ms"]:
-            refs.append(float(row["ref_min_ms"]))
-    todo = [e for e in manifest["subnets"] if (e["arch"], e["image_size"]) not in done]
-    if limit is not None:
-        todo = todo[:max(0, limit - len(done))]
-    ref = manifest["reference"]
-    ref_runner = _runner(folder / ref["file"], ref["image_size"], batch, threads)
-    versions = json.dumps({"python": platform.python_version(), "ofa_latency": __version__,
-                           "onnxruntime": ort.__version__, "board": True}, sort_keys=True)
-    t_start = time.perf_counter()
-    every = max(1, len(todo) // 20)
-    for k, e in enumerate(todo, start=1):
-        windows = measure_windows(
-            lambda: _runner(folder / e["file"], e["image_size"], batch, threads), ref_runner,
-            protocol)
-        res = combine_windows(windows)
-        refs.extend(w.ref_min_ms for w in windows)
-        log.append({**setting, "arch": e["arch"], "image_size": e["image_size"],
-                    **res.columns(reference_level_ms(refs)), "split": e["split"],
-                    "timestamp": utc_timestamp(), "versions": versions,
-                    "source": "ofa-latency board"})
-        if progress and (k % every == 0 or k == len(todo)):
-            rate = (time.perf_counter() - t_start) / k
-            logger.info("%d/%d subnets, %.1f s each, about %.0f min left", k, len(todo), rate,
-                        rate * (len(todo) - k) / 60)
+    with MeasurementLog(out) as log:  # one writer: the lock is held until the end
+        done, refs = set(), []
+        for row in _rows(log.path):
+            if row["backend"] != "onnxruntime" or row["threads"] not in (str(threads), f"{threads}.0") \
+                    or row["batch_size"] != str(batch) or row["device"] != device:
+                raise UsageError(f"{log.path} holds another setting ({row['backend']} "
+                                 f"{row['threads']} thread(s), batch {row['batch_size']} on "
+                                 f"{row['device']}); use another --out")
+            done.add((row["arch"], int(row["image_size"])))
+            if row["ref_min_ms"]:
+                refs.append(float(row["ref_min_ms"]))
+        todo = [e for e in manifest["subnets"] if (e["arch"], e["image_size"]) not in done]
+        if limit is not None:
+            todo = todo[:max(0, limit - len(done))]
+        ref = manifest["reference"]
+        ref_runner = _runner(folder / ref["file"], ref["image_size"], batch, threads)
+        versions = json.dumps({"python": platform.python_version(), "ofa_latency": __version__,
+                               "onnxruntime": ort.__version__, "board": True}, sort_keys=True)
+        t_start = time.perf_counter()
+        every = max(1, len(todo) // 20)
+        for k, e in enumerate(todo, start=1):
+            windows = measure_windows(
+                lambda: _runner(folder / e["file"], e["image_size"], batch, threads), ref_runner,
+                protocol)
+            res = combine_windows(windows)
+            refs.extend(w.ref_min_ms for w in windows)
+            log.append({**setting, "arch": e["arch"], "image_size": e["image_size"],
+                        **res.columns(reference_level_ms(refs)), "split": e["split"],
+                        "timestamp": utc_timestamp(), "versions": versions,
+                        "source": "ofa-latency board"})
+            if progress and (k % every == 0 or k == len(todo)):
+                rate = (time.perf_counter() - t_start) / k
+                logger.info("%d/%d subnets, %.1f s each, about %.0f min left", k, len(todo), rate,
+                            rate * (len(todo) - k) / 60)
     return len(done) + len(todo)
 
 

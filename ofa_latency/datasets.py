@@ -15,7 +15,9 @@ device              device name (CPU model or GPU name)
 threads             intra-op threads (empty for GPU rows of foreign data)
 precision           ``fp32`` or ``fp16``
 latency_ms          drift-corrected robust latency per batch (ms): ``ratio`` times the table's
-                    reference level, recomputed from all its windows on read
+                    reference level from all its windows; the file is rewritten whenever
+                    an appended row moves the level, so the value on disk is always the
+                    one the product uses
 latency_raw_ms      median over rounds of the round minima, uncorrected (ms)
 ratio               the measurement: median over rounds of target / reference subnet latency
                     (empty without drift correction and for foreign data)
@@ -30,6 +32,12 @@ timestamp           UTC ISO 8601 time of the measurement
 versions            JSON of library versions
 source              who measured it (``ofa-latency`` or the foreign dataset's citation)
 ==================  =====================================================================
+
+One row per subnet and setting: a table read with repeated rows of the same subnet and setting
+keeps the first measurement of each, with a warning (:func:`drop_duplicate_rows`). One writer
+at a time: :class:`MeasurementLog` holds an exclusive lock on ``<table>.lock`` while it writes.
+Rows that are not whole (a write cut short) are left out on read and re-measured by the
+profiler (:func:`complete_rows`).
 """
 
 from __future__ import annotations
@@ -56,8 +64,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "MeasurementLog",
+           "TableLockedError", "complete_rows",
            "read_measurements", "normalise_table", "import_table", "read_help", "HELP_SETTINGS",
-           "HELP_CITATION", "utc_timestamp", "setting_differences",
+           "HELP_CITATION", "utc_timestamp", "setting_differences", "drop_duplicate_rows",
            "profiling_seconds_per_subnet"]
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
@@ -94,11 +103,89 @@ def utc_timestamp() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-class MeasurementLog:
-    """An append-only CSV of measurements that survives being killed at any moment.
+_NUMERIC_COLUMNS = ("image_size", "batch_size", "threads", "latency_ms", "latency_raw_ms", "ratio",
+                    "spread_pct", "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms",
+                    "ref_baseline_ms")
+_SCALE_KEY = ("space", "batch_size", "backend", "device_type", "device", "threads", "precision")
+_ROW_KEY = (*_SCALE_KEY, "arch", "image_size")
 
-    Opening it repairs a torn last line (a write cut short by a kill); every append is
-    flushed and fsynced before the next measurement starts.
+
+class TableLockedError(UsageError):
+    """Another process is writing the same measurement table."""
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def complete_rows(text: str, where: str = "table") -> tuple[list[str], list[str]]:
+    """The lines of a measurement table written by this package that are whole rows, and a
+    description of each line that is not.
+
+    A row is whole when it ends with a newline, has one field per column and every numeric
+    column holds a number or nothing: a write cut short by a kill (even inside a number, e.g.
+    ``12.9`` of ``12.94``, which ends without its newline) is never read as a measurement.
+    The first line (the header) is returned as it is.
+    """
+    lines = text.split("\n")
+    good, bad = lines[:1], []
+    header = next(csv.reader([lines[0]]), [])
+    numeric = [i for i, c in enumerate(header) if c in _NUMERIC_COLUMNS]
+    for i, line in enumerate(lines[1:-1], start=2):
+        fields = next(csv.reader([line]), [])
+        if len(fields) != len(header):
+            bad.append(f"{where} line {i} has {len(fields)} fields, expected {len(header)}")
+        elif any(fields[j] and not _is_number(fields[j]) for j in numeric):
+            bad.append(f"{where} line {i} holds a non-number in a numeric column")
+        else:
+            good.append(line)
+    if lines[-1]:
+        bad.append(f"{where} line {len(lines)} ends without a newline (a write cut short)")
+    return good, bad
+
+
+def _lock(path: Path):
+    """An exclusive lock on ``<table>.lock`` for this process, or :class:`TableLockedError`."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        logger.warning("%s: no file locking on this platform; do not write it from two "
+                       "processes at once", path)
+        return None
+    lock_path = path.with_name(path.name + ".lock")
+    fh = open(lock_path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise TableLockedError(f"{path} is being written by {holder} (lock {lock_path}); wait "
+                               f"for it to finish, or write to another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"process {os.getpid()} since {utc_timestamp()}\n")
+    fh.flush()
+    return fh
+
+
+class MeasurementLog:
+    """A measurement table open for writing by this process alone; it survives being killed
+    at any moment and always says on disk what the product means.
+
+    * Opening it takes an exclusive lock (``<table>.lock``): a second writer, in this or
+      another process, gets :class:`TableLockedError` until :meth:`close` (or the end of a
+      ``with`` block, or the process).
+    * Opening it drops rows that are not whole (:func:`complete_rows`); the profiler then
+      measures those subnets again.
+    * ``latency_ms`` on disk is always ``ratio`` times the table's current reference level
+      (:mod:`ofa_latency.profiling.scale`): when an appended row moves the level, the whole
+      file is rewritten with the new values (a temporary sibling, fsynced, then
+      ``os.replace``), so a reader with any tool sees the latencies the product uses.
 
     Parameters
     ----------
@@ -110,18 +197,44 @@ class MeasurementLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.repaired_rows = 0
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            with open(self.path, "w", newline="") as fh:
-                csv.writer(fh).writerow(COLUMNS)
-                fh.flush(); os.fsync(fh.fileno())
-        else:
-            self._repair()
+        self._lock = _lock(self.path)
+        try:
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                self._write_lines([",".join(COLUMNS)])
+            else:
+                self._repair()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the lock (the table stays as it is)."""
+        if getattr(self, "_lock", None) is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def _write_lines(self, lines: list[str]) -> None:
+        """Replace the file with ``lines`` atomically (temporary sibling, fsync, rename)."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", newline="") as fh:
+            fh.write("\n".join(lines) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
 
     def _repair(self):
         raw = self.path.read_bytes()
         text = raw.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        header = next(csv.reader([lines[0]]))
+        header = next(csv.reader([text.split("\n", 1)[0]]))
         if header != COLUMNS and set(COLUMNS) - set(header) <= set(_ADDED_COLUMNS) \
                 and set(header) <= set(COLUMNS):
             self._migrate()
@@ -129,24 +242,12 @@ class MeasurementLog:
         if header != COLUMNS:
             raise ValueError(f"{self.path}: header does not match the measurement schema; "
                              f"expected columns {COLUMNS}, found {header}")
-        complete = lines[:-1]  # the part after the last newline is torn (or empty)
-        good = [complete[0]]
-        for i, line in enumerate(complete[1:], start=2):
-            fields = next(csv.reader([line]), [])
-            if len(fields) != len(COLUMNS):
-                logger.warning("%s: line %d has %d fields, expected %d; dropped (torn write)",
-                               self.path, i, len(fields), len(COLUMNS))
-                self.repaired_rows += 1
-                continue
-            good.append(line)
-        if lines[-1]:
-            logger.warning("%s: last line has no newline (torn write); dropped", self.path)
-            self.repaired_rows += 1
-        fixed = "\n".join(good) + "\n"
-        if fixed.encode() != raw:
-            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            tmp.write_text(fixed)
-            os.replace(tmp, self.path)
+        good, bad = complete_rows(text, str(self.path))
+        for b in bad:
+            logger.warning("%s; dropped (it will be measured again)", b)
+        self.repaired_rows = len(bad)
+        if bad:
+            self._write_lines(good)
 
     def _migrate(self):
         """Rewrite a table of an older schema with the added columns (``ratio`` derived)."""
@@ -168,15 +269,50 @@ class MeasurementLog:
         return read_measurements(self.path)
 
     def append(self, row: dict) -> None:
-        """Append one row (missing columns left empty) and fsync it."""
+        """Append one row (missing columns left empty); its ``latency_ms`` and
+        ``ref_baseline_ms`` (and every earlier row's, when the reference level moved) are set
+        from the table's reference level. Durable (fsynced) when it returns."""
+        from .profiling.scale import row_levels_ms  # profiling imports this module
+
+        if self._lock is None and os.name == "posix":
+            raise ValueError(f"{self.path}: this MeasurementLog was closed")
         unknown = set(row) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown columns {sorted(unknown)}; schema: {COLUMNS}")
+        good, bad = complete_rows(self.path.read_text(), str(self.path))
+        for b in bad:
+            logger.warning("%s; dropped (it will be measured again)", b)
+        rows = [next(csv.reader([line])) for line in good]
+        rows.append(["" if row.get(c) is None else str(row.get(c)) for c in COLUMNS])
+        body = rows[1:]
+        col = {c: i for i, c in enumerate(COLUMNS)}
+
+        def num(c):
+            return np.array([float(r[col[c]]) if r[col[c]] else np.nan for r in body])
+
+        keys = ["|".join(r[col[c]] for c in _SCALE_KEY) for r in body]
+        level = row_levels_ms(keys, num("ratio"), num("ref_latency_ms"), num("ref_min_ms"))
+        ratio = num("ratio")
+        changed_before = bool(bad)
+        for k, (r, lv) in enumerate(zip(body, level)):
+            if not np.isfinite(lv):
+                continue
+            new = (str(round(float(ratio[k] * lv), 5)), str(round(float(lv), 5)))
+            old = (r[col["latency_ms"]], r[col["ref_baseline_ms"]])
+            if new != old:
+                r[col["latency_ms"]], r[col["ref_baseline_ms"]] = new
+                changed_before = changed_before or k < len(body) - 1
         buf = io.StringIO()
-        csv.writer(buf).writerow(["" if row.get(c) is None else row.get(c) for c in COLUMNS])
-        with open(self.path, "a", newline="") as fh:
-            fh.write(buf.getvalue())
-            fh.flush(); os.fsync(fh.fileno())
+        writer = csv.writer(buf, lineterminator="\n")
+        if changed_before:
+            writer.writerows(rows)
+            self._write_lines(buf.getvalue().rstrip("\n").split("\n"))
+        else:
+            writer.writerow(rows[-1])
+            with open(self.path, "a", newline="") as fh:
+                fh.write(buf.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
 
 
 DEFAULT_SPACE = "ofa_mbv3_w1.2"
@@ -204,10 +340,21 @@ def setting_differences(recorded: dict, other: dict) -> list[str]:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV as a DataFrame; a table with this package's header loses the rows that are not
+    whole (a torn write: :func:`complete_rows`), with a warning."""
     import pandas as pd
 
+    source = path
     try:
-        return pd.read_csv(path, dtype={"arch": str, "versions": str, "device": str})
+        text = path.read_bytes().decode("utf-8")
+        header = next(csv.reader([text.split("\n", 1)[0]]), [])
+        if header in (COLUMNS, LEGACY_COLUMNS):
+            good, bad = complete_rows(text, str(path))
+            for b in bad:
+                logger.warning("%s; left out (not a whole row)", b)
+            if bad:
+                source = io.StringIO("\n".join(good) + "\n")
+        return pd.read_csv(source, dtype={"arch": str, "versions": str, "device": str})
     except pd.errors.EmptyDataError:
         raise UsageError(f"{path} is empty: a measurement table needs a header line with at "
                          f"least the columns {REQUIRED_COLUMNS} (and image_size)") from None
@@ -216,6 +363,20 @@ def _read_csv(path: Path) -> pd.DataFrame:
                          f"{str(exc).strip().splitlines()[-1]}") from None
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path} is not a text CSV file ({exc.reason})") from None
+
+
+def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
+    """Keep one row per subnet and setting (the first measured), warning how many were
+    repeated: a subnet measured twice must not count as two samples (it would also make
+    cross-validation look better than it is)."""
+    cols = [c for c in _ROW_KEY if c in df.columns]
+    dup = df[cols].astype(str).duplicated(keep="first")
+    if dup.any():
+        logger.warning("%s: %d row(s) repeat a subnet already measured in the same setting; "
+                       "kept the first measurement of each (%d rows left)", where,
+                       int(dup.sum()), int((~dup).sum()))
+        df = df[~dup.to_numpy()]
+    return df
 
 
 def _derive_ratio(df: pd.DataFrame) -> pd.DataFrame:
@@ -335,7 +496,7 @@ def read_measurements(path, filters: dict | None = None, space: str | None = Non
         df["arch"].astype(str).str.startswith('{"ks":[').all()
     if not own:
         df = normalise_table(df, str(path), space)
-    df = apply_table_scale(df)
+    df = drop_duplicate_rows(apply_table_scale(df), str(path))
     for col, val in (filters or {}).items():
         if col not in df.columns:
             raise UsageError(f"filter column {col!r} is not in {path}; columns: "

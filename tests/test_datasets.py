@@ -31,6 +31,7 @@ def test_log_appends_and_repairs_a_torn_line(tmp_path, caplog):
     log = MeasurementLog(p)
     for i in range(3):
         log.append(_row(i))
+    log.close()
     with open(p, "a") as fh:
         fh.write('ofa_mbv3_w1.2,"{""ks"":[3,3,3,3],""e""')  # killed mid-write
     log2 = MeasurementLog(p)
@@ -48,6 +49,7 @@ def test_log_drops_a_malformed_middle_line(tmp_path):
     with open(p, "a") as fh:
         fh.write("garbage,line\n")
     log.append(_row(1))
+    log.close()
     assert len(MeasurementLog(p).read()) == 2
 
 
@@ -168,3 +170,82 @@ def test_import_foreign_csv(tmp_path, mbv3):
         import_table(p, "child_arch", "latency", setting={"colour": "red"})
     with pytest.raises(UsageError, match="no column 'lat'"):
         import_table(p, "child_arch", "lat")
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_table(tmp_path):
+    from ofa_latency.datasets import TableLockedError
+
+    p = tmp_path / "t.csv"
+    with MeasurementLog(p) as log:
+        log.append(_row(0))
+        with pytest.raises(TableLockedError, match=f"being written by process"):
+            MeasurementLog(p)
+    with MeasurementLog(p) as log:  # released: the next writer may go on
+        log.append(_row(1))
+    assert len(read_measurements(p)) == 2
+
+
+def test_two_profile_processes_on_one_table_leave_no_duplicate(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "x.csv"
+    cmd = [sys.executable, "-m", "ofa_latency.cli", "profile", "--backend", "fake", "--n", "40",
+           "--rounds", "2", "--max-rounds", "2", "--quiet", "--out", str(out)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(c for c, _ in results)
+    assert codes in ([0, 0], [0, 2]), results  # both (one after the other) or one refused
+    for code, err in results:
+        if code == 2:
+            assert "is being written by process" in err
+    df = read_measurements(out)
+    assert len(df) == 40 and not df.duplicated(["arch", "image_size"]).any()
+
+
+def test_a_row_torn_inside_a_number_is_never_read(tmp_path, caplog):
+    p = tmp_path / "t.csv"
+    with MeasurementLog(p) as log:
+        for i in range(3):
+            log.append(_row(i))
+    text = p.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1]
+    cut = last.index(",3.0,") + 3  # inside the latency of the last row ("3.0" -> "3.")
+    p.write_text(text.rstrip("\n").rsplit("\n", 1)[0] + "\n" + last[:cut])
+    df = read_measurements(p)
+    assert len(df) == 2 and "without a newline" in caplog.text
+    with MeasurementLog(p) as log:  # opening to append drops it; the profiler re-measures
+        assert log.repaired_rows == 1
+
+
+def test_duplicate_rows_are_counted_once(tmp_path, caplog):
+    p = tmp_path / "d.csv"
+    with MeasurementLog(p) as log:
+        log.append(_row(0))
+        log.append(_row(1))
+        log.append(dict(_row(0), latency_ms=9.0))
+    df = read_measurements(p)
+    assert len(df) == 2 and df.latency_ms.iloc[0] == 1.0
+    assert "repeat a subnet already measured" in caplog.text
+
+
+def test_the_latency_column_on_disk_is_the_one_the_product_uses(tmp_path):
+    """Every row's stored latency_ms is ratio x the table's current level, also for the first
+    rows, whose level moved as later windows came in."""
+    import csv
+
+    from ofa_latency import get_space
+    from ofa_latency.profiling import TimingProtocol, create_backend, profile_subnets
+
+    sp = get_space("ofa_mbv3_w1.2")
+    out = tmp_path / "t.csv"
+    be = create_backend("fake", drift=0.3, phase_runs=7, seed=3)
+    profile_subnets(sp, be, sp.sample(15, seed=1), 1, out, progress=False,
+                    protocol=TimingProtocol(rounds=2, max_rounds=2))
+    with open(out, newline="") as fh:
+        stored = [float(r["latency_ms"]) for r in csv.DictReader(fh)]
+    used = read_measurements(out).latency_ms.to_numpy()
+    assert np.allclose(stored, used, rtol=0, atol=1e-5)
+    levels = {r for r in read_measurements(out).ref_baseline_ms}
+    assert len(levels) == 1

@@ -140,47 +140,47 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size = {batch_size!r}; must be an int >= 1")
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
-    log = MeasurementLog(out_path)
-    hw_path = table_hardware_path(log.path)
-    setting = _setting(space, backend, batch_size)
-    existing = log.read()
-    _check_one_setting(log, existing, setting, allow_mixed_settings)
-    mine = existing[_setting_mask(existing, setting)]
-    done = set(zip(mine["arch"], mine["image_size"].astype(int)))
-    todo = [s for s in subs if (s.arch_json(), s.image_size) not in done]
-    logger.info("%s: %d of %d subnets already measured, %d to go", log.path,
-                len(subs) - len(todo), len(subs), len(todo))
+    with MeasurementLog(out_path) as log:  # the lock is held until every row is written
+        hw_path = table_hardware_path(log.path)
+        setting = _setting(space, backend, batch_size)
+        existing = log.read()
+        _check_one_setting(log, existing, setting, allow_mixed_settings)
+        mine = existing[_setting_mask(existing, setting)]
+        done = set(zip(mine["arch"], mine["image_size"].astype(int)))
+        todo = [s for s in subs if (s.arch_json(), s.image_size) not in done]
+        logger.info("%s: %d of %d subnets already measured, %d to go", log.path,
+                    len(subs) - len(todo), len(subs), len(todo))
 
-    ref_runner = None
-    if todo and drift_correction:
-        ref_runner = backend.prepare(space, reference_subnet(space), batch_size)
-    if todo and len(mine):
-        _check_machine(log, hw_path, hardware, mine, ref_runner, protocol,
-                       allow_machine_change)
-    if hardware is not None and not hw_path.exists():
-        hw_path.write_text(json.dumps(hardware, indent=1))
+        ref_runner = None
+        if todo and drift_correction:
+            ref_runner = backend.prepare(space, reference_subnet(space), batch_size)
+        if todo and len(mine):
+            _check_machine(log, hw_path, hardware, mine, ref_runner, protocol,
+                           allow_machine_change)
+        if hardware is not None and not hw_path.exists():
+            hw_path.write_text(json.dumps(hardware, indent=1))
 
-    refs = [float(v) for v in mine["ref_min_ms"].dropna()]
-    versions = json.dumps(backend.versions(), sort_keys=True)
-    bar = tqdm(total=len(subs), initial=len(subs) - len(todo), disable=not progress,
-               unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
-                                   f"b{batch_size}")
-    for sub in todo:
-        windows = measure_windows(lambda: backend.prepare(space, sub, batch_size), ref_runner,
-                                  protocol)
-        res = combine_windows(windows)
-        if not math.isnan(res.ref_min_ms):
-            refs.extend(w.ref_min_ms for w in windows)
-        level = reference_level_ms(refs) if refs else float("nan")
-        cols = res.columns(level)
-        log.append({
-            **setting, "arch": sub.arch_json(), "image_size": sub.image_size, **cols,
-            "split": assign_split(space.name, sub), "timestamp": utc_timestamp(),
-            "versions": versions, "source": "ofa-latency",
-        })
-        bar.update(1)
-        bar.set_postfix(last_ms=cols["latency_ms"], windows=len(windows))
-    bar.close()
+        refs = [float(v) for v in mine["ref_min_ms"].dropna()]
+        versions = json.dumps(backend.versions(), sort_keys=True)
+        bar = tqdm(total=len(subs), initial=len(subs) - len(todo), disable=not progress,
+                   unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
+                                       f"b{batch_size}")
+        for sub in todo:
+            windows = measure_windows(lambda: backend.prepare(space, sub, batch_size), ref_runner,
+                                      protocol)
+            res = combine_windows(windows)
+            if not math.isnan(res.ref_min_ms):
+                refs.extend(w.ref_min_ms for w in windows)
+            level = reference_level_ms(refs) if refs else float("nan")
+            cols = res.columns(level)
+            log.append({
+                **setting, "arch": sub.arch_json(), "image_size": sub.image_size, **cols,
+                "split": assign_split(space.name, sub), "timestamp": utc_timestamp(),
+                "versions": versions, "source": "ofa-latency",
+            })
+            bar.update(1)
+            bar.set_postfix(last_ms=cols["latency_ms"], windows=len(windows))
+        bar.close()
     table = log.read()
     table = table[_setting_mask(table, setting)]
     keys = {(s.arch_json(), s.image_size) for s in subs}

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
-           "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct"]
+           "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
+           "row_levels_ms"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # a reference level this far (either way) from a table's is another state
@@ -82,6 +83,30 @@ def level_change_pct(level_ms: float, table_level_ms: float) -> float:
     return 100.0 * (level_ms / table_level_ms - 1.0)
 
 
+def row_levels_ms(keys, ratio, ref_latency_ms, ref_min_ms) -> np.ndarray:
+    """Per row, the reference level (ms) of its setting's windows; NaN for rows that are not
+    drift-corrected (no ``ratio`` or no reference latency).
+
+    Parameters
+    ----------
+    keys : sequence of str
+        One key per row naming its setting (rows of one key share a level).
+    ratio, ref_latency_ms, ref_min_ms : array-like of float
+        The rows' columns, NaN where empty.
+    """
+    keys = np.asarray(keys, dtype=object)
+    ratio, med, mins = (np.asarray(v, dtype=np.float64) for v in (ratio, ref_latency_ms,
+                                                                  ref_min_ms))
+    out = np.full(len(keys), np.nan)
+    scaled = np.isfinite(ratio) & np.isfinite(med)
+    for key in dict.fromkeys(keys[scaled]):
+        rows = scaled & (keys == key)
+        m = mins[rows]
+        values = m if np.isfinite(m).all() else med[rows]  # "min" only when every row has it
+        out[rows] = reference_level_ms(values)
+    return out
+
+
 def apply_table_scale(df: pd.DataFrame) -> pd.DataFrame:
     """Recompute ``latency_ms`` and ``ref_baseline_ms`` of drift-corrected rows from the
     reference level of their setting's windows (on a copy; other rows unchanged)."""
@@ -89,17 +114,17 @@ def apply_table_scale(df: pd.DataFrame) -> pd.DataFrame:
 
     if "ratio" not in df.columns or "ref_latency_ms" not in df.columns or df.empty:
         return df
-    df = df.copy()
-    ratio = pd.to_numeric(df["ratio"], errors="coerce")
-    scaled = ratio.notna() & pd.to_numeric(df["ref_latency_ms"], errors="coerce").notna()
+    num = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) if c in df.columns
+           else np.full(len(df), np.nan) for c in ("ratio", "ref_latency_ms", "ref_min_ms")}
+    cols = [c for c in _SETTING if c in df.columns]
+    keys = ["|".join(map(str, t)) for t in zip(*(df[c] for c in cols))]
+    level = row_levels_ms(keys, num["ratio"], num["ref_latency_ms"],
+                          num["ref_min_ms"])
+    scaled = np.isfinite(level)
     if not scaled.any():
         return df
-    keys = df.loc[scaled, [c for c in _SETTING if c in df.columns]].astype(str).agg("|".join,
-                                                                                    axis=1)
+    df = df.copy()
     df["ref_baseline_ms"] = pd.to_numeric(df["ref_baseline_ms"], errors="coerce")
-    for key in keys.unique():
-        rows = keys.index[keys == key]
-        level, _ = table_level_ms(df.loc[rows])
-        df.loc[rows, "latency_ms"] = (ratio[rows] * level).round(5)
-        df.loc[rows, "ref_baseline_ms"] = round(level, 5)
+    df.loc[scaled, "latency_ms"] = np.round(num["ratio"][scaled] * level[scaled], 5)
+    df.loc[scaled, "ref_baseline_ms"] = np.round(level[scaled], 5)
     return df
