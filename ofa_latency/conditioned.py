@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._folders import verify_folder, writing_folder
 from ._version import __version__
 from .errors import NotFittedError, UsageError
 from .predictors import AdditiveTable, LatencyPredictor, create_predictor
@@ -411,28 +412,30 @@ class ConditionedPredictor:
 
     # ---------------------------------------------------------------- persistence
     def save(self, directory, metadata: dict | None = None) -> Path:
-        """Write ``config.json`` and ``tables.safetensors`` into ``directory``."""
+        """Write ``config.json``, ``tables.safetensors`` and ``files.json`` as the folder
+        ``directory``, atomically (:func:`~ofa_latency._folders.writing_folder`)."""
         from safetensors.numpy import save_file
 
         from .predictors._base import CONFIG_NAME, FORMAT_VERSION, feature_schema
 
         self._check_fitted()
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        save_file({"fixed_ms": np.stack([t.fixed_ms for t in self.tables_]),
-                   "block_ms": np.stack([t.block_ms for t in self.tables_])},
-                  str(d / TABLES_NAME))
-        config = {"format_version": FORMAT_VERSION, "package_version": __version__,
-                  "kind": self.kind,
-                  "params": {"space": self.space, "member_kind": self.member_kind,
-                             "member_params": self.member_params},
-                  "feature_schema": feature_schema(self.space_), "units": "ms",
-                  "weights": [TABLES_NAME],
-                  "members": [x.to_dict() for x in self.descriptors_],
-                  "references": [r.to_dict() for r in self.references_],
-                  "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                  "metadata": metadata or {}}
-        (d / CONFIG_NAME).write_text(json.dumps(config, indent=1))
+        with writing_folder(d) as tmp:  # all files or none, with their sha256 in files.json
+            save_file({"fixed_ms": np.stack([t.fixed_ms for t in self.tables_]),
+                       "block_ms": np.stack([t.block_ms for t in self.tables_])},
+                      str(tmp / TABLES_NAME))
+            config = {"format_version": FORMAT_VERSION, "package_version": __version__,
+                      "kind": self.kind,
+                      "params": {"space": self.space, "member_kind": self.member_kind,
+                                 "member_params": self.member_params},
+                      "feature_schema": feature_schema(self.space_), "units": "ms",
+                      "weights": [TABLES_NAME],
+                      "members": [x.to_dict() for x in self.descriptors_],
+                      "references": [r.to_dict() for r in self.references_],
+                      "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                          timespec="seconds"),
+                      "metadata": metadata or {}}
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=1))
         return d
 
     @classmethod
@@ -445,6 +448,7 @@ class ConditionedPredictor:
 
         d = Path(directory)
         cfg = read_config(d)
+        verify_folder(d)
         if cfg.get("kind") != CONDITIONED_KIND:
             raise UsageError(f"{d / CONFIG_NAME}: holds a {cfg.get('kind')!r} predictor, not a "
                              f"conditioned one")

@@ -7,11 +7,11 @@ entry with its sha256, and :func:`pretrained_path` checks them all before the fo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
+from ._folders import folder_sha256, sha256_of
 from ._paths import data_dir
 from .errors import UsageError
 
@@ -38,16 +38,6 @@ def list_pretrained(root=None) -> list[dict]:
     ``backend``, ``threads``, ``batch_size``, ``precision``, ``heldout_metrics`` and
     ``source``."""
     return [dict(e) for e in _manifest(root)["predictors"]]
-
-
-def sha256_of(path) -> str:
-    """Hex sha256 of a file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def folder_sha256(folder) -> dict[str, str]:
-    """``{file name: sha256}`` of every file in a predictor folder."""
-    return {p.name: sha256_of(p) for p in sorted(Path(folder).iterdir()) if p.is_file()}
 
 
 def pretrained_path(name: str, root=None) -> Path:

@@ -11,7 +11,7 @@ import pandas as pd
 from .datasets import SETTING_COLUMNS, read_measurements
 from .evaluation import latency_metrics
 from .predictors import create_predictor
-from .pretrained import sha256_of
+from ._folders import sha256_of
 from .profiling import table_hardware_path
 
 logger = logging.getLogger(__name__)

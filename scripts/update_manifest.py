@@ -3,7 +3,8 @@
     python scripts/update_manifest.py            # rewrite the hashes
     python scripts/update_manifest.py --check    # only report what differs (exit 1 if any)
 
-Run it after a deliberate change to a shipped predictor's files (its config.json included);
+Run it after a deliberate change to a shipped predictor's files (its config.json included):
+it rewrites each folder's files.json and the manifest's hashes;
 ``LatencyEstimator.from_pretrained`` refuses a folder whose files differ from the manifest.
 Also makes each config's recorded data path relative to the project.
 """
@@ -33,7 +34,8 @@ def relative_data_path(path: str) -> str:
 
 
 def main(argv=None) -> int:
-    from ofa_latency.pretrained import MANIFEST_NAME, folder_sha256
+    from ofa_latency._folders import FILES_NAME, folder_sha256
+    from ofa_latency.pretrained import MANIFEST_NAME
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--root", default=str(ROOT / "data" / "predictors"))
@@ -53,6 +55,14 @@ def main(argv=None) -> int:
             if not args.check:
                 data["path"] = relative_data_path(data["path"])
                 cfg_path.write_text(json.dumps(cfg, indent=1))
+            changed += 1
+        listing = {"format_version": 1,
+                   "sha256": folder_sha256(folder, exclude=(FILES_NAME,))}
+        listing_path = folder / FILES_NAME
+        if not listing_path.exists() or json.loads(listing_path.read_text()) != listing:
+            print(f"{e['name']}: {FILES_NAME} rewritten")
+            if not args.check:
+                listing_path.write_text(json.dumps(listing, indent=1) + "\n")
             changed += 1
         hashes = folder_sha256(folder)
         if hashes != e.get("sha256"):

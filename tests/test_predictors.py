@@ -119,11 +119,20 @@ def test_load_rejects_newer_format(tmp_path, data):
         load_predictor(d)
 
 
+def _relist(d):
+    """Re-hash a folder edited by hand (as if another version had saved it so)."""
+    from ofa_latency._folders import FILES_NAME, folder_sha256
+
+    (d / FILES_NAME).write_text(json.dumps({"format_version": 1, "sha256": folder_sha256(
+        d, exclude=(FILES_NAME,))}))
+
+
 def test_load_rejects_other_space_schema(tmp_path, data):
     d = _saved(tmp_path, data)
     cfg = json.loads((d / "config.json").read_text())
     cfg["feature_schema"]["image_sizes"] = [224]
     (d / "config.json").write_text(json.dumps(cfg))
+    _relist(d)
     with pytest.raises(ValueError, match="feature schema does not match"):
         load_predictor(d)
 
@@ -136,6 +145,42 @@ def test_load_rejects_truncated_weights(tmp_path, data, name, which):
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 3])
     with pytest.raises(ValueError, match=str(w.name)):
         load_predictor(d)
+
+
+def test_a_folder_mixing_two_saves_refuses_to_load(tmp_path, data):
+    """What a kill between two writes of the old in-place save left: one predictor's config
+    beside another's weights."""
+    import shutil
+
+    a, b = _saved(tmp_path, data, "xgb"), tmp_path / "b"
+    tr_x, tr_y, _, _ = data
+    create_predictor("xgb", **dict(SMALL["xgb"], alpha=5.0)).fit(tr_x[:40], tr_y[:40]).save(b)
+    shutil.copy(b / "config.json", a / "config.json")
+    with pytest.raises(ValueError, match=r"changed since it was saved \['config.json'\]"):
+        load_predictor(a)
+    (a / "extra.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not listed"):
+        load_predictor(a)
+
+
+def test_save_is_atomic_and_files_are_readable_by_others(tmp_path, data, monkeypatch):
+    import stat
+
+    tr_x, tr_y, te_x, _ = data
+    d = _saved(tmp_path, data)
+    before = load_predictor(d).predict(te_x)
+    for p in d.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044, p  # not 0600
+    other = create_predictor("xgb", **SMALL["xgb"]).fit(tr_x[:30], tr_y[:30])
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # a kill half-way through writing the new folder
+
+    monkeypatch.setattr(type(other), "_save_weights", killed)
+    with pytest.raises(KeyboardInterrupt):
+        other.save(d)
+    np.testing.assert_array_equal(load_predictor(d).predict(te_x), before)  # the old one, whole
+    assert not list(tmp_path.glob(".xgb.*"))  # no temporary folder left
 
 
 def test_load_missing_folder(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._folders import verify_folder, writing_folder
 from .._registry import Registry
 from .._version import __version__
 from ..errors import NotFittedError
@@ -199,7 +200,9 @@ class LatencyPredictor(abc.ABC):
         ...
 
     def save(self, directory, metadata: dict | None = None) -> Path:
-        """Write ``config.json`` and the weights file into ``directory``.
+        """Write ``config.json``, the weights files and ``files.json`` (their sha256) as the
+        folder ``directory``, atomically (:func:`~ofa_latency._folders.writing_folder`: an
+        existing folder there is replaced whole).
 
         ``metadata`` (device setting, hardware descriptor, metrics, provenance, ...) is stored
         in the config under ``"metadata"``.
@@ -209,22 +212,23 @@ class LatencyPredictor(abc.ABC):
         if d.exists() and not d.is_dir():
             raise FileExistsError(f"{d} exists and is not a folder; a predictor is saved as a "
                                   f"folder")
-        d.mkdir(parents=True, exist_ok=True)
         from safetensors.numpy import save_file
 
-        save_file({"fixed_ms": self.linear_.fixed_ms, "block_ms": self.linear_.block_ms},
-                  str(d / LINEAR_NAME))
-        weights = [LINEAR_NAME] + self._weight_files()
-        if self.weights_name:
-            self._save_weights(d / self.weights_name)
-        config = {"format_version": FORMAT_VERSION, "package_version": __version__,
-                  "kind": self.kind, "params": self.get_params(),
-                  "feature_schema": self.feature_schema_, "n_train": self.n_train_,
-                  "units": "ms", "loss": "mean absolute percentage error",
-                  "weights": weights,
-                  "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                  "metadata": metadata or {}}
-        (d / CONFIG_NAME).write_text(json.dumps(config, indent=1, default=_json_default))
+        with writing_folder(d) as tmp:  # all files or none, with their sha256 in files.json
+            save_file({"fixed_ms": self.linear_.fixed_ms, "block_ms": self.linear_.block_ms},
+                      str(tmp / LINEAR_NAME))
+            weights = [LINEAR_NAME] + self._weight_files()
+            if self.weights_name:
+                self._save_weights(tmp / self.weights_name)
+            config = {"format_version": FORMAT_VERSION, "package_version": __version__,
+                      "kind": self.kind, "params": self.get_params(),
+                      "feature_schema": self.feature_schema_, "n_train": self.n_train_,
+                      "units": "ms", "loss": "mean absolute percentage error",
+                      "weights": weights,
+                      "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
+                          timespec="seconds"),
+                      "metadata": metadata or {}}
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=1, default=_json_default))
         return d
 
     @classmethod
@@ -280,6 +284,7 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
     """Load the predictor saved in ``directory``; errors name the file and the mismatch."""
     d = Path(directory)
     cfg = read_config(d)
+    verify_folder(d)
     kind = cfg.get("kind")
     if kind == "conditioned":
         from ..errors import UsageError
