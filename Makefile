@@ -2,22 +2,26 @@
 # verify, export; a few minutes) and `make test`.
 # Both create the virtual environment .venv and install the package on first use.
 PYTHON ?= python3
+# public reference data beside this checkout (HELP, OFA's LUT and accuracy predictor), passed
+# to the tests explicitly; tests that need it skip where it is absent
+SHARED_DATA ?= $(abspath ../shared/data)
+ACC_PREDICTOR ?= $(SHARED_DATA)/ofa_acc_predictor/acc_predictor.pth
 VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: demo test clean-venv
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/ofa-latency demo --out runs/demo
+	$(BIN)/ofa-latency demo --out runs/demo $(if $(wildcard $(ACC_PREDICTOR)),--accuracy-predictor $(ACC_PREDICTOR))
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	OFA_LATENCY_SHARED_DATA=$(SHARED_DATA) $(BIN)/python -m pytest -q
 
 clean-venv:
 	rm -rf $(VENV)

@@ -45,7 +45,7 @@ import numpy as np
 
 from .errors import UsageError
 from .predictors import (AdditiveTable, LatencyPredictor, create_predictor, fit_linear_table,
-                         training_data)
+                         sample_warnings, training_data)
 from .spaces import Encoded
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class AdaptationReport:
     folds: int
     reason: str
     seconds: float
+    warnings: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -245,6 +246,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     space = base.space_
     archs, y = training_data(space, X, y)
     archs = [space.validate(a) for a in archs]
+    warnings = sample_warnings(archs, y, "fine-tuning")
     others = tuple(others)
     for o in others:
         if not isinstance(o, LatencyPredictor) or o.space != base.space:
@@ -255,6 +257,9 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     if unknown:
         raise UsageError(f"unknown fine-tuning methods {unknown}; known for a {base.kind!r} base: "
                          f"{', '.join(known)}")
+    if np.ptp(y) <= 1e-9 * np.median(y) and "scale" in methods and len(methods) > 1:
+        methods = ["scale"]  # equal latencies rank nothing: keep the base's ranking, rescaled
+        warnings.append("kept the global scale: equal latencies cannot choose among methods")
     params = base.get_params() if kind in (None, base.kind) else \
         create_predictor(kind, space=base.space).get_params()  # the registry names bad kinds
     if "random_state" in params:
@@ -290,7 +295,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     final.adaptation_ = AdaptationReport(
         base=base_name or getattr(base, "name_", None) or repr(base), method=best,
         n_samples=len(y), cv_mape_pct=cv_mape, folds=len(folds), reason=reason,
-        seconds=round(time.perf_counter() - t0, 3))
+        seconds=round(time.perf_counter() - t0, 3), warnings=warnings)
     logger.info("fine-tuned with %s (%s)", best, reason)
     return final
 

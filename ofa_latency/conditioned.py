@@ -180,7 +180,7 @@ class HardwareDescriptor:
         """
         from .datasets import subnets_of
         from .profiling import reference_subnet
-        from .training import single_setting
+        from .datasets import single_setting
 
         s = single_setting(df, where)
         name = str(hardware.get("gpu_name") or hardware.get("cpu_model")) if hardware \

@@ -67,7 +67,7 @@ __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "Me
            "TableLockedError", "complete_rows",
            "read_measurements", "normalise_table", "import_table", "read_help", "HELP_SETTINGS",
            "HELP_CITATION", "utc_timestamp", "setting_differences", "drop_duplicate_rows",
-           "profiling_seconds_per_subnet"]
+           "profiling_seconds_per_subnet", "single_setting", "subnets_of"]
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
            "threads", "precision", "latency_ms", "latency_raw_ms", "ratio", "spread_pct",
@@ -524,7 +524,8 @@ def import_table(path, arch_column: str = "arch", latency_column: str = "latency
         Unit of ``latency_column``; converted to ms.
     setting : dict, optional
         Setting columns for every row (``device``, ``backend``, ``batch_size``, ``threads``,
-        ``device_type``, ``precision``).
+        ``device_type``, ``precision``; ``split`` to bring your own side; ``space`` must
+        equal ``space``).
     space : str
         Search space of the archs.
     source : str, optional
@@ -542,16 +543,23 @@ def import_table(path, arch_column: str = "arch", latency_column: str = "latency
     for col in (arch_column, latency_column, image_size_column):
         if col is not None and col not in raw.columns:
             raise UsageError(f"{path} has no column {col!r}; its columns: {list(raw.columns)}")
-    unknown = set(setting or {}) - set(SETTING_COLUMNS) - {"source"}
+    setting = dict(setting or {})
+    if "space" in setting:
+        if setting["space"] != space:
+            raise UsageError(f"setting space={setting['space']!r} but space={space!r}; give one")
+        setting.pop("space")
+    unknown = set(setting) - set(SETTING_COLUMNS) - {"source", "split"}
     if unknown:
         raise UsageError(f"unknown setting columns {sorted(unknown)}; allowed: "
-                         f"{[c for c in SETTING_COLUMNS if c != 'space']}")
+                         f"{[c for c in SETTING_COLUMNS if c != 'space'] + ['split']}")
+    if "split" in setting and setting["split"] not in ("train", "test"):
+        raise UsageError(f"split={setting['split']!r}; a row's split is 'train' or 'test'")
     df = pd.DataFrame({"arch": raw[arch_column].astype(str),
                        "latency_ms": pd.to_numeric(raw[latency_column], errors="coerce")
                        * scale[latency_unit]})
     if image_size_column is not None:
         df["image_size"] = raw[image_size_column]
-    for col, value in (setting or {}).items():
+    for col, value in setting.items():
         df[col] = value
     df["space"] = space
     df["source"] = source or path.name
@@ -618,6 +626,24 @@ def read_help(help_dir, setting: str, space: str = "ofa_mbv3_w1.2") -> pd.DataFr
         "source": HELP_CITATION,
     } for sub, v in by_sub.items()]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def single_setting(df: pd.DataFrame, where: str = "table") -> dict:
+    """The one device setting of ``df``; raise naming the columns to filter on if several."""
+    if df.empty:
+        raise ValueError(f"{where} has no rows (check --filter)")
+    cols = [c for c in SETTING_COLUMNS if c in df.columns]
+    settings = df[cols].astype(str).drop_duplicates()
+    if len(settings) > 1:
+        varying = [c for c in cols if settings[c].nunique() > 1]
+        raise ValueError(f"{where} holds {len(settings)} device settings (they differ in "
+                         f"{varying}); keep one with --filter, e.g. "
+                         f"{varying[0]}={settings[varying[0]].iloc[0]}")
+    import pandas as pd
+
+    row = df.iloc[0]
+    return {c: (None if pd.isna(row[c]) else row[c].item() if hasattr(row[c], "item") else row[c])
+            for c in cols}
 
 
 def subnets_of(df: pd.DataFrame) -> list:

@@ -51,28 +51,16 @@ class LatencyEstimator:
                                "; ".join(diffs))
 
     @classmethod
-    def load(cls, directory, check_machine: bool = True, hardware=None) -> "LatencyEstimator":
-        """An estimator over the predictor folder ``directory``.
+    def load(cls, spec, check_machine: bool = True, hardware=None,
+             batch_size: int | None = None) -> "LatencyEstimator":
+        """An estimator over what ``spec`` names: a predictor folder, a shipped predictor's
+        name, a folder of OFA lookup tables, or a hardware-conditioned folder resolved for
+        ``hardware`` (required there and refused elsewhere; see
+        :func:`ofa_latency.resolve.resolve_predictor`)."""
+        from .resolve import resolve_predictor
 
-        ``hardware`` (a :class:`~ofa_latency.conditioned.HardwareDescriptor`, or what
-        :func:`~ofa_latency.conditioned.read_hardware` reads) is required for a
-        hardware-conditioned predictor, which is resolved for that device, and refused for
-        any other.
-        """
-        from .conditioned import ConditionedPredictor, is_conditioned, read_hardware
-        from .errors import UsageError
-
-        if is_conditioned(directory):
-            if hardware is None:
-                raise UsageError(f"{directory} is a hardware-conditioned predictor: give the "
-                                 f"target device's descriptor (--hardware: a descriptor JSON, "
-                                 f"a measurement table of the device, or a GPU name)")
-            pred = ConditionedPredictor.load(directory).resolve(read_hardware(hardware))
-            return cls(pred, check_machine=False)
-        if hardware is not None:
-            raise UsageError(f"{directory} is a predictor of one device setting; a hardware "
-                             f"descriptor is only for hardware-conditioned predictors")
-        return cls(load_predictor(directory), check_machine=check_machine)
+        pred = resolve_predictor(spec, hardware=hardware, batch_size=batch_size)
+        return cls(pred, check_machine=check_machine and hardware is None)
 
     @classmethod
     def from_pretrained(cls, name: str, check_machine: bool = True,

@@ -48,7 +48,7 @@ def _van_der_corput(i: int, base: int = 2) -> float:
 
 
 def select_subnets(space, n: int, strategy: str = "random", seed: int = 0, pool=None,
-                   pool_factor: int = 20, committee=()) -> list:
+                   pool_factor: int = 20, committee=(), resolutions=None) -> list:
     """``n`` distinct subnets of ``space`` chosen by ``strategy`` (see the module docstring).
 
     Parameters
@@ -64,6 +64,8 @@ def select_subnets(space, n: int, strategy: str = "random", seed: int = 0, pool=
         the first ``n`` of :meth:`SearchSpace.sample`).
     committee : sequence of fitted predictors or AdditiveTables
         For ``uncertain``: at least two, of this space.
+    resolutions : sequence of int, optional
+        Draw the pool from these resolutions only (px).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown sampling strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
@@ -75,8 +77,8 @@ def select_subnets(space, n: int, strategy: str = "random", seed: int = 0, pool=
                          f"(e.g. other devices' shipped predictors), got {len(committee)}")
     if pool is None:
         if strategy == "random":
-            return space.sample(n, seed=seed)
-        pool = space.sample(max(n * pool_factor, n), seed=seed)
+            return space.sample(n, seed=seed, resolutions=resolutions)
+        pool = space.sample(max(n * pool_factor, n), seed=seed, resolutions=resolutions)
     pool = list(dict.fromkeys(space.validate(a) for a in pool))
     if n > len(pool):
         raise UsageError(f"n = {n} but the pool holds {len(pool)} distinct subnets")

@@ -1,4 +1,6 @@
-"""Fit a predictor on one setting of a measurement table and record what it was fitted on."""
+"""Workflows over measurement tables: fit a predictor (or a hardware-conditioned one) on a
+table, fine-tune one to a table's device, evaluate and compare predictors on a table; each
+records what it was fitted on."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .datasets import SETTING_COLUMNS, read_measurements
+from .datasets import SETTING_COLUMNS, read_measurements, single_setting
+from .errors import UsageError
 from .evaluation import latency_metrics
 from .predictors import create_predictor
 from ._folders import sha256_of
@@ -16,23 +19,9 @@ from .profiling import table_hardware_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["single_setting", "train_on_table", "training_device_seconds", "lut_build_seconds"]
-
-
-def single_setting(df: pd.DataFrame, where: str = "table") -> dict:
-    """The one device setting of ``df``; raise naming the columns to filter on if several."""
-    if df.empty:
-        raise ValueError(f"{where} has no rows (check --filter)")
-    cols = [c for c in SETTING_COLUMNS if c in df.columns]
-    settings = df[cols].astype(str).drop_duplicates()
-    if len(settings) > 1:
-        varying = [c for c in cols if settings[c].nunique() > 1]
-        raise ValueError(f"{where} holds {len(settings)} device settings (they differ in "
-                         f"{varying}); keep one with --filter, e.g. "
-                         f"{varying[0]}={settings[varying[0]].iloc[0]}")
-    row = df.iloc[0]
-    return {c: (None if pd.isna(row[c]) else row[c].item() if hasattr(row[c], "item") else row[c])
-            for c in cols}
+__all__ = ["single_setting", "train_on_table", "train_conditioned", "finetune_on_table",
+           "evaluate_on_table", "compare_on_table", "trained_on", "rows_to_score",
+           "setting_warnings", "training_device_seconds", "lut_build_seconds", "SPLITS"]
 
 
 def _portable_path(path: Path) -> str:
@@ -44,41 +33,277 @@ def _portable_path(path: Path) -> str:
         return str(path)
 
 
+def _hardware_of(path) -> dict | None:
+    hw_path = table_hardware_path(path)
+    return json.loads(hw_path.read_text()) if hw_path.exists() else None
+
+
 def train_on_table(path, model: str, filters: dict | None = None, params: dict | None = None,
-                   out=None, progress: bool = True, max_train: int | None = None):
-    """Fit ``model`` on the ``train`` rows of one setting of the table at ``path`` and
-    evaluate it on its ``test`` rows.
+                   out=None, progress: bool = True, max_train: int | None = None,
+                   split: str = "train"):
+    """Fit ``model`` on one setting of the table at ``path``.
+
+    Parameters
+    ----------
+    split : {"train", "all"}
+        ``"train"`` (default): fit on the ``train`` rows and report metrics on the ``test``
+        rows (the table's ``split`` column: the fixed hash split, or the one the user
+        brought); ``"all"``: fit on every row (a base for fine-tuning), no held-out metrics.
 
     Returns
     -------
     (predictor, metrics, metadata)
-        ``metrics`` on the held-out split; ``metadata`` as stored in the saved config.
+        ``metrics`` on the held-out rows (None with ``split="all"``); ``metadata`` as stored
+        in the saved config.
     """
+    from .predictors import sample_warnings
+    from .datasets import subnets_of
+
+    if split not in ("train", "all"):
+        raise UsageError(f"split = {split!r}; 'train' (hold out the test rows) or 'all'")
     path = Path(path)
     df = read_measurements(path, filters)
     setting = single_setting(df, str(path))
     space = setting["space"]
-    train, test = df[df.split == "train"], df[df.split == "test"]
+    if split == "all":
+        train, test = df, df.iloc[:0]
+    else:
+        train, test = df[df.split == "train"], df[df.split == "test"]
+        if len(test) < 2:
+            raise UsageError(f"{path}: {len(test)} test rows to hold out ({len(train)} train); "
+                             f"fit on every row with --split all, or bring a 'split' column")
     if max_train is not None:
         train = train.iloc[:max_train]
-    if len(train) < 2 or len(test) < 2:
-        raise ValueError(f"{path}: need train and test rows, have {len(train)} and {len(test)}")
+    if len(train) < 2:
+        raise UsageError(f"{path}: {len(train)} rows to fit on; need at least 2")
+    sample_warnings(subnets_of(train), train.latency_ms.to_numpy(), "training")
     pred = create_predictor(model, space=space, **(params or {}))
     pred.fit(train, progress=progress)
-    metrics = latency_metrics(test.latency_ms.to_numpy(), pred.predict(test))
-    hw_path = table_hardware_path(path)
+    metrics = latency_metrics(test.latency_ms.to_numpy(), pred.predict(test)) \
+        if len(test) else None
     metadata = {
         "device_seconds": training_device_seconds(df, len(train), params),
         "setting": setting,
-        "hardware": json.loads(hw_path.read_text()) if hw_path.exists() else None,
+        "hardware": _hardware_of(path),
         "heldout_metrics": metrics,
         "data": {"path": _portable_path(path), "sha256": sha256_of(path),
-                 "filters": filters or {}, "n_train": int(len(train)), "n_test": int(len(test)),
+                 "filters": filters or {}, "split": split, "n_train": int(len(train)),
+                 "n_test": int(len(test)),
                  "source": sorted(set(df.source.dropna().astype(str)))},
     }
     if out is not None:
         pred.save(out, metadata=metadata)
     return pred, metrics, metadata
+
+
+def train_conditioned(paths, model: str = "xgb", filters: dict | None = None,
+                      params: dict | None = None, references=None, out=None,
+                      progress: bool = True):
+    """Fit a :class:`~ofa_latency.conditioned.ConditionedPredictor` with one member per
+    setting of the tables at ``paths`` (each member on its ``train`` rows).
+
+    Returns
+    -------
+    (model, rows)
+        ``rows``: per member ``{"name", "n_test", "metrics"}`` on its held-out rows (metrics
+        None without at least 2 of them).
+    """
+    from .conditioned import ConditionedPredictor, HardwareDescriptor
+    from .datasets import subnets_of
+
+    tables, descs, names = [], [], []
+    for path in paths:
+        df = read_measurements(path, filters)
+        if df.empty:
+            raise UsageError(f"{path}: no rows (check --filter)")
+        cols = [c for c in SETTING_COLUMNS if c in df.columns]
+        for _, rows in df.groupby(cols, dropna=False, sort=True):
+            train = rows[rows.split == "train"]
+            if len(train) < 20:
+                raise UsageError(f"{path}: a setting with {len(train)} train rows "
+                                 f"({rows.iloc[0]['device']}, batch {rows.iloc[0]['batch_size']}); "
+                                 f"need at least 20 per member (drop it with --filter)")
+            d = HardwareDescriptor.from_table(rows, _hardware_of(path), str(path),
+                                              references=references or [])
+            tables.append(rows)
+            descs.append(d)
+            names.append(f"{d.name} / {d.backend or '-'} / batch {d.batch_size}")
+    model_ = ConditionedPredictor(space=tables[0]["space"].iloc[0], member_kind=model,
+                                  member_params=params or {})
+    model_.fit([t[t.split == "train"] for t in tables], descs, references=references or [],
+               progress=progress)
+    if out is not None:
+        model_.save(out, metadata={"data": [str(p) for p in paths], "filters": filters or {}})
+    out_rows = []
+    for name, t, table in zip(names, tables, model_.tables_):
+        test = t[t.split == "test"]
+        m = latency_metrics(test.latency_ms.to_numpy(), table.predict_encoded(
+            model_.space_.encode(subnets_of(test)))) if len(test) >= 2 else None
+        out_rows.append({"name": name, "n_test": len(test), "metrics": m})
+    return model_, out_rows
+
+
+def trained_on(predictor, path) -> bool:
+    """Whether ``predictor`` was fitted on the table at ``path`` (its recorded data hash or
+    path), so that only that table's held-out rows are unseen by it."""
+    data = ((getattr(predictor, "config_", None) or {}).get("metadata") or {}).get("data") or {}
+    if not isinstance(data, dict):
+        return False
+    path = Path(path)
+    if data.get("sha256") and path.is_file() and data["sha256"] == sha256_of(path):
+        return True
+    rec = data.get("path")
+    return bool(rec) and Path(rec).resolve() == path.resolve()
+
+
+SPLITS = ("auto", "test", "train", "all")
+
+
+def rows_to_score(df, predictor, path, split: str = "auto"):
+    """The rows of ``df`` (read from ``path``) a predictor is scored on, and the split used.
+    ``"auto"`` (the default of ``evaluate`` and ``compare``): the ``test`` rows when the
+    predictor was fitted on this very table (:func:`trained_on`), else every row (data it has
+    not seen)."""
+    if split not in SPLITS:
+        raise UsageError(f"split = {split!r}; one of {', '.join(SPLITS)}")
+    if split == "auto":
+        split = "test" if predictor is not None and trained_on(predictor, path) else "all"
+    return (df if split == "all" else df[df.split == split]), split
+
+
+def setting_warnings(predictor, df, data_path) -> list[str]:
+    """Evaluating one device's predictor on another device's data is allowed (it measures
+    transfer), but it must not pass unnoticed: the differences, logged as warnings."""
+    from .datasets import setting_differences
+    from .hardware import hardware_differences
+
+    meta = (getattr(predictor, "config_", None) or {}).get("metadata") or {}
+    out = []
+    diffs = setting_differences(meta.get("setting") or {}, single_setting(df, str(data_path)))
+    if diffs:
+        out.append("the predictor was fitted on another setting than this data's ("
+                   + "; ".join(diffs) + "): the metrics measure transfer between devices")
+    hw = _hardware_of(data_path)
+    if meta.get("hardware") and hw:
+        diffs = hardware_differences(meta["hardware"], hw)
+        if diffs:
+            out.append("the predictor's data and this data come from different machines ("
+                       + "; ".join(diffs) + ")")
+    for w in out:
+        logger.warning("%s", w)
+    return out
+
+
+def evaluate_on_table(predictor, path, filters: dict | None = None, split: str = "auto"):
+    """Metrics of a fitted ``predictor`` on one setting of the table at ``path``.
+
+    Returns
+    -------
+    (metrics, rows, predictions_ms, split)
+    """
+    df = read_measurements(path, filters)
+    if len(df):
+        setting_warnings(predictor, df, path)
+    rows, split = rows_to_score(df, predictor, path, split)
+    if len(rows) < 2:
+        raise UsageError(f"{path}: {len(rows)} rows to evaluate after --filter and --split "
+                         f"{split}; need at least 2")
+    pred = predictor.predict(rows)
+    return latency_metrics(rows.latency_ms.to_numpy(), pred), rows, pred, split
+
+
+def compare_on_table(predictors: dict, path, filters: dict | None = None,
+                     split: str = "auto"):
+    """Metrics and cost of several fitted predictors (``{label: predictor}``) on the same
+    rows: those every predictor answers for (a lookup table built for a few resolutions
+    answers only those).
+
+    Returns
+    -------
+    (rows, measured_ms, predictions, info)
+        ``rows`` as :func:`~ofa_latency.evaluation.compare`; ``info``: ``n``, ``left_out``
+        (rows no predictor set could answer for, by resolution) and ``split``.
+    """
+    import numpy as np
+
+    from .evaluation import compare
+
+    df = read_measurements(path, filters)
+    own = [p for p in predictors.values() if trained_on(p, path)]
+    df, split = rows_to_score(df, own[0] if own else None, path, split)
+    covered = np.ones(len(df), dtype=bool)
+    for p in predictors.values():
+        covered &= df.image_size.isin(p.table.resolutions).to_numpy()
+    left_out = df[~covered].image_size.value_counts().sort_index().to_dict()
+    df = df[covered]
+    if left_out:
+        logger.warning("%s: %d rows left out at resolutions %s that not every predictor "
+                       "answers for; comparing on the %d rows they all cover", path,
+                       sum(left_out.values()), sorted(left_out), len(df))
+    if len(df) < 2:
+        raise UsageError(f"{path}: {len(df)} rows that every predictor answers for after "
+                         f"--filter and --split {split}; need at least 2")
+    preds = {k: p.predict(df) for k, p in predictors.items()}
+    costs = {k: ((getattr(p, "config_", None) or {}).get("metadata") or {}).get("device_seconds")
+             for k, p in predictors.items()}
+    y = df.latency_ms.to_numpy()
+    return compare(y, preds, costs), y, preds, {"n": len(df), "left_out": left_out,
+                                                "split": split}
+
+
+def finetune_on_table(base, path, out=None, filters: dict | None = None, methods=None,
+                      cv: int = 5, seed: int = 0, mix=(), hardware=None,
+                      batch_size: int | None = None, split: str = "all"):
+    """Fine-tune the predictor ``base`` names (:func:`~ofa_latency.resolve.locate_predictor`)
+    to the device of the table at ``path`` (:func:`~ofa_latency.adapt.finetune`) and save it
+    with what it was fitted on.
+
+    A hardware-conditioned ``base`` is first resolved for the new device (``hardware``, or the
+    table itself: its reference level and its rows of the model's reference subnets), and its
+    members join ``mix``.
+
+    Returns
+    -------
+    LatencyPredictor
+        With ``adaptation_``.
+    """
+    from .adapt import finetune, save_adapted
+    from .predictors import list_predictors
+    from .resolve import locate_predictor, resolve_predictor
+
+    if split not in ("all", "train", "test"):
+        raise UsageError(f"split = {split!r}; one of all, train, test")
+    df = read_measurements(path, filters)
+    setting = single_setting(df, str(path))
+    if split != "all":
+        df = df[df.split == split]
+    if len(df) < 2:
+        raise UsageError(f"{path}: {len(df)} rows after --filter and --split {split}; need at "
+                         f"least 2 measured subnets")
+    others = [resolve_predictor(m) for m in mix]
+    src = locate_predictor(base)
+    kind = None
+    if src.kind == "conditioned":
+        from .conditioned import ConditionedPredictor, read_hardware
+
+        model = ConditionedPredictor.load(src.path)
+        hw = read_hardware(hardware, batch_size) if hardware is not None else \
+            read_hardware(path, references=model.references_)
+        base_pred = model.resolve(hw, random_state=seed)
+        others += model.member_predictors(like=hw)
+        kind = model.member_kind if model.member_kind in list_predictors() else None
+        logger.info("conditioned base resolved for %s: %s", hw.name, base_pred.conditioning_)
+    else:
+        base_pred = resolve_predictor(base, hardware=hardware, batch_size=batch_size)
+    pred = finetune(base_pred, df, methods=methods, cv=cv, random_state=seed,
+                    base_name=str(base), others=others, kind=kind)
+    if out is not None:
+        save_adapted(pred, out, metadata={
+            "setting": setting, "hardware": _hardware_of(path),
+            "data": {"path": _portable_path(Path(path)), "sha256": sha256_of(path),
+                     "filters": filters or {}, "split": split, "n_train": len(df)},
+            "device_seconds": training_device_seconds(df, len(df))})
+    return pred
 
 
 def lut_build_seconds(lut_dir) -> float | None:

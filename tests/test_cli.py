@@ -37,7 +37,7 @@ def test_profile_archs_jsonl_both_forms(tmp_path, mbv3, capsys):
 def test_profile_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["profile", "--backend", "fake", "--threads", "0", "--out",
                  str(tmp_path / "x.csv")]) == 2
-    assert "threads = 0" in capsys.readouterr().err
+    assert "--threads: 0: must be >= 1" in capsys.readouterr().err
 
 
 def test_resume_after_a_real_kill(tmp_path):

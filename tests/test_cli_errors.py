@@ -48,8 +48,8 @@ def _cases(d, arch):
         (["predict", "--predictor", pred, "--arch", json.dumps(dict(arch.to_dict(), ks=[9] * 20))],
          "arch['ks'][0] = 9"),
         (["profile", "--backend", "fake", "--n", "0", "--out", str(d / "p.csv")], "--n 0"),
-        (["profile", "--backend", "fake", "--threads", "0", "--out", str(d / "p.csv")],
-         "threads = 0"),
+        (["profile", "--backend", "fake", "--n", "0", "--out", str(d / "p.csv")],
+         "--n 0"),
         (["profile", "--backend", "fake", "--archs", str(d / "nope.jsonl"), "--out",
           str(d / "p.csv")], "nope.jsonl"),
         (["train", "--data", data, "--param", "n_estimatorz=5", "--out", str(d / "t1")],
@@ -93,7 +93,12 @@ def test_every_user_mistake_is_exit_2_naming_the_culprit(table, mbv3, capsys):
 
 def test_argparse_mistakes_are_exit_2(capsys):
     assert main(["profile", "--batch-size", "x", "--out", "o.csv"]) == 2
-    assert "invalid int value" in capsys.readouterr().err
+    assert "--batch-size: 'x' is not an integer" in capsys.readouterr().err
+    assert main(["hardware", "--threads", "0", "--no-measure"]) == 2
+    assert "--threads: 0: must be >= 1" in capsys.readouterr().err
+    assert main(["search", "--estimator", "x", "--latency-ms", "5", "--top-k", "0", "--out",
+                 "o"]) == 2
+    assert "--top-k: 0: must be >= 1" in capsys.readouterr().err
     assert main(["no-such-command"]) == 2
 
 
@@ -103,7 +108,7 @@ def test_debug_shows_the_traceback(table, capsys):
 
 
 def test_a_bug_is_exit_1_with_a_hint(monkeypatch, capsys):
-    import ofa_latency.cli as cli
+    import ofa_latency.cli.predictors as cli
 
     def broken(args):
         raise KeyError("oops")
@@ -145,7 +150,8 @@ def test_list_shows_every_shipped_predictor(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     entries = list_pretrained()
-    assert len(lines) == len(entries) + 2  # header, one per predictor, summary
+    assert len(lines) == len(entries) + 5  # header, one per predictor, summary, 3 legend lines
+    assert any("_alone" in line and "nothing else running" in line for line in lines)
     for e in entries:
         row = next(line for line in lines if line.startswith(e["name"] + " "))
         assert f"{e['heldout_metrics']['mape_pct']:.2f}" in row

@@ -184,6 +184,6 @@ def test_calibrated_lut_and_compare(fake_lut, tmp_path, capsys):
     assert "fake_lut" in out and "tbl" in out and (tmp_path / "c.png").stat().st_size > 0
     import json
 
-    rows = {r["name"]: r for r in json.loads((tmp_path / "c.json").read_text())}
+    rows = {r["name"]: r for r in json.loads((tmp_path / "c.json").read_text())["rows"]}
     assert rows["fake_lut"]["device_seconds"] > 0 and rows["tbl"]["device_seconds"] is not None
     assert rows["tbl"]["mape_pct"] < rows["fake_lut"]["mape_pct"]  # whole-net data beats a layer sum

@@ -3,6 +3,7 @@
 from ._base import FORMAT_VERSION as FORMAT_VERSION
 from ._base import archs_from as archs_from
 from ._base import training_data as training_data
+from ._base import sample_warnings as sample_warnings
 from ._base import LatencyPredictor as LatencyPredictor
 from ._base import NotFittedError as NotFittedError
 from ._base import create_predictor as create_predictor
@@ -16,6 +17,6 @@ from ._table import fit_linear_table as fit_linear_table
 from .table import TableLatencyPredictor as TableLatencyPredictor
 from .xgb import XGBLatencyPredictor as XGBLatencyPredictor
 
-__all__ = ["archs_from", "training_data", "TableLatencyPredictor", "AdditiveTable", "fit_linear_table", "FORMAT_VERSION", "LatencyPredictor", "NotFittedError", "create_predictor",
+__all__ = ["archs_from", "training_data", "sample_warnings", "TableLatencyPredictor", "AdditiveTable", "fit_linear_table", "FORMAT_VERSION", "LatencyPredictor", "NotFittedError", "create_predictor",
            "list_predictors", "load_predictor", "register_predictor",
            "MLPLatencyPredictor", "XGBLatencyPredictor", "LUTLatencyPredictor"]

@@ -22,7 +22,7 @@ from ._table import table_schema as feature_schema
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["archs_from", "training_data", "NotFittedError", "LatencyPredictor", "register_predictor", "create_predictor",
+__all__ = ["archs_from", "training_data", "sample_warnings", "FEW_SAMPLES", "NotFittedError", "LatencyPredictor", "register_predictor", "create_predictor",
            "list_predictors", "load_predictor", "FORMAT_VERSION", "feature_schema"]
 
 FORMAT_VERSION = 2
@@ -69,6 +69,31 @@ def training_data(space, X, y=None) -> tuple[list, np.ndarray]:
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("latencies must be finite and > 0 ms")
     return subs, y
+
+
+FEW_SAMPLES = 10  # fewer measured subnets than this: error estimates from them are unreliable
+
+
+def sample_warnings(subs, y, what: str = "fitting") -> list[str]:
+    """What is wrong with measured samples beyond what :func:`training_data` refuses: too few
+    of them, the same subnet more than once, latencies that are all equal. Each problem is
+    logged as a warning and returned as a sentence."""
+    out = []
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < FEW_SAMPLES:
+        out.append(f"only {len(y)} measured subnets for {what}: error estimates from so few "
+                   f"are unreliable (profile at least {FEW_SAMPLES})")
+    keys = [s.key() if isinstance(s, Subnet) else repr(sorted(dict(s).items())) for s in subs]
+    n_dup = len(keys) - len(set(keys))
+    if n_dup:
+        out.append(f"{n_dup} of the {len(y)} samples repeat a subnet: each counts as another "
+                   f"sample, which makes cross-validation look better than it is")
+    if len(y) >= 2 and float(np.ptp(y)) <= 1e-9 * float(np.median(y)):
+        out.append(f"all {len(y)} latencies are equal ({y[0]:g} ms): they rank nothing and "
+                   f"cannot tell methods apart")
+    for w in out:
+        logger.warning("%s", w)
+    return out
 
 
 class LatencyPredictor(abc.ABC):

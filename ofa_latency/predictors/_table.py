@@ -133,6 +133,12 @@ class AdditiveTable:
         return out
 
     @functools.cached_property
+    def resolutions(self) -> tuple:
+        """The resolutions (px) this table answers for (a LUT built for a few has gaps)."""
+        ok = np.isfinite(self.fixed_ms) & np.isfinite(self.block_ms).all(axis=(1, 2))
+        return tuple(r for r, k in zip(self.space.image_sizes, ok) if k)
+
+    @functools.cached_property
     def _has_gaps(self) -> bool:
         return bool(np.isnan(self.fixed_ms).any() or np.isnan(self.block_ms).any())
 

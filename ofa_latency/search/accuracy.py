@@ -24,11 +24,15 @@ from ..spaces import Encoded, get_space
 logger = logging.getLogger(__name__)
 
 __all__ = ["OFAAccuracyPredictor", "MacsProxy", "find_accuracy_predictor", "SEARCH_RESOLUTIONS",
-           "ACC_PREDICTOR_URL"]
+           "ACC_PREDICTOR_URL", "accuracy_predictor_or_proxy", "get_accuracy_predictor",
+           "GET_COMMAND"]
 
 ACC_PREDICTOR_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/acc_predictor.pth"
 ENV_VAR = "OFA_LATENCY_ACC_PREDICTOR"
 SEARCH_RESOLUTIONS = (160, 176, 192, 208, 224)  # OFA's tutorial finder's; the predictor's range
+TRAINED_RESOLUTIONS = (160, 224)  # the range OFA's accuracy predictor was trained on (px)
+ACC_SPACE = "ofa_mbv3_w1.2"  # the only space OFA ships an accuracy predictor for
+GET_COMMAND = "ofa-latency get-accuracy-predictor"
 _SHAPES = {"0.weight": (400, 128), "0.bias": (400,), "2.weight": (400, 400), "2.bias": (400,),
            "4.weight": (400, 400), "4.bias": (400,), "6.weight": (1, 400), "6.bias": (1,)}
 
@@ -63,18 +67,103 @@ def find_accuracy_predictor(path=None, download: bool = False) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             logger.info("downloading OFA's accuracy predictor to %s", target)
-            with urllib.request.urlopen(ACC_PREDICTOR_URL, timeout=30) as r:
+            with urllib.request.urlopen(ACC_PREDICTOR_URL, timeout=15) as r:
                 data = r.read()
         except OSError as exc:
             raise UsageError(f"could not download OFA's accuracy predictor ({exc}); offline, "
-                             f"copy acc_predictor.pth from a machine that has it and pass "
-                             f"--accuracy-predictor PATH") from exc
-        target.write_bytes(data)
+                             f"copy acc_predictor.pth from a machine that has it and run "
+                             f"'{GET_COMMAND} --from FILE' (or pass --accuracy-predictor "
+                             f"FILE)") from exc
+        tmp = target.with_name(target.name + ".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
         return target
     raise UsageError("no accuracy predictor: pass --accuracy-predictor PATH (OFA's "
                      "acc_predictor.pth, " + ACC_PREDICTOR_URL + "), set $" + ENV_VAR
                      + ", or allow the download with --download-accuracy-predictor; or search "
                        "with --proxy macs (results labelled as a MACs proxy, not accuracy)")
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
+    return Path(base) / "ofa-latency"
+
+
+def _read_weights(path: Path) -> dict:
+    """The checkpoint's arrays. The first read goes through ``torch.load(...,
+    weights_only=True)``; the arrays are then kept as safetensors in the user's cache, named
+    by the checkpoint's sha256, so later reads need neither torch nor its import time."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file, save_file
+
+    from .._folders import sha256_of
+
+    cached = _cache_dir() / f"acc_predictor-{sha256_of(path)[:24]}.safetensors"
+    if cached.is_file():
+        try:
+            return load_file(str(cached))
+        except (SafetensorError, OSError):
+            logger.warning("%s is unreadable; reading %s again", cached, path)
+    import torch
+
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a bad file
+        raise UsageError(f"cannot read {path} as a PyTorch state_dict: {exc}") from exc
+    if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise UsageError(f"{path} holds a {type(sd).__name__}, not a state_dict")
+    weights = {k: v.numpy().copy() for k, v in sd.items() if hasattr(v, "numpy")}
+    if set(_SHAPES) <= set(weights):
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            save_file({k: np.ascontiguousarray(weights[k]) for k in _SHAPES}, str(tmp))
+            os.replace(tmp, cached)
+        except OSError as exc:  # a read-only home: no cache, no harm
+            logger.debug("not caching %s: %s", path, exc)
+    return weights
+
+
+def get_accuracy_predictor(source=None) -> Path:
+    """Put OFA's accuracy predictor where the search finds it (OFA's cache,
+    ``~/.torch/acc_predictor.pth``): copied from ``source`` when given (checked first), else
+    downloaded from OFA's URL. Returns its path."""
+    target = _candidates()[-1]
+    if source is None:
+        if target.is_file():
+            return target
+        return find_accuracy_predictor(None, download=True)
+    src = Path(source)
+    if not src.is_file():
+        raise UsageError(f"--from {src}: no such file")
+    OFAAccuracyPredictor(_read_weights(src))  # refuses a file that is not OFA's predictor
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_bytes(src.read_bytes())
+    os.replace(tmp, target)
+    return target
+
+
+def accuracy_predictor_or_proxy(path=None, download: bool = True, space: str = ACC_SPACE,
+                                resolutions=SEARCH_RESOLUTIONS):
+    """OFA's accuracy predictor when it can be had (``path``, ``$OFA_LATENCY_ACC_PREDICTOR``,
+    OFA's cache, or a download), else the MACs proxy with a note saying so and how to get the
+    real one (``note`` is None when the real one was loaded). A ``path`` that does not load is
+    an error, not a fallback."""
+    try:
+        return OFAAccuracyPredictor.load(path, download=download, space=space,
+                                         resolutions=resolutions), None
+    except UsageError as exc:
+        if path is not None:
+            raise
+        reason = str(exc).split(";")[0]
+    proxy = MacsProxy(space, resolutions=resolutions)
+    proxy.note = (f"OFA's accuracy predictor is not on this machine ({reason}): searching with "
+                  f"the MACs proxy instead, so scores are NOT accuracy. Get the real one with "
+                  f"'{GET_COMMAND}' (online) or '{GET_COMMAND} --from acc_predictor.pth'")
+    return proxy, proxy.note
 
 
 class OFAAccuracyPredictor:
@@ -105,12 +194,18 @@ class OFAAccuracyPredictor:
             raise UsageError(f"not OFA's accuracy predictor: expected tensors {_SHAPES}, "
                              f"these differ: {bad}")
         self.weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-        self.space = get_space(space)
-        sp = self.space
-        if sp.n_blocks != 20 or tuple(sp.ks_choices) != (3, 5, 7) or tuple(sp.e_choices) != (3, 4, 6):
-            raise UsageError(f"OFA's accuracy predictor is for OFA MobileNetV3 (20 blocks), not "
-                             f"{space}")
-        bad_r = [r for r in resolutions if r not in sp.image_sizes or not 112 <= r < 240]
+        if space != ACC_SPACE:
+            raise UsageError(f"OFA's accuracy predictor is for {ACC_SPACE}, not {space} (another "
+                             f"width has other channel counts, so its accuracies would be "
+                             f"another network's); search {space} with --proxy macs")
+        self.space = sp = get_space(space)
+        lo, hi = TRAINED_RESOLUTIONS
+        outside = [r for r in resolutions if not lo <= r <= hi]
+        if outside:
+            raise UsageError(f"OFA's accuracy predictor was trained on {lo}-{hi} px; its scores at "
+                             f"{outside} px are not reliable (it ranks them above {lo} px "
+                             f"subnets): search resolutions within {lo}..{hi}")
+        bad_r = [r for r in resolutions if r not in sp.image_sizes]
         if bad_r or not resolutions:
             raise UsageError(f"resolutions {bad_r or resolutions} are not searchable here")
         self.resolutions = tuple(int(r) for r in resolutions)
@@ -120,19 +215,8 @@ class OFAAccuracyPredictor:
     def load(cls, path=None, download: bool = False, **kw) -> "OFAAccuracyPredictor":
         """Load OFA's checkpoint (see :func:`find_accuracy_predictor`) with
         ``torch.load(..., weights_only=True)``."""
-        import torch
-
         p = find_accuracy_predictor(path, download)
-        try:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for a bad file
-            raise UsageError(f"cannot read {p} as a PyTorch state_dict: {exc}") from exc
-        if isinstance(sd, dict) and "state_dict" in sd:
-            sd = sd["state_dict"]
-        if not isinstance(sd, dict):
-            raise UsageError(f"{p} holds a {type(sd).__name__}, not a state_dict")
-        return cls({k: v.numpy() for k, v in sd.items() if hasattr(v, "numpy")}, source=str(p),
-                   **kw)
+        return cls(_read_weights(p), source=str(p), **kw)
 
     # ------------------------------------------------------------------ features
     def features(self, enc: Encoded) -> np.ndarray:
@@ -204,6 +288,7 @@ class MacsProxy(OFAAccuracyPredictor):
 
     label = "MACs proxy (log MACs; NOT an accuracy prediction)"
     is_proxy = True
+    note = None  # why the proxy is used, when it stands in for a missing accuracy predictor
 
     def __init__(self, space: str = "ofa_mbv3_w1.2", resolutions=SEARCH_RESOLUTIONS):
         self.space = get_space(space)

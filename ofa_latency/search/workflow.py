@@ -18,7 +18,8 @@ from .finders import Constraint, SearchResult, search
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Verification", "verify", "search_and_verify", "deploy", "NOISE_FLOOR_PCT"]
+__all__ = ["Verification", "verify", "search_and_verify", "deploy", "search_verify_deploy",
+           "SearchOutcome", "NOISE_FLOOR_PCT"]
 
 # A measured latency this far above the budget is a violation beyond the profiler's noise
 # (the scale-free noise floor of onnxruntime on this project's CPU host is about 1 %;
@@ -105,9 +106,75 @@ def search_and_verify(constraints, acc, backend, batch_size: int, table, finder:
     return res, rounds
 
 
+@dataclasses.dataclass
+class SearchOutcome:
+    """What :func:`search_verify_deploy` did: the last search, every verification round
+    (empty without a device), the report written to ``report.json`` and the output folder."""
+
+    result: SearchResult
+    rounds: list
+    report: dict
+    out_dir: Path
+
+    @property
+    def summary(self) -> str:
+        return summary_text(self.report)
+
+
+def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: int = 1,
+                         finder: str = "fast", seed: int = 0, top_k: int = 5,
+                         export: bool = True, progress: bool = True, estimators=(),
+                         setting: dict | None = None, hardware: dict | None = None,
+                         **params) -> SearchOutcome:
+    """The whole search step: search under ``constraints``; with ``backend``, verify the top
+    ``top_k`` candidates on the device (:func:`search_and_verify`, table
+    ``out_dir/verify.csv``) and keep the most accurate that meets the budget measured; write
+    ``search.json``, ``report.json``, ``summary.md`` and (``export``) ``subnet.onnx``.
+
+    Raises
+    ------
+    UsageError
+        When verification confirmed no candidate (the closest ones are in ``verify.csv``).
+    """
+    from ..errors import UsageError
+
+    constraints = list(constraints)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise UsageError(f"top_k = {top_k!r}; the number of candidates must be an int >= 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    first = constraints[0].estimator
+    logger.info("searching %s: %s finder, %d budget(s), %s", first.space.name, finder,
+                len(constraints), acc.label)
+    ver, rounds = None, []
+    if backend is not None:
+        res, rounds = search_and_verify(constraints, acc, backend, batch_size, out / "verify.csv",
+                                        finder=finder, seed=seed, top_k=top_k,
+                                        progress=progress, **params)
+        ver = rounds[-1]
+        if ver.chosen is None:
+            best = min(ver.rows, key=lambda r: r["measured_ms"])
+            raise UsageError(f"no candidate met {constraints[0].latency_ms} ms measured on "
+                             f"{backend.name} after {len(rounds)} searches; the fastest "
+                             f"measured {best['measured_ms']:.3f} ms; see {out / 'verify.csv'}")
+        arch = ver.chosen_row["arch"]
+    else:
+        res = search(constraints, acc, finder, seed=seed, top_k=top_k, **params)
+        arch = res.arch
+    (out / "search.json").write_text(json.dumps(res.to_dict(), indent=1))
+    report = deploy(out, first.space, arch, res, ver, batch_size=batch_size,
+                    setting=setting if setting is not None else first.setting,
+                    hardware=hardware if hardware is not None else first.hardware,
+                    estimators=list(estimators) or [c.name for c in constraints],
+                    export=export, accuracy_source=getattr(acc, "source", None),
+                    accuracy_note=getattr(acc, "note", None))
+    return SearchOutcome(res, rounds, report, out)
+
+
 def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verification | None,
            batch_size: int = 1, setting: dict | None = None, hardware: dict | None = None,
-           estimators=(), export: bool = True) -> dict:
+           estimators=(), export: bool = True, accuracy_source: str | None = None,
+           accuracy_note: str | None = None) -> dict:
     """Write the chosen subnet and its evidence into ``out_dir``; returns the report."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +186,8 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
         "space": space.name, "arch": sub.to_dict(), "finder": result.finder,
         "accuracy": cand["accuracy"] if cand else result.accuracy,
         "accuracy_label": result.accuracy_label,
+        "accuracy_source": accuracy_source,
+        "accuracy_note": accuracy_note,
         "predicted_ms": cand["latency_ms"] if cand else None,
         # the user's budgets (a re-search after verification searched under a tighter one)
         "budgets_ms": ([verification.budget_ms] + result.budgets_ms[1:]) if verification
@@ -148,7 +217,10 @@ def summary_text(report: dict) -> str:
     """A short human-readable summary of a :func:`deploy` report."""
     acc = report["accuracy"]
     proxy = "proxy" in (report["accuracy_label"] or "").lower()
-    lines = [f"# Chosen subnet ({report['space']}, {report['finder']} finder)", "",
+    lines = [f"# Chosen subnet ({report['space']}, {report['finder']} finder)", ""]
+    if report.get("accuracy_note"):
+        lines += [f"**{report['accuracy_note']}**", ""]
+    lines += [
              f"- {'score (MACs proxy, not accuracy)' if proxy else 'predicted top-1 accuracy'}: "
              f"{acc:.4f}" + ("" if proxy else f" ({100 * acc:.2f} %)")]
     for i, b in enumerate(report["budgets_ms"]):

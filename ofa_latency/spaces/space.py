@@ -108,21 +108,30 @@ class SearchSpace:
         return self.validate(d)
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, n: int, seed: int = 0) -> list[Subnet]:
+    def sample(self, n: int, seed: int = 0, resolutions=None) -> list[Subnet]:
         """Draw ``n`` distinct subnets uniformly (per-block choices, depths, resolution).
 
         The same ``(n, seed)`` always gives the same list, and a longer list starts with the
-        shorter one.
+        shorter one. ``resolutions`` (px) restricts the resolutions drawn from (e.g. those a
+        lookup table was built for).
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n = {n!r}; must be an int >= 0")
+        sizes = self.image_sizes
+        if resolutions is not None:
+            bad = [r for r in resolutions if r not in self.image_sizes]
+            if bad or not len(resolutions):
+                raise ValueError(f"resolutions {bad or list(resolutions)} are not resolutions "
+                                 f"of {self.name} ({self.image_sizes[0]}..{self.image_sizes[-1]}"
+                                 f" step {self.image_sizes[1] - self.image_sizes[0]})")
+            sizes = sorted(set(int(r) for r in resolutions))
         rng = np.random.default_rng(seed)
         seen, out = set(), []
         while len(out) < n:
             ks = rng.choice(self.ks_choices, size=self.n_blocks)
             e = rng.choice(self.e_choices, size=self.n_blocks)
             d = rng.choice(self.d_choices, size=self.n_stages)
-            r = rng.choice(self.image_sizes)
+            r = rng.choice(sizes)
             sub = self.validate({"ks": ks.tolist(), "e": e.tolist(), "d": d.tolist(),
                                  "image_size": int(r)})
             if sub not in seen:

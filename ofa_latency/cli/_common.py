@@ -1,0 +1,114 @@
+"""What several commands share: reading archs and key=value pairs, the hardware options,
+printing metrics. Parsing only; the work is the library's."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import UsageError
+
+HARDWARE_HELP = ("a hardware-conditioned predictor's target: a descriptor JSON, a measurement "
+                 "table of the device, or a GPU key/name of the spec table (with --batch-size)")
+
+
+def read_archs_file(path, space):
+    """Archs from a file, one per line: JSON or the Python-dict form OFA prints."""
+    from ..spaces import arch_from_text
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--archs file not found: {path}")
+    archs = []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            archs.append(space.validate(arch_from_text(line, "arch")))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{path}:{i}: {exc}") from None
+    if not archs:
+        raise UsageError(f"{path} holds no archs (one arch dict per line expected)")
+    return archs
+
+
+def subnets_from_args(args, space, verb):
+    """``--archs FILE`` or ``--n N --seed S`` sampled subnets."""
+    if args.archs:
+        return read_archs_file(args.archs, space)
+    if args.n < 1:
+        raise UsageError(f"--n {args.n}: the number of subnets to {verb} must be >= 1")
+    return space.sample(args.n, seed=args.seed)
+
+
+def parse_arch(text):
+    from ..spaces import arch_from_text
+
+    return arch_from_text(text, "--arch")
+
+
+def check_out_folder(out):
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} exists and is a file; a predictor is saved as a folder")
+
+
+def parse_pairs(pairs, what):
+    """``["k=v", ...]`` as a dict, values read as JSON where they parse."""
+    out = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise UsageError(f"{what} {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def filters(args) -> dict:
+    return {k: str(v) for k, v in parse_pairs(getattr(args, "filter", None), "--filter").items()}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v}: must be >= 1")
+    return v
+
+
+def add_hardware_options(p):
+    p.add_argument("--hardware", help=HARDWARE_HELP)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="with --hardware GPU: the batch size")
+
+
+def load_estimator(spec, args=None, hardware=None):
+    """A :class:`~ofa_latency.LatencyEstimator` over what ``spec`` names (through the one
+    resolver, :func:`ofa_latency.resolve.resolve_predictor`); ``--hardware`` from ``args``."""
+    from ..estimator import LatencyEstimator
+
+    if args is not None and hardware is None:
+        hardware = getattr(args, "hardware", None)
+    return LatencyEstimator.load(spec, hardware=hardware,
+                                 batch_size=getattr(args, "batch_size", None) if args else None)
+
+
+def print_metrics(m):
+    print(f"n={m['n']}  RMSE {m['rmse_ms']:.4f} ms ({m['rmse_over_mean_pct']:.2f} % of mean)  "
+          f"MAPE {m['mape_pct']:.2f} %  within +-5 % {m['within_5pct']:.1f} %  "
+          f"within +-10 % {m['within_10pct']:.1f} %  Kendall tau {m['kendall_tau']:.3f}  "
+          f"Spearman rho {m['spearman_rho']:.3f}")
+
+
+def resolutions(text):
+    try:
+        return [int(r) for r in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--resolutions {text!r}: comma-separated integers expected, e.g. "
+                         f"160,176,192,208,224") from None

@@ -1,0 +1,352 @@
+"""Commands from subnets to measurement tables: profile, hardware, sample, import, import-help,
+export, export-set, build-lut, export-layers, finish-lut."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UsageError
+from ._common import (parse_arch, parse_pairs, positive_int, resolutions, subnets_from_args)
+
+
+def _summary_table(df) -> str:
+    cols = ["image_size", "latency_ms", "spread_pct", "n_runs", "split"]
+    view = df[cols].copy()
+    view.insert(0, "arch", [a if len(a) <= 40 else a[:37] + "..." for a in df["arch"]])
+    return view.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def cmd_profile(args) -> int:
+    from ..hardware import describe_hardware
+    from ..profiling import TimingProtocol, create_backend, profile_subnets
+    from ..spaces import get_space
+
+    space = get_space(args.space)
+    backend = create_backend(args.backend, threads=args.threads, device=args.device,
+                             precision=args.precision)
+    subnets = subnets_from_args(args, space, "profile")
+    protocol = TimingProtocol(rounds=args.rounds, runs_per_round=args.runs_per_round,
+                              max_rounds=max(args.rounds, args.max_rounds), windows=args.windows,
+                              max_windows=max(args.windows, args.max_windows))
+    hw = describe_hardware(args.backend, args.threads, args.device,
+                           measure=args.backend != "fake")
+    df = profile_subnets(space, backend, subnets, args.batch_size, args.out, protocol=protocol,
+                         drift_correction=not args.no_drift_correction,
+                         progress=not args.quiet, hardware=hw,
+                         allow_mixed_settings=args.allow_mixed_settings,
+                         allow_machine_change=args.allow_machine_change)
+    print(f"{len(df)} subnets of {space.name} on {backend.device_name()} "
+          f"({args.backend}, {args.device}, {args.threads} thread(s), batch {args.batch_size}) "
+          f"-> {args.out}")
+    if len(df) <= args.show:
+        print(_summary_table(df))
+    else:
+        print(f"latency_ms: min {df.latency_ms.min():.3f}  median {df.latency_ms.median():.3f}  "
+              f"max {df.latency_ms.max():.3f}; median spread {df.spread_pct.median():.2f} %")
+    return 0
+
+
+def cmd_hardware(args) -> int:
+    from ..hardware import describe_hardware
+    from ..profiling import reference_fingerprint_ms
+
+    desc = describe_hardware(args.backend, args.threads, args.device, measure=not args.no_measure)
+    if not args.no_measure:
+        desc["reference_subnet_ms"] = round(reference_fingerprint_ms(
+            args.backend, args.threads, args.device, args.batch_size, args.space), 3)
+        desc["reference_subnet"] = (f"{args.space} kernel 5, expand 4, depth 3, 176 px, batch "
+                                    f"{args.batch_size}")
+    if args.json:
+        print(json.dumps(desc, indent=1))
+    else:
+        units = {"memory_gb": "GB", "memory_bandwidth_gbs": "GB/s", "matmul_gflops": "GFLOP/s",
+                 "gpu_memory_gb": "GB", "gpu_bandwidth_gbs": "GB/s",
+                 "gpu_launch_overhead_us": "us", "gpu_matmul_fp32_gflops": "GFLOP/s",
+                 "reference_subnet_ms": "ms (speed fingerprint of this backend setting)"}
+        for k, v in desc.items():
+            print(f"{k:24s} {v} {units.get(k, '')}".rstrip())
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ..export import export_onnx
+    from ..spaces import get_space
+
+    space = get_space(args.space)
+    res = export_onnx(space, parse_arch(args.arch), args.out, batch_size=args.batch_size)
+    print(f"wrote {res['onnx_path']} ({res['size_mb']:.1f} MB) and {res['config_path']}")
+    print(f"max abs difference ONNX Runtime vs PyTorch: {res['max_abs_diff']:.3e}")
+    return 0
+
+
+def cmd_export_set(args) -> int:
+    from ..export import export_set
+    from ..spaces import get_space
+
+    space = get_space(args.space)
+    subnets = subnets_from_args(args, space, "export")
+    path = export_set(space, subnets, args.out, batch_size=args.batch_size,
+                      progress=not args.quiet)
+    size = sum(p.stat().st_size for p in Path(args.out).iterdir() if p.is_file())
+    print(f"{len(subnets)} subnets and the reference subnet as ONNX structure ({size / 1e6:.1f} "
+          f"MB; the board fills random weights), manifest {path}; on the device: python -m "
+          f"ofa_latency.board profile {args.out} --threads T --out board.csv")
+    return 0
+
+
+def cmd_import_help(args) -> int:
+    import pandas as pd
+
+    from ..datasets import HELP_SETTINGS, read_help
+
+    help_dir = Path(args.help_dir)
+    if not help_dir.is_dir():
+        raise UsageError(f"HELP data folder not found: {help_dir}")
+    settings = HELP_SETTINGS if args.setting == ["all"] else args.setting
+    df = pd.concat([read_help(help_dir, s) for s in settings], ignore_index=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    print(f"{len(df)} rows ({', '.join(settings)}) -> {args.out}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from ..datasets import DEFAULT_SPACE, import_table
+
+    out = Path(args.out)
+    if out.exists():
+        raise UsageError(f"--out {out} exists; choose a new file (import does not append)")
+    setting = parse_pairs(args.set, "--set")
+    space = setting.pop("space", None)
+    if space is not None and args.space is not None and space != args.space:
+        raise UsageError(f"--space {args.space} and --set space={space} disagree; give one")
+    space = str(space or args.space or DEFAULT_SPACE)
+    df = import_table(args.data, arch_column=args.arch_column,
+                      latency_column=args.latency_column,
+                      image_size_column=args.image_size_column, latency_unit=args.latency_unit,
+                      setting=setting, space=space, source=args.source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    print(f"{len(df)} rows of {space} ({df['split'].eq('train').sum()} train, "
+          f"{df['split'].eq('test').sum()} test) -> {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from ..resolve import locate_predictor, resolve_predictor
+    from ..sampling import select_subnets
+    from ..spaces import get_space
+
+    space = get_space(args.space)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"--out {out} exists; choose another file or pass --overwrite")
+    if args.committee and args.strategy != "uncertain":
+        raise UsageError("--committee is for --strategy uncertain")
+    committee = []
+    for name in args.committee or []:
+        src = locate_predictor(name)
+        if src.kind == "conditioned":
+            from ..conditioned import ConditionedPredictor
+
+            committee += ConditionedPredictor.load(src.path).tables_
+        else:
+            committee.append(resolve_predictor(name))
+    res = resolutions(args.resolutions) if args.resolutions else None
+    subs = select_subnets(space, args.n, strategy=args.strategy, seed=args.seed,
+                          pool_factor=args.pool_factor, committee=committee, resolutions=res)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in subs))
+    sizes = sorted({s.image_size for s in subs})
+    print(f"{len(subs)} subnets of {space.name} ({args.strategy}, seed {args.seed}; "
+          f"{len(sizes)} resolutions {sizes[0]}..{sizes[-1]}) -> {out}; profile them with "
+          f"'ofa-latency profile --archs {out} ...'")
+    return 0
+
+
+def cmd_build_lut(args) -> int:
+    from ..hardware import describe_hardware
+    from ..lut import build_lut
+    from ..profiling import TimingProtocol, create_backend
+    from ..spaces import get_space
+
+    space = get_space(args.space)
+    res = resolutions(args.resolutions)
+    backend = create_backend(args.backend, threads=args.threads, device=args.device)
+    protocol = TimingProtocol(rounds=args.rounds, max_rounds=max(args.rounds, args.max_rounds))
+    info = build_lut(space, backend, res, args.out, batch_size=args.batch_size,
+                     protocol=protocol, progress=not args.quiet)
+    hw = Path(args.out) / "hardware.json"
+    if not hw.exists():
+        hw.write_text(json.dumps(describe_hardware(args.backend, args.threads, args.device,
+                                                   measure=args.backend != "fake"), indent=1))
+    print(f"lookup table of {space.name} on {info['setting']['device']} ({args.backend}, "
+          f"{args.threads} thread(s), batch {args.batch_size}): {info['n_layers']} layers at "
+          f"{len(info['resolutions'])} resolutions, {info['device_seconds']:.0f} device-seconds "
+          f"-> {args.out} (OFA's format: ofa.tutorial.latency_table reads it)")
+    return 0
+
+
+def cmd_export_layers(args) -> int:
+    from ..lut import export_layers
+    from ..spaces import get_space
+
+    path = export_layers(get_space(args.space), resolutions(args.resolutions), args.out,
+                         batch_size=args.batch_size, progress=not args.quiet)
+    n = len(json.loads(path.read_text())["layers"])
+    print(f"{n} layers + reference.onnx -> {args.out}; on the board: python -m "
+          f"ofa_latency.board profile-layers {args.out} --threads T --out LUT_DIR")
+    return 0
+
+
+def cmd_finish_lut(args) -> int:
+    from ..lut import finish_lut
+    from ..spaces import get_space
+
+    res = resolutions(args.resolutions) if args.resolutions else None
+    info = finish_lut(get_space(args.space), args.out, res)
+    print(f"lookup tables for {info['resolutions']} written to {args.out}")
+    return 0
+
+
+def register(sub) -> None:
+    from ..profiling import list_backends
+    from ..spaces import list_spaces
+
+    pr = sub.add_parser("profile", help="measure subnets into a resumable CSV table")
+    pr.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    pr.add_argument("--backend", default="onnxruntime", choices=list_backends())
+    pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    pr.add_argument("--threads", type=positive_int, default=1)
+    pr.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    pr.add_argument("--batch-size", type=positive_int, default=1)
+    src = pr.add_mutually_exclusive_group()
+    src.add_argument("--n", type=int, default=10, help="number of random subnets to sample")
+    src.add_argument("--archs", help="file with one arch dict per line: JSON or the Python "
+                                     "dict OFA prints (either OFA form)")
+    pr.add_argument("--seed", type=int, default=0, help="sampling seed")
+    pr.add_argument("--out", required=True, help="CSV table to append to (resumes if it exists; "
+                    "one writer at a time)")
+    pr.add_argument("--rounds", type=positive_int, default=6)
+    pr.add_argument("--runs-per-round", type=positive_int, default=3)
+    pr.add_argument("--max-rounds", type=positive_int, default=10)
+    pr.add_argument("--windows", type=positive_int, default=1,
+                    help="time each subnet in this many windows, each with a fresh preparation "
+                         "(more are added when two disagree, up to --max-windows)")
+    pr.add_argument("--max-windows", type=positive_int, default=3)
+    pr.add_argument("--no-drift-correction", action="store_true")
+    pr.add_argument("--allow-mixed-settings", action="store_true",
+                    help="append to a table that holds another backend/threads/batch setting")
+    pr.add_argument("--allow-machine-change", action="store_true",
+                    help="append although the machine's descriptor or speed (reference level) "
+                         "differs from the table's")
+    pr.add_argument("--show", type=int, default=20, help="print the table when it has at most "
+                                                          "this many rows")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    pr.set_defaults(func=cmd_profile)
+
+    hw = sub.add_parser("hardware", help="describe and measure this machine")
+    hw.add_argument("--backend", default="torch", choices=list_backends())
+    hw.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    hw.add_argument("--threads", type=positive_int, default=1)
+    hw.add_argument("--json", action="store_true")
+    hw.add_argument("--batch-size", type=positive_int, default=1)
+    hw.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    hw.add_argument("--no-measure", action="store_true",
+                    help="skip bandwidth, throughput and reference-subnet runs")
+    hw.set_defaults(func=cmd_hardware)
+
+    sa = sub.add_parser("sample", help="choose which subnets to profile on a new device")
+    sa.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    sa.add_argument("--n", type=positive_int, required=True)
+    sa.add_argument("--resolutions", default=None,
+                    help="comma-separated resolutions to draw from (e.g. those a lookup table "
+                         "was built for; default all of the space's)")
+    sa.add_argument("--committee", nargs="+", metavar="NAME_OR_DIR",
+                    help="for --strategy uncertain: predictors of other devices (shipped names "
+                         "or folders; a conditioned model gives its members)")
+    sa.add_argument("--strategy", default="random",
+                    choices=["random", "stratified", "diverse", "uncertain"],
+                    help="default random: over 39 fine-tuning cases none of the others was "
+                         "better on average (BENCHMARKS.md section 5.1)")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--pool-factor", type=positive_int, default=20,
+                    help="choose among this many times n random subnets")
+    sa.add_argument("--out", required=True, help="file to write, one arch per line (JSON)")
+    sa.add_argument("--overwrite", action="store_true")
+    sa.set_defaults(func=cmd_sample)
+
+    ex = sub.add_parser("export", help="export a subnet to ONNX and check it against PyTorch")
+    ex.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    ex.add_argument("--arch", required=True,
+                    help="arch dict as JSON or as OFA prints it (either OFA form)")
+    ex.add_argument("--batch-size", type=positive_int, default=1)
+    ex.add_argument("--out", required=True, help="output .onnx path")
+    ex.set_defaults(func=cmd_export)
+
+    es = sub.add_parser("export-set", help="export subnets as ONNX structure (and a manifest) "
+                                           "for profiling on a device without PyTorch")
+    es.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    es_src = es.add_mutually_exclusive_group()
+    es_src.add_argument("--n", type=int, default=50, help="number of random subnets")
+    es_src.add_argument("--archs", help="file with one arch per line (JSON or OFA's dict)")
+    es.add_argument("--seed", type=int, default=0)
+    es.add_argument("--batch-size", type=positive_int, default=1)
+    es.add_argument("--out", required=True, help="folder to write")
+    es.add_argument("--quiet", action="store_true")
+    es.set_defaults(func=cmd_export_set)
+
+    ih = sub.add_parser("import-help", help="convert HELP's latency files into the schema")
+    ih.add_argument("--help-dir", required=True,
+                    help="HELP's folder (ofa_archs.pt and latency/<gpu>_<batch>.pt)")
+    ih.add_argument("--setting", nargs="+", default=["all"],
+                    help="<gpu>_<batch> settings, or 'all'")
+    ih.add_argument("--out", required=True)
+    ih.set_defaults(func=cmd_import_help)
+
+    im = sub.add_parser("import", help="turn another tool's latency CSV into the schema")
+    im.add_argument("--data", required=True, help="the foreign CSV")
+    im.add_argument("--arch-column", default="arch")
+    im.add_argument("--latency-column", default="latency_ms")
+    im.add_argument("--latency-unit", default="ms", choices=["ms", "s", "us"])
+    im.add_argument("--image-size-column", default=None,
+                    help="column of the resolution, when the arch does not hold 'r'")
+    im.add_argument("--space", default=None, choices=list_spaces(),
+                    help="search space of the archs (or --set space=...; default ofa_mbv3_w1.2)")
+    im.add_argument("--set", nargs="*", metavar="COL=VALUE",
+                    help="setting of every row, e.g. device='Jetson Orin' backend=onnxruntime "
+                         "batch_size=1 threads=4 (also space=..., split=train|test)")
+    im.add_argument("--source", default=None, help="who measured it (default: the file name)")
+    im.add_argument("--out", required=True, help="CSV to write")
+    im.set_defaults(func=cmd_import)
+
+    bl = sub.add_parser("build-lut", help="measure every layer in isolation and write OFA's "
+                                          "lookup-table format (resumable)")
+    bl.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    bl.add_argument("--backend", default="onnxruntime", choices=list_backends())
+    bl.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bl.add_argument("--threads", type=positive_int, default=1)
+    bl.add_argument("--batch-size", type=positive_int, default=1)
+    bl.add_argument("--resolutions", default="160,176,192,208,224")
+    bl.add_argument("--rounds", type=positive_int, default=6)
+    bl.add_argument("--max-rounds", type=positive_int, default=10)
+    bl.add_argument("--out", required=True, help="folder for <R>_lookup_table.yaml, layers.csv "
+                    "and build.json (resumes if it exists)")
+    bl.add_argument("--quiet", action="store_true")
+    bl.set_defaults(func=cmd_build_lut)
+
+    el = sub.add_parser("export-layers", help="every LUT layer as ONNX structure, for timing on "
+                                             "a board (python -m ofa_latency.board profile-layers)")
+    el.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    el.add_argument("--resolutions", default="160,176,192,208,224")
+    el.add_argument("--batch-size", type=positive_int, default=1)
+    el.add_argument("--out", required=True)
+    el.add_argument("--quiet", action="store_true")
+    el.set_defaults(func=cmd_export_layers)
+
+    fl = sub.add_parser("finish-lut", help="write OFA's YAML files from a board's layer timings")
+    fl.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
+    fl.add_argument("--resolutions", default=None, help="default: those the board timed")
+    fl.add_argument("--out", required=True, help="the folder profile-layers wrote")
+    fl.set_defaults(func=cmd_finish_lut)

@@ -1,0 +1,155 @@
+"""Commands from predictors to a deployed subnet: search, demo, get-accuracy-predictor."""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+from ._common import check_out_folder, load_estimator, positive_int, resolutions
+
+
+def _accuracy_predictor(args, space):
+    from ..search import SEARCH_RESOLUTIONS, MacsProxy, OFAAccuracyPredictor
+
+    res = resolutions(args.resolutions) if args.resolutions else SEARCH_RESOLUTIONS
+    if args.proxy:
+        if args.accuracy_predictor:
+            raise UsageError("--proxy macs and --accuracy-predictor exclude each other")
+        print("searching with a MACs proxy: results are NOT accuracy predictions")
+        return MacsProxy(space, resolutions=res)
+    return OFAAccuracyPredictor.load(args.accuracy_predictor,
+                                     download=args.download_accuracy_predictor, space=space,
+                                     resolutions=res)
+
+
+def print_verification(rounds):
+    for k, ver in enumerate(rounds, 1):
+        print(f"verification round {k} (search budget {ver.search_budget_ms:.3f} ms, measured "
+              f"budget {ver.budget_ms:.3f} ms):")
+        print(f"  {'#':>2s} {'accuracy':>9s} {'predicted ms':>13s} {'measured ms':>12s} "
+              f"{'meas/pred':>9s}  meets")
+        for i, r in enumerate(ver.rows):
+            mark = "  <- chosen" if i == ver.chosen else ""
+            print(f"  {i:2d} {r['accuracy']:9.4f} {r['predicted_ms']:13.3f} "
+                  f"{r['measured_ms']:12.3f} {r['measured_ms'] / r['predicted_ms']:9.3f}  "
+                  f"{'yes' if r['meets'] else 'NO'}{mark}")
+
+
+def cmd_search(args) -> int:
+    from ..search import Constraint
+    from ..search.workflow import search_verify_deploy
+
+    if len(args.estimator) != len(args.latency_ms):
+        raise UsageError(f"{len(args.estimator)} --estimator and {len(args.latency_ms)} "
+                         f"--latency-ms given; give one budget per estimator, in order")
+    bad = [b for b in args.latency_ms if not b > 0]
+    if bad:
+        raise UsageError(f"--latency-ms {bad[0]}: a budget must be > 0 ms")
+    check_out_folder(args.out)
+    ests = [load_estimator(e, args, hardware=args.hardware if i == 0 else None)
+            if i == 0 else load_estimator(e) for i, e in enumerate(args.estimator)]
+    space = ests[0].space.name
+    if args.space and args.space != space:
+        raise UsageError(f"--space {args.space} but the estimator is for {space}")
+    acc = _accuracy_predictor(args, space)
+    constraints = [Constraint(e, float(b), name) for e, b, name in
+                   zip(ests, args.latency_ms, args.estimator)]
+    params = {"lam": args.lam} if args.finder == "gradient" and args.lam is not None else {}
+    backend = None
+    if args.verify:
+        from ..profiling import create_backend
+
+        backend = create_backend(args.verify, threads=args.threads, device=args.device)
+    outcome = search_verify_deploy(constraints, acc, args.out, backend=backend,
+                                   batch_size=args.batch_size, finder=args.finder,
+                                   seed=args.seed, top_k=args.top_k, export=not args.no_export,
+                                   progress=not args.quiet, estimators=args.estimator, **params)
+    print_verification(outcome.rounds)
+    print(outcome.summary)
+    res = outcome.result
+    print(f"search: {res.finder} finder, {res.n_evaluated} subnets scored in {res.seconds:.2f} s; "
+          f"files in {args.out}/ (report.json, summary.md"
+          f"{', subnet.onnx' if outcome.report.get('onnx') else ''})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    outcome = run_demo(args.out, n=args.n, base=args.base, latency_ms=args.latency_ms,
+                       accuracy_predictor=args.accuracy_predictor, proxy=args.proxy,
+                       top_k=args.top_k, seed=args.seed, progress=not args.quiet,
+                       on_step=print)
+    print_verification(outcome.rounds)
+    print()
+    print(outcome.summary)
+    return 0
+
+
+def cmd_get_accuracy_predictor(args) -> int:
+    from ..search import get_accuracy_predictor
+
+    path = get_accuracy_predictor(args.source)
+    print(f"OFA's accuracy predictor is at {path}; search and demo find it there")
+    return 0
+
+
+def register(sub) -> None:
+    from ..demo import DEMO_BASE
+
+    se = sub.add_parser("search", help="the most accurate subnet under latency budgets, "
+                                       "verified on the device and exported")
+    se.add_argument("--space", default=None, help="checked against the estimators' space")
+    se.add_argument("--estimator", action="append", required=True, metavar="NAME_OR_DIR",
+                    help="a latency predictor (shipped name, folder, LUT folder, conditioned "
+                         "folder with --hardware); repeat with --latency-ms for several devices")
+    se.add_argument("--latency-ms", action="append", required=True, type=float,
+                    help="the budget for the estimator at the same position")
+    se.add_argument("--hardware", help="for a conditioned first estimator: the target "
+                    "(descriptor JSON, measurement table or GPU name with --batch-size)")
+    se.add_argument("--accuracy-predictor", help="OFA's acc_predictor.pth (default: "
+                    "$OFA_LATENCY_ACC_PREDICTOR or OFA's cache ~/.torch/acc_predictor.pth; "
+                    "'ofa-latency get-accuracy-predictor' puts it there)")
+    se.add_argument("--download-accuracy-predictor", action="store_true",
+                    help="fetch OFA's accuracy predictor when not found (needs internet)")
+    se.add_argument("--proxy", choices=["macs"], help="no accuracy predictor: maximise MACs "
+                    "instead (results labelled as a proxy)")
+    se.add_argument("--finder", default="fast", choices=["fast", "ofa", "gradient"])
+    se.add_argument("--lambda", dest="lam", type=float, default=None,
+                    help="gradient finder: the latency weight (default: bisection to the budget)")
+    se.add_argument("--resolutions", default=None,
+                    help="comma-separated resolutions to search (default 160,176,192,208,224: "
+                         "the accuracy predictor's)")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--top-k", type=positive_int, default=5,
+                    help="candidates verified on the device")
+    se.add_argument("--verify", choices=["onnxruntime", "torch", "fake"], default=None,
+                    help="profile the top candidates with this backend here and choose by "
+                         "measured latency (against the first budget)")
+    se.add_argument("--threads", type=positive_int, default=1)
+    se.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    se.add_argument("--batch-size", type=positive_int, default=1)
+    se.add_argument("--no-export", action="store_true", help="skip the ONNX export")
+    se.add_argument("--out", required=True, help="folder for report.json, summary.md, "
+                    "subnet.onnx and the verification table")
+    se.add_argument("--quiet", action="store_true")
+    se.set_defaults(func=cmd_search)
+
+    de = sub.add_parser("demo", help="the whole path on this machine: profile, fine-tune, "
+                                     "search, verify, export (a few minutes)")
+    de.add_argument("--out", default="runs/demo")
+    de.add_argument("--n", type=positive_int, default=40, help="subnets to profile (>= 5)")
+    de.add_argument("--base", default=DEMO_BASE, help="shipped predictor to fine-tune")
+    de.add_argument("--latency-ms", type=float, default=None,
+                    help="budget (default: the 30th percentile of the profiled subnets)")
+    de.add_argument("--accuracy-predictor", default=None)
+    de.add_argument("--proxy", action="store_true", help="use the MACs proxy (no accuracy)")
+    de.add_argument("--top-k", type=positive_int, default=5)
+    de.add_argument("--seed", type=int, default=0)
+    de.add_argument("--quiet", action="store_true")
+    de.set_defaults(func=cmd_demo)
+
+    ga = sub.add_parser("get-accuracy-predictor",
+                        help="put OFA's accuracy predictor where search and demo find it "
+                             "(download it, or copy it --from a file)")
+    ga.add_argument("--from", dest="source", default=None,
+                    help="a copy of acc_predictor.pth (offline machines)")
+    ga.set_defaults(func=cmd_get_accuracy_predictor)

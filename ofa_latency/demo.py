@@ -1,0 +1,121 @@
+"""The whole path on this machine, as one library function (``ofa-latency demo`` calls it):
+profile random subnets, fine-tune a shipped predictor to them, search under a budget, verify
+the top candidates on the device and export the winner. Every step resumes after a kill.
+
+Offline and without OFA's accuracy predictor it still walks the whole path, with the MACs
+proxy, saying so first (``on_step``), in ``summary.md`` and in ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run_demo", "DEMO_BASE", "DEMO_SPACE"]
+
+DEMO_SPACE = "ofa_mbv3_w1.2"
+DEMO_BASE = "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_xgb"
+
+
+def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
+             latency_ms: float | None = None, accuracy_predictor=None, proxy: bool = False,
+             top_k: int = 5, seed: int = 0, progress: bool = True, on_step=None,
+             backend=None):
+    """Profile ``n`` subnets here, fine-tune ``base`` to them, search under ``latency_ms``
+    (default: the 30th percentile of the profiled subnets), verify the top ``top_k`` and
+    export the winner into ``out``.
+
+    Parameters
+    ----------
+    accuracy_predictor : path, optional
+        OFA's ``acc_predictor.pth``; default: ``$OFA_LATENCY_ACC_PREDICTOR``, OFA's cache, a
+        download, else the MACs proxy (:func:`~ofa_latency.search.accuracy_predictor_or_proxy`).
+    proxy : bool
+        Use the MACs proxy from the start.
+    on_step : callable, optional
+        Called with one line of text per step, in the order the steps run.
+    backend : ProfilingBackend, optional
+        Default onnxruntime, 1 thread (tests pass the fake device).
+
+    Returns
+    -------
+    SearchOutcome
+    """
+    from .adapt import finetune, save_adapted
+    from .estimator import LatencyEstimator
+    from .hardware import describe_hardware
+    from .profiling import create_backend, profile_subnets, table_hardware_path
+    from .search import Constraint, MacsProxy, accuracy_predictor_or_proxy
+    from .search.workflow import SearchOutcome, deploy, search_and_verify
+    from .spaces import get_space
+    from .datasets import single_setting
+
+    say = on_step or (lambda text: logger.info("%s", text))
+    if isinstance(n, bool) or not isinstance(n, int) or n < 5:
+        raise UsageError(f"n = {n!r}: the demo profiles at least 5 subnets (fine-tuning "
+                         f"chooses its method by cross-validation on them)")
+    if latency_ms is not None and not latency_ms > 0:
+        raise UsageError(f"latency_ms = {latency_ms!r}: a budget must be > 0 ms")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise UsageError(f"top_k = {top_k!r}: verify at least 1 candidate")
+    space = get_space(DEMO_SPACE)
+    base_est = LatencyEstimator.load(base, check_machine=False)  # fails early on a bad name
+    if proxy:
+        acc, note = MacsProxy(space.name), None
+    else:
+        acc, note = accuracy_predictor_or_proxy(accuracy_predictor, download=True,
+                                                space=space.name)
+    if note:
+        say(f"NOTE: {note}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    backend = backend or create_backend("onnxruntime", threads=1)
+    table = out / "measurements.csv"
+    say(f"[1/4] profiling {n} random subnets on this machine ({backend.name}, "
+        f"{backend.threads} thread(s)) -> {table}")
+    hw = describe_hardware(backend.name, backend.threads, backend.device,
+                           measure=backend.name != "fake" and
+                           not table_hardware_path(table).exists())
+    df = profile_subnets(space, backend, space.sample(n, seed=seed), 1, table,
+                         progress=progress, hardware=hw)
+    say(f"      {len(df)} subnets: {df.latency_ms.min():.2f} .. {df.latency_ms.max():.2f} ms "
+        f"(median {df.latency_ms.median():.2f})")
+    pred_dir = out / "predictor"
+    say(f"[2/4] fine-tuning the shipped {base} to this machine -> {pred_dir}")
+    ft = finetune(base_est.predictor, df, random_state=seed, base_name=base)
+    hw_path = table_hardware_path(table)
+    save_adapted(ft, pred_dir, metadata={
+        "setting": single_setting(df, str(table)),
+        "hardware": json.loads(hw_path.read_text()) if hw_path.exists() else None,
+        "data": {"path": str(table), "n_train": len(df)}})
+    rep = ft.adaptation_
+    say(f"      method {rep.method} (cross-validated MAPE "
+        f"{rep.cv_mape_pct.get(rep.method, float('nan')):.2f} %), {rep.seconds:.1f} s")
+    budget = latency_ms or round(float(np.quantile(df.latency_ms, 0.3)), 1)
+    est = LatencyEstimator.load(pred_dir, check_machine=False)
+    say(f"[3/4] searching the most {'MACs-heavy (proxy)' if acc.is_proxy else 'accurate'} "
+        f"subnet under {budget} ms ("
+        f"{'given' if latency_ms else '30th percentile of the measured subnets'}) and "
+        f"profiling its top {top_k} candidates here (searching again under a tighter budget "
+        f"when none meets it measured)")
+    res, rounds = search_and_verify([Constraint(est, budget, "this machine")], acc, backend, 1,
+                                    out / "verify.csv", seed=seed, top_k=top_k,
+                                    progress=progress)
+    ver = rounds[-1]
+    if ver.chosen is None:
+        best = min(ver.rows, key=lambda r: r["measured_ms"])
+        raise UsageError(f"no candidate met {budget} ms measured after {len(rounds)} searches "
+                         f"(the fastest measured {best['measured_ms']:.3f} ms); see "
+                         f"{out / 'verify.csv'}")
+    say(f"[4/4] exporting the chosen subnet -> {out / 'subnet.onnx'}")
+    report = deploy(out, space, ver.chosen_row["arch"], res, ver, setting=est.setting,
+                    hardware=est.hardware, estimators=[str(pred_dir)],
+                    accuracy_source=getattr(acc, "source", None), accuracy_note=note)
+    return SearchOutcome(res, rounds, report, out)
