@@ -167,7 +167,14 @@ def rows_to_score(df, predictor, path, split: str = "auto"):
     if split not in SPLITS:
         raise UsageError(f"split = {split!r}; one of {', '.join(SPLITS)}")
     if split == "auto":
-        split = "test" if predictor is not None and trained_on(predictor, path) else "all"
+        split = "all"
+        if predictor is not None and trained_on(predictor, path):
+            data = predictor.config_["metadata"]["data"]
+            if data.get("split", "train") == "train":
+                split = "test"
+            else:
+                logger.warning("%s: the predictor was fitted on every row of this table; its "
+                               "metrics here are in-sample", path)
     return (df if split == "all" else df[df.split == split]), split
 
 

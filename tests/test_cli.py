@@ -147,3 +147,73 @@ def test_hardware_prints_the_reference_fingerprint(capsys, mbv3):
     true = create_backend("fake").true_latency_ms(mbv3, reference_subnet(mbv3))
     assert d["reference_subnet_ms"] == pytest.approx(true, rel=0.03)
     assert "176 px" in d["reference_subnet"]
+
+
+def test_import_honours_space_and_a_split_the_user_brings(tmp_path, capsys):
+    from ofa_latency import get_space
+    from ofa_latency.datasets import read_measurements
+
+    sp = get_space("ofa_mbv3_w1.0")
+    subs = sp.sample(12, seed=1)
+    theirs = tmp_path / "theirs.csv"
+    pd.DataFrame({"arch": [json.dumps(s.to_dict()) for s in subs],
+                  "lat": [1.0 + 0.1 * i for i in range(12)]}).to_csv(theirs, index=False)
+    out = tmp_path / "w10.csv"
+    assert main(["import", "--data", str(theirs), "--latency-column", "lat", "--set",
+                 "space=ofa_mbv3_w1.0", "split=train", "--out", str(out)]) == 0
+    df = read_measurements(out)
+    assert set(df.space) == {"ofa_mbv3_w1.0"} and set(df.split) == {"train"}
+    assert main(["import", "--data", str(theirs), "--latency-column", "lat", "--space",
+                 "ofa_mbv3_w1.2", "--set", "space=ofa_mbv3_w1.0", "--out",
+                 str(tmp_path / "x.csv")]) == 2
+    assert "disagree" in capsys.readouterr().err
+    # every row is train: the default split has nothing to hold out and says what to do
+    assert main(["train", "--data", str(out), "--model", "table", "--out",
+                 str(tmp_path / "p")]) == 2
+    assert "--split all" in capsys.readouterr().err
+    assert main(["train", "--data", str(out), "--model", "table", "--split", "all", "--out",
+                 str(tmp_path / "p")]) == 0
+    assert "fitted on 12 subnets (all rows; none held out)" in capsys.readouterr().out
+
+
+def test_sample_within_chosen_resolutions(tmp_path, capsys):
+    out = tmp_path / "s.jsonl"
+    assert main(["sample", "--n", "20", "--resolutions", "160,192", "--out", str(out)]) == 0
+    sizes = {json.loads(line)["image_size"] for line in out.read_text().splitlines()}
+    assert sizes <= {160, 192} and len(sizes) == 2
+    assert main(["sample", "--n", "5", "--resolutions", "161", "--out", str(tmp_path / "t")]) == 2
+    assert "161" in capsys.readouterr().err
+
+
+def test_finetune_warns_on_few_and_degenerate_samples(tmp_path, capsys):
+    data = tmp_path / "few.csv"
+    assert main(["profile", "--backend", "fake", "--n", "3", "--out", str(data), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--base", "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_xgb", "--data",
+                 str(data), "--out", str(tmp_path / "ft")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: only 3 measured subnets" in out
+    flat = tmp_path / "flat.csv"
+    df = pd.read_csv(data)
+    pd.concat([df] * 1).assign(latency_ms=5.0, ratio="").to_csv(flat, index=False)
+    assert main(["finetune", "--base", "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_xgb", "--data",
+                 str(flat), "--out", str(tmp_path / "ft2")]) == 0
+    out = capsys.readouterr().out
+    assert "latencies are equal" in out and "chosen: scale" in out
+
+
+def test_quiet_prints_no_info_lines(tmp_path):
+    r = subprocess.run(CLI + ["profile", "--backend", "fake", "--n", "3", "--quiet", "--out",
+                              str(tmp_path / "q.csv")], capture_output=True, text=True)
+    assert r.returncode == 0 and "INFO" not in r.stderr, r.stderr
+    r = subprocess.run(CLI + ["profile", "--backend", "fake", "--n", "3", "--out",
+                              str(tmp_path / "q.csv")], capture_output=True, text=True)
+    assert "INFO" in r.stderr  # without --quiet the progress is logged
+
+
+def test_demo_refuses_bad_sizes_at_once(tmp_path, capsys):
+    t0 = time.perf_counter()
+    for n in ("0", "-1", "3"):
+        assert main(["demo", "--n", n, "--out", str(tmp_path / "d")]) == 2
+    assert time.perf_counter() - t0 < 5
+    assert "at least 5" in capsys.readouterr().err

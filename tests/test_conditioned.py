@@ -135,4 +135,9 @@ def test_cli_train_conditioned_predict_evaluate_finetune(tmp_path, capsys):
     assert "chosen:" in capsys.readouterr().out
     cfg = json.loads((ft / "config.json").read_text())
     assert cfg["kind"] == "table" and cfg["metadata"]["adaptation"]["n_samples"] == 12
+    # compare takes the conditioned folder too, resolved for --hardware
+    assert main(["compare", "--data", str(new), "--predictors", str(cond), str(ft),
+                 "--hardware", str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "cond" in out and "ft" in out and "12 subnets" in out
     assert main(["train", "--data", str(data), str(new), "--out", str(tmp_path / "x")]) == 2

@@ -169,3 +169,51 @@ def test_accuracy_predictor_speaks_ofa_tutorial_form(acc, mbv3):
     assert tuple(t.shape) == (5, 1)
     np.testing.assert_allclose(t.numpy()[:, 0], acc.predict(subs), rtol=1e-6)
     np.testing.assert_allclose(acc.predict_acc([s.to_dict() for s in subs]), acc.predict(subs))
+
+
+def test_accuracy_predictor_refuses_other_spaces_and_untrained_resolutions(acc):
+    with pytest.raises(UsageError, match="for ofa_mbv3_w1.2, not ofa_mbv3_w1.0"):
+        OFAAccuracyPredictor(acc.weights, space="ofa_mbv3_w1.0")
+    with pytest.raises(UsageError, match="trained on 160-224 px.*\\[128, 144\\]"):
+        OFAAccuracyPredictor(acc.weights, resolutions=[128, 144, 160])
+
+
+def test_the_checkpoint_is_cached_without_torch_after_the_first_read(acc, tmp_path,
+                                                                      monkeypatch):
+    import sys
+
+    import torch
+
+    path = tmp_path / "acc.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in acc.weights.items()}, path)
+    first = OFAAccuracyPredictor.load(path)
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch cannot be imported now
+    again = OFAAccuracyPredictor.load(path)
+    subs = acc.space.sample(20, seed=2)
+    np.testing.assert_array_equal(first.predict(subs), again.predict(subs))
+
+
+def test_demo_offline_without_an_accuracy_predictor_walks_the_whole_path(tmp_path, monkeypatch):
+    """No accuracy predictor anywhere and no internet: the MACs proxy, said first, in
+    summary.md and in report.json, with the command that gets the real one."""
+    import urllib.request
+
+    from ofa_latency.demo import run_demo
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("OFA_LATENCY_ACC_PREDICTOR", raising=False)
+
+    def offline(*a, **k):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    steps = []
+    outcome = run_demo(tmp_path / "demo", n=12, top_k=3, progress=False,
+                       on_step=steps.append, backend=create_backend("fake"))
+    assert steps[0].startswith("NOTE: ") and "MACs proxy" in steps[0]
+    assert "get-accuracy-predictor" in steps[0]
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert "MACs proxy" in report["accuracy_note"] and "proxy" in report["accuracy_label"].lower()
+    assert "MACs proxy" in (tmp_path / "demo" / "summary.md").read_text().split("\n")[2]
+    assert (tmp_path / "demo" / "subnet.onnx").stat().st_size > 0
+    assert outcome.report["meets_budget_measured"] is True
