@@ -67,7 +67,7 @@ __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "Me
            "TableLockedError", "complete_rows",
            "read_measurements", "normalise_table", "import_table", "read_help", "HELP_SETTINGS",
            "HELP_CITATION", "utc_timestamp", "setting_differences", "drop_duplicate_rows",
-           "profiling_seconds_per_subnet", "single_setting", "subnets_of"]
+           "profiling_seconds_per_subnet", "single_setting", "subnets_of", "SPLITS"]
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
            "threads", "precision", "latency_ms", "latency_raw_ms", "ratio", "spread_pct",
@@ -80,6 +80,9 @@ LEGACY_COLUMNS = [c for c in COLUMNS if c not in _ADDED_COLUMNS]
 SETTING_COLUMNS = ["space", "batch_size", "backend", "device_type", "device", "threads",
                    "precision"]
 TRAIN_FRACTION = 0.8
+# which rows a predictor is scored on: "auto" = a table's test rows when the predictor was
+# fitted on that table, else all rows (:func:`ofa_latency.training.rows_to_score`)
+SPLITS = ("auto", "test", "train", "all")
 
 HELP_CITATION = ("HELP: Hardware-Adaptive Efficient Latency Prediction for NAS via Meta-Learning "
                  "(Lee et al., NeurIPS 2021), MIT licence")

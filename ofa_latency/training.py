@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .datasets import SETTING_COLUMNS, read_measurements, single_setting
+from .datasets import SETTING_COLUMNS, SPLITS, read_measurements, single_setting
 from .errors import UsageError
 from .evaluation import latency_metrics
 from .predictors import create_predictor
@@ -154,9 +154,6 @@ def trained_on(predictor, path) -> bool:
         return True
     rec = data.get("path")
     return bool(rec) and Path(rec).resolve() == path.resolve()
-
-
-SPLITS = ("auto", "test", "train", "all")
 
 
 def rows_to_score(df, predictor, path, split: str = "auto"):

@@ -217,3 +217,17 @@ def test_demo_refuses_bad_sizes_at_once(tmp_path, capsys):
         assert main(["demo", "--n", n, "--out", str(tmp_path / "d")]) == 2
     assert time.perf_counter() - t0 < 5
     assert "at least 5" in capsys.readouterr().err
+
+
+def test_search_without_export_imports_neither_torch_nor_xgboost(tmp_path):
+    """The command line answers quickly: a shipped xgb predictor loads from its compiled table,
+    the net config comes from the shipped template, nothing builds the supernet."""
+    code = ("import sys; from ofa_latency.cli import main; "
+            f"rc = main(['search', '--estimator', 'help_v100_64_xgb', '--latency-ms', '25', "
+            f"'--proxy', 'macs', '--no-export', '--quiet', '--out', {str(tmp_path / 's')!r}]); "
+            "print(rc, sorted(m for m in ('torch', 'xgboost', 'sklearn', 'ofa') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert report["net_config"]["blocks"]  # OFA's net config, written without the supernet

@@ -36,7 +36,8 @@ def test_checksum_mismatch_is_caught(tmp_path, mbv3):
         {"name": "a", "path": "a", "sha256": folder_sha256(tmp_path / "a")}]}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert set(manifest["predictors"][0]["sha256"]) == {"config.json", "linear.safetensors",
-                                                        "model.ubj", "files.json"}
+                                                        "model.ubj", "files.json",
+                                                        "table.safetensors"}
     assert pretrained_path("a", root=tmp_path) == tmp_path / "a"
     # every file is checked, the config included
     for name in ("config.json", "linear.safetensors", "model.ubj"):

@@ -161,3 +161,15 @@ def test_encode_arrays_matches_encode_and_rejects_bad_rows(mbv3):
         mbv3.encode_arrays(ks, e, d[:, :4], r)
     with pytest.raises(ValueError, match="integers"):
         mbv3.encode_arrays(ks, e, d, r.astype(float))
+
+
+@pytest.mark.parametrize("name", ["ofa_mbv3_w1.2", "ofa_mbv3_w1.0", "ofa_proxyless_w1.3"])
+def test_net_config_from_the_shipped_template_equals_ofas(name):
+    from ofa_latency import get_space
+    from ofa_latency.spaces.building import net_config
+    from ofa_latency.spaces.netconfig import load_template
+
+    sp = get_space(name)
+    assert load_template(name) is not None
+    for sub in sp.sample(25, seed=7):
+        assert sp.net_config(sub) == net_config(sp, sub)

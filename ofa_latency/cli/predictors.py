@@ -158,7 +158,7 @@ def cmd_list(args) -> int:
 
 
 def register(sub) -> None:
-    from ..training import SPLITS
+    from ..datasets import SPLITS
 
     tr = sub.add_parser("train", help="fit a predictor on one setting of a measurement table "
                                       "(or a hardware-conditioned one on several)")

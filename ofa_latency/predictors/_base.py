@@ -28,6 +28,7 @@ __all__ = ["archs_from", "training_data", "sample_warnings", "FEW_SAMPLES", "Not
 FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 LINEAR_NAME = "linear.safetensors"
+TABLE_NAME = "table.safetensors"  # the compiled table: loading needs no xgboost or torch
 LOW_TAU_WARNING = 0.8  # loading a predictor whose held-out Kendall tau is below this warns
 
 
@@ -107,6 +108,20 @@ class LatencyPredictor(abc.ABC):
 
     kind: str = ""
     weights_name: str = ""
+    # attributes the kind's weights file sets; a loaded predictor reads that file only when
+    # one of them is first used (its compiled table answers every prediction without it)
+    lazy_attributes: tuple = ()
+
+    def __getattr__(self, name):
+        lazy = self.__dict__.get("_lazy_weights")
+        if lazy is not None and name in type(self).lazy_attributes:
+            del self.__dict__["_lazy_weights"]
+            self._load_weights(lazy)
+            return getattr(self, name)
+        prop = getattr(type(self), name, None)
+        if isinstance(prop, property):  # a property raised AttributeError (NotFittedError):
+            return prop.fget(self)      # let its own error through, not a generic one
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def additive(self) -> bool:
@@ -242,6 +257,8 @@ class LatencyPredictor(abc.ABC):
         with writing_folder(d) as tmp:  # all files or none, with their sha256 in files.json
             save_file({"fixed_ms": self.linear_.fixed_ms, "block_ms": self.linear_.block_ms},
                       str(tmp / LINEAR_NAME))
+            save_file({"fixed_ms": self.table_.fixed_ms, "block_ms": self.table_.block_ms},
+                      str(tmp / TABLE_NAME))
             weights = [LINEAR_NAME] + self._weight_files()
             if self.weights_name:
                 self._save_weights(tmp / self.weights_name)
@@ -249,7 +266,7 @@ class LatencyPredictor(abc.ABC):
                       "kind": self.kind, "params": self.get_params(),
                       "feature_schema": self.feature_schema_, "n_train": self.n_train_,
                       "units": "ms", "loss": "mean absolute percentage error",
-                      "weights": weights,
+                      "weights": weights, "table": TABLE_NAME,
                       "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
                           timespec="seconds"),
                       "metadata": metadata or {}}
@@ -345,9 +362,20 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
         raise ValueError(f"cannot read weights file {d / names[0]} (truncated or corrupted?): "
                          f"{exc}") from exc
     pred.linear_ = AdditiveTable(pred.space_, fixed_ms, block_ms)
-    if n_files >= 2:
-        pred._load_weights(d / names[1])  # raises ValueError naming the file when unreadable
-    pred.table_ = pred._compile()
+    table_name = cfg.get("table")
+    if table_name and (d / table_name).is_file():  # files.json vouches it matches the weights
+        try:
+            t = load_file(str(d / table_name))
+            pred.table_ = AdditiveTable(pred.space_, t["fixed_ms"], t["block_ms"])
+        except (SafetensorError, KeyError, OSError) as exc:
+            raise ValueError(f"cannot read {d / table_name} (truncated or corrupted?): "
+                             f"{exc}") from exc
+        if n_files >= 2:
+            pred._lazy_weights = d / names[1]
+    else:  # saved before compiled tables were: compile from the weights
+        if n_files >= 2:
+            pred._load_weights(d / names[1])  # raises ValueError naming the file if unreadable
+        pred.table_ = pred._compile()
     pred.feature_schema_ = schema
     pred.n_train_ = cfg.get("n_train")
     pred.config_ = cfg

@@ -103,6 +103,7 @@ class MLPLatencyPredictor(LatencyPredictor):
     """
 
     weights_name = "mlp.safetensors"
+    lazy_attributes = ("net_", "scale_ms_")
 
     def __init__(self, space="ofa_mbv3_w1.2", alpha=1.0, hidden=64, n_layers=2, epochs=100,
                  batch_size=256, lr=3e-4, weight_decay=1e-2, random_state=0):

@@ -84,6 +84,7 @@ class XGBLatencyPredictor(LatencyPredictor):
     """
 
     weights_name = "model.ubj"
+    lazy_attributes = ("booster_", "interactions_")
     interactions_name = "interactions.ubj"
 
     def __init__(self, space="ofa_mbv3_w1.2", alpha=1.0, n_estimators=300, max_depth=3,
@@ -181,7 +182,7 @@ class XGBLatencyPredictor(LatencyPredictor):
 
     def _predict_encoded(self, enc) -> np.ndarray:
         out = self.table_.predict_encoded(enc)
-        if getattr(self, "interactions_", None) is not None:
+        if self.interaction_trees and self.interactions_ is not None:
             out = out * np.exp(self.interactions_.inplace_predict(self._interaction_inputs(enc)))
         return out
 

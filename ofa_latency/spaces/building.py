@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["supernet", "build", "net_config", "layer_shapes", "layer_module"]
+__all__ = ["supernet", "build", "net_config", "net_config_template", "layer_shapes",
+           "layer_module"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,6 +46,29 @@ def net_config(space, sub) -> dict:
     net = supernet(space.ofa_net_id)
     net.set_active_subnet(**_ofa_kwargs(space, sub))
     return net.get_active_net_config()
+
+
+def net_config_template(space) -> dict:
+    """What :mod:`.netconfig` assembles any subnet's OFA net config from, read from OFA's
+    supernet: every part that does not depend on the subnet, and each elastic block's config
+    for each (kernel size, expand ratio) choice (a block's input channels do not depend on the
+    depths, so its config depends on its own choice only)."""
+    net = supernet(space.ofa_net_id)
+    ne = len(space.e_choices)
+    blocks = [[None] * (len(space.ks_choices) * ne) for _ in range(space.n_blocks)]
+    full = None
+    for ki, k in enumerate(space.ks_choices):
+        for ei, e in enumerate(space.e_choices):
+            net.set_active_subnet(ks=[k] * space.n_blocks, e=[e] * space.n_blocks,
+                                  d=[max(space.d_choices)] * space.n_stages)
+            full = net.get_active_net_config()
+            fixed = len(full["blocks"]) - space.n_blocks
+            for b in range(space.n_blocks):
+                blocks[b][ki * ne + ei] = full["blocks"][fixed + b]
+    return {"format_version": 1, "space": space.name, "ofa_net_id": space.ofa_net_id,
+            "net": {k: v for k, v in full.items() if k != "blocks"},
+            "fixed_blocks": full["blocks"][:len(full["blocks"]) - space.n_blocks],
+            "blocks": blocks}
 
 
 def _n_params(*modules) -> int:

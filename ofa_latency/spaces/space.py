@@ -153,10 +153,18 @@ class SearchSpace:
         return build(self, self.validate(arch))
 
     def net_config(self, arch) -> dict:
-        """OFA's net config (``get_active_net_config``) of the subnet, JSON-serialisable."""
+        """OFA's net config (``get_active_net_config``) of the subnet, JSON-serialisable:
+        assembled from the shipped template (no torch, microseconds), else from OFA's
+        supernet."""
+        from .netconfig import load_template, net_config_from_template
+
+        sub = self.validate(arch)
+        template = load_template(self.name)
+        if template is not None:
+            return net_config_from_template(self, sub, template)
         from .building import net_config
 
-        return net_config(self, self.validate(arch))
+        return net_config(self, sub)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, archs: Iterable) -> Encoded:
