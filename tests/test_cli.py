@@ -221,10 +221,25 @@ def test_demo_refuses_bad_sizes_at_once(tmp_path, capsys):
 
 def test_search_without_export_imports_neither_torch_nor_xgboost(tmp_path):
     """The command line answers quickly: a shipped xgb predictor loads from its compiled table,
-    the net config comes from the shipped template, nothing builds the supernet."""
+    OFA's accuracy predictor from its cached arrays, the net config comes from the shipped
+    template, nothing builds the supernet."""
+    import numpy as np
+    import torch
+
+    from ofa_latency.search import OFAAccuracyPredictor
+
+    rng = np.random.default_rng(0)
+    shapes = {"0.weight": (400, 128), "0.bias": (400,), "2.weight": (400, 400),
+              "2.bias": (400,), "4.weight": (400, 400), "4.bias": (400,),
+              "6.weight": (1, 400), "6.bias": (1,)}
+    acc = tmp_path / "acc.pth"
+    torch.save({k: torch.from_numpy(rng.normal(0, 0.05, v).astype(np.float32))
+                for k, v in shapes.items()}, acc)
+    OFAAccuracyPredictor.load(acc)  # the first read caches it (the user's first search)
     code = ("import sys; from ofa_latency.cli import main; "
             f"rc = main(['search', '--estimator', 'help_v100_64_xgb', '--latency-ms', '25', "
-            f"'--proxy', 'macs', '--no-export', '--quiet', '--out', {str(tmp_path / 's')!r}]); "
+            f"'--accuracy-predictor', {str(acc)!r}, "
+            f"'--no-export', '--quiet', '--out', {str(tmp_path / 's')!r}]); "
             "print(rc, sorted(m for m in ('torch', 'xgboost', 'sklearn', 'ofa') "
             "if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
