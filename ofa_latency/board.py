@@ -36,7 +36,8 @@ from ._version import __version__
 from .datasets import MeasurementLog, utc_timestamp
 from .errors import UsageError, run_command
 from .hardware import cpu_model_name
-from .profiling.backends import OrtRunner, onnxruntime_session
+from .profiling.backends import OrtRunner
+from .weightless import weightless_session
 from .profiling.scale import reference_level_ms
 from .profiling.timing import TimingProtocol, combine_windows, measure_windows
 
@@ -45,12 +46,17 @@ __all__ = ["profile_folder", "profile_layers", "main"]
 logger = logging.getLogger("ofa_latency.board")
 
 
-def _runner(path: Path, image_size: int, batch_size: int, threads: int) -> OrtRunner:
+def _runner(folder: Path, entry: dict, batch_size: int, threads: int,
+            input_shape=None) -> OrtRunner:
+    """A prepared session of one exported file (random weights filled in when the file is
+    structure only) with a random input of its shape."""
     import numpy as np
 
-    x = np.random.default_rng(0).standard_normal((batch_size, 3, image_size, image_size),
-                                                 dtype=np.float32)
-    return OrtRunner(onnxruntime_session(path, threads), x)
+    shape = tuple(input_shape) if input_shape is not None else \
+        (3, entry["image_size"], entry["image_size"])
+    x = np.random.default_rng(0).standard_normal((batch_size, *shape), dtype=np.float32)
+    return OrtRunner(weightless_session(folder / entry["file"], entry.get("weights"), threads),
+                     x)
 
 
 def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = TimingProtocol(),
@@ -81,14 +87,14 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
         if limit is not None:
             todo = todo[:max(0, limit - len(done))]
         ref = manifest["reference"]
-        ref_runner = _runner(folder / ref["file"], ref["image_size"], batch, threads)
+        ref_runner = _runner(folder, ref, batch, threads)
         versions = json.dumps({"python": platform.python_version(), "ofa_latency": __version__,
                                "onnxruntime": ort.__version__, "board": True}, sort_keys=True)
         t_start = time.perf_counter()
         every = max(1, len(todo) // 20)
         for k, e in enumerate(todo, start=1):
             windows = measure_windows(
-                lambda: _runner(folder / e["file"], e["image_size"], batch, threads), ref_runner,
+                lambda: _runner(folder, e, batch, threads), ref_runner,
                 protocol)
             res = combine_windows(windows)
             refs.extend(w.ref_min_ms for w in windows)
@@ -110,8 +116,6 @@ def profile_layers(folder, out_dir, threads: int = 1,
     reference subnet into ``out_dir/layers.csv`` (resumable), as ``build-lut`` does; returns
     the build record (``out_dir/build.json``). ``ofa-latency finish-lut`` on the host turns it
     into OFA's YAML files."""
-    import numpy as np
-
     from .lut import measure_layers
 
     folder = Path(folder)
@@ -124,14 +128,13 @@ def profile_layers(folder, out_dir, threads: int = 1,
 
     class _Layer:
         def __init__(self, e):
-            self.key, self.file, self.shape = e["key"], e["file"], e["input_shape"]
+            self.key, self.entry = e["key"], e
 
     def prepare(lay):
-        x = np.random.default_rng(0).standard_normal((batch, *lay.shape), dtype=np.float32)
-        return OrtRunner(onnxruntime_session(folder / lay.file, threads), x)
+        return _runner(folder, lay.entry, batch, threads, input_shape=lay.entry["input_shape"])
 
     info = measure_layers([_Layer(e) for e in manifest["layers"]], prepare,
-                          lambda: _runner(folder / ref["file"], ref["image_size"], batch, threads),
+                          lambda: _runner(folder, ref, batch, threads),
                           out_dir, setting, protocol, progress)
     info["resolutions"] = manifest["resolutions"]
     (Path(out_dir) / "build.json").write_text(json.dumps(info, indent=1))

@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from .spaces.building import ONNX_OPSET, onnx_bytes
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_onnx", "onnx_bytes", "check_onnx"]
-
-ONNX_OPSET = 17
-
-
-def onnx_bytes(module, image_size: int | None, batch_size: int = 1,
-               input_shape: tuple | None = None) -> bytes:
-    """Serialise ``module`` (eval mode, CPU) to ONNX for a fixed input shape.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        The subnet, e.g. from :meth:`ofa_latency.spaces.SearchSpace.build`.
-    image_size : int
-        Input height and width in pixels (3 channels).
-    batch_size : int
-        Input batch size (the exported graph has this fixed batch).
-    input_shape : tuple, optional
-        The input's shape without the batch, instead of ``(3, image_size, image_size)`` (e.g.
-        one layer's input).
-    """
-    import torch
-
-    shape = tuple(input_shape) if input_shape is not None else (3, image_size, image_size)
-    x = torch.zeros(batch_size, *shape)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(module.eval(), (x,), buf, dynamo=False, opset_version=ONNX_OPSET,
-                              input_names=["input"], output_names=["logits"])
-    return buf.getvalue()
+__all__ = ["export_onnx", "onnx_bytes", "check_onnx", "export_set"]
 
 
 def check_onnx(model_bytes: bytes, module, image_size: int, batch_size: int = 1,
@@ -87,14 +56,30 @@ def export_onnx(space, arch, out_path, batch_size: int = 1) -> dict:
 
 
 SET_MANIFEST = "manifest.json"
+
+
+def write_structure(path: Path, make_bytes) -> dict:
+    """Write the weightless ONNX file ``path`` (from ``make_bytes()``, the full model) unless
+    it exists; return its weights spec (:func:`ofa_latency.weightless.strip_weights`)."""
+    from .weightless import strip_weights, weights_spec
+
+    path = Path(path)
+    if path.exists():
+        return weights_spec(path.read_bytes())
+    data, spec = strip_weights(make_bytes(), path.name + ".weights")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return spec
 REFERENCE_FILE = "reference.onnx"
 
 
 def export_set(space, subnets, out_dir, batch_size: int = 1, progress: bool = True) -> Path:
-    """Write subnets as ONNX files for profiling on a device without PyTorch (the board
+    """Write subnets as ONNX structure for profiling on a device without PyTorch (the board
     workflow): ``subnet_00000.onnx`` ..., the reference subnet as ``reference.onnx`` and a
-    ``manifest.json`` (space, batch size, and per file the canonical arch, resolution and
-    split). Resumable: files already written are kept.
+    ``manifest.json`` (space, batch size, and per file the canonical arch, resolution, split
+    and the spec of its weights, which the board fills with random values:
+    :mod:`ofa_latency.weightless`). Resumable: files already written are kept.
 
     Returns
     -------
@@ -110,22 +95,19 @@ def export_set(space, subnets, out_dir, batch_size: int = 1, progress: bool = Tr
     out.mkdir(parents=True, exist_ok=True)
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     ref = reference_subnet(space)
-    entries = []
+    entries, specs = [], {}
     todo = [(REFERENCE_FILE, ref)] + [(f"subnet_{i:05d}.onnx", s) for i, s in enumerate(subs)]
     for name, sub in tqdm(todo, disable=not progress, unit="file", desc="export"):
-        path = out / name
-        if not path.exists():
-            tmp = path.with_suffix(".onnx.tmp")
-            tmp.write_bytes(onnx_bytes(space.build(sub), sub.image_size, batch_size))
-            tmp.replace(path)
+        specs[name] = write_structure(out / name, lambda: onnx_bytes(
+            space.build(sub), sub.image_size, batch_size))
         if name != REFERENCE_FILE:
             entries.append({"file": name, "arch": sub.arch_json(), "image_size": sub.image_size,
-                            "split": assign_split(space.name, sub)})
-    manifest = {"format_version": 1, "space": space.name, "batch_size": batch_size,
+                            "split": assign_split(space.name, sub), "weights": specs[name]})
+    manifest = {"format_version": 2, "space": space.name, "batch_size": batch_size,
                 "input": {"name": "input", "shape": [batch_size, 3, "image_size", "image_size"],
                           "dtype": "float32"},
                 "reference": {"file": REFERENCE_FILE, "arch": ref.arch_json(),
-                              "image_size": ref.image_size},
+                              "image_size": ref.image_size, "weights": specs[REFERENCE_FILE]},
                 "subnets": entries}
     path = out / SET_MANIFEST
     path.write_text(json.dumps(manifest, indent=1))

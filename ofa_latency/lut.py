@@ -353,38 +353,37 @@ LAYER_MANIFEST = "manifest.json"
 
 
 def export_layers(space, resolutions, out_dir, batch_size: int = 1, progress: bool = True) -> Path:
-    """Write every distinct layer of ``resolutions`` as an ONNX file, the reference subnet as
+    """Write every distinct layer of ``resolutions`` as a weightless ONNX file (the board fills
+    random weights: :mod:`ofa_latency.weightless`), the reference subnet as
     ``reference.onnx`` and a ``manifest.json`` (kind ``layers``: per file the LUT key and the
     input shape), for timing on a device without PyTorch
     (``python -m ofa_latency.board profile-layers``). Resumable."""
     from tqdm.auto import tqdm
 
-    from .export import REFERENCE_FILE, onnx_bytes
+    from .export import REFERENCE_FILE, write_structure
     from .profiling import reference_subnet
-    from .spaces.building import layer_module
+    from .spaces.building import layer_module, onnx_bytes
 
     resolutions = sorted(set(int(r) for r in resolutions))
     plan = layer_plan(space, resolutions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ref = reference_subnet(space)
-    if not (out / REFERENCE_FILE).exists():
-        (out / REFERENCE_FILE).write_bytes(onnx_bytes(space.build(ref), ref.image_size,
-                                                      batch_size))
+    ref_weights = write_structure(out / REFERENCE_FILE, lambda: onnx_bytes(
+        space.build(ref), ref.image_size, batch_size))
     entries = []
     for i, spec in enumerate(tqdm(plan.layers(), disable=not progress, unit="layer",
                                   desc="export layers")):
         name = f"layer_{i:05d}.onnx"
-        if not (out / name).exists():
-            tmp = out / (name + ".tmp")
-            tmp.write_bytes(onnx_bytes(layer_module(space, spec.part, spec.block, spec.ks,
-                                                    spec.e), None, batch_size,
-                                       input_shape=spec.input_shape))
-            tmp.replace(out / name)
-        entries.append({"file": name, "key": spec.key, "input_shape": list(spec.input_shape)})
-    manifest = {"format_version": 1, "kind": "layers", "space": space.name,
+        weights = write_structure(out / name, lambda: onnx_bytes(
+            layer_module(space, spec.part, spec.block, spec.ks, spec.e), None, batch_size,
+            input_shape=spec.input_shape))
+        entries.append({"file": name, "key": spec.key, "input_shape": list(spec.input_shape),
+                        "weights": weights})
+    manifest = {"format_version": 2, "kind": "layers", "space": space.name,
                 "batch_size": batch_size, "resolutions": resolutions,
-                "reference": {"file": REFERENCE_FILE, "image_size": ref.image_size},
+                "reference": {"file": REFERENCE_FILE, "image_size": ref.image_size,
+                              "weights": ref_weights},
                 "layers": entries}
     path = out / LAYER_MANIFEST
     path.write_text(json.dumps(manifest, indent=1))

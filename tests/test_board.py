@@ -92,3 +92,30 @@ def test_lookup_table_for_a_board_without_torch(tmp_path, mbv3, capsys):
     (lut / "layers.csv").write_text("\n".join(lines[:-1]) + "\n")
     assert main(["finish-lut", "--out", str(lut)]) == 2
     assert "not measured yet" in capsys.readouterr().err
+
+
+def test_board_sets_carry_structure_only_and_the_board_fills_weights(tmp_path, mbv3, smallest):
+    """A weightless file is a small fraction of the full one; filled on the board it is the
+    same graph (same output shape, finite outputs) with random weights."""
+    import onnxruntime as ort
+
+    from ofa_latency.export import export_set, onnx_bytes
+    from ofa_latency.weightless import weightless_session
+
+    sub = mbv3.validate(dict(smallest.to_dict(), image_size=160))
+    man = json.loads(export_set(mbv3, [sub], tmp_path / "set", progress=False).read_text())
+    entry = man["subnets"][0]
+    structure = (tmp_path / "set" / entry["file"]).stat().st_size
+    full = len(onnx_bytes(mbv3.build(sub), 160))
+    assert structure < full / 20, (structure, full)
+    assert entry["weights"]["bytes"] >= 4 * sum(n for _, n, _ in entry["weights"]["tensors"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 160, 160), dtype=np.float32)
+    filled = weightless_session(tmp_path / "set" / entry["file"], entry["weights"], 1)
+    reference = ort.InferenceSession(onnx_bytes(mbv3.build(sub), 160),
+                                     providers=["CPUExecutionProvider"])
+    (a,), (b,) = filled.run(None, {"input": x}), reference.run(None, {"input": x})
+    assert a.shape == b.shape and np.isfinite(a).all()
+    assert not list(tmp_path.glob("**/*.weights"))  # nothing left behind on the board
+    # the same seed gives the same weights: the same model every time
+    again = weightless_session(tmp_path / "set" / entry["file"], entry["weights"], 1)
+    np.testing.assert_array_equal(again.run(None, {"input": x})[0], a)

@@ -223,7 +223,7 @@ class OnnxRuntimeBackend(ProfilingBackend):
         return onnxruntime_session(model_bytes, self.threads, self.device)
 
     def prepare(self, space, subnet, batch_size):
-        from ..export import onnx_bytes
+        from ..spaces.building import onnx_bytes
 
         model_bytes = onnx_bytes(space.build(subnet), subnet.image_size, batch_size)
         rng = np.random.default_rng(0)
@@ -232,7 +232,7 @@ class OnnxRuntimeBackend(ProfilingBackend):
         return OrtRunner(self.session(model_bytes), x)
 
     def prepare_module(self, module, input_shape, batch_size):
-        from ..export import onnx_bytes
+        from ..spaces.building import onnx_bytes
 
         model_bytes = onnx_bytes(module, None, batch_size, input_shape=input_shape)
         rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["supernet", "build", "net_config", "net_config_template", "layer_shapes",
-           "layer_module"]
+           "layer_module", "onnx_bytes", "ONNX_OPSET"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,6 +69,41 @@ def net_config_template(space) -> dict:
             "net": {k: v for k, v in full.items() if k != "blocks"},
             "fixed_blocks": full["blocks"][:len(full["blocks"]) - space.n_blocks],
             "blocks": blocks}
+
+
+ONNX_OPSET = 17
+
+
+def onnx_bytes(module, image_size: int | None, batch_size: int = 1,
+               input_shape: tuple | None = None) -> bytes:
+    """Serialise ``module`` (eval mode, CPU) to ONNX for a fixed input shape.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The subnet, e.g. from :meth:`ofa_latency.spaces.SearchSpace.build`.
+    image_size : int
+        Input height and width in pixels (3 channels).
+    batch_size : int
+        Input batch size (the exported graph has this fixed batch).
+    input_shape : tuple, optional
+        The input's shape without the batch, instead of ``(3, image_size, image_size)`` (e.g.
+        one layer's input).
+    """
+    import io
+    import warnings
+
+    import torch
+
+    shape = tuple(input_shape) if input_shape is not None else (3, image_size, image_size)
+    x = torch.zeros(batch_size, *shape)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(module.eval(), (x,), buf, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["input"], output_names=["logits"])
+    return buf.getvalue()
 
 
 def _n_params(*modules) -> int:
