@@ -53,7 +53,7 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
     from .hardware import describe_hardware
     from .profiling import create_backend, profile_subnets, table_hardware_path
     from .search import Constraint, MacsProxy, accuracy_predictor_or_proxy
-    from .search.workflow import SearchOutcome, deploy, search_and_verify
+    from .search.workflow import search_verify_deploy
     from .spaces import get_space
     from .datasets import single_setting
 
@@ -104,18 +104,9 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
         f"subnet under {budget} ms ("
         f"{'given' if latency_ms else '30th percentile of the measured subnets'}) and "
         f"profiling its top {top_k} candidates here (searching again under a tighter budget "
-        f"when none meets it measured)")
-    res, rounds = search_and_verify([Constraint(est, budget, "this machine")], acc, backend, 1,
-                                    out / "verify.csv", seed=seed, top_k=top_k,
-                                    progress=progress)
-    ver = rounds[-1]
-    if ver.chosen is None:
-        best = min(ver.rows, key=lambda r: r["measured_ms"])
-        raise UsageError(f"no candidate met {budget} ms measured after {len(rounds)} searches "
-                         f"(the fastest measured {best['measured_ms']:.3f} ms); see "
-                         f"{out / 'verify.csv'}")
-    say(f"[4/4] exporting the chosen subnet -> {out / 'subnet.onnx'}")
-    report = deploy(out, space, ver.chosen_row["arch"], res, ver, setting=est.setting,
-                    hardware=est.hardware, estimators=[str(pred_dir)],
-                    accuracy_source=getattr(acc, "source", None), accuracy_note=note)
-    return SearchOutcome(res, rounds, report, out)
+        f"when none meets it measured), then exporting it")
+    outcome = search_verify_deploy([Constraint(est, budget, "this machine")], acc, out,
+                                   backend=backend, batch_size=1, seed=seed, top_k=top_k,
+                                   progress=progress, estimators=[str(pred_dir)])
+    say(f"[4/4] exported the chosen subnet -> {out / 'subnet.onnx'} (report.json, summary.md)")
+    return outcome
