@@ -11,7 +11,8 @@ What it changes, and nothing else:
 * ``HOME`` and ``XDG_CACHE_HOME`` point into the fresh folder (no cache of a previous run);
 * lines marked ``# needs a CUDA GPU`` are skipped without a GPU, ``pip install`` lines always;
 * ``theirs.csv`` (another tool's table for ``ofa-latency import``) is written first.
-Commands run through the ``ofa-latency`` and ``python`` of this environment.
+Commands run through the ``ofa-latency`` and ``python`` of the environment that runs this script
+(a virtual environment with the built wheel installed checks the wheel).
 """
 
 from __future__ import annotations
@@ -72,8 +73,7 @@ def main(argv=None) -> int:
            "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("OFA_LATENCY_ACC_PREDICTOR", None)
     has_gpu = shutil.which("nvidia-smi") is not None
-    sys.path.insert(0, str(ROOT))
-    from ofa_latency import get_space
+    from ofa_latency import get_space  # the installed package (a wheel, or this checkout)
 
     subs = get_space("ofa_mbv3_w1.2").sample(6, seed=11)
     with open(work / "theirs.csv", "w", newline="") as fh:
