@@ -15,6 +15,7 @@ _PUBLIC = {
     "describe_hardware": ".hardware", "create_predictor": ".predictors",
     "list_predictors": ".predictors", "LatencyEstimator": ".estimator",
     "list_pretrained": ".pretrained", "UsageError": ".errors", "finetune": ".adapt",
+    "resolve_predictor": ".resolve",
 }
 
 __all__ = ["__version__", *_PUBLIC]
