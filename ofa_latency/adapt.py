@@ -264,19 +264,21 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         create_predictor(kind, space=base.space).get_params()  # the registry names bad kinds
     if "random_state" in params:
         params["random_state"] = random_state
-    cv_mape, cv_se = {}, {}
-    folds = _folds(len(y), cv, random_state) if len(methods) > 1 else []
-    for m in methods:
+    cv_mape, cv_se, oof = {}, {}, {}
+    folds = _folds(len(y), cv, random_state) if len(y) >= 3 else []
+    for m in methods if len(methods) > 1 else methods[:1]:
         if not folds:
             break
-        errs = []
+        pred_oof = np.empty(len(y))
         for test in folds:
             train = np.setdiff1d(np.arange(len(y)), test)
             pred = _fit_method(base, m, [archs[i] for i in train], y[train], params, others,
                                kind)
-            p = pred.predict([archs[i] for i in test])
-            errs.append(np.abs(p - y[test]) / y[test])
-        ape = 100 * np.concatenate(errs)
+            pred_oof[test] = pred.predict([archs[i] for i in test])
+        oof[m] = pred_oof
+        if len(methods) == 1:
+            break  # the out-of-fold predictions are for the interval only
+        ape = 100 * np.abs(pred_oof - y) / y
         cv_mape[m] = round(float(ape.mean()), 4)
         cv_se[m] = float(ape.std(ddof=1) / np.sqrt(len(ape))) if len(ape) > 1 else 0.0
     if cv_mape:
@@ -292,9 +294,14 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     else:
         best, reason = methods[0], "the only method asked for"
     final = _fit_method(base, best, archs, y, params, others, kind)
+    if best in oof:  # the chosen method's out-of-fold residuals calibrate its interval (CV+)
+        from .intervals import IntervalCalibration
+
+        final.interval_ = IntervalCalibration.from_predictions(y, oof[best], "cross-validation")
     final.adaptation_ = AdaptationReport(
         base=base_name or getattr(base, "name_", None) or repr(base), method=best,
-        n_samples=len(y), cv_mape_pct=cv_mape, folds=len(folds), reason=reason,
+        n_samples=len(y), cv_mape_pct=cv_mape, folds=len(folds) if cv_mape else 0,
+        reason=reason,
         seconds=round(time.perf_counter() - t0, 3), warnings=warnings)
     logger.info("fine-tuned with %s (%s)", best, reason)
     return final

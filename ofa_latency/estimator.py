@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from .predictors import LatencyPredictor, load_predictor
+from .predictors import LatencyPredictor
 
 logger = logging.getLogger(__name__)
 

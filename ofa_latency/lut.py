@@ -26,8 +26,6 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .errors import UsageError
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["single_setting", "train_on_table", "train_conditioned", "finetune_on_table",
            "evaluate_on_table", "compare_on_table", "trained_on", "rows_to_score",
-           "setting_warnings", "training_device_seconds", "lut_build_seconds", "SPLITS"]
+           "setting_warnings", "interval_coverage", "training_device_seconds", "lut_build_seconds", "SPLITS"]
 
 
 def _portable_path(path: Path) -> str:
@@ -79,8 +79,15 @@ def train_on_table(path, model: str, filters: dict | None = None, params: dict |
     sample_warnings(subnets_of(train), train.latency_ms.to_numpy(), "training")
     pred = create_predictor(model, space=space, **(params or {}))
     pred.fit(train, progress=progress)
-    metrics = latency_metrics(test.latency_ms.to_numpy(), pred.predict(test)) \
-        if len(test) else None
+    metrics = None
+    if len(test):
+        pred_test = pred.predict(test)
+        metrics = latency_metrics(test.latency_ms.to_numpy(), pred_test)
+        if len(test) >= 2:  # the held-out residuals calibrate its prediction interval
+            from .intervals import IntervalCalibration
+
+            pred.interval_ = IntervalCalibration.from_predictions(
+                test.latency_ms.to_numpy(), pred_test, "held-out")
     metadata = {
         "device_seconds": training_device_seconds(df, len(train), params),
         "setting": setting,
@@ -213,7 +220,26 @@ def evaluate_on_table(predictor, path, filters: dict | None = None, split: str =
         raise UsageError(f"{path}: {len(rows)} rows to evaluate after --filter and --split "
                          f"{split}; need at least 2")
     pred = predictor.predict(rows)
-    return latency_metrics(rows.latency_ms.to_numpy(), pred), rows, pred, split
+    m = latency_metrics(rows.latency_ms.to_numpy(), pred)
+    m.update(interval_coverage(predictor, rows.latency_ms.to_numpy(), pred))
+    return m, rows, pred, split
+
+
+def interval_coverage(predictor, measured_ms, predicted_ms, coverage: float = 0.9) -> dict:
+    """The empirical coverage (%) of the predictor's ``coverage`` interval on measured rows and
+    its mean relative width (%); empty when the predictor has no interval calibration."""
+    import numpy as np
+
+    cal = getattr(predictor, "interval_", None)
+    if cal is None:
+        return {}
+    lo, hi = cal.factors(coverage)
+    y, p = np.asarray(measured_ms), np.asarray(predicted_ms)
+    inside = (y >= p * lo) & (y <= p * hi)
+    return {"interval_coverage_pct": round(100 * float(inside.mean()), 2),
+            "interval_nominal_pct": round(100 * coverage, 1),
+            "interval_width_pct": round(100 * (hi - lo), 2),
+            "interval_source": cal.source}
 
 
 def compare_on_table(predictors: dict, path, filters: dict | None = None,

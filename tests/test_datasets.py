@@ -178,7 +178,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_table(tmp_path):
     p = tmp_path / "t.csv"
     with MeasurementLog(p) as log:
         log.append(_row(0))
-        with pytest.raises(TableLockedError, match=f"being written by process"):
+        with pytest.raises(TableLockedError, match="being written by process"):
             MeasurementLog(p)
     with MeasurementLog(p) as log:  # released: the next writer may go on
         log.append(_row(1))

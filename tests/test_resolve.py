@@ -3,7 +3,6 @@ conditioned folder with hardware mean the same in every command and in LatencyEs
 
 import json
 
-import numpy as np
 import pytest
 
 from ofa_latency import LatencyEstimator

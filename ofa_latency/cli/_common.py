@@ -104,6 +104,10 @@ def print_metrics(m):
           f"MAPE {m['mape_pct']:.2f} %  within +-5 % {m['within_5pct']:.1f} %  "
           f"within +-10 % {m['within_10pct']:.1f} %  Kendall tau {m['kendall_tau']:.3f}  "
           f"Spearman rho {m['spearman_rho']:.3f}")
+    if "interval_coverage_pct" in m:
+        print(f"{m['interval_nominal_pct']:g} % interval ({m['interval_source']} residuals, "
+              f"width {m['interval_width_pct']:.1f} % of the prediction): covers "
+              f"{m['interval_coverage_pct']:.1f} % of these subnets")
 
 
 def resolutions(text):

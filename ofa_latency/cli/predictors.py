@@ -64,7 +64,14 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     est = load_estimator(args.predictor, args)
-    print(f"{est.get_efficiency(parse_arch(args.arch)):.4f} ms")
+    arch = parse_arch(args.arch)
+    ms = est.get_efficiency(arch)
+    if getattr(est.predictor, "interval_", None) is not None:
+        lo, hi = est.predictor.interval_factors(args.coverage)
+        print(f"{ms:.4f} ms ({100 * args.coverage:g} % interval {ms * lo:.4f} .. "
+              f"{ms * hi:.4f} ms)")
+    else:
+        print(f"{ms:.4f} ms")
     return 0
 
 
@@ -196,6 +203,8 @@ def register(sub) -> None:
                      help="predictor folder, shipped name, LUT folder or conditioned folder")
     pd_.add_argument("--arch", required=True,
                      help="arch dict as JSON or as OFA prints it (either OFA form)")
+    pd_.add_argument("--coverage", type=float, default=0.9,
+                     help="of the prediction interval shown (when the predictor has one)")
     add_hardware_options(pd_)
     pd_.set_defaults(func=cmd_predict)
 

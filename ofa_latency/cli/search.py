@@ -50,7 +50,7 @@ def cmd_search(args) -> int:
     if args.space and args.space != space:
         raise UsageError(f"--space {args.space} but the estimator is for {space}")
     acc = _accuracy_predictor(args, space)
-    constraints = [Constraint(e, float(b), name) for e, b, name in
+    constraints = [Constraint(e, float(b), name, confidence=args.confidence) for e, b, name in
                    zip(ests, args.latency_ms, args.estimator)]
     params = {"lam": args.lam} if args.finder == "gradient" and args.lam is not None else {}
     backend = None
@@ -112,6 +112,10 @@ def register(sub) -> None:
                     help="fetch OFA's accuracy predictor when not found (needs internet)")
     se.add_argument("--proxy", choices=["macs"], help="no accuracy predictor: maximise MACs "
                     "instead (results labelled as a proxy)")
+    se.add_argument("--confidence", type=float, default=None,
+                    help="meet each budget with the one-sided upper bound at this confidence "
+                         "(e.g. 0.9) of the estimator's calibrated prediction interval, not "
+                         "the point prediction (default: the point prediction)")
     se.add_argument("--finder", default="fast", choices=["fast", "ofa", "gradient"])
     se.add_argument("--lambda", dest="lam", type=float, default=None,
                     help="gradient finder: the latency weight (default: bisection to the budget)")

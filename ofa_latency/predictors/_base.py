@@ -208,6 +208,38 @@ class LatencyPredictor(abc.ABC):
             return np.zeros(0)
         return self._predict_encoded(self.space_.encode(archs))
 
+    def calibrate_interval(self, X, y=None, source: str = "given") -> "LatencyPredictor":
+        """Calibrate :meth:`predict_interval` on measured subnets this predictor was *not*
+        fitted on (``X`` and ``y`` as :meth:`fit` takes them); returns ``self``."""
+        from ..intervals import IntervalCalibration
+
+        self._check_fitted()
+        subs, y = training_data(self.space_, X, y)
+        self.interval_ = IntervalCalibration.from_predictions(y, self.predict(subs), source)
+        return self
+
+    def predict_interval(self, X, coverage: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """``(lower_ms, upper_ms)``: a two-sided prediction interval of each subnet's latency
+        for ``coverage`` (0.9: 90 % of new subnets' measured latencies expected inside),
+        calibrated on residuals the predictor was not fitted on (:mod:`ofa_latency.intervals`:
+        its held-out rows, its fine-tuning's cross-validation, or
+        :meth:`calibrate_interval`)."""
+        lo, hi = self.interval_factors(coverage)
+        p = self.predict(X)
+        return p * lo, p * hi
+
+    def interval_factors(self, coverage: float = 0.9) -> tuple[float, float]:
+        """The ``(lower, upper)`` multipliers of a prediction for ``coverage``."""
+        from ..errors import UsageError
+
+        self._check_fitted()
+        cal = getattr(self, "interval_", None)
+        if cal is None:
+            raise UsageError("this predictor has no interval calibration (it was fitted on all "
+                             "its data, or saved before intervals existed): calibrate it on "
+                             "measured subnets it has not seen, calibrate_interval(X, y)")
+        return cal.factors(coverage)
+
     def predict_one(self, arch) -> float:
         """Predicted latency (ms) of one arch dict; a pure-Python table lookup for plain
         dicts (a few microseconds)."""
@@ -267,6 +299,8 @@ class LatencyPredictor(abc.ABC):
                       "feature_schema": self.feature_schema_, "n_train": self.n_train_,
                       "units": "ms", "loss": "mean absolute percentage error",
                       "weights": weights, "table": TABLE_NAME,
+                      "interval": None if getattr(self, "interval_", None) is None
+                      else self.interval_.to_dict(),
                       "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(
                           timespec="seconds"),
                       "metadata": metadata or {}}
@@ -379,6 +413,10 @@ def load_predictor(directory, expected_kind: str | None = None) -> LatencyPredic
     pred.feature_schema_ = schema
     pred.n_train_ = cfg.get("n_train")
     pred.config_ = cfg
+    if cfg.get("interval"):
+        from ..intervals import IntervalCalibration
+
+        pred.interval_ = IntervalCalibration.from_dict(cfg["interval"])
     pred.fitted_ = True
     tau = ((cfg.get("metadata") or {}).get("heldout_metrics") or {}).get("kendall_tau")
     if isinstance(tau, (int, float)) and tau < LOW_TAU_WARNING:

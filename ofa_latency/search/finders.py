@@ -44,15 +44,37 @@ EVOLUTION = dict(population_size=100, max_time_budget=500, parent_ratio=0.25,
 
 @dataclasses.dataclass
 class Constraint:
-    """One device's latency budget: its estimator and the most milliseconds allowed."""
+    """One device's latency budget: its estimator and the most milliseconds allowed.
+
+    With ``confidence`` (e.g. 0.9), a subnet meets the budget when the one-sided
+    ``confidence`` upper bound of its latency does (the estimator's calibrated prediction
+    interval, :mod:`ofa_latency.intervals`), not its point prediction: the search runs under
+    :attr:`search_budget_ms`, the budget divided by the interval's upper factor.
+    """
 
     estimator: object  # LatencyEstimator
     latency_ms: float
     name: str = ""
+    confidence: float | None = None
 
     def __post_init__(self):
         if not (isinstance(self.latency_ms, (int, float)) and self.latency_ms > 0):
             raise UsageError(f"latency budget {self.latency_ms!r} ms must be a positive number")
+        if self.confidence is not None and not 0.5 <= self.confidence < 1:
+            raise UsageError(f"confidence = {self.confidence!r}; must be in [0.5, 1), e.g. 0.9")
+
+    @property
+    def upper_factor(self) -> float:
+        """The multiplier from a point prediction to its one-sided ``confidence`` upper bound
+        (1 without ``confidence``)."""
+        if self.confidence is None:
+            return 1.0
+        return float(self.estimator.predictor.interval_factors(2 * self.confidence - 1)[1])
+
+    @property
+    def search_budget_ms(self) -> float:
+        """The budget on point predictions that makes the upper bound meet :attr:`latency_ms`."""
+        return float(self.latency_ms) / self.upper_factor
 
 
 @dataclasses.dataclass
@@ -481,10 +503,22 @@ def search(constraints, acc, finder: str = "fast", seed: int = 0, top_k: int = 1
         Candidates kept for verification.
     **params
         The finder's own (evolution hyper-parameters; ``lam``, ``steps``, ``lr`` for gradient).
+
+    A constraint with ``confidence`` is searched under its :attr:`Constraint.search_budget_ms`;
+    ``budgets_ms`` of the result are those searched under, ``extra["user_budgets_ms"]`` the
+    constraints' own.
     """
     if finder not in _RUNNERS:
         raise UsageError(f"unknown finder {finder!r}; known: {', '.join(FINDERS)}")
-    res = _RUNNERS[finder](constraints, acc, seed=seed, top_k=top_k, **params)
+    constraints = list(constraints)
+    effective = [c if c.confidence is None else
+                 dataclasses.replace(c, latency_ms=c.search_budget_ms, confidence=None)
+                 for c in constraints]
+    res = _RUNNERS[finder](effective, acc, seed=seed, top_k=top_k, **params)
+    if any(c.confidence is not None for c in constraints):
+        res.extra["user_budgets_ms"] = [float(c.latency_ms) for c in constraints]
+        res.extra["confidence"] = [c.confidence for c in constraints]
+        res.extra["upper_factor"] = [c.upper_factor for c in constraints]
     logger.info("%s finder: %s %.4f, latency %s ms (budgets %s) in %.2f s", finder,
                 "proxy" if acc.is_proxy else "accuracy", res.accuracy,
                 [round(v, 3) for v in res.latency_ms], res.budgets_ms, res.seconds)

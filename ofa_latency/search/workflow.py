@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .finders import Constraint, SearchResult, search
+from .finders import SearchResult, search
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def search_and_verify(constraints, acc, backend, batch_size: int, table, finder:
         if ver.chosen is not None:
             return res, rounds
         tighter = current[0].latency_ms / max(float(np.median(ratios)), 1.0) * 0.99
-        current = [Constraint(current[0].estimator, tighter, current[0].name)] + current[1:]
+        current = [dataclasses.replace(current[0], latency_ms=tighter)] + current[1:]
     logger.warning("no candidate met %.3f ms measured after %d searches", budget, max_rounds)
     return res, rounds
 
@@ -182,6 +182,7 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
     row = next((r for r in (verification.rows if verification else [])
                 if space.validate(r["arch"]) == sub), None)
     cand = next((c for c in result.candidates if space.validate(c["arch"]) == sub), None)
+    user = result.extra.get("user_budgets_ms", result.budgets_ms)
     report = {
         "space": space.name, "arch": sub.to_dict(), "finder": result.finder,
         "accuracy": cand["accuracy"] if cand else result.accuracy,
@@ -190,8 +191,8 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
         "accuracy_note": accuracy_note,
         "predicted_ms": cand["latency_ms"] if cand else None,
         # the user's budgets (a re-search after verification searched under a tighter one)
-        "budgets_ms": ([verification.budget_ms] + result.budgets_ms[1:]) if verification
-        else result.budgets_ms,
+        "budgets_ms": ([verification.budget_ms] + user[1:]) if verification else user,
+        "confidence": result.extra.get("confidence"),
         "search_budgets_ms": result.budgets_ms,
         "estimators": list(estimators),
         "measured_ms": row["measured_ms"] if row else None,
