@@ -27,7 +27,7 @@ DEMO_BASE = "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_xgb"
 def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
              latency_ms: float | None = None, accuracy_predictor=None, proxy: bool = False,
              top_k: int = 5, seed: int = 0, progress: bool = True, on_step=None,
-             backend=None):
+             backend=None, allow_machine_change: bool = False):
     """Profile ``n`` subnets here, fine-tune ``base`` to them, search under ``latency_ms``
     (default: the 30th percentile of the profiled subnets), verify the top ``top_k`` and
     export the winner into ``out``.
@@ -43,6 +43,10 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
         Called with one line of text per step, in the order the steps run.
     backend : ProfilingBackend, optional
         Default onnxruntime, 1 thread (tests pass the fake device).
+    allow_machine_change : bool
+        Resume into ``out``'s tables although the machine's speed moved beyond their own
+        noise (:func:`~ofa_latency.profiling.profile_subnets`); within one run its tables
+        are never checked against themselves.
 
     Returns
     -------
@@ -84,7 +88,8 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
                            measure=backend.name != "fake" and
                            not table_hardware_path(table).exists())
     df = profile_subnets(space, backend, space.sample(n, seed=seed), 1, table,
-                         progress=progress, hardware=hw)
+                         progress=progress, hardware=hw,
+                         allow_machine_change=allow_machine_change)
     say(f"      {len(df)} subnets: {df.latency_ms.min():.2f} .. {df.latency_ms.max():.2f} ms "
         f"(median {df.latency_ms.median():.2f})")
     pred_dir = out / "predictor"
@@ -107,6 +112,7 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
         f"when none meets it measured), then exporting it")
     outcome = search_verify_deploy([Constraint(est, budget, "this machine")], acc, out,
                                    backend=backend, batch_size=1, seed=seed, top_k=top_k,
-                                   progress=progress, estimators=[str(pred_dir)])
+                                   progress=progress, estimators=[str(pred_dir)],
+                                   allow_machine_change=allow_machine_change)
     say(f"[4/4] exported the chosen subnet -> {out / 'subnet.onnx'} (report.json, summary.md)")
     return outcome

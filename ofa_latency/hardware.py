@@ -179,14 +179,16 @@ def load_gpu_specs(path=None) -> pd.DataFrame:
     return pd.read_csv(path, comment="#")
 
 
-def hardware_differences(recorded: dict, current: dict) -> list[str]:
+def hardware_differences(recorded: dict, current: dict, measured: bool = True) -> list[str]:
     """What differs between two hardware descriptors beyond noise: identity fields that are
-    not equal, measured throughputs more than :data:`DESCRIPTOR_CHANGE_PCT` apart."""
+    not equal, and (``measured``) measured throughputs more than
+    :data:`DESCRIPTOR_CHANGE_PCT` apart. Measured throughputs move with a busy machine, so
+    they are not identity: the profiler only warns about them."""
     out = []
     for k in _IDENTITY_KEYS:
         if k in recorded and k in current and recorded[k] != current[k]:
             out.append(f"{k}: {recorded[k]!r} -> {current[k]!r}")
-    for k in _MEASURED_KEYS:
+    for k in _MEASURED_KEYS if measured else ():
         a, b = recorded.get(k), current.get(k)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and \
                 abs(b / a - 1) * 100 > DESCRIPTOR_CHANGE_PCT:

@@ -77,7 +77,7 @@ def cmd_demo(args) -> int:
     outcome = run_demo(args.out, n=args.n, base=args.base, latency_ms=args.latency_ms,
                        accuracy_predictor=args.accuracy_predictor, proxy=args.proxy,
                        top_k=args.top_k, seed=args.seed, progress=not args.quiet,
-                       on_step=print)
+                       on_step=print, allow_machine_change=args.allow_machine_change)
     print_verification(outcome.rounds)
     print()
     print(outcome.summary)
@@ -148,6 +148,9 @@ def register(sub) -> None:
     de.add_argument("--proxy", action="store_true", help="use the MACs proxy (no accuracy)")
     de.add_argument("--top-k", type=positive_int, default=5)
     de.add_argument("--seed", type=int, default=0)
+    de.add_argument("--allow-machine-change", action="store_true",
+                    help="resume into the folder's tables although this machine's speed "
+                         "moved beyond their own noise since they were measured")
     de.add_argument("--quiet", action="store_true")
     de.set_defaults(func=cmd_demo)
 

@@ -14,8 +14,9 @@ from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timest
 from ..errors import UsageError
 from ..spaces import reference_subnet
 from ..hardware import hardware_differences
-from .scale import (MACHINE_CHANGE_PCT, level_change_pct, probe_reference_level_ms,
-                    reference_level_ms, table_level_ms)
+from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct,
+                    probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
+                    table_level_ms)
 from .timing import TimingProtocol, combine_windows, measure_windows
 
 logger = logging.getLogger(__name__)
@@ -60,29 +61,43 @@ def _check_one_setting(log, existing, setting, allow_mixed):
 
 
 def _check_machine(log, hw_path, hardware, mine, ref_runner, protocol, allow_change):
-    """Refuse to append when the descriptor or the reference level moved (see module doc)."""
+    """Refuse to append when the machine's identity or its reference level moved beyond the
+    table's own noise (see :func:`profile_subnets`)."""
     problems = []
     if hardware is not None and hw_path.exists():
         recorded = json.loads(hw_path.read_text())
-        diffs = hardware_differences(recorded, hardware)
+        diffs = hardware_differences(recorded, hardware, measured=False)
         if diffs:
-            problems.append("its hardware descriptor differs: " + "; ".join(diffs))
+            problems.append("its hardware differs: " + "; ".join(diffs))
+        moved = sorted(set(hardware_differences(recorded, hardware)) - set(diffs))
+        if moved:
+            logger.warning("%s: measured throughput moved (%s); a busy machine moves these, "
+                           "so they are not taken as another machine", log.path, "; ".join(moved))
     level_now = float("nan")
     if ref_runner is not None and mine["ref_latency_ms"].notna().any():
         table_level, statistic = table_level_ms(mine)
-        level_now = probe_reference_level_ms(ref_runner, protocol, statistic=statistic)
+        band = level_band_pct(mine)
+        probes = probe_reference_windows_ms(ref_runner, protocol, statistic=statistic)
+        level_now = reference_level_ms(probes)
+        if abs(level_change_pct(level_now, table_level)) > band:  # a busy phase, or a change?
+            probes += probe_reference_windows_ms(ref_runner, protocol, PROBE_MORE_WINDOWS,
+                                                 statistic)
+            level_now = reference_level_ms(probes)
         change = level_change_pct(level_now, table_level)
-        logger.info("%s: reference level now %.3f ms, table %.3f ms (%+.1f %%)", log.path,
-                    level_now, table_level, change)
-        if abs(change) > MACHINE_CHANGE_PCT:
+        logger.info("%s: reference level now %.3f ms over %d windows, table %.3f ms (%+.1f %%, "
+                    "band +-%.1f %%)", log.path, level_now, len(probes), table_level, change, band)
+        if abs(change) > band:
             problems.append(f"the reference subnet runs at {level_now:.3f} ms now against "
-                            f"{table_level:.3f} ms in the table ({change:+.1f} %, threshold "
-                            f"+-{MACHINE_CHANGE_PCT:g} %)")
+                            f"{table_level:.3f} ms in the table ({change:+.1f} % over "
+                            f"{len(probes)} probe windows; the table's own windows spread by "
+                            f"+-{band:.1f} %)")
     if problems and not allow_change:
         raise MachineChangedError(
             f"{log.path} was measured on another machine state: " + "; ".join(problems)
-            + ". Rows from two machine states would be mixed as one: use another --out (the "
-              "new machine is a new device: fine-tune to it), or --allow-machine-change")
+            + ". If this is the same machine, only busy now: re-run when it is quieter, or "
+              "append anyway with --allow-machine-change (rows keep their ratio to the "
+              "reference; the table's level is recomputed from all windows). If it is another "
+              "machine: profile it into a new table (another --out) and fine-tune to it")
     for p in problems:
         logger.warning("%s: appending although %s (--allow-machine-change)", log.path, p)
     return level_now
@@ -92,15 +107,18 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                     protocol: TimingProtocol = TimingProtocol(), drift_correction: bool = True,
                     progress: bool = True, hardware: Optional[dict] = None,
                     allow_mixed_settings: bool = False,
-                    allow_machine_change: bool = False) -> pd.DataFrame:
+                    allow_machine_change: bool = False,
+                    check_machine: bool = True) -> pd.DataFrame:
     """Measure ``subnets`` and append one row each to ``out_path``; resume where it stopped.
 
     Subnets already in the table for the same setting (space, backend, device, threads,
     batch size, precision) are skipped, so re-running the same call after a kill continues
     with no row lost or duplicated. A table holds one setting on one machine state: appending
-    another setting, or to a table whose machine descriptor or reference level differs (see
-    :func:`~ofa_latency.hardware.hardware_differences` and :data:`~.scale.MACHINE_CHANGE_PCT`), raises unless
-    allowed.
+    another setting, or to a table whose machine differs (its identity: CPU model, cores, GPU,
+    backend, threads; :func:`~ofa_latency.hardware.hardware_differences`) or whose reference
+    level the machine no longer reaches (probed for 10 windows, 30 more when they disagree,
+    against a band from the table's own window spread: :func:`~.scale.level_band_pct`) raises
+    unless allowed.
 
     Parameters
     ----------
@@ -121,6 +139,9 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         compared with the recorded one when appending.
     allow_mixed_settings, allow_machine_change : bool
         Append although the table holds another setting / another machine state.
+    check_machine : bool
+        False for a table this run owns (created by the same search or demo a moment ago):
+        no probe, no machine-state check.
 
     Returns
     -------
@@ -154,7 +175,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         ref_runner = None
         if todo and drift_correction:
             ref_runner = backend.prepare(space, reference_subnet(space), batch_size)
-        if todo and len(mine):
+        if todo and len(mine) and check_machine:
             _check_machine(log, hw_path, hardware, mine, ref_runner, protocol,
                            allow_machine_change)
         if hardware is not None and not hw_path.exists():

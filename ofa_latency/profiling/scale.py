@@ -27,11 +27,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
-           "row_levels_ms"]
+           "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS"]
 
 REF_LEVEL_QUANTILE = 0.05
-MACHINE_CHANGE_PCT = 7.0  # a reference level this far (either way) from a table's is another state
+MACHINE_CHANGE_PCT = 7.0  # the least level change that can mean another machine state
 PROBE_WINDOWS = 10  # reference-only windows timed to tell the machine's current level
+PROBE_MORE_WINDOWS = 30  # more of them when the first ones disagree with the table (a busy phase)
 
 _SETTING = ["space", "batch_size", "backend", "device_type", "device", "threads", "precision"]
 
@@ -65,17 +66,38 @@ def table_level_ms(rows: pd.DataFrame) -> tuple[float, str]:
     return reference_level_ms(values), statistic
 
 
-def probe_reference_level_ms(ref_runner, protocol=None, windows: int = PROBE_WINDOWS,
-                             statistic: str = "min") -> float:
-    """The machine's reference level now (ms): ``windows`` windows of the prepared reference
-    subnet alone, each summarised by ``statistic`` (``"min"``: its fastest round, as
-    ``ref_min_ms``; ``"median"``: as ``ref_latency_ms``), then as a table's windows are."""
+def probe_reference_windows_ms(ref_runner, protocol=None, windows: int = PROBE_WINDOWS,
+                               statistic: str = "min") -> list[float]:
+    """``windows`` windows of the prepared reference subnet alone, each summarised by
+    ``statistic`` (``"min"``: its fastest round, as ``ref_min_ms``; ``"median"``: as
+    ``ref_latency_ms``), in ms."""
     from .timing import TimingProtocol, measure
 
     protocol = protocol or TimingProtocol()
     results = [measure(ref_runner, None, None, protocol) for _ in range(windows)]
-    return reference_level_ms([r.min_ms if statistic == "min" else r.latency_raw_ms
-                               for r in results])
+    return [r.min_ms if statistic == "min" else r.latency_raw_ms for r in results]
+
+
+def probe_reference_level_ms(ref_runner, protocol=None, windows: int = PROBE_WINDOWS,
+                             statistic: str = "min") -> float:
+    """The machine's reference level now (ms): :func:`probe_reference_windows_ms` summarised
+    as a table's windows are."""
+    return reference_level_ms(probe_reference_windows_ms(ref_runner, protocol, windows,
+                                                         statistic))
+
+
+def level_band_pct(rows: pd.DataFrame) -> float:
+    """How far (%) a probe of the same machine may land from a table's level: the table's own
+    spread of window values (its median window against its level, the 5 % quantile), and at
+    least :data:`MACHINE_CHANGE_PCT`. On a quiet host the band is the floor; on a busy one,
+    where windows spread by 10-30 %, it widens with them, so noise is not taken for a new
+    machine."""
+    values, _ = _window_values(rows)
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) < 2:
+        return MACHINE_CHANGE_PCT
+    return max(MACHINE_CHANGE_PCT, 100.0 * (float(np.median(v)) / reference_level_ms(v) - 1.0))
 
 
 def level_change_pct(level_ms: float, table_level_ms: float) -> float:

@@ -46,17 +46,19 @@ class Verification:
 
 
 def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: int = 5,
-           constraint: int = 0, budget_ms: float | None = None, progress: bool = True
-           ) -> Verification:
+           constraint: int = 0, budget_ms: float | None = None, progress: bool = True,
+           owned: bool = False, allow_machine_change: bool = False) -> Verification:
     """Profile the ``top_k`` best candidates of ``result`` on ``backend`` (appended to the
     resumable ``table``) and choose the most accurate whose measured latency meets the budget
-    of constraint ``constraint`` (or ``budget_ms``)."""
+    of constraint ``constraint`` (or ``budget_ms``). ``owned``: the table was created by this
+    run, so appending to it skips the machine-state check."""
     from ..profiling import profile_subnets
 
     cands = result.candidates[:top_k]
     budget = float(budget_ms if budget_ms is not None else result.budgets_ms[constraint])
     subs = [space.validate(c["arch"]) for c in cands]
-    df = profile_subnets(space, backend, subs, batch_size, table, progress=progress)
+    df = profile_subnets(space, backend, subs, batch_size, table, progress=progress,
+                         check_machine=not owned, allow_machine_change=allow_machine_change)
     measured = {(a, int(r)): float(v) for a, r, v in zip(df["arch"], df["image_size"],
                                                          df["latency_ms"])}
     rows = []
@@ -73,7 +75,7 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
 
 def search_and_verify(constraints, acc, backend, batch_size: int, table, finder: str = "fast",
                       seed: int = 0, top_k: int = 5, max_rounds: int = 3, progress: bool = True,
-                      **params):
+                      allow_machine_change: bool = False, **params):
     """Search, verify the top candidates on the device (constraint 0's budget), and when none
     meets it measured, search again with that budget tightened by the candidates' median
     measured/predicted ratio (at most ``max_rounds`` searches).
@@ -86,12 +88,14 @@ def search_and_verify(constraints, acc, backend, batch_size: int, table, finder:
     """
     constraints = list(constraints)
     budget = constraints[0].latency_ms
+    owned = not Path(table).exists()  # a table this run creates: its own rounds never fail
     rounds = []
     current = constraints
     for k in range(max_rounds):
         res = search(current, acc, finder, seed=seed, top_k=max(top_k, 10), **params)
         ver = verify(res, acc.space, backend, batch_size, table, top_k=top_k, budget_ms=budget,
-                     progress=progress)
+                     progress=progress, owned=owned,
+                     allow_machine_change=allow_machine_change)
         rounds.append(ver)
         ratios = [r["measured_ms"] / r["predicted_ms"] for r in ver.rows]
         logger.info("round %d: search budget %.3f ms, %d of %d candidates meet %.3f ms measured "
@@ -125,7 +129,7 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                          finder: str = "fast", seed: int = 0, top_k: int = 5,
                          export: bool = True, progress: bool = True, estimators=(),
                          setting: dict | None = None, hardware: dict | None = None,
-                         **params) -> SearchOutcome:
+                         allow_machine_change: bool = False, **params) -> SearchOutcome:
     """The whole search step: search under ``constraints``; with ``backend``, verify the top
     ``top_k`` candidates on the device (:func:`search_and_verify`, table
     ``out_dir/verify.csv``) and keep the most accurate that meets the budget measured; write
@@ -150,7 +154,8 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
     if backend is not None:
         res, rounds = search_and_verify(constraints, acc, backend, batch_size, out / "verify.csv",
                                         finder=finder, seed=seed, top_k=top_k,
-                                        progress=progress, **params)
+                                        progress=progress,
+                                        allow_machine_change=allow_machine_change, **params)
         ver = rounds[-1]
         if ver.chosen is None:
             best = min(ver.rows, key=lambda r: r["measured_ms"])
