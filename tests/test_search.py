@@ -140,6 +140,11 @@ def test_cli_search_verifies_on_the_device_and_exports(acc, fake_est, mbv3, tmp_
     cfg = json.loads((out / "subnet.config.json").read_text())
     assert rep["arch"] == cfg["arch"] and rep["meets_budget_measured"] is True
     assert rep["measured_ms"] <= budget and len(rep["verification"]["rows"]) == 3
+    # the chosen one re-measured in a fresh window, at the verification table's scale
+    conf = rep["confirmation"]
+    assert conf["measured_ms"] == pytest.approx(rep["measured_ms"], rel=0.05)
+    assert conf["meets"] == (conf["measured_ms"] <= budget * 1.01)
+    assert "confirmed in a fresh window" in text
     assert rep["onnx"]["max_abs_diff_vs_torch"] < 1e-3
     import onnxruntime as ort
 
