@@ -20,7 +20,7 @@ from .profiling import table_hardware_path
 logger = logging.getLogger(__name__)
 
 __all__ = ["single_setting", "train_on_table", "train_conditioned", "finetune_on_table",
-           "evaluate_on_table", "compare_on_table", "trained_on", "rows_to_score",
+           "evaluate_on_table", "compare_on_table", "shipped_bases", "best_scaled_base", "trained_on", "rows_to_score",
            "setting_warnings", "interval_coverage", "training_device_seconds", "lut_build_seconds", "SPLITS"]
 
 
@@ -281,6 +281,41 @@ def compare_on_table(predictors: dict, path, filters: dict | None = None,
                                                 "split": split}
 
 
+def shipped_bases(df, exclude=()) -> dict:
+    """Every shipped predictor of a table's space and device type (``{name: predictor}``),
+    the bases ``finetune`` considers when the user names none."""
+    from .pretrained import list_pretrained
+    from .resolve import resolve_predictor
+
+    setting = single_setting(df)
+    names = [e["name"] for e in list_pretrained()
+             if e.get("space") == setting["space"] and e.get("kind") != "conditioned"
+             and e.get("device_type") == setting["device_type"] and e["name"] not in exclude]
+    return {n: resolve_predictor(n) for n in names}
+
+
+def best_scaled_base(bases: dict, df) -> str:
+    """The name of the base whose single global factor fits the table's rows best (MAPE)."""
+    import numpy as np
+
+    from .adapt import global_scale
+
+    enc = None
+    best, best_err = None, float("inf")
+    y = df.latency_ms.to_numpy()
+    for name, pred in bases.items():
+        sp = pred.space_
+        if enc is None:
+            from .datasets import subnets_of
+
+            enc = sp.encode(subnets_of(df))
+        s = global_scale(pred.table, enc, y)
+        err = float(np.mean(np.abs(s * pred.table.predict_encoded(enc) / y - 1)))
+        if err < best_err:
+            best, best_err = name, err
+    return best
+
+
 def finetune_on_table(base, path, out=None, filters: dict | None = None, methods=None,
                       cv: int = 5, seed: int = 0, mix=(), hardware=None,
                       batch_size: int | None = None, split: str = "all"):
@@ -290,7 +325,9 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
 
     A hardware-conditioned ``base`` is first resolved for the new device (``hardware``, or the
     table itself: its reference level and its rows of the model's reference subnets), and its
-    members join ``mix``.
+    members join ``mix``. With ``base=None``, every shipped predictor of the table's space and
+    device type is a candidate (all settings): the one whose global scale fits the rows best is
+    the base, the others join ``mix``.
 
     Returns
     -------
@@ -311,8 +348,17 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
         raise UsageError(f"{path}: {len(df)} rows after --filter and --split {split}; need at "
                          f"least 2 measured subnets")
     others = [resolve_predictor(m) for m in mix]
-    src = locate_predictor(base)
     kind = None
+    if base is None:
+        bases = shipped_bases(df)
+        if not bases:
+            raise UsageError(f"no shipped predictor of {setting['space']} on a "
+                             f"{setting['device_type']} device to start from; give --base")
+        base = best_scaled_base(bases, df)
+        others += [p for n, p in bases.items() if n != base]
+        logger.info("base %s (best global-scale fit of %d shipped predictors; the others join "
+                    "the mix)", base, len(bases))
+    src = locate_predictor(base)
     if src.kind == "conditioned":
         from .conditioned import ConditionedPredictor, read_hardware
 

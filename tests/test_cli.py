@@ -247,3 +247,21 @@ def test_search_without_export_imports_neither_torch_nor_xgboost(tmp_path):
     assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
     report = json.loads((tmp_path / "s" / "report.json").read_text())
     assert report["net_config"]["blocks"]  # OFA's net config, written without the supernet
+
+
+def test_finetune_without_a_base_uses_every_shipped_predictor_of_the_device_type(tmp_path,
+                                                                                 capsys):
+    from ofa_latency import list_pretrained
+
+    data = tmp_path / "dev.csv"
+    assert main(["profile", "--backend", "fake", "--n", "15", "--seed", "8", "--out", str(data),
+                 "--quiet", "--rounds", "2", "--max-rounds", "2"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--data", str(data), "--out", str(tmp_path / "ft")]) == 0
+    out = capsys.readouterr().out
+    cpu = [e["name"] for e in list_pretrained()
+           if e["device_type"] == "cpu" and e["space"] == "ofa_mbv3_w1.2"]
+    base = out.split("base: ")[1].split()[0]
+    assert base in cpu and "mix" in out  # the others are offered as a mix
+    cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert cfg["metadata"]["adaptation"]["base"] == base

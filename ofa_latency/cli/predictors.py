@@ -89,6 +89,7 @@ def cmd_finetune(args) -> int:
             print(f"  {m:16s} {v:7.2f} %{'  <- chosen' if m == rep.method else ''}")
     for w in rep.warnings:
         print(f"warning: {w}")
+    print(f"base: {rep.base}")
     print(f"chosen: {rep.method} ({rep.reason}); fitted on {rep.n_samples} subnets in "
           f"{rep.seconds:.1f} s -> {args.out}")
     return 0
@@ -210,8 +211,10 @@ def register(sub) -> None:
 
     ft = sub.add_parser("finetune", help="adapt a shipped or saved predictor to a new device "
                                          "from a few measured subnets")
-    ft.add_argument("--base", required=True, help="shipped predictor name or predictor folder "
-                    "(a conditioned folder is resolved for the data's device)")
+    ft.add_argument("--base", default=None, help="shipped predictor name or predictor folder "
+                    "(a conditioned folder is resolved for the data's device); default: every "
+                    "shipped predictor of the data's device type, the best-fitting one as the "
+                    "base and the others in the mix")
     ft.add_argument("--data", required=True, help="the new device's measurement table")
     ft.add_argument("--filter", nargs="*", metavar="COL=VALUE")
     ft.add_argument("--split", default="all", choices=["all", "train", "test"],
