@@ -9,12 +9,13 @@ at learning rate 0.1 with early stopping on their MAPE, then refits on all with 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-HELP = ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"
+HELP = Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "help_ofa_mbv3_w1.2"
 VALIDATED = dict(n_estimators=3000, learning_rate=0.1, max_depth=4, validation_fraction=0.15)
 
 

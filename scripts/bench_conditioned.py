@@ -26,6 +26,7 @@ scratch of kind xgb; cross-validated choice). Device-seconds on the CPU hosts: (
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import sys
@@ -36,7 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-HELP = ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"
+HELP = Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "help_ofa_mbv3_w1.2"
 GPUS = ("2080ti", "titan_xp", "v100")
 MEAS = ROOT / "data" / "measurements"
 

@@ -17,6 +17,7 @@ LUT's measured in the same repeat. ``--json`` writes the raw per-repeat numbers.
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import statistics
@@ -27,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def per_item_us(fn, items):

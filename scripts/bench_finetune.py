@@ -20,6 +20,7 @@ method with the lowest held-out MAPE at that case and N (mean over seeds).
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import sys
@@ -30,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"
+SHARED = Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "help_ofa_mbv3_w1.2"
 GPUS = ("2080ti", "titan_xp", "v100")
 
 

@@ -15,6 +15,7 @@ with the spread).
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import sys
@@ -25,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-HELP = ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"
+HELP = Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "help_ofa_mbv3_w1.2"
 ADDITIVE = dict(n_estimators=3000, learning_rate=0.1, max_depth=4, validation_fraction=0.15)
 
 

@@ -22,6 +22,7 @@ unverified top-1 prediction would have violated it.
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import sys
@@ -32,7 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data"))
 ESTIMATOR = "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_host2_xgb"
 
 

@@ -14,6 +14,7 @@ latency in ms.
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import sys
@@ -55,7 +56,7 @@ def main(argv=None):
     from ofa_latency.predictors import create_predictor
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--help-dir", default=str(ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"))
+    p.add_argument("--help-dir", default=str(Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "help_ofa_mbv3_w1.2"))
     p.add_argument("--settings", nargs="+", default=HELP_SETTINGS)
     p.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 1000, 4000])
     p.add_argument("--kinds", nargs="+", default=["baseline", "xgb", "mlp"])

@@ -14,6 +14,7 @@ base and with scaling by one spec number alone (beta fixed to -1 on it).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-HELP = ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"
+HELP = Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "help_ofa_mbv3_w1.2"
 GPUS = ("2080ti", "titan_xp", "v100")
 BATCHES = (1, 32, 64)
 

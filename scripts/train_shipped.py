@@ -11,6 +11,7 @@ Resumable: settings already in the manifest with an existing folder are skipped.
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import sys
@@ -29,7 +30,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--kinds", nargs="+", default=["xgb", "mlp"])
     p.add_argument("--only", choices=["own", "help"], default=None)
-    p.add_argument("--help-dir", default=str(ROOT.parent / "shared" / "data" / "help_ofa_mbv3_w1.2"))
+    p.add_argument("--help-dir", default=str(Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "help_ofa_mbv3_w1.2"))
     p.add_argument("--root", default=str(ROOT / "data" / "predictors"))
     p.add_argument("--force", action="store_true",
                    help="retrain settings already in the manifest (e.g. after a table's scale "
