@@ -36,7 +36,6 @@ def main(argv=None):
                    help="retrain settings already in the manifest (e.g. after a table's scale "
                         "changed)")
     args = p.parse_args(argv)
-    import os
 
     os.chdir(ROOT)  # configs record data paths relative to the project
     root = Path(args.root)
