@@ -1,11 +1,8 @@
-"""The package's exception types and the exit-code contract of its command lines."""
+"""The package's exception types."""
 
 from __future__ import annotations
 
-import sys
-import traceback
-
-__all__ = ["UsageError", "NotFittedError", "USER_ERRORS", "run_command"]
+__all__ = ["UsageError", "NotFittedError", "USER_ERRORS"]
 
 
 class UsageError(ValueError):
@@ -17,28 +14,6 @@ class NotFittedError(ValueError, AttributeError):
     """Raised when an unfitted predictor is asked to predict or save."""
 
 
-# what a user's mistake raises: reported as "error: ..." with exit code 2
+# what a user's mistake raises: the command lines report it as "error: ..." with exit code 2
 USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
                NotADirectoryError, PermissionError, RuntimeError, ImportError)
-
-
-def run_command(func, args, debug: bool = False) -> int:
-    """Run one command of a command line under its exit-code contract: 0 success, 2 a
-    mistake in what was asked (``error: ...`` on stderr, no traceback), 130 interrupted,
-    1 an unexpected error (a bug; ``debug`` prints the traceback)."""
-    try:
-        return int(func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except USER_ERRORS as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a bug: say so, traceback on request
-        if debug:
-            traceback.print_exc()
-        print(f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in ofa-latency; "
-              f"rerun with --debug for the traceback)", file=sys.stderr)
-        return 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..errors import run_command
+from ._run import run_command
 
 __all__ = ["main", "build_parser"]
 

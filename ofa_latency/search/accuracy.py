@@ -90,8 +90,8 @@ def _cache_dir() -> Path:
 
 
 def _read_weights(path: Path) -> dict:
-    """The checkpoint's arrays. The first read goes through ``torch.load(...,
-    weights_only=True)``; the arrays are then kept as safetensors in the user's cache, named
+    """The checkpoint's arrays. The first read goes through PyTorch's loader (weights only, no
+    pickled objects); the arrays are then kept as safetensors in the user's cache, named
     by the checkpoint's sha256, so later reads need neither torch nor its import time."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file, save_file
