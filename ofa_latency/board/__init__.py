@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import sys
 import time
 from pathlib import Path
 

@@ -102,10 +102,10 @@ def cmd_compare(args) -> int:
 
     preds = {}
     for item in args.predictors:
-        label = locate_predictor(item).label
-        pred = resolve_predictor(item, args.hardware if locate_predictor(item).kind ==
-                                 "conditioned" else None, args.batch_size)
-        preds[item if label in preds else label] = pred
+        src = locate_predictor(item)  # --hardware resolves the conditioned ones
+        pred = resolve_predictor(item, args.hardware if src.kind == "conditioned" else None,
+                                 args.batch_size)
+        preds[item if src.label in preds else src.label] = pred
     rows, y, predictions, info = compare_on_table(preds, args.data, filters(args), args.split)
     left = info["left_out"]
     print(f"{info['n']} subnets of {args.data} ({info['split']} rows)"

@@ -44,8 +44,9 @@ def cmd_search(args) -> int:
     if bad:
         raise UsageError(f"--latency-ms {bad[0]}: a budget must be > 0 ms")
     check_out_folder(args.out)
-    ests = [load_estimator(e, args, hardware=args.hardware if i == 0 else None)
-            if i == 0 else load_estimator(e) for i, e in enumerate(args.estimator)]
+    # --hardware is for the first estimator (a conditioned one); the others are as named
+    ests = [load_estimator(args.estimator[0], args)] + [load_estimator(e)
+                                                        for e in args.estimator[1:]]
     space = ests[0].space.name
     if args.space and args.space != space:
         raise UsageError(f"--space {args.space} but the estimator is for {space}")
