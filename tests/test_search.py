@@ -222,3 +222,19 @@ def test_demo_offline_without_an_accuracy_predictor_walks_the_whole_path(tmp_pat
     assert "MACs proxy" in (tmp_path / "demo" / "summary.md").read_text().split("\n")[2]
     assert (tmp_path / "demo" / "subnet.onnx").stat().st_size > 0
     assert outcome.report["meets_budget_measured"] is True
+
+
+def test_cli_search_defaults_to_the_upper_bound_without_verification(tmp_path, capsys):
+    """Shipped predictors carry their held-out calibration: an unverified search meets the
+    budget with the 0.9 upper bound; --confidence point goes back to the prediction."""
+    args = ["search", "--estimator", "help_2080ti_1_xgb", "--latency-ms", "12", "--proxy", "macs",
+            "--no-export", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    rep = json.loads((tmp_path / "a" / "report.json").read_text())
+    est = LatencyEstimator.from_pretrained("help_2080ti_1_xgb", check_machine=False)
+    factor = est.predictor.interval_factors(0.8)[1]
+    assert rep["confidence"] == [0.9] and rep["predicted_ms"][0] * factor <= 12.0 + 1e-9
+    assert "upper bound meets the budget" in capsys.readouterr().out
+    assert main(args + ["--confidence", "point", "--out", str(tmp_path / "b")]) == 0
+    point = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert point["confidence"] is None and point["predicted_ms"][0] > rep["predicted_ms"][0]

@@ -20,6 +20,27 @@ def _accuracy_predictor(args, space):
                                      resolutions=res)
 
 
+DEFAULT_CONFIDENCE = 0.9  # without --verify; measured: BENCHMARKS.md section 10.1
+
+
+def _confidence(args, est):
+    """``--confidence``: a number, ``point``, or ``auto`` (the default): the one-sided 0.9
+    upper bound when the search is not verified on the device and the estimator has an
+    interval calibration, else the point prediction (verification's measurements decide)."""
+    text = str(args.confidence).lower()
+    if text == "point":
+        return None
+    if text == "auto":
+        if args.verify or getattr(est.predictor, "interval_", None) is None:
+            return None
+        return DEFAULT_CONFIDENCE
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--confidence {args.confidence!r}: a number in [0.5, 1), 'point' or "
+                         f"'auto'") from None
+
+
 def print_verification(rounds):
     for k, ver in enumerate(rounds, 1):
         print(f"verification round {k} (search budget {ver.search_budget_ms:.3f} ms, measured "
@@ -51,8 +72,8 @@ def cmd_search(args) -> int:
     if args.space and args.space != space:
         raise UsageError(f"--space {args.space} but the estimator is for {space}")
     acc = _accuracy_predictor(args, space)
-    constraints = [Constraint(e, float(b), name, confidence=args.confidence) for e, b, name in
-                   zip(ests, args.latency_ms, args.estimator)]
+    constraints = [Constraint(e, float(b), name, confidence=_confidence(args, e))
+                   for e, b, name in zip(ests, args.latency_ms, args.estimator)]
     params = {"lam": args.lam} if args.finder == "gradient" and args.lam is not None else {}
     backend = None
     if args.verify:
@@ -113,10 +134,11 @@ def register(sub) -> None:
                     help="fetch OFA's accuracy predictor when not found (needs internet)")
     se.add_argument("--proxy", choices=["macs"], help="no accuracy predictor: maximise MACs "
                     "instead (results labelled as a proxy)")
-    se.add_argument("--confidence", type=float, default=None,
+    se.add_argument("--confidence", default="auto",
                     help="meet each budget with the one-sided upper bound at this confidence "
-                         "(e.g. 0.9) of the estimator's calibrated prediction interval, not "
-                         "the point prediction (default: the point prediction)")
+                         "(e.g. 0.9) of the estimator's calibrated prediction interval; "
+                         "'point' for the point prediction; default auto: 0.9 without --verify "
+                         "(when the estimator is calibrated), the point prediction with it")
     se.add_argument("--finder", default="fast", choices=["fast", "ofa", "gradient"])
     se.add_argument("--lambda", dest="lam", type=float, default=None,
                     help="gradient finder: the latency weight (default: bisection to the budget)")

@@ -511,9 +511,10 @@ def search(constraints, acc, finder: str = "fast", seed: int = 0, top_k: int = 1
     if finder not in _RUNNERS:
         raise UsageError(f"unknown finder {finder!r}; known: {', '.join(FINDERS)}")
     constraints = list(constraints)
-    effective = [c if c.confidence is None else
-                 dataclasses.replace(c, latency_ms=c.search_budget_ms, confidence=None)
-                 for c in constraints]
+    effective = [c if c.confidence is None else dataclasses.replace(
+        c, latency_ms=c.search_budget_ms, confidence=None,
+        name=f"{c.name or 'the estimator'} ({c.latency_ms:g} ms over its {c.confidence:g} "
+             f"upper-bound factor {c.upper_factor:.3f})") for c in constraints]
     res = _RUNNERS[finder](effective, acc, seed=seed, top_k=top_k, **params)
     if any(c.confidence is not None for c in constraints):
         res.extra["user_budgets_ms"] = [float(c.latency_ms) for c in constraints]

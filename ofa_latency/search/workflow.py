@@ -261,8 +261,10 @@ def summary_text(report: dict) -> str:
         name = report["estimators"][i] if i < len(report["estimators"]) else f"constraint {i}"
         pred = report["predicted_ms"][i] if report["predicted_ms"] else float("nan")
         sb = report["search_budgets_ms"][i]
+        conf = (report.get("confidence") or [None] * (i + 1))[i]
+        why = f"its {conf:g} upper bound meets the budget" if conf else "after verification"
         lines.append(f"- budget {b:.3f} ms ({name}): predicted {pred:.3f} ms"
-                     + (f" (searched under {sb:.3f} ms after verification)" if sb != b else ""))
+                     + (f" (searched under {sb:.3f} ms: {why})" if abs(sb - b) > 1e-9 else ""))
     if report["measured_ms"] is not None:
         lines.append(f"- measured on the device: {report['measured_ms']:.3f} ms "
                      f"({'meets' if report['meets_budget_measured'] else 'EXCEEDS'} the budget)")
