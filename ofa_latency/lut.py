@@ -148,12 +148,12 @@ class LutPlan:
 def layer_plan(space, resolutions) -> LutPlan:
     """The LUT keys of ``space`` (OFA MobileNetV3) at ``resolutions``, exactly as OFA's
     ``ofa.tutorial.latency_table`` forms them."""
-    from .spaces.building import layer_shapes
+    from .spaces.netconfig import layer_shapes_of
 
     if not space.name.startswith("ofa_mbv3"):
         raise UsageError(f"lookup tables are built for OFA MobileNetV3 spaces; {space.name} "
                          f"uses another layer set")
-    shapes = layer_shapes(space.ofa_net_id, space.ks_choices, space.e_choices)
+    shapes = layer_shapes_of(space)
     stem, head = shapes["stem"], shapes["head"]
     fixed, blocks = {}, {}
     for r in resolutions:

@@ -247,6 +247,10 @@ def test_search_without_export_imports_neither_torch_nor_xgboost(tmp_path):
     assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
     report = json.loads((tmp_path / "s" / "report.json").read_text())
     assert report["net_config"]["blocks"]  # OFA's net config, written without the supernet
+    # the MACs proxy too: its costs come from the shipped layer shapes
+    code = code.replace(f"'--accuracy-predictor', {str(acc)!r}, ", "'--proxy', 'macs', ")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
 
 
 def test_finetune_without_a_base_uses_every_shipped_predictor_of_the_device_type(tmp_path,

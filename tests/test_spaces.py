@@ -173,3 +173,14 @@ def test_net_config_from_the_shipped_template_equals_ofas(name):
     assert load_template(name) is not None
     for sub in sp.sample(25, seed=7):
         assert sp.net_config(sub) == net_config(sp, sub)
+
+
+@pytest.mark.parametrize("name", ["ofa_mbv3_w1.2", "ofa_mbv3_w1.0", "ofa_proxyless_w1.3"])
+def test_shipped_layer_shapes_equal_ofas(name):
+    from ofa_latency import get_space
+    from ofa_latency.spaces.building import layer_shapes
+    from ofa_latency.spaces.netconfig import layer_shapes_of
+
+    sp = get_space(name)
+    assert layer_shapes_of(sp) == layer_shapes(sp.ofa_net_id, tuple(sp.ks_choices),
+                                               tuple(sp.e_choices))

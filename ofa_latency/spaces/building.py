@@ -52,7 +52,8 @@ def net_config_template(space) -> dict:
     """What :mod:`.netconfig` assembles any subnet's OFA net config from, read from OFA's
     supernet: every part that does not depend on the subnet, and each elastic block's config
     for each (kernel size, expand ratio) choice (a block's input channels do not depend on the
-    depths, so its config depends on its own choice only)."""
+    depths, so its config depends on its own choice only); and :func:`layer_shapes` (what the
+    analytic costs need)."""
     net = supernet(space.ofa_net_id)
     ne = len(space.e_choices)
     blocks = [[None] * (len(space.ks_choices) * ne) for _ in range(space.n_blocks)]
@@ -65,10 +66,14 @@ def net_config_template(space) -> dict:
             fixed = len(full["blocks"]) - space.n_blocks
             for b in range(space.n_blocks):
                 blocks[b][ki * ne + ei] = full["blocks"][fixed + b]
+    shapes = layer_shapes(space.ofa_net_id, tuple(space.ks_choices), tuple(space.e_choices))
+    shapes = dict(shapes, blocks=[dict(b, choices=[[k, e, *v] for (k, e), v in
+                                                   b["choices"].items()])
+                                  for b in shapes["blocks"]])
     return {"format_version": 1, "space": space.name, "ofa_net_id": space.ofa_net_id,
             "net": {k: v for k, v in full.items() if k != "blocks"},
             "fixed_blocks": full["blocks"][:len(full["blocks"]) - space.n_blocks],
-            "blocks": blocks}
+            "blocks": blocks, "layer_shapes": shapes}
 
 
 ONNX_OPSET = 17

@@ -47,10 +47,11 @@ class CostTables:
 
 
 def cost_tables(space) -> CostTables:
-    """Build the :class:`CostTables` of ``space`` (needs OFA to read the layer configs)."""
-    from .building import layer_shapes
+    """Build the :class:`CostTables` of ``space`` (from the shipped layer shapes; OFA's layer
+    configs when there are none)."""
+    from .netconfig import layer_shapes_of
 
-    shapes = layer_shapes(space.ofa_net_id, space.ks_choices, space.e_choices)
+    shapes = layer_shapes_of(space)
     nb, nk, ne = space.n_blocks, len(space.ks_choices), len(space.e_choices)
     a = np.zeros((nb, nk, ne)); b = np.zeros_like(a); c = np.zeros_like(a)
     params = np.zeros_like(a); act_in = np.zeros_like(a); act_out = np.zeros_like(a)

@@ -9,7 +9,7 @@ import copy
 import functools
 import json
 
-__all__ = ["net_config_from_template", "load_template"]
+__all__ = ["net_config_from_template", "load_template", "layer_shapes_of"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,3 +37,18 @@ def net_config_from_template(space, sub, template: dict) -> dict:
         if key == "first_conv":
             out["blocks"] = copy.deepcopy(blocks)
     return out
+
+
+def layer_shapes_of(space) -> dict:
+    """:func:`ofa_latency.spaces.building.layer_shapes` of ``space``, from the shipped template
+    when there is one (no torch, no supernet), else from OFA."""
+    template = load_template(space.name)
+    if template is None or "layer_shapes" not in template:
+        from .building import layer_shapes
+
+        return layer_shapes(space.ofa_net_id, tuple(space.ks_choices), tuple(space.e_choices))
+    shapes = template["layer_shapes"]
+    return dict(shapes, blocks=[dict(b, choices={(c[0], c[1]): tuple(c[2:])
+                                                 for c in b["choices"]})
+                                for b in shapes["blocks"]])
+
