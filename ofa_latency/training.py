@@ -295,25 +295,21 @@ def shipped_bases(df, exclude=()) -> dict:
 
 
 def best_scaled_base(bases: dict, df) -> str:
-    """The name of the base whose single global factor fits the table's rows best (MAPE)."""
+    """The name of the base (of ``{name: predictor}``) whose single global factor fits the
+    table's rows best (MAPE)."""
     import numpy as np
 
     from .adapt import global_scale
+    from .datasets import subnets_of
 
-    enc = None
-    best, best_err = None, float("inf")
     y = df.latency_ms.to_numpy()
-    for name, pred in bases.items():
-        sp = pred.space_
-        if enc is None:
-            from .datasets import subnets_of
+    enc = next(iter(bases.values())).space_.encode(subnets_of(df))
 
-            enc = sp.encode(subnets_of(df))
-        s = global_scale(pred.table, enc, y)
-        err = float(np.mean(np.abs(s * pred.table.predict_encoded(enc) / y - 1)))
-        if err < best_err:
-            best, best_err = name, err
-    return best
+    def scaled_mape(pred):
+        b = pred.table.predict_encoded(enc)
+        return float(np.mean(np.abs(global_scale(pred.table, enc, y) * b / y - 1)))
+
+    return min(bases, key=lambda name: scaled_mape(bases[name]))
 
 
 def finetune_on_table(base, path, out=None, filters: dict | None = None, methods=None,

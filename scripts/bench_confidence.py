@@ -33,9 +33,9 @@ def main(argv=None) -> int:
     from bench_finetune import help_cases
 
     from ofa_latency import LatencyEstimator
-    from ofa_latency.adapt import finetune, global_scale
+    from ofa_latency.adapt import finetune
+    from ofa_latency.training import best_scaled_base
     from ofa_latency.datasets import subnets_of
-    from ofa_latency.predictors import archs_from
     from ofa_latency.search import OFAAccuracyPredictor
 
     p = argparse.ArgumentParser(description=__doc__,
@@ -62,15 +62,7 @@ def main(argv=None) -> int:
         for n in args.n:
             for seed in range(args.seeds):
                 sample = train.sample(n=min(n, len(train)), random_state=seed)
-                sp = next(iter(bases.values())).space_
-                enc = sp.encode(archs_from(sp, sample))
-                ys = sample.latency_ms.to_numpy()
-
-                def scale_fit(b):
-                    s = global_scale(b.table, enc, ys)
-                    return float(np.mean(np.abs(s * b.table.predict_encoded(enc) / ys - 1)))
-
-                base = bases[min(bases, key=lambda b: scale_fit(bases[b]))]
+                base = bases[best_scaled_base(bases, sample)]
                 ft = finetune(base, sample, random_state=seed)
                 pred = ft.predict(pool)
                 for q, budget in budgets.items():

@@ -14,6 +14,7 @@ from that many windows, not one: its re-measured latency against the demo's budg
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -31,6 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--accuracy-predictor", required=True)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    from ofa_latency import get_space
+
     exe = str(Path(sys.executable).parent / "ofa-latency")
     work = Path(tempfile.mkdtemp(prefix="demo-runs-"))
     rows = []
@@ -51,8 +54,6 @@ def main(argv=None) -> int:
                "wall_s": round(time.perf_counter() - t0, 1)}
         if r.returncode == 0:
             rep = json.loads((out / "report.json").read_text())
-            from ofa_latency import get_space
-
             others = get_space(rep["space"]).sample(args.companions, seed=99)
             arch_file = out / "chosen.jsonl"
             arch_file.write_text("".join(json.dumps(a) + "\n" for a in
@@ -60,8 +61,6 @@ def main(argv=None) -> int:
             c = subprocess.run([exe, "profile", "--backend", "onnxruntime", "--threads", "1",
                                 "--archs", str(arch_file), "--out", str(out / "confirm.csv"),
                                 "--quiet"], capture_output=True, text=True)
-            import csv
-
             again = float("nan")
             if c.returncode == 0:
                 chosen = get_space(rep["space"]).validate(rep["arch"])

@@ -92,8 +92,8 @@ def main(argv=None):
     from scipy.stats import kendalltau, spearmanr
 
     from ofa_latency import LatencyEstimator
-    from ofa_latency.adapt import finetune, global_scale, list_methods
-    from ofa_latency.predictors import archs_from
+    from ofa_latency.adapt import finetune, list_methods
+    from ofa_latency.training import best_scaled_base
 
     cases = (help_cases(args.batches) if "help" in args.cases else []) + \
         (cpu_cases() if "cpu" in args.cases else [])
@@ -105,15 +105,7 @@ def main(argv=None):
         for n in args.n:
             for seed in range(args.seeds):
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
-                sp = next(iter(bases.values())).space_
-                enc = sp.encode(archs_from(sp, rows))
-                y = rows.latency_ms.to_numpy()
-
-                def scale_fit(b):
-                    s = global_scale(b.table, enc, y)
-                    return float(np.mean(np.abs(s * b.table.predict_encoded(enc) / y - 1)))
-
-                base_name = min(bases, key=lambda b: scale_fit(bases[b]))
+                base_name = best_scaled_base(bases, rows)
                 base = bases[base_name]
                 others = []
                 if args.mix and name.startswith("help_"):

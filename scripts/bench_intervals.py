@@ -29,8 +29,8 @@ def main(argv=None) -> int:
     from bench_finetune import cpu_cases, help_cases
 
     from ofa_latency import LatencyEstimator
-    from ofa_latency.adapt import finetune, global_scale
-    from ofa_latency.predictors import archs_from
+    from ofa_latency.adapt import finetune
+    from ofa_latency.training import best_scaled_base
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,15 +53,7 @@ def main(argv=None) -> int:
         for n in args.n:
             for seed in range(args.seeds):
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
-                sp = next(iter(bases.values())).space_
-                enc = sp.encode(archs_from(sp, rows))
-                y = rows.latency_ms.to_numpy()
-
-                def scale_fit(b):
-                    s = global_scale(b.table, enc, y)
-                    return float(np.mean(np.abs(s * b.table.predict_encoded(enc) / y - 1)))
-
-                base = bases[min(bases, key=lambda b: scale_fit(bases[b]))]
+                base = bases[best_scaled_base(bases, rows)]
                 ft = finetune(base, rows, random_state=seed)
                 pred = ft.predict(test)
                 lo, hi = ft.interval_factors(args.coverage)
