@@ -25,13 +25,14 @@ data are few. The candidate methods, from the fewest free parameters to the most
 ``scratch``
     a predictor of the base's kind trained on the samples alone (no base).
 
-:func:`finetune` scores every candidate by K-fold cross-validation on the samples (MAPE,
-leave-one-out below 10 samples), keeps the simplest candidate within one standard error of the
-lowest score (with few samples the scores are noisy, and a flexible method can win its folds by
-chance), and refits it on all samples. The result is an
-ordinary predictor (kind ``table`` for the first four) whose ``adaptation_`` attribute, saved
-in its config, names the base, the method, every candidate's cross-validated MAPE and why the
-winner won.
+:func:`finetune` scores every candidate (and the global scale of each other base given) by
+repeated K-fold cross-validation on the samples (MAPE, leave-one-out below 10 samples) and
+returns their weighted sum, each refitted on all samples, weighted by how far each candidate's
+score is from the best in units of its standard error: with few samples the scores are noisy,
+and candidates the samples cannot tell apart share the result instead of one of them winning
+its folds by chance. The result is an ordinary predictor (kind ``table`` when several share it)
+whose ``adaptation_`` attribute, saved in its config, names the base, every candidate's
+cross-validated MAPE, the weights and the expected error of the result.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from .spaces import Encoded
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["finetune", "adapt_table", "TABLE_METHODS", "list_methods", "AdaptationReport"]
+__all__ = ["finetune", "adapt_table", "TABLE_METHODS", "list_methods", "AdaptationReport",
+           "CHOICES"]
 
 TABLE_METHODS = ("scale", "stage_scales", "affine", "residual")
 _PULL = 1.0  # L1 pull towards the global scale, per sample (fades as 1/n)
@@ -68,6 +70,9 @@ class AdaptationReport:
     reason: str
     seconds: float
     warnings: list = dataclasses.field(default_factory=list)
+    weights: dict = dataclasses.field(default_factory=dict)  # {candidate: weight} of "average"
+    repeats: int = 0
+    expected_error: dict | None = None  # the result's CV MAPE and 90 % interval (percent)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -206,11 +211,52 @@ def _folds(n, k, seed):
     return [idx[i::k] for i in range(k)]
 
 
+# the choice among candidates (see :func:`finetune`): weights exp(-(cv - best) / (T * se))
+CHOICE_TEMPERATURE = 2.0
+MIN_WEIGHT = 0.01
+DUPLICATE_TOLERANCE = 1e-3  # candidates whose out-of-fold predictions agree this closely are one
+SCRATCH_MIN_SAMPLES = 10  # below this, "scratch" is no default candidate
+CHOICES = ("average", "one_se")
+
+
+def _fit_candidate(base, m, archs, y, params, others, kind, other_names):
+    if m.startswith("scale:"):  # the global scale of another base
+        o = others[other_names.index(m[len("scale:"):])]
+        return _fit_method(o, "scale", archs, y, params, (), kind)
+    return _fit_method(base, m, archs, y, params, others, kind)
+
+
+def _weights(cv_mape: dict, cv_se: dict) -> dict:
+    """Softmax weights of the candidates on their cross-validated MAPE, in units of the best
+    candidate's standard error (those under :data:`MIN_WEIGHT` dropped)."""
+    best = min(cv_mape, key=cv_mape.get)
+    scale = CHOICE_TEMPERATURE * max(cv_se[best], 1e-9)
+    w = {m: float(np.exp(-(v - cv_mape[best]) / scale)) for m, v in cv_mape.items()}
+    total = sum(w.values())
+    w = {m: v / total for m, v in w.items() if v / total >= MIN_WEIGHT}
+    total = sum(w.values())
+    return {m: round(v / total, 4) for m, v in sorted(w.items(), key=lambda kv: -kv[1])}
+
+
 def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
              random_state: int = 0, base_name: str | None = None,
-             others=(), kind: str | None = None) -> LatencyPredictor:
-    """Adapt ``base`` to a new device from measured subnets, the method chosen by
-    cross-validation.
+             others=(), kind: str | None = None, other_names=None, repeats: int = 3,
+             choice: str = "average") -> LatencyPredictor:
+    """Adapt ``base`` to a new device from measured subnets, the method chosen (or the
+    methods averaged) by repeated cross-validation.
+
+    Every candidate is scored by ``repeats`` times repeated ``cv``-fold cross-validation on
+    the samples (MAPE per sample averaged over the repeats; leave-one-out, once, below 10
+    samples). With ``choice="average"`` (the default) the result is the weighted sum of the
+    candidates' tables, each refitted on all samples, with weights
+    ``exp(-(cv_m - cv_best) / (2 * se_best))`` (``se_best``: the standard error of the best
+    candidate's score), so candidates the samples cannot tell apart share the result instead
+    of one winning on noise (candidates whose out-of-fold predictions agree within
+    :data:`DUPLICATE_TOLERANCE` count once). ``choice="one_se"`` keeps the older rule: the simplest candidate
+    within one standard error of the best. The default candidates are :func:`list_methods`
+    plus the global scale of each of ``others`` (``scale:<name>``); ``scratch`` joins them
+    from :data:`SCRATCH_MIN_SAMPLES` samples (below, its leave-one-out score is too noisy to
+    trust: BENCHMARKS.md section 5.6).
 
     Parameters
     ----------
@@ -221,7 +267,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     y : array of float, optional
         Their latencies (ms); taken from the table's ``latency_ms`` when ``X`` is a table.
     methods : list of str, optional
-        Candidates (default :func:`list_methods`); with one, no cross-validation is run.
+        Candidates (default: see above); with one, no choice is made.
     cv : int
         Folds (leave-one-out below 10 samples).
     random_state : int
@@ -229,20 +275,30 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     base_name : str, optional
         Recorded as the base's name (a shipped name or a folder).
     others : sequence of LatencyPredictor
-        More fitted predictors of other devices (same space) for the ``mix`` method.
+        More fitted predictors of other devices (same space) for ``mix`` and their own scale.
     kind : str, optional
         Predictor kind of the ``residual_<kind>`` and ``scratch`` methods (default the base's;
         e.g. ``"xgb"`` for a base resolved from a hardware-conditioned model, a plain table).
+    other_names : list of str, optional
+        Names of ``others`` (shipped names or folders) for the report.
+    repeats : int
+        Repetitions of the cross-validation (different folds), at least 1.
+    choice : {"average", "one_se"}
 
     Returns
     -------
     LatencyPredictor
-        Fitted on all samples with the chosen method; ``adaptation_`` holds the
-        :class:`AdaptationReport`.
+        Fitted on all samples; ``adaptation_`` holds the :class:`AdaptationReport` (every
+        candidate's cross-validated MAPE, the weights, the expected error) and ``interval_``
+        the calibration from the result's out-of-fold residuals.
     """
     t0 = time.perf_counter()
     if not isinstance(base, LatencyPredictor):
         raise TypeError(f"base must be a fitted LatencyPredictor, got {type(base).__name__}")
+    if choice not in CHOICES:
+        raise UsageError(f"choice = {choice!r}; one of {', '.join(CHOICES)}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise UsageError(f"repeats = {repeats!r}; must be an int >= 1")
     space = base.space_
     archs, y = training_data(space, X, y)
     archs = [space.validate(a) for a in archs]
@@ -251,9 +307,18 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     for o in others:
         if not isinstance(o, LatencyPredictor) or o.space != base.space:
             raise UsageError(f"others must be fitted predictors of space {base.space!r}")
+    other_names = [str(n) for n in other_names] if other_names is not None else \
+        [f"other{k}" for k in range(len(others))]
+    if len(other_names) != len(others) or len(set(other_names)) != len(other_names):
+        raise UsageError(f"other_names must name each of the {len(others)} others once")
     known = list_methods(base, others, kind)
-    methods = list(methods) if methods else known
-    unknown = [m for m in methods if m not in known]
+    scales = [f"scale:{n}" for n in other_names]
+    if methods:
+        methods = list(methods)
+    else:
+        methods = [m for m in known if m != "scratch" or len(y) >= SCRATCH_MIN_SAMPLES]
+        methods = methods[:1] + scales + methods[1:]
+    unknown = [m for m in methods if m not in known + scales]
     if unknown:
         raise UsageError(f"unknown fine-tuning methods {unknown}; known for a {base.kind!r} base: "
                          f"{', '.join(known)}")
@@ -264,46 +329,90 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         create_predictor(kind, space=base.space).get_params()  # the registry names bad kinds
     if "random_state" in params:
         params["random_state"] = random_state
+    n = len(y)
+    fold_sets = [] if n < 3 else [_folds(n, cv, random_state + 1000 * r)
+                                  for r in range(1 if n < 10 else repeats)]
     cv_mape, cv_se, oof = {}, {}, {}
-    folds = _folds(len(y), cv, random_state) if len(y) >= 3 else []
-    for m in methods if len(methods) > 1 else methods[:1]:
-        if not folds:
+    for m in methods:
+        if not fold_sets:
             break
-        pred_oof = np.empty(len(y))
-        for test in folds:
-            train = np.setdiff1d(np.arange(len(y)), test)
-            pred = _fit_method(base, m, [archs[i] for i in train], y[train], params, others,
-                               kind)
-            pred_oof[test] = pred.predict([archs[i] for i in test])
+        pred_oof = np.empty((len(fold_sets), n))
+        for r, folds in enumerate(fold_sets):
+            for test in folds:
+                train = np.setdiff1d(np.arange(n), test)
+                pred = _fit_candidate(base, m, [archs[i] for i in train], y[train], params,
+                                      others, kind, other_names)
+                pred_oof[r, test] = pred.predict([archs[i] for i in test])
         oof[m] = pred_oof
         if len(methods) == 1:
             break  # the out-of-fold predictions are for the interval only
-        ape = 100 * np.abs(pred_oof - y) / y
+        ape = (100 * np.abs(pred_oof - y) / y).mean(axis=0)  # per sample, over the repeats
         cv_mape[m] = round(float(ape.mean()), 4)
-        cv_se[m] = float(ape.std(ddof=1) / np.sqrt(len(ape))) if len(ape) > 1 else 0.0
-    if cv_mape:
+        cv_se[m] = float(ape.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    folds_txt = (f"{len(fold_sets[0])}-fold cross-validation"
+                 + (f" repeated {len(fold_sets)} times" if len(fold_sets) > 1 else "")) \
+        if fold_sets else ""
+    weights = {}
+    if cv_mape and choice == "average":
+        # a candidate that predicts what a simpler one does (e.g. affine reduced to the scale
+        # by its pull on few samples) is the same candidate: counted once
+        same = [m for i, m in enumerate(methods) if m in cv_mape and any(
+            k in cv_mape and np.max(np.abs(oof[m] / oof[k] - 1)) <= DUPLICATE_TOLERANCE
+            for k in methods[:i])]
+        weights = _weights({m: v for m, v in cv_mape.items() if m not in same},
+                           {m: v for m, v in cv_se.items() if m not in same})
+        lowest = next(iter(weights))
+        reason = (f"weighted by {folds_txt} (weights exp(-(MAPE - best) / "
+                  f"{CHOICE_TEMPERATURE:g} standard errors), best {lowest}: "
+                  f"{cv_mape[lowest]:.2f} % +- {cv_se[lowest]:.2f})")
+        best = lowest if len(weights) == 1 else "average"
+    elif cv_mape:
         # the one-standard-error rule: the simplest method (candidates are ordered from the
         # fewest free parameters) whose CV MAPE is within one standard error of the best
         lowest = min(cv_mape, key=lambda m: (cv_mape[m], methods.index(m)))
         bound = cv_mape[lowest] + cv_se[lowest]
         best = next(m for m in methods if m in cv_mape and cv_mape[m] <= bound)
         reason = (f"the simplest of {len(cv_mape)} methods within one standard error "
-                  f"({cv_se[lowest]:.2f} points) of the lowest {len(folds)}-fold "
-                  f"cross-validated MAPE ({lowest}: {cv_mape[lowest]:.2f} %)"
+                  f"({cv_se[lowest]:.2f} points) of the lowest {folds_txt} "
+                  f"MAPE ({lowest}: {cv_mape[lowest]:.2f} %)"
                   + ("" if best == lowest else f"; {best}: {cv_mape[best]:.2f} %"))
+        weights = {best: 1.0}
     else:
         best, reason = methods[0], "the only method asked for"
-    final = _fit_method(base, best, archs, y, params, others, kind)
-    if best in oof:  # the chosen method's out-of-fold residuals calibrate its interval (CV+)
+        weights = {best: 1.0}
+    members = {m: _fit_candidate(base, m, archs, y, params, others, kind, other_names)
+               for m in weights}
+    if len(members) > 1 and not all(p.additive for p in members.values()):
+        keep = max(weights, key=weights.get)  # a non-additive member has no table to add
+        reason += f"; {keep} alone (a member is not additive)"
+        weights, members, best = {keep: 1.0}, {keep: members[keep]}, keep
+    if len(members) == 1:
+        final = next(iter(members.values()))
+    else:
+        tables = [(w, members[m].table) for m, w in weights.items()]
+        final = create_predictor("table", space=space.name).set_table(
+            AdditiveTable(space, sum(w * t.fixed_ms for w, t in tables),
+                          sum(w * t.block_ms for w, t in tables)), n_train=n)
+    expected = None
+    if all(m in oof for m in weights):  # the result's out-of-fold residuals: its interval (CV+)
         from .intervals import IntervalCalibration
 
-        final.interval_ = IntervalCalibration.from_predictions(y, oof[best], "cross-validation")
+        combined = sum(w * oof[m] for m, w in weights.items())  # repeats x samples
+        ape = (100 * np.abs(combined - y) / y).mean(axis=0)
+        if best == "average":
+            cv_mape["average"] = round(float(ape.mean()), 4)
+        final.interval_ = IntervalCalibration.from_predictions(y, combined[0],
+                                                               "cross-validation")
+        lo, hi = final.interval_.factors(0.9)
+        expected = {"cv_mape_pct": round(float(ape.mean()), 4), "interval_90_pct":
+                    [round(100 * (lo - 1), 2), round(100 * (hi - 1), 2)]}
     final.adaptation_ = AdaptationReport(
         base=base_name or getattr(base, "name_", None) or repr(base), method=best,
-        n_samples=len(y), cv_mape_pct=cv_mape, folds=len(folds) if cv_mape else 0,
-        reason=reason,
-        seconds=round(time.perf_counter() - t0, 3), warnings=warnings)
-    logger.info("fine-tuned with %s (%s)", best, reason)
+        n_samples=n, cv_mape_pct=cv_mape, folds=len(fold_sets[0]) if cv_mape else 0,
+        reason=reason, seconds=round(time.perf_counter() - t0, 3), warnings=warnings,
+        weights=weights if len(weights) > 1 else {}, repeats=len(fold_sets) if cv_mape else 0,
+        expected_error=expected)
+    logger.info("fine-tuned: %s (%s)", best if best != "average" else weights, reason)
     return final
 
 

@@ -22,6 +22,9 @@ latency_raw_ms      median over rounds of the round minima, uncorrected (ms)
 ratio               the measurement: median over rounds of target / reference subnet latency
                     (empty without drift correction and for foreign data)
 spread_pct          (max - min) / median of the per-round estimates (%)
+ci_pct              the row's own uncertainty: half-width of a distribution-free 90 % interval
+                    of its ratio, percent of it (with two or more windows, also half their
+                    gap); empty in tables measured before it existed and for foreign data
 n_runs, n_rounds    timed runs of the subnet and rounds they were grouped in
 ref_latency_ms      the reference subnet's latency in the same window (ms): median round minimum
 ref_min_ms          the reference subnet's fastest round minimum in the same window (ms)
@@ -67,16 +70,25 @@ __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "Me
            "TableLockedError", "complete_rows",
            "read_measurements", "normalise_table", "import_table", "read_help", "HELP_SETTINGS",
            "HELP_CITATION", "utc_timestamp", "setting_differences", "drop_duplicate_rows",
-           "profiling_seconds_per_subnet", "single_setting", "subnets_of", "SPLITS"]
+           "profiling_seconds_per_subnet", "single_setting", "subnets_of", "SPLITS",
+           "table_noise", "noise_text"]
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
            "threads", "precision", "latency_ms", "latency_raw_ms", "ratio", "spread_pct",
-           "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms", "ref_baseline_ms", "split",
+           "ci_pct", "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms", "ref_baseline_ms", "split",
            "timestamp", "versions", "source"]
 # tables written before ``ratio`` and ``ref_min_ms`` existed: read by deriving the ratio
-# (latency_ms / ref_baseline_ms); their level comes from ``ref_latency_ms``
-_ADDED_COLUMNS = ("ratio", "ref_min_ms")
+# (latency_ms / ref_baseline_ms); their level comes from ``ref_latency_ms``; tables written
+# before ``ci_pct`` (a row's own uncertainty) existed: read with it empty
+_ADDED_COLUMNS = ("ratio", "ref_min_ms", "ci_pct")
 LEGACY_COLUMNS = [c for c in COLUMNS if c not in _ADDED_COLUMNS]
+
+
+def _own_header(header: list) -> bool:
+    """Whether ``header`` is this package's schema, of now or of an earlier version (the
+    current columns, in order, less some of those added since)."""
+    return header == [c for c in COLUMNS if c in header] and \
+        set(COLUMNS) - set(header) <= set(_ADDED_COLUMNS)
 SETTING_COLUMNS = ["space", "batch_size", "backend", "device_type", "device", "threads",
                    "precision"]
 TRAIN_FRACTION = 0.8
@@ -107,7 +119,7 @@ def utc_timestamp() -> str:
 
 
 _NUMERIC_COLUMNS = ("image_size", "batch_size", "threads", "latency_ms", "latency_raw_ms", "ratio",
-                    "spread_pct", "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms",
+                    "spread_pct", "ci_pct", "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms",
                     "ref_baseline_ms")
 _SCALE_KEY = ("space", "batch_size", "backend", "device_type", "device", "threads", "precision")
 _ROW_KEY = (*_SCALE_KEY, "arch", "image_size")
@@ -238,8 +250,7 @@ class MeasurementLog:
         raw = self.path.read_bytes()
         text = raw.decode("utf-8", errors="replace")
         header = next(csv.reader([text.split("\n", 1)[0]]))
-        if header != COLUMNS and set(COLUMNS) - set(header) <= set(_ADDED_COLUMNS) \
-                and set(header) <= set(COLUMNS):
+        if header != COLUMNS and _own_header(header):
             self._migrate()
             return self._repair()
         if header != COLUMNS:
@@ -257,6 +268,7 @@ class MeasurementLog:
         import pandas as pd
 
         df = pd.read_csv(self.path, dtype=str, keep_default_na=False)
+        header = list(df.columns)
         if "ratio" not in df.columns:
             df = _derive_ratio(df)
         for c in _ADDED_COLUMNS:
@@ -265,7 +277,8 @@ class MeasurementLog:
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         df[COLUMNS].to_csv(tmp, index=False)
         os.replace(tmp, self.path)
-        logger.info("%s: migrated to the current schema (added the ratio column)", self.path)
+        logger.info("%s: migrated to the current schema (added %s)", self.path,
+                    ", ".join(c for c in _ADDED_COLUMNS if c not in header))
 
     def read(self) -> pd.DataFrame:
         """All rows so far."""
@@ -351,7 +364,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         text = path.read_bytes().decode("utf-8")
         header = next(csv.reader([text.split("\n", 1)[0]]), [])
-        if header in (COLUMNS, LEGACY_COLUMNS):
+        if _own_header(header):
             good, bad = complete_rows(text, str(path))
             for b in bad:
                 logger.warning("%s; left out (not a whole row)", b)
@@ -671,3 +684,32 @@ def profiling_seconds_per_subnet(df: pd.DataFrame) -> float | None:
     gaps = t.diff().dt.total_seconds().dropna()
     gaps = gaps[(gaps >= 0) & (gaps < 300)]
     return float(gaps.mean()) if len(gaps) >= 2 else None
+
+
+def table_noise(df: pd.DataFrame) -> dict:
+    """How certain a table's rows are: the median and 90th percentile of their own interval
+    half-widths (``ci_pct``, percent; None for tables measured before rows carried one), the
+    median within-window spread, the rounds per row and the device-seconds per row
+    (:func:`profiling_seconds_per_subnet`)."""
+    import pandas as pd
+
+    def q(col, p):
+        v = pd.to_numeric(df[col], errors="coerce").dropna() if col in df.columns else []
+        return round(float(np.quantile(v, p)), 3) if len(v) else None
+
+    per = profiling_seconds_per_subnet(df)
+    return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
+            "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),
+            "device_seconds_per_subnet": None if per is None else round(per, 2)}
+
+
+def noise_text(noise: dict) -> str:
+    """One line for :func:`table_noise`'s dict."""
+    ci = "no per-row intervals (measured before rows carried them)" \
+        if noise["median_ci_pct"] is None else \
+        f"rows known to +-{noise['median_ci_pct']:.2f} % (median; 90th percentile " \
+        f"+-{noise['p90_ci_pct']:.2f} %) at 90 %"
+    sec = noise["device_seconds_per_subnet"]
+    return (f"noise: {ci}; median {noise['median_rounds']:g} rounds, within-window spread "
+            f"{noise['median_spread_pct']:.1f} %"
+            + (f"; {sec:.2f} device-s per subnet" if sec is not None else ""))

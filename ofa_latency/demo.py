@@ -101,18 +101,37 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
         "hardware": json.loads(hw_path.read_text()) if hw_path.exists() else None,
         "data": {"path": str(table), "n_train": len(df)}})
     rep = ft.adaptation_
-    say(f"      method {rep.method} (cross-validated MAPE "
-        f"{rep.cv_mape_pct.get(rep.method, float('nan')):.2f} %), {rep.seconds:.1f} s")
+    say(f"      method {rep.method}"
+        + (f" of {', '.join(f'{m} {w:.2f}' for m, w in rep.weights.items())}"
+           if rep.weights else "")
+        + f" (cross-validated MAPE {rep.cv_mape_pct.get(rep.method, float('nan')):.2f} %), "
+          f"{rep.seconds:.1f} s")
     budget = latency_ms or round(float(np.quantile(df.latency_ms, 0.3)), 1)
     est = LatencyEstimator.load(pred_dir, check_machine=False)
     say(f"[3/4] searching the most {'MACs-heavy (proxy)' if acc.is_proxy else 'accurate'} "
         f"subnet under {budget} ms ("
-        f"{'given' if latency_ms else '30th percentile of the measured subnets'}) and "
-        f"profiling its top {top_k} candidates here (searching again under a tighter budget "
-        f"when none meets it measured), then exporting it")
+        f"{'given' if latency_ms else '30th percentile of the measured subnets'}), "
+        f"profiling its top {top_k} candidates here, refitting the predictor on them and "
+        f"searching again (at most 3 rounds), then confirming and exporting the most accurate "
+        f"whose measured upper bound meets the budget")
+    def refit(verified):
+        """The fine-tuned predictor refitted with the verified candidates added to its data
+        (at the measurement table's reference level: both tables hold ratios to the same
+        reference subnet)."""
+        import pandas as pd
+
+        from .training import rows_at_level
+
+        data = pd.concat([df, rows_at_level(verified, df)], ignore_index=True)
+        data = data.drop_duplicates(["arch", "image_size"], keep="first")
+        again = finetune(base_est.predictor, data, random_state=seed, base_name=base)
+        say(f"      refitted on {len(data)} subnets ({len(data) - len(df)} verified): "
+            f"{again.adaptation_.method}")
+        return LatencyEstimator(again, check_machine=False)
+
     outcome = search_verify_deploy([Constraint(est, budget, "this machine")], acc, out,
                                    backend=backend, batch_size=1, seed=seed, top_k=top_k,
                                    progress=progress, estimators=[str(pred_dir)],
-                                   allow_machine_change=allow_machine_change)
+                                   allow_machine_change=allow_machine_change, refit=refit)
     say(f"[4/4] exported the chosen subnet -> {out / 'subnet.onnx'} (report.json, summary.md)")
     return outcome

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["single_setting", "train_on_table", "train_conditioned", "finetune_on_table",
            "evaluate_on_table", "compare_on_table", "shipped_bases", "best_scaled_base", "trained_on", "rows_to_score",
+           "refit_with", "rows_at_level",
            "setting_warnings", "interval_coverage", "training_device_seconds", "lut_build_seconds", "SPLITS"]
 
 
@@ -312,9 +313,21 @@ def best_scaled_base(bases: dict, df) -> str:
     return min(bases, key=lambda name: scaled_mape(bases[name]))
 
 
+def rows_at_level(rows, table):
+    """``rows`` of another table of the same setting (e.g. a verification table) with their
+    ``latency_ms`` expressed at ``table``'s reference level (``ratio`` times it): both hold
+    ratios to the same reference subnet, so the two tables' rows can be fitted together."""
+    rows = rows.copy()
+    level = table["ref_baseline_ms"] if "ref_baseline_ms" in table.columns else None
+    if level is not None and level.notna().all() and len(level) and \
+            "ratio" in rows.columns and rows["ratio"].notna().all():
+        rows["latency_ms"] = rows["ratio"].astype(float) * float(level.iloc[0])
+    return rows
+
+
 def finetune_on_table(base, path, out=None, filters: dict | None = None, methods=None,
                       cv: int = 5, seed: int = 0, mix=(), hardware=None,
-                      batch_size: int | None = None, split: str = "all"):
+                      batch_size: int | None = None, split: str = "all", extra=None):
     """Fine-tune the predictor ``base`` names (:func:`~ofa_latency.resolve.locate_predictor`)
     to the device of the table at ``path`` (:func:`~ofa_latency.adapt.finetune`) and save it
     with what it was fitted on.
@@ -343,7 +356,12 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
     if len(df) < 2:
         raise UsageError(f"{path}: {len(df)} rows after --filter and --split {split}; need at "
                          f"least 2 measured subnets")
+    if extra is not None and len(extra):
+        df = pd.concat([df, rows_at_level(extra, df)], ignore_index=True).drop_duplicates(
+            ["arch", "image_size"], keep="first").reset_index(drop=True)
     others = [resolve_predictor(m) for m in mix]
+    given_base = base
+    names = [str(m) for m in mix]
     kind = None
     if base is None:
         bases = shipped_bases(df)
@@ -352,6 +370,7 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
                              f"{setting['device_type']} device to start from; give --base")
         base = best_scaled_base(bases, df)
         others += [p for n, p in bases.items() if n != base]
+        names += [n for n in bases if n != base]
         logger.info("base %s (best global-scale fit of %d shipped predictors; the others join "
                     "the mix)", base, len(bases))
     src = locate_predictor(base)
@@ -362,20 +381,59 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
         hw = read_hardware(hardware, batch_size) if hardware is not None else \
             read_hardware(path, references=model.references_)
         base_pred = model.resolve(hw, random_state=seed)
-        others += model.member_predictors(like=hw)
+        members = model.member_predictors(like=hw)
+        others += members
+        names += [f"{base}[member {k}]" for k in range(len(members))]
         kind = model.member_kind if model.member_kind in list_predictors() else None
         logger.info("conditioned base resolved for %s: %s", hw.name, base_pred.conditioning_)
     else:
         base_pred = resolve_predictor(base, hardware=hardware, batch_size=batch_size)
+    names = [n if names.count(n) == 1 else f"{n}#{k}" for k, n in enumerate(names)]
     pred = finetune(base_pred, df, methods=methods, cv=cv, random_state=seed,
-                    base_name=str(base), others=others, kind=kind)
+                    base_name=str(base), others=others, kind=kind, other_names=names)
     if out is not None:
         save_adapted(pred, out, metadata={
             "setting": setting, "hardware": _hardware_of(path),
             "data": {"path": _portable_path(Path(path)), "sha256": sha256_of(path),
                      "filters": filters or {}, "split": split, "n_train": len(df)},
-            "device_seconds": training_device_seconds(df, len(df))})
+            "device_seconds": training_device_seconds(df, len(df)),
+            # how to fit it again (refit_with): the arguments as given
+            "refit": {"base": None if given_base is None else str(given_base),
+                      "mix": [str(m) for m in mix], "methods": list(methods) if methods else None,
+                      "cv": cv, "seed": seed,
+                      "hardware": None if hardware is None else str(hardware),
+                      "batch_size": batch_size}})
     return pred
+
+
+def refit_with(predictor_dir, rows):
+    """The fine-tuned predictor saved at ``predictor_dir`` (by :func:`finetune_on_table`)
+    fitted again, the same way, on its own table plus ``rows`` (a DataFrame of the same
+    setting, e.g. the candidates a verification measured): the refit of the closed search
+    loop (:func:`~ofa_latency.search.workflow.search_and_verify`).
+
+    Raises
+    ------
+    UsageError
+        When the folder is no fine-tuned predictor or its table is gone.
+    """
+    cfg_path = Path(predictor_dir) / "config.json"
+    meta = (json.loads(cfg_path.read_text()).get("metadata") or {}) if cfg_path.exists() else {}
+    data, how = meta.get("data") or {}, meta.get("refit")
+    if not how or not data.get("path"):
+        raise UsageError(f"{predictor_dir} is not a predictor saved by 'ofa-latency finetune' "
+                         f"(its config records no data table and fitting to repeat); refitting "
+                         f"needs one")
+    table = Path(data["path"])
+    if not table.exists():
+        raise UsageError(f"{predictor_dir} was fine-tuned on {table}, which is not there (it is "
+                         f"recorded relative to the folder the command ran in): run from that "
+                         f"folder to refit")
+    return finetune_on_table(how["base"], table, filters=data.get("filters") or None,
+                             methods=how["methods"], cv=how["cv"], seed=how["seed"],
+                             mix=how["mix"], hardware=how["hardware"],
+                             batch_size=how["batch_size"], split=data.get("split", "all"),
+                             extra=rows)
 
 
 def lut_build_seconds(lut_dir) -> float | None:

@@ -5,17 +5,21 @@ training from scratch and the rescaled base, on held-out subnets of the new devi
     python scripts/bench_finetune.py --cases help --n 5 10 20 --seeds 2     # a quicker look
 
 Cases:
-* ``help``: leave one GPU out, for each of HELP's three GPUs and batch sizes 1, 32 and 64: the
-  base is the shipped xgb predictor of another GPU at the same batch size (of the two, the one
-  whose single global factor fits the N samples best); the N samples come from the target's
-  train split (seeded), the metrics from its whole test split.
+* ``help``: leave one GPU out, for each of HELP's three GPUs and batch sizes 1, 32 and 64, as
+  ``ofa-latency finetune`` without ``--base`` runs: every shipped GPU predictor except the
+  target GPU's own (all batch sizes, both kinds) is a candidate, the one whose global scale fits
+  the N samples best is the base and the others join (``--bases same-batch``: only the other
+  GPUs' xgb predictors at the same batch size, the older setup); the N samples come from the
+  target's train split (seeded), the metrics from its whole test split.
 * ``cpu``: the committed host's shipped onnxruntime / torch 1-thread predictors as base and the
   second host's tables (``*_host2.csv``) as the new device, and back (host2's predictors as
   base, the committed host's tables as the new device).
 
-For each case, N and seed: the automatic choice (:func:`ofa_latency.finetune`, 5-fold CV on the
-N samples) and every single method fitted on all N samples. "best in hindsight" is the single
-method with the lowest held-out MAPE at that case and N (mean over seeds).
+For each case, N and seed: the automatic result (:func:`ofa_latency.finetune`: candidates
+weighted by repeated 5-fold CV on the N samples), the older one-standard-error choice
+(``one_se``, on one 5-fold cross-validation as before) and every single method fitted on all N samples. "best single" is the single
+method with the lowest held-out MAPE at that case and N (mean over seeds); "worst seed" is the
+largest ratio of the automatic result to that method at the same seed.
 """
 
 from __future__ import annotations
@@ -35,17 +39,24 @@ SHARED = Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" /
 GPUS = ("2080ti", "titan_xp", "v100")
 
 
-def help_cases(batches):
+def help_cases(batches, bases="shipped"):
+    from ofa_latency import list_pretrained
     from ofa_latency.datasets import read_help
 
     if not (SHARED / "ofa_archs.pt").exists():
         print(f"HELP data not found at {SHARED}; skipping the HELP cases")
         return []
+    gpu_names = [e["name"] for e in list_pretrained()
+                 if e.get("device_type") == "cuda" and e.get("space") == "ofa_mbv3_w1.2"
+                 and e.get("kind") != "conditioned"]
     out = []
     for b in batches:
         for g in GPUS:
-            bases = [f"help_{o}_{b}_xgb" for o in GPUS if o != g]
-            out.append((f"help_{g}_{b}", bases, read_help(SHARED, f"{g}_{b}")))
+            if bases == "same-batch":
+                names = [f"help_{o}_{b}_xgb" for o in GPUS if o != g]
+            else:  # what finetune without --base sees, less the target GPU's own predictors
+                names = [n for n in gpu_names if not n.startswith(f"help_{g}_")]
+            out.append((f"help_{g}_{b}", names, read_help(SHARED, f"{g}_{b}")))
     return out
 
 
@@ -82,9 +93,8 @@ def main(argv=None):
     p.add_argument("--batches", nargs="+", type=int, default=[32, 64, 1])
     p.add_argument("--n", nargs="+", type=int, default=[5, 10, 20, 50, 100])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--mix", action="store_true",
-                   help="HELP cases: also offer the 'mix' method over the shipped xgb predictors "
-                        "of the other GPUs at every batch size")
+    p.add_argument("--bases", default="shipped", choices=["shipped", "same-batch"],
+                   help="HELP cases: the candidate bases (see above)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
@@ -95,7 +105,7 @@ def main(argv=None):
     from ofa_latency.adapt import finetune, list_methods
     from ofa_latency.training import best_scaled_base
 
-    cases = (help_cases(args.batches) if "help" in args.cases else []) + \
+    cases = (help_cases(args.batches, args.bases) if "help" in args.cases else []) + \
         (cpu_cases() if "cpu" in args.cases else [])
     results = []
     for name, base_names, df in cases:
@@ -107,33 +117,32 @@ def main(argv=None):
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
                 base_name = best_scaled_base(bases, rows)
                 base = bases[base_name]
-                others = []
-                if args.mix and name.startswith("help_"):
-                    gpu = name[len("help_"):].rsplit("_", 1)[0]
-                    others = [LatencyEstimator.from_pretrained(f"help_{o}_{bb}_xgb",
-                                                               check_machine=False).predictor
-                              for o in GPUS if o != gpu for bb in (1, 32, 64)
-                              if f"help_{o}_{bb}_xgb" != base_name]
+                names = [b for b in bases if b != base_name]
+                others = [bases[b] for b in names]
                 t0 = time.perf_counter()
                 auto = finetune(base, rows, random_state=seed, base_name=base_name,
-                                others=others)
+                                others=others, other_names=names)
                 seconds = time.perf_counter() - t0
+                one_se = finetune(base, rows, random_state=seed, others=others,
+                                  other_names=names, choice="one_se", repeats=1)
                 rec = {"case": name, "n": n, "seed": seed, "base": base_name,
-                       "auto_method": auto.adaptation_.method, "auto_seconds": round(seconds, 2),
+                       "auto_method": auto.adaptation_.method,
+                       "auto_weights": auto.adaptation_.weights,
+                       "auto_seconds": round(seconds, 2),
                        "cv_mape_pct": auto.adaptation_.cv_mape_pct,
-                       "test_mape_pct": {"auto": mape(auto, test)}}
+                       "one_se_method": one_se.adaptation_.method,
+                       "test_mape_pct": {"auto": mape(auto, test), "one_se": mape(one_se, test)}}
                 p_auto = auto.predict(test)
                 rec["auto_kendall_tau"] = float(kendalltau(test.latency_ms, p_auto).statistic)
                 rec["auto_spearman_rho"] = float(spearmanr(test.latency_ms, p_auto).statistic)
                 for m in list_methods(base, others):
-                    if m == auto.adaptation_.method:
-                        rec["test_mape_pct"][m] = rec["test_mape_pct"]["auto"]
-                        continue
-                    one = finetune(base, rows, methods=[m], random_state=seed, others=others)
-                    rec["test_mape_pct"][m] = mape(one, test)
+                    m_key = "residual_kind" if m.startswith("residual_") else m
+                    one = finetune(base, rows, methods=[m], random_state=seed, others=others,
+                                   other_names=names)
+                    rec["test_mape_pct"][m_key] = mape(one, test)
                 results.append(rec)
                 print(json.dumps({k: rec[k] for k in ("case", "n", "seed", "base", "auto_method",
-                                                      "auto_seconds")}),
+                                                      "one_se_method", "auto_seconds")}),
                       {k: round(v, 2) for k, v in rec["test_mape_pct"].items()}, flush=True)
     summary = summarise(results)
     print_summary(summary)
@@ -159,21 +168,37 @@ def summarise(results):
     for s in out.values():
         s["mape_mean"] = {m: float(np.mean(v)) for m, v in s["mape"].items()}
         s["mape_std"] = {m: float(np.std(v)) for m, v in s["mape"].items()}
-        singles = {m: v for m, v in s["mape_mean"].items() if m != "auto"}
+        singles = {m: v for m, v in s["mape_mean"].items() if m not in ("auto", "one_se")}
         s["best_single"] = min(singles, key=singles.get)
         s["auto_over_best"] = s["mape_mean"]["auto"] / singles[s["best_single"]]
+        s["one_se_over_best"] = s["mape_mean"]["one_se"] / singles[s["best_single"]]
+        best = np.array(s["mape"][s["best_single"]])
+        s["auto_worst_seed_over_best"] = float(np.max(np.array(s["mape"]["auto"]) / best))
+        s["one_se_worst_seed_over_best"] = float(np.max(np.array(s["mape"]["one_se"]) / best))
         s["rho_mean"], s["tau_mean"] = float(np.mean(s["rho"])), float(np.mean(s["tau"]))
         s["seconds_max"] = float(np.max(s["seconds"]))
     return list(out.values())
 
 
 def print_summary(summary):
-    print(f"\n{'case':22s} {'N':>4s} {'auto MAPE':>14s} {'scale':>7s} {'best single':>22s} "
-          f"{'auto/best':>9s} {'rho':>6s} {'tau':>6s} {'fit s':>6s}")
+    print(f"\n{'case':30s} {'N':>4s} {'auto MAPE':>14s} {'scale':>7s} {'best single':>22s} "
+          f"{'auto/best':>9s} {'worst seed':>10s} {'one_se/best':>11s} {'worst':>6s} "
+          f"{'tau':>6s} {'fit s':>6s}")
     for s in summary:
-        print(f"{s['case']:22s} {s['n']:4d} {s['mape_mean']['auto']:7.2f}+-{s['mape_std']['auto']:4.2f}% "
+        print(f"{s['case']:30s} {s['n']:4d} {s['mape_mean']['auto']:7.2f}+-{s['mape_std']['auto']:4.2f}% "
               f"{s['mape_mean']['scale']:6.2f}% {s['best_single']:>14s} {s['mape_mean'][s['best_single']]:6.2f}% "
-              f"{s['auto_over_best']:9.2f} {s['rho_mean']:6.3f} {s['tau_mean']:6.3f} {s['seconds_max']:6.1f}")
+              f"{s['auto_over_best']:9.2f} {s['auto_worst_seed_over_best']:10.2f} "
+              f"{s['one_se_over_best']:11.2f} {s['one_se_worst_seed_over_best']:6.2f} "
+              f"{s['tau_mean']:6.3f} {s['seconds_max']:6.1f}")
+    for label, rows in (("HELP", [s for s in summary if s["case"].startswith("help_")]),
+                        ("CPU", [s for s in summary if not s["case"].startswith("help_")])):
+        if rows:
+            for who in ("auto", "one_se"):
+                mean = np.array([s[f"{who}_over_best"] for s in rows])
+                worst = np.array([s[f"{who}_worst_seed_over_best"] for s in rows])
+                print(f"{label} {who}: mean/best max {mean.max():.2f} ({(mean > 1.1).sum()} of "
+                      f"{len(rows)} cells over 1.1), worst seed max {worst.max():.2f} "
+                      f"({(worst > 1.5).sum()} over 1.5)")
 
 
 def plot(summary, path):

@@ -36,9 +36,10 @@ def test_a_scaled_device_is_recovered_by_scaling(base, pool):
     ft = finetune(base, train[:20], new(train[:20]))
     assert _mape(ft, test, new(test)) < 0.005
     rep = ft.adaptation_
-    assert set(rep.cv_mape_pct) == set(list_methods(base))
-    assert rep.method in ("scale", "stage_scales", "affine", "residual")
-    assert rep.n_samples == 20 and rep.folds == 5 and "cross-validated" in rep.reason
+    assert set(rep.cv_mape_pct) - {"average"} == set(list_methods(base))
+    assert rep.method in ("scale", "stage_scales", "affine", "residual", "average")
+    assert rep.n_samples == 20 and rep.folds == 5 and rep.repeats == 3
+    assert "cross-validation repeated 3 times" in rep.reason
 
 
 def test_a_device_with_one_slower_stage_needs_more_than_a_scale(base, pool, mbv3):
@@ -114,3 +115,45 @@ def test_mix_of_bases_recovers_a_device_between_two(base, pool, mbv3):
     assert _mape(ft, test, new(test)) < 0.003
     with pytest.raises(ValueError, match="others must be"):
         finetune(base, train[:5], base.predict(train[:5]), others=["x"])
+
+
+def test_candidates_share_the_result_by_their_cross_validated_scores(base, pool, mbv3):
+    """Two candidates the samples cannot tell apart share the result; the weights follow the
+    scores, sum to 1, and the result's expected error comes from its own out-of-fold
+    residuals. The older one-standard-error rule keeps one candidate."""
+    be2 = create_backend("fake", seed=5)
+    train, test = pool
+    other = create_predictor("xgb", n_estimators=40).fit(
+        train[:200], [be2.true_latency_ms(mbv3, s) for s in train[:200]])
+    new = lambda s: 0.5 * base.predict(s) + 0.5 * other.predict(s)  # noqa: E731
+    y = new(train[200:240]) * np.random.default_rng(0).lognormal(0, 0.01, 40)
+    ft = finetune(base, train[200:240], y, others=[other], other_names=["dev_b"])
+    rep = ft.adaptation_
+    assert "scale:dev_b" in rep.cv_mape_pct and "scratch" in rep.cv_mape_pct
+    assert rep.method == "average" and ft.kind == "table"
+    assert abs(sum(rep.weights.values()) - 1) < 1e-3 and len(rep.weights) >= 2
+    ranked = sorted(rep.weights, key=rep.weights.get, reverse=True)
+    assert [rep.cv_mape_pct[m] for m in ranked] == sorted(rep.cv_mape_pct[m] for m in ranked)
+    assert rep.cv_mape_pct["average"] <= min(rep.cv_mape_pct[m] for m in ranked) * 1.2
+    lo, hi = rep.expected_error["interval_90_pct"]
+    assert lo < 0 < hi
+    assert _mape(ft, test, new(test)) < 0.01
+    # the table is the weighted sum of the members refitted on all samples
+    members = [finetune(base, train[200:240], y, others=[other], other_names=["dev_b"],
+                        methods=[m]) for m in rep.weights]
+    mixed = sum(w * m.predict(test) for w, m in zip(rep.weights.values(), members))
+    np.testing.assert_allclose(ft.predict(test), mixed, rtol=1e-3)
+    one = finetune(base, train[200:240], y, others=[other], choice="one_se")
+    assert one.adaptation_.method != "average" and not one.adaptation_.weights
+    with pytest.raises(ValueError, match="choice"):
+        finetune(base, train[:5], base.predict(train[:5]), choice="best")
+    with pytest.raises(ValueError, match="name each"):
+        finetune(base, train[:5], base.predict(train[:5]), others=[other], other_names=[])
+
+
+def test_scratch_waits_for_ten_samples(base, pool):
+    train, _ = pool
+    few = finetune(base, train[:8], 1.1 * base.predict(train[:8]))
+    assert "scratch" not in few.adaptation_.cv_mape_pct and few.adaptation_.repeats == 1
+    asked = finetune(base, train[:8], 1.1 * base.predict(train[:8]), methods=["scale", "scratch"])
+    assert "scratch" in asked.adaptation_.cv_mape_pct

@@ -238,3 +238,74 @@ def test_cli_search_defaults_to_the_upper_bound_without_verification(tmp_path, c
     assert main(args + ["--confidence", "point", "--out", str(tmp_path / "b")]) == 0
     point = json.loads((tmp_path / "b" / "report.json").read_text())
     assert point["confidence"] is None and point["predicted_ms"][0] > rep["predicted_ms"][0]
+
+
+def test_closed_loop_refits_on_the_measured_candidates(acc, fake_est, mbv3, tmp_path):
+    """A device 15 % slower than the predictor thinks: round 1's candidates measure ~15 % over
+    their predictions (the optimism the search selects), the refit on them removes it, and the
+    answer's measured upper bound meets the budget."""
+    from ofa_latency.adapt import finetune
+    from ofa_latency.search.workflow import search_and_verify
+
+    est, _ = fake_est
+    slow = create_backend("fake", seed=0, speed=1.15)
+    budget = _budget(est, mbv3, 0.3)
+    calls = []
+
+    def refit(table):
+        calls.append(len(table))
+        return LatencyEstimator(finetune(est.predictor, table, methods=["scale"]),
+                                check_machine=False)
+
+    res, rounds = search_and_verify([Constraint(est, budget)], acc, slow, 1, tmp_path / "v.csv",
+                                    top_k=3, progress=False, refit=refit, **SMALL)
+    assert calls and calls[0] == 3  # refitted on round 1's measured candidates
+    assert rounds[0].measured_over_predicted() == pytest.approx(1.15, rel=0.03)
+    assert len(rounds) >= 2 and rounds[1].refitted and not rounds[0].refitted
+    assert rounds[1].measured_over_predicted() == pytest.approx(1.0, abs=0.03)
+    last = rounds[-1]
+    assert {r["round"] for r in last.rows} == {v.round for v in rounds}  # every round's rows
+    assert all(r["ci_pct"] is not None and r["ci_pct"] >= 0 for r in last.rows)
+    chosen = last.chosen_row
+    assert chosen is not None and chosen["measured_upper_ms"] <= budget
+    assert chosen["measured_upper_ms"] >= chosen["measured_ms"]
+    assert chosen["accuracy"] == max(r["accuracy"] for r in last.rows if r["meets"])
+
+
+def test_nothing_confirmed_names_the_closest_subnet_and_its_interval(acc, fake_est, mbv3,
+                                                                     tmp_path):
+    from ofa_latency.search.workflow import search_verify_deploy
+
+    est, be = fake_est
+    budget = _budget(est, mbv3, 0.3)
+    slow = create_backend("fake", seed=0, speed=3.0)  # nothing under the budget here
+    with pytest.raises(UsageError, match=r"closest measured .* ms \+- .*90 % interval"):
+        search_verify_deploy([Constraint(est, budget)], acc, tmp_path / "run", backend=slow,
+                             top_k=2, progress=False, export=False, max_rounds=1, **SMALL)
+
+
+def test_cli_search_refit_closes_the_loop(acc, fake_est, mbv3, tmp_path, capsys, monkeypatch):
+    import torch
+
+    est, _ = fake_est
+    monkeypatch.chdir(tmp_path)  # finetune records its table relative to the working folder
+    est.predictor.save("base")
+    torch.save({k: torch.from_numpy(v) for k, v in acc.weights.items()}, "acc.pth")
+    assert main(["profile", "--backend", "fake", "--n", "20", "--out", "t.csv", "--quiet"]) == 0
+    assert main(["finetune", "--base", "base", "--data", "t.csv", "--out", "ft"]) == 0
+    budget = _budget(est, mbv3, 0.3)
+    common = ["search", "--estimator", "ft", "--latency-ms", f"{budget:.4f}",
+              "--accuracy-predictor", "acc.pth", "--top-k", "2", "--no-export", "--quiet"]
+    capsys.readouterr()
+    assert main(common + ["--verify", "fake", "--refit", "--out", "run"]) == 0
+    text = capsys.readouterr().out
+    rep = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert rep["rounds"][0]["refitted"] is False and len(rep["rounds"]) >= 1
+    assert all(r["refitted"] for r in rep["rounds"][1:])
+    assert rep["measured_upper_ms"] <= budget and "verification round 1" in text
+    assert "against their predictions" in (tmp_path / "run" / "summary.md").read_text()
+    assert main(common + ["--refit", "--out", "run2"]) == 2
+    assert "give --verify too" in capsys.readouterr().err
+    assert main(common[:2] + ["base"] + common[3:] + ["--verify", "fake", "--refit",
+                                                      "--out", "run3"]) == 2
+    assert "not a predictor saved by 'ofa-latency finetune'" in capsys.readouterr().err

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from ofa_latency.profiling import Runner, TimingProtocol, measure
-from ofa_latency.profiling.timing import TimingResult, combine_windows, windows_agree
+from ofa_latency.profiling.timing import (TimingResult, combine_windows, median_interval,
+                                         windows_agree)
 
 
 class Machine:
@@ -93,3 +94,57 @@ def test_noisy_rounds_trigger_more_rounds():
     p = TimingProtocol(rounds=4, max_rounds=9)
     res = measure(Jumpy(), None, protocol=p)
     assert res.n_rounds == 9 and res.spread_pct > p.max_spread_pct
+
+
+def test_median_interval_covers_the_median_at_its_coverage():
+    from scipy.stats import binom
+
+    rng = np.random.default_rng(0)
+    for n in (5, 10, 20, 40):
+        hits, width = 0, None
+        for _ in range(2000):
+            x = rng.lognormal(0.0, 0.1, n)
+            lo, hi = median_interval(x)
+            hits += lo <= 1.0 <= hi  # the true median of lognormal(0, s) is 1
+            width = np.searchsorted(np.sort(x), lo)  # order statistics dropped per side
+        exact = 1 - 2 * binom.cdf(width, n, 0.5)  # the coverage of [x(j+1), x(n-j)]
+        assert exact >= 0.9 and 1 - 2 * binom.cdf(width + 1, n, 0.5) < 0.9  # the narrowest
+        assert abs(hits / 2000 - exact) < 0.02, (n, hits, exact)
+    assert median_interval([3.0]) == (3.0, 3.0)
+    with pytest.raises(ValueError):
+        median_interval([])
+
+
+class _Noisy(Runner):
+    """Runs whose time is 10 ms times (1 + a uniform draw of +-``noise``)."""
+
+    def __init__(self, noise, seed=0):
+        self.noise, self.rng = noise, np.random.default_rng(seed)
+
+    def run(self, n):
+        return list(0.01 * (1 + self.noise * self.rng.uniform(-1, 1, n)))
+
+
+def test_rounds_adapt_to_the_noise_until_the_interval_is_tight():
+    p = TimingProtocol(rounds=6, max_rounds=40, target_ci_pct=1.0, max_seconds=60)
+    quiet = measure(_Noisy(0.005), _Noisy(0.005, 1), protocol=p)
+    noisy = measure(_Noisy(0.15), _Noisy(0.15, 1), protocol=p)
+    assert quiet.n_rounds == 6 and quiet.ci_pct <= 1.0
+    assert noisy.n_rounds > quiet.n_rounds
+    assert noisy.ci_pct <= 1.0 or noisy.n_rounds == 40
+    capped = measure(_Noisy(0.15), _Noisy(0.15, 1),
+                     protocol=TimingProtocol(rounds=6, max_rounds=40, max_seconds=1e-9))
+    assert capped.n_rounds == 6  # the device-time cap stops it after the first rounds
+    assert np.isfinite(noisy.seconds) and noisy.seconds > 0
+    with pytest.raises(ValueError, match="target_ci_pct"):
+        TimingProtocol(target_ci_pct=0)
+    with pytest.raises(ValueError, match="max_seconds"):
+        TimingProtocol(max_seconds=0)
+
+
+def test_combined_windows_carry_their_gap_in_the_interval():
+    a = TimingResult(1.0, 1.0, 1.0, 2.0, 9, 3, ratio=1.00, ci_pct=0.5)
+    b = TimingResult(1.0, 1.0, 1.0, 2.0, 9, 3, ratio=1.04, ci_pct=0.7)
+    c = combine_windows([a, b])
+    assert c.ratio == pytest.approx(1.02) and c.ci_pct == pytest.approx(2.0)
+    assert c.columns(10.0)["ci_pct"] == 2.0

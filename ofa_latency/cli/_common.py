@@ -82,6 +82,40 @@ def positive_int(text: str) -> int:
     return v
 
 
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{v}: must be a finite number >= 0")
+    return v
+
+
+def add_timing_options(p, max_rounds: int = 40):
+    """The timing protocol's options (:class:`~ofa_latency.profiling.TimingProtocol`)."""
+    p.add_argument("--rounds", type=positive_int, default=6, help="rounds at least")
+    p.add_argument("--max-rounds", type=positive_int, default=max_rounds, help="rounds at most")
+    p.add_argument("--target-ci-pct", type=nonnegative_float, default=1.0,
+                   help="add rounds until the half-width of a subnet's own 90 %% interval is "
+                        "at most this (percent; default 1.0); 0: the older rule, rounds until "
+                        "their spread is under 6 %%")
+    p.add_argument("--max-seconds", type=nonnegative_float, default=3.0,
+                   help="timing seconds per subnet and window at most (default 3)")
+
+
+def timing_protocol(args, **kw):
+    """The :class:`~ofa_latency.profiling.TimingProtocol` of :func:`add_timing_options`."""
+    from ..profiling import TimingProtocol
+
+    if not args.max_seconds > 0:
+        raise UsageError("--max-seconds must be > 0")
+    return TimingProtocol(rounds=args.rounds, max_rounds=max(args.rounds, args.max_rounds),
+                          target_ci_pct=args.target_ci_pct or None,
+                          max_seconds=args.max_seconds, **kw)
+
+
 def add_hardware_options(p):
     p.add_argument("--hardware", help=HARDWARE_HELP)
     p.add_argument("--batch-size", type=int, default=None,

@@ -8,7 +8,7 @@ import logging
 
 from ..board import __doc__ as BOARD_DOC
 from ..board import profile_folder, profile_layers
-from ..profiling.timing import TimingProtocol
+from ._common import add_timing_options, timing_protocol
 from ._run import run_command
 
 __all__ = ["main"]
@@ -16,18 +16,14 @@ __all__ = ["main"]
 
 def _cmd_board_profile(args) -> int:
     n = profile_folder(args.folder, args.out, threads=args.threads, device=args.device,
-                       protocol=TimingProtocol(rounds=args.rounds,
-                                               max_rounds=max(args.rounds, args.max_rounds)),
-                       limit=args.limit, progress=not args.quiet)
+                       protocol=timing_protocol(args), limit=args.limit, progress=not args.quiet)
     print(f"{n} subnets in {args.out}")
     return 0
 
 
 def _cmd_board_profile_layers(args) -> int:
     info = profile_layers(args.folder, args.out, threads=args.threads, device=args.device,
-                          protocol=TimingProtocol(rounds=args.rounds,
-                                                  max_rounds=max(args.rounds, args.max_rounds)),
-                          progress=not args.quiet)
+                          protocol=timing_protocol(args), progress=not args.quiet)
     print(f"{info['n_layers']} layers in {args.out} ({info['device_seconds']:.0f} device-seconds); "
           f"on the host: ofa-latency finish-lut --space {info['setting']['space']} --out {args.out}")
     return 0
@@ -47,8 +43,7 @@ def main(argv=None) -> int:
     pr.add_argument("--device", default=None, help="device name for the table (default: the "
                                                    "CPU model)")
     pr.add_argument("--limit", type=int, default=None, help="profile at most this many")
-    pr.add_argument("--rounds", type=int, default=6)
-    pr.add_argument("--max-rounds", type=int, default=10)
+    add_timing_options(pr)
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_board_profile)
     pl = sub.add_parser("profile-layers", help="time every exported layer (a lookup table)")
@@ -56,8 +51,7 @@ def main(argv=None) -> int:
     pl.add_argument("--out", required=True, help="lookup-table folder (resumes if it exists)")
     pl.add_argument("--threads", type=int, default=1)
     pl.add_argument("--device", default=None, help="device name (default: the CPU model)")
-    pl.add_argument("--rounds", type=int, default=6)
-    pl.add_argument("--max-rounds", type=int, default=10)
+    add_timing_options(pl, max_rounds=10)
     pl.add_argument("--quiet", action="store_true")
     pl.set_defaults(func=_cmd_board_profile_layers)
     try:

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from ._common import (parse_arch, parse_pairs, positive_int, resolutions, subnets_from_args)
+from ._common import (add_timing_options, parse_arch, parse_pairs, positive_int, resolutions,
+                      subnets_from_args, timing_protocol)
 
 
 def _summary_table(df) -> str:
-    cols = ["image_size", "latency_ms", "spread_pct", "n_runs", "split"]
+    cols = ["image_size", "latency_ms", "ci_pct", "spread_pct", "n_runs", "split"]
     view = df[cols].copy()
     view.insert(0, "arch", [a if len(a) <= 40 else a[:37] + "..." for a in df["arch"]])
     return view.to_string(index=False, float_format=lambda v: f"{v:.3f}")
@@ -19,16 +20,16 @@ def _summary_table(df) -> str:
 
 def cmd_profile(args) -> int:
     from ..hardware import describe_hardware
-    from ..profiling import TimingProtocol, create_backend, profile_subnets
+    from ..datasets import noise_text, table_noise
+    from ..profiling import create_backend, profile_subnets
     from ..spaces import get_space
 
     space = get_space(args.space)
     backend = create_backend(args.backend, threads=args.threads, device=args.device,
                              precision=args.precision)
     subnets = subnets_from_args(args, space, "profile")
-    protocol = TimingProtocol(rounds=args.rounds, runs_per_round=args.runs_per_round,
-                              max_rounds=max(args.rounds, args.max_rounds), windows=args.windows,
-                              max_windows=max(args.windows, args.max_windows))
+    protocol = timing_protocol(args, runs_per_round=args.runs_per_round, windows=args.windows,
+                               max_windows=max(args.windows, args.max_windows))
     hw = describe_hardware(args.backend, args.threads, args.device,
                            measure=args.backend != "fake")
     df = profile_subnets(space, backend, subnets, args.batch_size, args.out, protocol=protocol,
@@ -43,7 +44,8 @@ def cmd_profile(args) -> int:
         print(_summary_table(df))
     else:
         print(f"latency_ms: min {df.latency_ms.min():.3f}  median {df.latency_ms.median():.3f}  "
-              f"max {df.latency_ms.max():.3f}; median spread {df.spread_pct.median():.2f} %")
+              f"max {df.latency_ms.max():.3f}")
+    print(noise_text(table_noise(df)))
     return 0
 
 
@@ -168,13 +170,13 @@ def cmd_sample(args) -> int:
 def cmd_build_lut(args) -> int:
     from ..hardware import describe_hardware
     from ..lut import build_lut
-    from ..profiling import TimingProtocol, create_backend
+    from ..profiling import create_backend
     from ..spaces import get_space
 
     space = get_space(args.space)
     res = resolutions(args.resolutions)
     backend = create_backend(args.backend, threads=args.threads, device=args.device)
-    protocol = TimingProtocol(rounds=args.rounds, max_rounds=max(args.rounds, args.max_rounds))
+    protocol = timing_protocol(args)
     info = build_lut(space, backend, res, args.out, batch_size=args.batch_size,
                      protocol=protocol, progress=not args.quiet)
     hw = Path(args.out) / "hardware.json"
@@ -228,9 +230,8 @@ def register(sub) -> None:
     pr.add_argument("--seed", type=int, default=0, help="sampling seed")
     pr.add_argument("--out", required=True, help="CSV table to append to (resumes if it exists; "
                     "one writer at a time)")
-    pr.add_argument("--rounds", type=positive_int, default=6)
+    add_timing_options(pr)
     pr.add_argument("--runs-per-round", type=positive_int, default=3)
-    pr.add_argument("--max-rounds", type=positive_int, default=10)
     pr.add_argument("--windows", type=positive_int, default=1,
                     help="time each subnet in this many windows, each with a fresh preparation "
                          "(more are added when two disagree, up to --max-windows)")
@@ -329,8 +330,7 @@ def register(sub) -> None:
     bl.add_argument("--threads", type=positive_int, default=1)
     bl.add_argument("--batch-size", type=positive_int, default=1)
     bl.add_argument("--resolutions", default="160,176,192,208,224")
-    bl.add_argument("--rounds", type=positive_int, default=6)
-    bl.add_argument("--max-rounds", type=positive_int, default=10)
+    add_timing_options(bl, max_rounds=10)
     bl.add_argument("--out", required=True, help="folder for <R>_lookup_table.yaml, layers.csv "
                     "and build.json (resumes if it exists)")
     bl.add_argument("--quiet", action="store_true")

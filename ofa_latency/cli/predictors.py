@@ -84,14 +84,22 @@ def cmd_finetune(args) -> int:
                              batch_size=args.batch_size, split=args.split)
     rep = pred.adaptation_
     if rep.cv_mape_pct:
-        print(f"{rep.folds}-fold cross-validated MAPE on {rep.n_samples} subnets:")
+        print(f"{rep.folds}-fold cross-validated MAPE on {rep.n_samples} subnets"
+              + (f" ({rep.repeats} repeats)" if rep.repeats > 1 else "") + ":")
+        width = max(len(m) for m in rep.cv_mape_pct)
         for m, v in sorted(rep.cv_mape_pct.items(), key=lambda kv: kv[1]):
-            print(f"  {m:16s} {v:7.2f} %{'  <- chosen' if m == rep.method else ''}")
+            w = rep.weights.get(m)
+            mark = "  <- chosen" if m == rep.method else (f"  weight {w:.2f}" if w else "")
+            print(f"  {m:{width}s} {v:7.2f} %{mark}")
     for w in rep.warnings:
         print(f"warning: {w}")
     print(f"base: {rep.base}")
     print(f"chosen: {rep.method} ({rep.reason}); fitted on {rep.n_samples} subnets in "
           f"{rep.seconds:.1f} s -> {args.out}")
+    if rep.expected_error:
+        lo, hi = rep.expected_error["interval_90_pct"]
+        print(f"expected error: {rep.expected_error['cv_mape_pct']:.2f} % MAPE; 90 % of new "
+              f"subnets within {lo:+.1f} % .. {hi:+.1f} % of the prediction")
     return 0
 
 

@@ -42,16 +42,26 @@ def _confidence(args, est):
 
 
 def print_verification(rounds):
-    for k, ver in enumerate(rounds, 1):
-        print(f"verification round {k} (search budget {ver.search_budget_ms:.3f} ms, measured "
-              f"budget {ver.budget_ms:.3f} ms):")
+    for ver in rounds:
+        mine = [(i, r) for i, r in enumerate(ver.rows) if r.get("round", ver.round) == ver.round]
+        print(f"verification round {ver.round} (search budget {ver.search_budget_ms:.3f} ms"
+              + (", predictor refitted on the measured candidates" if ver.refitted else "")
+              + f"; measured budget {ver.budget_ms:.3f} ms, met by the measured 90 % upper "
+                f"bound):")
         print(f"  {'#':>2s} {'accuracy':>9s} {'predicted ms':>13s} {'measured ms':>12s} "
-              f"{'meas/pred':>9s}  meets")
-        for i, r in enumerate(ver.rows):
-            mark = "  <- chosen" if i == ver.chosen else ""
+              f"{'+-90 %':>7s} {'meas/pred':>9s}  meets")
+        for i, r in mine:
+            mark = "  <- chosen" if ver is rounds[-1] and i == ver.chosen else ""
+            ci = f"{r['ci_pct']:6.1f}%" if r.get("ci_pct") is not None else "     - "
             print(f"  {i:2d} {r['accuracy']:9.4f} {r['predicted_ms']:13.3f} "
-                  f"{r['measured_ms']:12.3f} {r['measured_ms'] / r['predicted_ms']:9.3f}  "
+                  f"{r['measured_ms']:12.3f} {ci} {r['measured_ms'] / r['predicted_ms']:9.3f}  "
                   f"{'yes' if r['meets'] else 'NO'}{mark}")
+    last = rounds[-1] if rounds else None
+    if last is not None and last.chosen is not None and \
+            last.chosen_row.get("round", last.round) != last.round:
+        r = last.chosen_row
+        print(f"chosen: round {r['round']}'s candidate, {r['measured_ms']:.3f} ms measured "
+              f"(accuracy {r['accuracy']:.4f})")
 
 
 def cmd_search(args) -> int:
@@ -76,14 +86,19 @@ def cmd_search(args) -> int:
                    for e, b, name in zip(ests, args.latency_ms, args.estimator)]
     params = {"lam": args.lam} if args.finder == "gradient" and args.lam is not None else {}
     backend = None
+    if args.refit and not args.verify:
+        raise UsageError("--refit refits the predictor on the candidates --verify measures; "
+                         "give --verify too")
     if args.verify:
         from ..profiling import create_backend
 
         backend = create_backend(args.verify, threads=args.threads, device=args.device)
+    refit = _refitter(args.estimator[0]) if args.refit else None
     outcome = search_verify_deploy(constraints, acc, args.out, backend=backend,
                                    batch_size=args.batch_size, finder=args.finder,
                                    seed=args.seed, top_k=args.top_k, export=not args.no_export,
-                                   progress=not args.quiet, estimators=args.estimator, **params)
+                                   progress=not args.quiet, estimators=args.estimator,
+                                   refit=refit, max_rounds=args.rounds, **params)
     print_verification(outcome.rounds)
     print(outcome.summary)
     res = outcome.result
@@ -91,6 +106,31 @@ def cmd_search(args) -> int:
           f"files in {args.out}/ (report.json, summary.md"
           f"{', subnet.onnx' if outcome.report.get('onnx') else ''})")
     return 0
+
+
+def _refitter(spec):
+    """The closed loop's refit for the predictor folder ``spec`` names; refused at once (not
+    after the first round) when it cannot be refitted."""
+    import json
+    from pathlib import Path
+
+    from ..estimator import LatencyEstimator
+    from ..resolve import locate_predictor
+    from ..training import refit_with
+
+    folder = locate_predictor(spec).path
+
+    cfg = Path(folder) / "config.json"
+    meta = json.loads(cfg.read_text()).get("metadata") or {} if cfg.exists() else {}
+    if not meta.get("refit") or not (meta.get("data") or {}).get("path"):
+        raise UsageError(f"--refit: {folder} is not a predictor saved by 'ofa-latency "
+                         f"finetune' (no data table and fitting recorded in its config); "
+                         f"fine-tune one, or leave out --refit")
+    table = Path(meta["data"]["path"])
+    if not table.exists():
+        raise UsageError(f"--refit: {folder} was fine-tuned on {table}, which is not there "
+                         f"(recorded relative to the folder 'finetune' ran in)")
+    return lambda verified: LatencyEstimator(refit_with(folder, verified), check_machine=False)
 
 
 def cmd_demo(args) -> int:
@@ -151,6 +191,12 @@ def register(sub) -> None:
     se.add_argument("--verify", choices=["onnxruntime", "torch", "fake"], default=None,
                     help="profile the top candidates with this backend here and choose by "
                          "measured latency (against the first budget)")
+    se.add_argument("--refit", action="store_true",
+                    help="with --verify and a predictor made by 'ofa-latency finetune': refit "
+                         "it on the measured candidates between rounds and search again (the "
+                         "closed loop)")
+    se.add_argument("--rounds", type=positive_int, default=3,
+                    help="with --verify: searches at most (default 3)")
     se.add_argument("--threads", type=positive_int, default=1)
     se.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     se.add_argument("--batch-size", type=positive_int, default=1)

@@ -11,8 +11,13 @@ The protocol is built for a noisy shared machine:
    (``ref_latency_ms``) is recorded too. A table turns ratios into milliseconds with one
    reference level estimated from all its windows (:mod:`.scale`), so a machine-wide slowdown
    during a window cancels out and no single moment sets the scale;
-5. when the round ratios disagree by more than ``max_spread_pct`` (max - min over median),
-   more rounds are added, up to ``max_rounds``.
+5. every measurement carries its own uncertainty, ``ci_pct``: the half-width (percent of the
+   median) of a distribution-free 90 % interval of the median round ratio, from its order
+   statistics (:func:`median_interval`); with ``target_ci_pct`` set (the default) rounds are
+   added until that half-width reaches the target, up to ``max_rounds`` or ``max_seconds`` of
+   timing per window, so a noisy machine costs more device time and a quiet one less. Without
+   a target the older rule applies: rounds are added while the round ratios disagree by more
+   than ``max_spread_pct`` (max - min over median), up to ``max_rounds``.
 
 Windows: a subnet can be timed in ``windows`` independent windows, each with a freshly
 prepared copy of the subnet (a new module, new buffers). Some preparations run a subnet
@@ -27,12 +32,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import time
 from typing import Optional, Sequence
 
 import numpy as np
 
 __all__ = ["TimingProtocol", "TimingResult", "measure", "measure_windows", "combine_windows",
-           "windows_agree"]
+           "windows_agree", "median_interval", "INTERVAL_COVERAGE"]
+
+# the coverage of a measurement's own interval (``ci_pct``)
+INTERVAL_COVERAGE = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +51,13 @@ class TimingProtocol:
     warmup_runs: int = 5
     rounds: int = 6
     runs_per_round: int = 3
-    max_rounds: int = 10
+    max_rounds: int = 40
     max_spread_pct: float = 6.0
     windows: int = 1
     max_windows: int = 3
     agree_pct: float = 4.0
+    target_ci_pct: Optional[float] = 1.0
+    max_seconds: float = 3.0
 
     def __post_init__(self):
         for name in ("warmup_runs", "rounds", "runs_per_round", "max_rounds", "windows",
@@ -59,9 +70,12 @@ class TimingProtocol:
             raise ValueError(f"max_rounds = {self.max_rounds} < rounds = {self.rounds}")
         if self.max_windows < self.windows:
             raise ValueError(f"max_windows = {self.max_windows} < windows = {self.windows}")
-        for name in ("max_spread_pct", "agree_pct"):
+        for name in ("max_spread_pct", "agree_pct", "max_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} = {getattr(self, name)}; must be > 0")
+        if self.target_ci_pct is not None and not self.target_ci_pct > 0:
+            raise ValueError(f"target_ci_pct = {self.target_ci_pct}; must be > 0 (or None: "
+                             f"stop on max_spread_pct)")
 
 
 @dataclasses.dataclass
@@ -78,7 +92,8 @@ class TimingResult:
     n_windows: int = 1
     min_ms: float = float("nan")      # fastest round minimum of the target
     ref_min_ms: float = float("nan")  # fastest round minimum of the reference (nan if none)
-
+    ci_pct: float = float("nan")      # half-width of the 90 % interval of the estimate, percent
+    seconds: float = float("nan")     # wall time of the timed rounds
 
     def columns(self, level_ms: float) -> dict:
         """The measurement columns of a table row: ``latency_ms`` is ``ratio * level_ms``
@@ -89,7 +104,8 @@ class TimingResult:
         has_ratio = not math.isnan(self.ratio)
         return {"latency_ms": r(self.ratio * level_ms if has_ratio else self.latency_raw_ms, 5),
                 "latency_raw_ms": r(self.latency_raw_ms, 5), "ratio": r(self.ratio, 7),
-                "spread_pct": r(self.spread_pct, 3), "n_runs": self.n_runs,
+                "spread_pct": r(self.spread_pct, 3), "ci_pct": r(self.ci_pct, 3),
+                "n_runs": self.n_runs,
                 "n_rounds": self.n_rounds, "ref_latency_ms": r(self.ref_latency_ms, 5),
                 "ref_min_ms": r(self.ref_min_ms, 5), "ref_baseline_ms": r(level_ms, 5)}
 
@@ -101,6 +117,36 @@ def _round_min(runner, n):
 def _spread_pct(values):
     med = statistics.median(values)
     return 100.0 * (max(values) - min(values)) / med if med > 0 else float("inf")
+
+
+def median_interval(values, coverage: float = INTERVAL_COVERAGE) -> tuple[float, float]:
+    """A distribution-free interval for the median of ``values``: the order statistics
+    ``x(j+1) <= median <= x(n-j)`` with the largest ``j`` whose binomial coverage
+    ``1 - 2 P(Bin(n, 1/2) <= j)`` is at least ``coverage`` (the whole range when even that
+    of ``j = 0`` falls short, as with fewer than 5 values at 90 %).
+
+    Returns
+    -------
+    (low, high)
+        Equal to the single value for one value.
+    """
+    x = sorted(float(v) for v in values)
+    n = len(x)
+    if n == 0:
+        raise ValueError("median_interval of no values")
+    j, tail = 0, 0.0
+    for k in range((n - 1) // 2 + 1):
+        tail += math.comb(n, k) / 2.0 ** n  # P(Bin(n, 1/2) <= k)
+        if 2 * tail > 1 - coverage:
+            break
+        j = k
+    return x[j], x[n - 1 - j]
+
+
+def _ci_pct(values) -> float:
+    lo, hi = median_interval(values)
+    med = statistics.median(values)
+    return 100.0 * (hi - lo) / 2 / med if med > 0 else float("inf")
 
 
 def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
@@ -124,6 +170,7 @@ def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
         if reference is not None:
             reference.run(max(1, protocol.warmup_runs // 2))
     tgt, ref = [], []
+    t0 = time.perf_counter()
     while True:
         if reference is not None:
             ref.append(_round_min(reference, protocol.runs_per_round))
@@ -131,8 +178,14 @@ def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
         if len(tgt) < protocol.rounds:
             continue
         est = [t / r for t, r in zip(tgt, ref)] if reference is not None else tgt
-        if _spread_pct(est) <= protocol.max_spread_pct or len(tgt) >= protocol.max_rounds:
+        if len(tgt) >= protocol.max_rounds or time.perf_counter() - t0 >= protocol.max_seconds:
             break
+        if protocol.target_ci_pct is not None:
+            if _ci_pct(est) <= protocol.target_ci_pct:
+                break
+        elif _spread_pct(est) <= protocol.max_spread_pct:
+            break
+    seconds = time.perf_counter() - t0
     raw = statistics.median(tgt)
     if reference is not None:
         ratio = statistics.median(est)
@@ -142,7 +195,8 @@ def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
         ratio, ref_ms, ref_min, latency = float("nan"), float("nan"), float("nan"), raw
     return TimingResult(latency_ms=latency, latency_raw_ms=raw, ref_latency_ms=ref_ms,
                         spread_pct=_spread_pct(est), n_runs=len(tgt) * protocol.runs_per_round,
-                        n_rounds=len(tgt), ratio=ratio, min_ms=min(tgt), ref_min_ms=ref_min)
+                        n_rounds=len(tgt), ratio=ratio, min_ms=min(tgt), ref_min_ms=ref_min,
+                        ci_pct=_ci_pct(est), seconds=seconds)
 
 
 def _key(r: TimingResult) -> float:
@@ -157,7 +211,9 @@ def windows_agree(results: Sequence[TimingResult], agree_pct: float) -> bool:
 
 def combine_windows(results: Sequence[TimingResult]) -> TimingResult:
     """One result from several windows of the same subnet: the closest pair's mean (the only
-    window when there is one); runs and rounds are summed, the spread is the pair's own."""
+    window when there is one); runs and rounds are summed, the spread is the pair's own, and
+    the interval covers both windows' intervals and half the gap between them (a preparation
+    effect the rounds of one window cannot see)."""
     if len(results) == 1:
         return results[0]
     by_key = sorted(results, key=_key)
@@ -172,7 +228,9 @@ def combine_windows(results: Sequence[TimingResult]) -> TimingResult:
         spread_pct=max(a.spread_pct, b.spread_pct, 100 * (gaps[i] - 1)),
         n_runs=sum(r.n_runs for r in results), n_rounds=sum(r.n_rounds for r in results),
         ratio=mean(a.ratio, b.ratio), n_windows=len(results),
-        min_ms=min(r.min_ms for r in results), ref_min_ms=min(r.ref_min_ms for r in results))
+        min_ms=min(r.min_ms for r in results), ref_min_ms=min(r.ref_min_ms for r in results),
+        ci_pct=max(a.ci_pct, b.ci_pct, 50 * (gaps[i] - 1)),
+        seconds=sum(r.seconds for r in results))
 
 
 def measure_windows(prepare, reference=None,

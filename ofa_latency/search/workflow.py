@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..profiling.timing import TimingProtocol
 from .finders import SearchResult, search
 
 logger = logging.getLogger(__name__)
@@ -29,48 +30,77 @@ NOISE_FLOOR_PCT = 1.0
 
 @dataclasses.dataclass
 class Verification:
-    """Candidates measured on the device: predicted vs measured, and the one chosen."""
+    """Candidates measured on the device: predicted vs measured (with each measurement's own
+    90 % interval), and the one chosen."""
 
     budget_ms: float
     search_budget_ms: float
-    rows: list  # [{"arch", "accuracy", "predicted_ms", "measured_ms", "meets"}], search order
+    # [{"arch", "accuracy", "predicted_ms", "measured_ms", "ci_pct", "measured_upper_ms",
+    #   "meets", "round"}], search order
+    rows: list
     chosen: int | None
     table: str
+    round: int = 1
+    refitted: bool = False  # the search of this round ran on a predictor refitted on earlier rounds
 
     @property
     def chosen_row(self) -> dict | None:
         return None if self.chosen is None else self.rows[self.chosen]
 
+    def measured_over_predicted(self) -> float:
+        """Median measured / predicted latency of this round's candidates (above 1: the
+        predictor was optimistic where the search looked, the winner's curse)."""
+        mine = [r for r in self.rows if r.get("round", self.round) == self.round] or self.rows
+        return float(np.median([r["measured_ms"] / r["predicted_ms"] for r in mine]))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+# candidates are timed in two windows, each a fresh preparation, so their interval also sees
+# the preparation effects one window cannot (:func:`~ofa_latency.profiling.timing.combine_windows`)
+VERIFY_PROTOCOL = TimingProtocol(windows=2)
+
+
+def _upper_ms(measured_ms: float, ci_pct) -> float:
+    ci = float(ci_pct) if ci_pct is not None and np.isfinite(ci_pct) else NOISE_FLOOR_PCT
+    return measured_ms * (1 + ci / 100)
+
+
 def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: int = 5,
            constraint: int = 0, budget_ms: float | None = None, progress: bool = True,
-           owned: bool = False, allow_machine_change: bool = False) -> Verification:
+           owned: bool = False, allow_machine_change: bool = False,
+           protocol: TimingProtocol = VERIFY_PROTOCOL, round_no: int = 1) -> Verification:
     """Profile the ``top_k`` best candidates of ``result`` on ``backend`` (appended to the
-    resumable ``table``) and choose the most accurate whose measured latency meets the budget
-    of constraint ``constraint`` (or ``budget_ms``). ``owned``: the table was created by this
-    run, so appending to it skips the machine-state check."""
+    resumable ``table``, each until its own interval is tight: ``protocol``) and choose the
+    most accurate whose measured *upper bound* (the measurement plus its 90 % half-width)
+    meets the budget of constraint ``constraint`` (or ``budget_ms``). ``owned``: the table was
+    created by this run, so appending to it skips the machine-state check; ``round_no``: the
+    loop's round, recorded in each row."""
     from ..profiling import profile_subnets
 
     cands = result.candidates[:top_k]
     budget = float(budget_ms if budget_ms is not None else result.budgets_ms[constraint])
     subs = [space.validate(c["arch"]) for c in cands]
     df = profile_subnets(space, backend, subs, batch_size, table, progress=progress,
-                         check_machine=not owned, allow_machine_change=allow_machine_change)
-    measured = {(a, int(r)): float(v) for a, r, v in zip(df["arch"], df["image_size"],
-                                                         df["latency_ms"])}
+                         check_machine=not owned, allow_machine_change=allow_machine_change,
+                         protocol=protocol)
+    ci = df["ci_pct"] if "ci_pct" in df.columns else [float("nan")] * len(df)
+    measured = {(a, int(r)): (float(v), float(c)) for a, r, v, c in
+                zip(df["arch"], df["image_size"], df["latency_ms"], ci)}
     rows = []
     for c, s in zip(cands, subs):
-        m = measured[(s.arch_json(), s.image_size)]
+        m, half = measured[(s.arch_json(), s.image_size)]
+        upper = _upper_ms(m, half)
         rows.append({"arch": s.to_dict(), "accuracy": c["accuracy"],
                      "predicted_ms": c["latency_ms"][constraint], "measured_ms": m,
-                     "meets": m <= budget})
+                     "ci_pct": None if not np.isfinite(half) else half,
+                     "measured_upper_ms": round(upper, 5), "meets": upper <= budget,
+                     "round": round_no})
     ok = [i for i, r in enumerate(rows) if r["meets"]]
     chosen = max(ok, key=lambda i: rows[i]["accuracy"]) if ok else None
     return Verification(budget_ms=budget, search_budget_ms=result.budgets_ms[constraint],
-                        rows=rows, chosen=chosen, table=str(table))
+                        rows=rows, chosen=chosen, table=str(table), round=round_no)
 
 
 def confirm(space, backend, arch, batch_size: int, table, budget_ms: float) -> dict:
@@ -79,7 +109,7 @@ def confirm(space, backend, arch, batch_size: int, table, budget_ms: float) -> d
     written into ``report.json``. ``meets``: the confirmed latency is within the budget plus
     :data:`NOISE_FLOOR_PCT`."""
     from ..datasets import read_measurements
-    from ..profiling.timing import TimingProtocol, measure
+    from ..profiling.timing import measure
     from ..spaces import reference_subnet
 
     sub = space.validate(arch)
@@ -88,7 +118,8 @@ def confirm(space, backend, arch, batch_size: int, table, budget_ms: float) -> d
     level = float(read_measurements(table)["ref_baseline_ms"].iloc[0])
     ms = float(res.ratio * level) if res.ratio == res.ratio else float(res.latency_raw_ms)
     out = {"measured_ms": round(ms, 4), "ratio": round(float(res.ratio), 6),
-           "spread_pct": round(float(res.spread_pct), 2), "budget_ms": budget_ms,
+           "spread_pct": round(float(res.spread_pct), 2),
+           "ci_pct": round(float(res.ci_pct), 3), "budget_ms": budget_ms,
            "over_budget_pct": round(100 * (ms / budget_ms - 1), 2),
            "meets": bool(ms <= budget_ms * (1 + NOISE_FLOOR_PCT / 100))}
     if not out["meets"]:
@@ -98,40 +129,88 @@ def confirm(space, backend, arch, batch_size: int, table, budget_ms: float) -> d
     return out
 
 
+def _margin_pct(rows) -> float:
+    """The 90th percentile of the measured candidates' own half-widths (percent), or
+    :data:`NOISE_FLOOR_PCT` when none has one."""
+    ci = [r["ci_pct"] for r in rows if r.get("ci_pct") is not None]
+    return float(np.percentile(ci, 90)) if ci else NOISE_FLOOR_PCT
+
+
+def _key(row) -> str:
+    return json.dumps(row["arch"], sort_keys=True)
+
+
 def search_and_verify(constraints, acc, backend, batch_size: int, table, finder: str = "fast",
                       seed: int = 0, top_k: int = 5, max_rounds: int = 3, progress: bool = True,
-                      allow_machine_change: bool = False, **params):
-    """Search, verify the top candidates on the device (constraint 0's budget), and when none
-    meets it measured, search again with that budget tightened by the candidates' median
-    measured/predicted ratio (at most ``max_rounds`` searches).
+                      allow_machine_change: bool = False, refit=None, **params):
+    """Search, verify the top candidates on the device (constraint 0's budget), and search
+    again, at most ``max_rounds`` searches in all.
+
+    With ``refit`` (a callable taking the verification table as a DataFrame and returning a
+    new estimator for constraint 0, e.g. the fine-tuned predictor refitted with the measured
+    candidates added to its data) the loop is closed: after every round the predictor is
+    refitted on what was measured and the search runs again, until a search proposes no
+    candidate that is not measured yet (converged) or the rounds run out; the answer is the
+    most accurate candidate of any round whose measured upper bound meets the budget. Without
+    ``refit``, a round where none meets it is followed by a search under the budget tightened
+    by the candidates' median measured/predicted ratio. Every round resumes from the table.
 
     Returns
     -------
     (SearchResult, list of Verification)
-        The last search and every round's verification; the last one's ``chosen`` is the
-        answer (None when no round found a subnet that meets the budget measured).
+        The last search and every round's verification; the last one's ``rows`` are every
+        candidate measured in any round and its ``chosen`` is the answer (None when no
+        candidate met the budget measured).
     """
+    from ..datasets import read_measurements
+
     constraints = list(constraints)
     budget = constraints[0].latency_ms
     owned = not Path(table).exists()  # a table this run creates: its own rounds never fail
-    rounds = []
+    rounds, pool = [], {}
     current = constraints
+    res = None
     for k in range(max_rounds):
         res = search(current, acc, finder, seed=seed, top_k=max(top_k, 10), **params)
+        new = [c for c in res.candidates[:top_k] if json.dumps(c["arch"], sort_keys=True)
+               not in pool]
+        if k and refit is not None and not new:
+            logger.info("round %d: the refitted search proposes only measured candidates "
+                        "(converged)", k + 1)
+            break
         ver = verify(res, acc.space, backend, batch_size, table, top_k=top_k, budget_ms=budget,
                      progress=progress, owned=owned,
-                     allow_machine_change=allow_machine_change)
+                     allow_machine_change=allow_machine_change, round_no=k + 1)
+        ver.refitted = bool(k and refit is not None)
+        for r in ver.rows:
+            pool.setdefault(_key(r), r)
         rounds.append(ver)
-        ratios = [r["measured_ms"] / r["predicted_ms"] for r in ver.rows]
-        logger.info("round %d: search budget %.3f ms, %d of %d candidates meet %.3f ms measured "
-                    "(measured/predicted %.3f median)", k + 1, current[0].latency_ms,
-                    sum(r["meets"] for r in ver.rows), len(ver.rows), budget,
-                    float(np.median(ratios)))
+        logger.info("round %d: search budget %.3f ms, %d of %d candidates meet %.3f ms by their "
+                    "measured upper bound (measured/predicted %.3f median)", k + 1,
+                    current[0].latency_ms, sum(r["meets"] for r in ver.rows), len(ver.rows),
+                    budget, ver.measured_over_predicted())
+        # the next search leaves room for the measurement's own uncertainty: a candidate
+        # passes on its measured upper bound, so its point must sit that far under the budget
+        margin = 1 + _margin_pct(pool.values()) / 100
+        if refit is not None:
+            if k + 1 < max_rounds:
+                est = refit(read_measurements(table))
+                current = [dataclasses.replace(current[0], estimator=est,
+                                               latency_ms=constraints[0].latency_ms / margin)
+                           ] + current[1:]
+            continue
         if ver.chosen is not None:
-            return res, rounds
-        tighter = current[0].latency_ms / max(float(np.median(ratios)), 1.0) * 0.99
+            break
+        tighter = current[0].latency_ms / max(ver.measured_over_predicted(), 1.0) / margin
         current = [dataclasses.replace(current[0], latency_ms=tighter)] + current[1:]
-    logger.warning("no candidate met %.3f ms measured after %d searches", budget, max_rounds)
+    rows = list(pool.values())
+    ok = [i for i, r in enumerate(rows) if r["meets"]]
+    last = rounds[-1]
+    last.rows = rows
+    last.chosen = max(ok, key=lambda i: rows[i]["accuracy"]) if ok else None
+    if last.chosen is None:
+        logger.warning("no candidate met %.3f ms measured after %d searches", budget,
+                       len(rounds))
     return res, rounds
 
 
@@ -154,11 +233,15 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                          finder: str = "fast", seed: int = 0, top_k: int = 5,
                          export: bool = True, progress: bool = True, estimators=(),
                          setting: dict | None = None, hardware: dict | None = None,
-                         allow_machine_change: bool = False, **params) -> SearchOutcome:
+                         allow_machine_change: bool = False, refit=None, max_rounds: int = 3,
+                         **params) -> SearchOutcome:
     """The whole search step: search under ``constraints``; with ``backend``, verify the top
     ``top_k`` candidates on the device (:func:`search_and_verify`, table
-    ``out_dir/verify.csv``) and keep the most accurate that meets the budget measured; write
-    ``search.json``, ``report.json``, ``summary.md`` and (``export``) ``subnet.onnx``.
+    ``out_dir/verify.csv``; with ``refit``, the closed loop that refits the predictor on the
+    measured candidates between rounds) and keep the most accurate whose measured upper bound
+    meets the budget, then confirm it in a fresh window; write ``search.json``,
+    ``report.json`` (with every round's measured/predicted ratio: the winner's curse, before
+    and after refitting), ``summary.md`` and (``export``) ``subnet.onnx``.
 
     Raises
     ------
@@ -180,13 +263,19 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
         res, rounds = search_and_verify(constraints, acc, backend, batch_size, out / "verify.csv",
                                         finder=finder, seed=seed, top_k=top_k,
                                         progress=progress,
-                                        allow_machine_change=allow_machine_change, **params)
+                                        allow_machine_change=allow_machine_change,
+                                        refit=refit, max_rounds=max_rounds, **params)
         ver = rounds[-1]
         if ver.chosen is None:
-            best = min(ver.rows, key=lambda r: r["measured_ms"])
-            raise UsageError(f"no candidate met {constraints[0].latency_ms} ms measured on "
-                             f"{backend.name} after {len(rounds)} searches; the fastest "
-                             f"measured {best['measured_ms']:.3f} ms; see {out / 'verify.csv'}")
+            best = min(ver.rows, key=lambda r: r["measured_upper_ms"])
+            ci = best["ci_pct"]
+            raise UsageError(
+                f"no candidate met {constraints[0].latency_ms} ms measured on {backend.name} "
+                f"after {len(rounds)} searches; the closest measured {best['measured_ms']:.3f} "
+                f"ms" + (f" +- {ci:.1f} % (90 % interval up to {best['measured_upper_ms']:.3f} "
+                         f"ms)" if ci is not None else "")
+                + f" (accuracy {best['accuracy']:.4f}): {json.dumps(best['arch'])}; every "
+                  f"candidate is in {out / 'verify.csv'}")
         arch = ver.chosen_row["arch"]
         confirmation = confirm(first.space, backend, arch, batch_size, out / "verify.csv",
                                float(constraints[0].latency_ms))
@@ -199,14 +288,16 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                     hardware=hardware if hardware is not None else first.hardware,
                     estimators=list(estimators) or [c.name for c in constraints],
                     export=export, accuracy_source=getattr(acc, "source", None),
-                    accuracy_note=getattr(acc, "note", None), confirmation=confirmation)
+                    accuracy_note=getattr(acc, "note", None), confirmation=confirmation,
+                    rounds=rounds)
     return SearchOutcome(res, rounds, report, out)
 
 
 def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verification | None,
            batch_size: int = 1, setting: dict | None = None, hardware: dict | None = None,
            estimators=(), export: bool = True, accuracy_source: str | None = None,
-           accuracy_note: str | None = None, confirmation: dict | None = None) -> dict:
+           accuracy_note: str | None = None, confirmation: dict | None = None,
+           rounds=()) -> dict:
     """Write the chosen subnet and its evidence into ``out_dir``; returns the report."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,7 +320,15 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
         "estimators": list(estimators),
         "measured_ms": row["measured_ms"] if row else None,
         "meets_budget_measured": row["meets"] if row else None,
+        "measured_upper_ms": row.get("measured_upper_ms") if row else None,
         "confirmation": confirmation,
+        # the winner's curse: how far the candidates each round's search chose measured above
+        # their predictions, before (round 1) and after refitting on what was measured
+        "rounds": [{"round": v.round, "refitted": v.refitted,
+                    "search_budget_ms": v.search_budget_ms,
+                    "candidates": sum(r.get("round") == v.round for r in v.rows) or len(v.rows),
+                    "measured_over_predicted": round(v.measured_over_predicted(), 4)}
+                   for v in rounds],
         "batch_size": batch_size, "setting": setting, "hardware": hardware,
         "search_seconds": result.seconds, "search_extra": result.extra,
         "verification": verification.to_dict() if verification else None,
@@ -266,8 +365,18 @@ def summary_text(report: dict) -> str:
         lines.append(f"- budget {b:.3f} ms ({name}): predicted {pred:.3f} ms"
                      + (f" (searched under {sb:.3f} ms: {why})" if abs(sb - b) > 1e-9 else ""))
     if report["measured_ms"] is not None:
-        lines.append(f"- measured on the device: {report['measured_ms']:.3f} ms "
-                     f"({'meets' if report['meets_budget_measured'] else 'EXCEEDS'} the budget)")
+        upper = report.get("measured_upper_ms")
+        lines.append(f"- measured on the device: {report['measured_ms']:.3f} ms"
+                     + (f" (90 % upper bound {upper:.3f} ms)" if upper else "")
+                     + f" ({'meets' if report['meets_budget_measured'] else 'EXCEEDS'} the "
+                       f"budget)")
+        for r in report.get("rounds") or []:
+            lines.append(f"  - round {r['round']}"
+                         + (" (predictor refitted on the measured candidates)"
+                            if r["refitted"] else "")
+                         + f": {r['candidates']} candidates measured "
+                           f"{100 * (r['measured_over_predicted'] - 1):+.1f} % against their "
+                           f"predictions (median)")
     else:
         lines.append("- not verified on the device")
     if report.get("confirmation"):
