@@ -327,7 +327,8 @@ def rows_at_level(rows, table):
 
 def finetune_on_table(base, path, out=None, filters: dict | None = None, methods=None,
                       cv: int = 5, seed: int = 0, mix=(), hardware=None,
-                      batch_size: int | None = None, split: str = "all", extra=None):
+                      batch_size: int | None = None, split: str = "all", extra=None,
+                      luts=()):
     """Fine-tune the predictor ``base`` names (:func:`~ofa_latency.resolve.locate_predictor`)
     to the device of the table at ``path`` (:func:`~ofa_latency.adapt.finetune`) and save it
     with what it was fitted on.
@@ -399,7 +400,8 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
             "device_seconds": training_device_seconds(df, len(df)),
             # how to fit it again (refit_with): the arguments as given
             "refit": {"base": None if given_base is None else str(given_base),
-                      "mix": [str(m) for m in mix], "methods": list(methods) if methods else None,
+                      "mix": [str(m) for m in mix], "luts": [str(d) for d in luts],
+                      "methods": list(methods) if methods else None,
                       "cv": cv, "seed": seed,
                       "hardware": None if hardware is None else str(hardware),
                       "batch_size": batch_size}})
@@ -433,7 +435,7 @@ def refit_with(predictor_dir, rows):
                              methods=how["methods"], cv=how["cv"], seed=how["seed"],
                              mix=how["mix"], hardware=how["hardware"],
                              batch_size=how["batch_size"], split=data.get("split", "all"),
-                             extra=rows)
+                             extra=rows, luts=how.get("luts") or ())
 
 
 def lut_build_seconds(lut_dir) -> float | None:

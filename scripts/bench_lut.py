@@ -10,7 +10,8 @@ For each backend (1 thread, batch 1):
    (``data/lut_bench/<backend>_t1_subnets.csv``, resumable), split 80/20 by the fixed hash;
 3. on its test split: the raw LUT; the calibrated LUT (``a * LUT + b`` fitted on N measured
    train subnets); xgb trained from scratch on N; the shipped xgb of the committed host
-   fine-tuned on N (automatic choice); for N in ``--n`` (capped at the train split), 5 seeds
+   fine-tuned on N (automatic choice), and the same with the on-device LUT as a member of its
+   mix (``finetune --lut``); for N in ``--n`` (capped at the train split), 5 seeds
    (which N subnets). Device-seconds: the LUT's build time; N x this table's profiling time
    per subnet (plus the build for the calibrated LUT).
 """
@@ -29,6 +30,22 @@ sys.path.insert(0, str(ROOT))
 RES = (160, 176, 192, 208, 224)
 BASES = {"onnxruntime": "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_alone_xgb",
          "torch": "ofa_mbv3_w1.2_torch_cpu_t1_b1_xgb"}
+
+
+def committed(backend_name, work):
+    """The LUT folder and table already in ``work`` (no measuring: any host); the OFA-format
+    YAML tables are derived from its ``layers.csv`` (``finish-lut``)."""
+    from ofa_latency import get_space
+    from ofa_latency.datasets import read_measurements
+    from ofa_latency.lut import finish_lut
+    from ofa_latency.training import lut_build_seconds
+
+    lut_dir = work / f"{backend_name}_t1"
+    table = work / f"{backend_name}_t1_subnets.csv"
+    finish_lut(get_space("ofa_mbv3_w1.2"), lut_dir)
+    build = json.loads((lut_dir / "build.json").read_text())
+    return lut_dir, {"device_seconds": lut_build_seconds(lut_dir),
+                     "n_layers": build.get("n_layers")}, table, read_measurements(table)
 
 
 def collect(backend_name, work, n_subnets, seed=0):
@@ -76,6 +93,10 @@ def evaluate(backend_name, lut_dir, info, table, df, ns, seeds):
                 "xgb scratch": (create_predictor("xgb").fit(rows_n), n_eff * per_subnet),
                 "xgb fine-tuned": (finetune(base, rows_n, random_state=seed),
                                    n_eff * per_subnet),
+                # the on-device LUT as a member of the mix (finetune --lut)
+                "fine-tuned + LUT": (finetune(base, rows_n, random_state=seed, others=[raw],
+                                              other_names=["lut"]),
+                                     build_s + n_eff * per_subnet),
             }
             for name, (p, cost) in preds.items():
                 rows.append({**latency_metrics(y, p.predict(test)), "backend": backend_name,
@@ -114,6 +135,8 @@ def main(argv=None):
     p.add_argument("--work", default="data/lut_bench",
                    help="LUT folders and tables (committed; resumable: a rerun only measures what is missing)")
     p.add_argument("--collect-only", action="store_true")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="evaluate the committed tables in --work without measuring (any host)")
     p.add_argument("--json")
     p.add_argument("--plot")
     args = p.parse_args(argv)
@@ -121,7 +144,8 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     rows, meta = [], {}
     for b in args.backends:
-        lut_dir, info, table, df = collect(b, work, args.subnets)
+        lut_dir, info, table, df = committed(b, work) if args.evaluate_only else \
+            collect(b, work, args.subnets)
         if args.collect_only:
             continue
         r, m = evaluate(b, lut_dir, info, table, df, args.n, args.seeds)
@@ -153,7 +177,8 @@ def plot(summary, path):
     backends = sorted({s["backend"] for s in summary})
     fig, axes = plt.subplots(1, len(backends), figsize=(5.5 * len(backends), 4), squeeze=False)
     for ax, b in zip(axes[0], backends):
-        for m, style in (("calibrated LUT", "s--"), ("xgb scratch", "o:"), ("xgb fine-tuned", "o-")):
+        for m, style in (("calibrated LUT", "s--"), ("xgb scratch", "o:"), ("xgb fine-tuned", "o-"),
+                         ("fine-tuned + LUT", "^-")):
             ss = sorted([s for s in summary if s["backend"] == b and s["method"] == m],
                         key=lambda s: s["device_seconds"])
             ax.plot([s["device_seconds"] for s in ss], [s["rmse_ms"] for s in ss], style,

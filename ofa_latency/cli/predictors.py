@@ -81,7 +81,7 @@ def cmd_finetune(args) -> int:
     check_out_folder(args.out)
     pred = finetune_on_table(args.base, args.data, args.out, filters(args), args.methods,
                              args.cv, args.seed, mix=args.mix or (), hardware=args.hardware,
-                             batch_size=args.batch_size, split=args.split)
+                             batch_size=args.batch_size, split=args.split, luts=args.lut)
     rep = pred.adaptation_
     if rep.cv_mape_pct:
         print(f"{rep.folds}-fold cross-validated MAPE on {rep.n_samples} subnets"
@@ -232,6 +232,9 @@ def register(sub) -> None:
     ft.add_argument("--mix", nargs="+", metavar="NAME_OR_DIR",
                     help="more bases (other devices' predictors): adds the 'mix' method, a "
                          "non-negative combination of all bases' tables")
+    ft.add_argument("--lut", nargs="+", metavar="DIR", default=(),
+                    help="OFA-format lookup tables built on the device ('ofa-latency build-lut'): "
+                         "each joins the mix and is a candidate by its own scale")
     ft.add_argument("--cv", type=int, default=5, help="cross-validation folds")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--out", required=True, help="predictor folder to write")
