@@ -14,6 +14,8 @@ setting it reports:
 
     python scripts/noise_floor.py --n 50 --out data/benchmarks/noise_floor.json
     python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_w2   # windows compared
+    python scripts/noise_floor.py --n 50 --settings onnxruntime_t1 onnxruntime_t1_fixed torch_t1 torch_t1_fixed
+                                    # per-row intervals and adaptive rounds against the fixed protocol
 
 With the default seed 0 the subnets are the first ones of the committed tables.
 """
@@ -32,15 +34,19 @@ from scipy.stats import kendalltau
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-# name: (backend, threads, windows per subnet)
-SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1), "torch_t1": ("torch", 1, 1),
-            "onnxruntime_t1_w2": ("onnxruntime", 1, 2), "torch_t1_w2": ("torch", 1, 2)}
+# name: (backend, threads, windows per subnet, more profile options); "_fixed": the protocol
+# before rows carried their own interval (rounds until their spread is under 6 %, at most 10)
+FIXED = ["--target-ci-pct", "0", "--max-rounds", "10"]
+SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1, 1, []),
+            "onnxruntime_t1_w2": ("onnxruntime", 1, 2, []), "torch_t1_w2": ("torch", 1, 2, []),
+            "onnxruntime_t1_fixed": ("onnxruntime", 1, 1, FIXED),
+            "torch_t1_fixed": ("torch", 1, 1, FIXED)}
 
 
-def run_pass(backend, threads, windows, archs, out):
+def run_pass(backend, threads, windows, archs, out, extra=()):
     cmd = [sys.executable, "-m", "ofa_latency.cli", "profile", "--space", "ofa_mbv3_w1.2",
            "--backend", backend, "--threads", str(threads), "--windows", str(windows),
-           "--archs", str(archs), "--out", str(out), "--quiet", "--show", "0"]
+           "--archs", str(archs), "--out", str(out), "--quiet", "--show", "0", *extra]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     return time.perf_counter() - t0
@@ -54,7 +60,7 @@ def compare(a, b) -> dict:
     ape_free = 100 * np.abs(y / factor - x) / x
     ape_abs = 100 * np.abs(y - x) / x
     raw = 100 * np.abs(m.latency_raw_ms_2 - m.latency_raw_ms_1) / m.latency_raw_ms_1
-    return {
+    out = {
         "n_pairs": int(len(m)),
         "scale_free_mape_pct": round(float(ape_free.mean()), 3),
         "scale_free_p95_ape_pct": round(float(np.percentile(ape_free, 95)), 3),
@@ -68,7 +74,16 @@ def compare(a, b) -> dict:
         "reference_level_ms": [round(float(a.ref_baseline_ms.iloc[0]), 4),
                                round(float(b.ref_baseline_ms.iloc[0]), 4)],
         "median_latency_ms": round(float(np.median(x)), 3),
+        "median_rounds": [float(a.n_rounds.median()), float(b.n_rounds.median())],
     }
+    if m["ci_pct_1"].notna().all() and m["ci_pct_2"].notna().all():
+        # do the rows' own intervals explain the retest? the difference of two measurements,
+        # each known to +-ci at 90 %, is within sqrt(ci1^2 + ci2^2) for most subnets
+        half = np.sqrt(m.ci_pct_1.to_numpy() ** 2 + m.ci_pct_2.to_numpy() ** 2)
+        out["median_ci_pct"] = [round(float(a.ci_pct.median()), 3),
+                                round(float(b.ci_pct.median()), 3)]
+        out["retest_within_own_intervals_pct"] = round(float(100 * np.mean(ape_free <= half)), 1)
+    return out
 
 
 def main(argv=None):
@@ -93,11 +108,11 @@ def main(argv=None):
     walls = {}
     for pas in (1, 2):
         for name in args.settings:
-            backend, threads, windows = SETTINGS[name]
+            backend, threads, windows, extra = SETTINGS[name]
             out = work / f"{name}_pass{pas}.csv"
             out.unlink(missing_ok=True)
             out.with_name(out.name + ".hardware.json").unlink(missing_ok=True)
-            walls[(name, pas)] = run_pass(backend, threads, windows, archs, out)
+            walls[(name, pas)] = run_pass(backend, threads, windows, archs, out, extra)
 
     results = {"n_subnets": args.n, "seed": args.seed,
                "hardware": describe_hardware("onnxruntime", 1), "settings": {}}

@@ -303,6 +303,8 @@ def test_cli_search_refit_closes_the_loop(acc, fake_est, mbv3, tmp_path, capsys,
     assert rep["rounds"][0]["refitted"] is False and len(rep["rounds"]) >= 1
     assert all(r["refitted"] for r in rep["rounds"][1:])
     assert rep["measured_upper_ms"] <= budget and "verification round 1" in text
+    chosen = next(r for r in rep["verification"]["rows"] if r["arch"] == rep["arch"])
+    assert rep["predicted_ms"][0] == chosen["predicted_ms"]  # whichever round proposed it
     assert "against their predictions" in (tmp_path / "run" / "summary.md").read_text()
     assert main(common + ["--refit", "--out", "run2"]) == 2
     assert "give --verify too" in capsys.readouterr().err

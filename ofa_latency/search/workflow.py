@@ -308,11 +308,13 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
     user = result.extra.get("user_budgets_ms", result.budgets_ms)
     report = {
         "space": space.name, "arch": sub.to_dict(), "finder": result.finder,
-        "accuracy": cand["accuracy"] if cand else result.accuracy,
+        # the chosen subnet may come from an earlier round's search than the last one
+        "accuracy": cand["accuracy"] if cand else (row["accuracy"] if row else result.accuracy),
         "accuracy_label": result.accuracy_label,
         "accuracy_source": accuracy_source,
         "accuracy_note": accuracy_note,
-        "predicted_ms": cand["latency_ms"] if cand else None,
+        "predicted_ms": cand["latency_ms"] if cand else (
+            [row["predicted_ms"]] + [None] * (len(result.budgets_ms) - 1) if row else None),
         # the user's budgets (a re-search after verification searched under a tighter one)
         "budgets_ms": ([verification.budget_ms] + user[1:]) if verification else user,
         "confidence": result.extra.get("confidence"),
@@ -358,7 +360,8 @@ def summary_text(report: dict) -> str:
              f"{acc:.4f}" + ("" if proxy else f" ({100 * acc:.2f} %)")]
     for i, b in enumerate(report["budgets_ms"]):
         name = report["estimators"][i] if i < len(report["estimators"]) else f"constraint {i}"
-        pred = report["predicted_ms"][i] if report["predicted_ms"] else float("nan")
+        pred = (report["predicted_ms"] or [None] * (i + 1))[i]
+        pred = float("nan") if pred is None else pred
         sb = report["search_budgets_ms"][i]
         conf = (report.get("confidence") or [None] * (i + 1))[i]
         why = f"its {conf:g} upper bound meets the budget" if conf else "after verification"
