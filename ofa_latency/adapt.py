@@ -401,8 +401,10 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         ape = (100 * np.abs(combined - y) / y).mean(axis=0)
         if best == "average":
             cv_mape["average"] = round(float(ape.mean()), 4)
-        final.interval_ = IntervalCalibration.from_predictions(y, combined[0],
-                                                               "cross-validation")
+        # a fold's fit may predict a latency <= 0 (maximally wrong; its score says so): the
+        # interval takes it as the smallest positive latency instead
+        final.interval_ = IntervalCalibration.from_predictions(
+            y, np.maximum(combined[0], 1e-3 * float(y.min())), "cross-validation")
         lo, hi = final.interval_.factors(0.9)
         expected = {"cv_mape_pct": round(float(ape.mean()), 4), "interval_90_pct":
                     [round(100 * (lo - 1), 2), round(100 * (hi - 1), 2)]}

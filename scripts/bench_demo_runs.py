@@ -72,6 +72,12 @@ def main(argv=None) -> int:
             budget = rep["budgets_ms"][0]
             row.update({"budget_ms": budget, "predicted_ms": rep["predicted_ms"][0],
                         "verified_ms": rep["measured_ms"],
+                        "verified_upper_ms": rep.get("measured_upper_ms"),
+                        # measured / predicted per round: the winner's curse before and after
+                        # the refit
+                        "rounds": [{k: v[k] for k in ("round", "refitted", "candidates",
+                                                       "measured_over_predicted")}
+                                   for v in rep.get("rounds") or []],
                         "confirmed_ms": (rep.get("confirmation") or {}).get("measured_ms"),
                         "remeasured_ms": again,
                         "remeasured_over_budget_pct": round(100 * (again / budget - 1), 2)})
@@ -79,10 +85,23 @@ def main(argv=None) -> int:
             row["error"] = (r.stderr.strip().splitlines() or [""])[-1][:300]
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.json:  # after every run: a stopped benchmark keeps what it measured
+            Path(args.json).write_text(json.dumps({"rows": rows, "partial": True}, indent=1))
     ok = [r for r in rows if r["exit_code"] == 0]
+    import statistics
+
+    def med(values):
+        return round(statistics.median(values), 4) if values else None
+
     summary = {"runs": len(rows), "finished": len(ok), "companions": args.companions,
                "finished_with_busy_loop": sum(r["busy_loop"] for r in ok),
-               "remeasured_over_budget_pct": [r["remeasured_over_budget_pct"] for r in ok]}
+               "remeasured_over_budget_pct": [r["remeasured_over_budget_pct"] for r in ok],
+               "wall_s_median": med([r["wall_s"] for r in ok]),
+               "round1_measured_over_predicted_median":
+                   med([r["rounds"][0]["measured_over_predicted"] for r in ok if r["rounds"]]),
+               "refitted_measured_over_predicted_median":
+                   med([v["measured_over_predicted"] for r in ok for v in r["rounds"]
+                        if v["refitted"]])}
     print(json.dumps(summary))
     if args.json:
         Path(args.json).write_text(json.dumps({

@@ -96,6 +96,9 @@ def main(argv=None):
     p.add_argument("--bases", default="shipped", choices=["shipped", "same-batch"],
                    help="HELP cases: the candidate bases (see above)")
     p.add_argument("--json", default=None)
+    p.add_argument("--resume", default=None,
+                   help="a JSON-lines file: each finished (case, N, seed) is appended to it, and "
+                        "those already in it are not run again")
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
 
@@ -107,13 +110,20 @@ def main(argv=None):
 
     cases = (help_cases(args.batches, args.bases) if "help" in args.cases else []) + \
         (cpu_cases() if "cpu" in args.cases else [])
-    results = []
+    results, done = [], set()
+    if args.resume and Path(args.resume).exists():
+        results = [json.loads(line) for line in Path(args.resume).read_text().splitlines()
+                   if line.strip()]
+        done = {(r["case"], r["n"], r["seed"]) for r in results}
+        print(f"resuming: {len(done)} runs already in {args.resume}")
     for name, base_names, df in cases:
         bases = {b: LatencyEstimator.from_pretrained(b, check_machine=False).predictor
                  for b in base_names}
         train, test = df[df.split == "train"], df[df.split == "test"]
         for n in args.n:
             for seed in range(args.seeds):
+                if (name, n, seed) in done:
+                    continue
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
                 base_name = best_scaled_base(bases, rows)
                 base = bases[base_name]
@@ -141,6 +151,9 @@ def main(argv=None):
                                    other_names=names)
                     rec["test_mape_pct"][m_key] = mape(one, test)
                 results.append(rec)
+                if args.resume:
+                    with open(args.resume, "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
                 print(json.dumps({k: rec[k] for k in ("case", "n", "seed", "base", "auto_method",
                                                       "one_se_method", "auto_seconds")}),
                       {k: round(v, 2) for k, v in rec["test_mape_pct"].items()}, flush=True)
@@ -161,8 +174,8 @@ def summarise(results):
                                  "tau": [], "seconds": [], "chosen": []})
         for m, v in r["test_mape_pct"].items():
             s["mape"].setdefault(m, []).append(v)
-        s["rho"].append(r["auto_spearman_rho"])
-        s["tau"].append(r["auto_kendall_tau"])
+        s["rho"].append(r.get("auto_spearman_rho", np.nan))  # not kept for runs read from a log
+        s["tau"].append(r.get("auto_kendall_tau", np.nan))
         s["seconds"].append(r["auto_seconds"])
         s["chosen"].append(r["auto_method"])
     for s in out.values():
@@ -175,7 +188,7 @@ def summarise(results):
         best = np.array(s["mape"][s["best_single"]])
         s["auto_worst_seed_over_best"] = float(np.max(np.array(s["mape"]["auto"]) / best))
         s["one_se_worst_seed_over_best"] = float(np.max(np.array(s["mape"]["one_se"]) / best))
-        s["rho_mean"], s["tau_mean"] = float(np.mean(s["rho"])), float(np.mean(s["tau"]))
+        s["rho_mean"], s["tau_mean"] = float(np.nanmean(s["rho"])), float(np.nanmean(s["tau"]))
         s["seconds_max"] = float(np.max(s["seconds"]))
     return list(out.values())
 
