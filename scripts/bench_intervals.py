@@ -4,8 +4,9 @@
 
 The cases of scripts/bench_finetune.py (HELP leave one GPU out at batch 1, 32 and 64; the CPU
 cross-host pairs): for N measured subnets of the new device (seeded draws from its train
-split) the automatic fine-tuning (:func:`ofa_latency.finetune`) and its interval, calibrated on
-the chosen method's out-of-fold residuals; then on the device's whole test split: the share of
+split) the automatic fine-tuning (:func:`ofa_latency.finetune`, with the bases
+``finetune`` without ``--base`` considers) and its interval, calibrated on the out-of-fold
+residuals of its weighted candidates; then on the device's whole test split: the share of
 measured latencies inside the two-sided 90 % interval, the share above the one-sided 90 % upper
 bound (what ``--confidence 0.9`` budgets against; nominal 10 %), and the interval's width.
 """
@@ -53,8 +54,10 @@ def main(argv=None) -> int:
         for n in args.n:
             for seed in range(args.seeds):
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
-                base = bases[best_scaled_base(bases, rows)]
-                ft = finetune(base, rows, random_state=seed)
+                base_name = best_scaled_base(bases, rows)  # as finetune without --base
+                names = [b for b in bases if b != base_name]
+                ft = finetune(bases[base_name], rows, random_state=seed,
+                              others=[bases[b] for b in names], other_names=names)
                 pred = ft.predict(test)
                 lo, hi = ft.interval_factors(args.coverage)
                 _, up1 = ft.interval_factors(2 * args.coverage - 1)
