@@ -62,8 +62,10 @@ def main(argv=None) -> int:
         for n in args.n:
             for seed in range(args.seeds):
                 sample = train.sample(n=min(n, len(train)), random_state=seed)
-                base = bases[best_scaled_base(bases, sample)]
-                ft = finetune(base, sample, random_state=seed)
+                base_name = best_scaled_base(bases, sample)  # as finetune without --base
+                names = [b for b in bases if b != base_name]
+                ft = finetune(bases[base_name], sample, random_state=seed,
+                              others=[bases[b] for b in names], other_names=names)
                 pred = ft.predict(pool)
                 for q, budget in budgets.items():
                     oracle = int(np.argmax(np.where(y <= budget, a, -np.inf)))
