@@ -118,12 +118,9 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
         """The fine-tuned predictor refitted with the verified candidates added to its data
         (at the measurement table's reference level: both tables hold ratios to the same
         reference subnet)."""
-        import pandas as pd
+        from .training import with_rows
 
-        from .training import rows_at_level
-
-        data = pd.concat([df, rows_at_level(verified, df)], ignore_index=True)
-        data = data.drop_duplicates(["arch", "image_size"], keep="first")
+        data = with_rows(df, verified)
         again = finetune(base_est.predictor, data, random_state=seed, base_name=base)
         say(f"      refitted on {len(data)} subnets ({len(data) - len(df)} verified): "
             f"{again.adaptation_.method}")

@@ -20,9 +20,10 @@ from .profiling import table_hardware_path
 logger = logging.getLogger(__name__)
 
 __all__ = ["single_setting", "train_on_table", "train_conditioned", "finetune_on_table",
-           "evaluate_on_table", "compare_on_table", "shipped_bases", "best_scaled_base", "trained_on", "rows_to_score",
-           "refit_with", "rows_at_level",
-           "setting_warnings", "interval_coverage", "training_device_seconds", "lut_build_seconds", "SPLITS"]
+           "evaluate_on_table", "compare_on_table", "shipped_bases", "best_scaled_base",
+           "base_and_others", "trained_on", "rows_to_score", "refit_with", "refit_source",
+           "with_rows", "setting_warnings", "interval_coverage", "training_device_seconds",
+           "lut_build_seconds", "SPLITS"]
 
 
 def _portable_path(path: Path) -> str:
@@ -313,16 +314,26 @@ def best_scaled_base(bases: dict, df) -> str:
     return min(bases, key=lambda name: scaled_mape(bases[name]))
 
 
-def rows_at_level(rows, table):
-    """``rows`` of another table of the same setting (e.g. a verification table) with their
-    ``latency_ms`` expressed at ``table``'s reference level (``ratio`` times it): both hold
-    ratios to the same reference subnet, so the two tables' rows can be fitted together."""
+def with_rows(table, rows):
+    """``table``'s rows plus ``rows`` of another table of the same setting (e.g. a
+    verification table), theirs with ``latency_ms`` expressed at ``table``'s reference level
+    (``ratio`` times it: both hold ratios to the same reference subnet); a subnet already in
+    ``table`` keeps its row there."""
     rows = rows.copy()
     level = table["ref_baseline_ms"] if "ref_baseline_ms" in table.columns else None
     if level is not None and level.notna().all() and len(level) and \
             "ratio" in rows.columns and rows["ratio"].notna().all():
         rows["latency_ms"] = rows["ratio"].astype(float) * float(level.iloc[0])
-    return rows
+    return pd.concat([table, rows], ignore_index=True).drop_duplicates(
+        ["arch", "image_size"], keep="first").reset_index(drop=True)
+
+
+def base_and_others(bases: dict, df) -> tuple[str, list[str]]:
+    """Which of ``bases`` (``{name: predictor}``) ``finetune`` starts from on the rows
+    ``df`` without a named base (:func:`best_scaled_base`), and the names of the others,
+    which join the mix."""
+    name = best_scaled_base(bases, df)
+    return name, [n for n in bases if n != name]
 
 
 def finetune_on_table(base, path, out=None, filters: dict | None = None, methods=None,
@@ -358,37 +369,38 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
         raise UsageError(f"{path}: {len(df)} rows after --filter and --split {split}; need at "
                          f"least 2 measured subnets")
     if extra is not None and len(extra):
-        df = pd.concat([df, rows_at_level(extra, df)], ignore_index=True).drop_duplicates(
-            ["arch", "image_size"], keep="first").reset_index(drop=True)
+        df = with_rows(df, extra)
     others = [resolve_predictor(m) for m in mix]
     given_base = base
     names = [str(m) for m in mix]
-    kind = None
+    kind, base_pred = None, None
     if base is None:
         bases = shipped_bases(df)
         if not bases:
             raise UsageError(f"no shipped predictor of {setting['space']} on a "
                              f"{setting['device_type']} device to start from; give --base")
-        base = best_scaled_base(bases, df)
-        others += [p for n, p in bases.items() if n != base]
-        names += [n for n in bases if n != base]
+        base, rest = base_and_others(bases, df)
+        base_pred = bases[base]
+        others += [bases[n] for n in rest]
+        names += rest
         logger.info("base %s (best global-scale fit of %d shipped predictors; the others join "
                     "the mix)", base, len(bases))
-    src = locate_predictor(base)
-    if src.kind == "conditioned":
-        from .conditioned import ConditionedPredictor, read_hardware
+    if base_pred is None:  # a named base (a shipped one chosen above is resolved already)
+        src = locate_predictor(base)
+        if src.kind == "conditioned":
+            from .conditioned import ConditionedPredictor, read_hardware
 
-        model = ConditionedPredictor.load(src.path)
-        hw = read_hardware(hardware, batch_size) if hardware is not None else \
-            read_hardware(path, references=model.references_)
-        base_pred = model.resolve(hw, random_state=seed)
-        members = model.member_predictors(like=hw)
-        others += members
-        names += [f"{base}[member {k}]" for k in range(len(members))]
-        kind = model.member_kind if model.member_kind in list_predictors() else None
-        logger.info("conditioned base resolved for %s: %s", hw.name, base_pred.conditioning_)
-    else:
-        base_pred = resolve_predictor(base, hardware=hardware, batch_size=batch_size)
+            model = ConditionedPredictor.load(src.path)
+            hw = read_hardware(hardware, batch_size) if hardware is not None else \
+                read_hardware(path, references=model.references_)
+            base_pred = model.resolve(hw, random_state=seed)
+            members = model.member_predictors(like=hw)
+            others += members
+            names += [f"{base}[member {k}]" for k in range(len(members))]
+            kind = model.member_kind if model.member_kind in list_predictors() else None
+            logger.info("conditioned base resolved for %s: %s", hw.name, base_pred.conditioning_)
+        else:
+            base_pred = resolve_predictor(base, hardware=hardware, batch_size=batch_size)
     names = [n if names.count(n) == 1 else f"{n}#{k}" for k, n in enumerate(names)]
     pred = finetune(base_pred, df, methods=methods, cv=cv, random_state=seed,
                     base_name=str(base), others=others, kind=kind, other_names=names)
@@ -408,11 +420,9 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
     return pred
 
 
-def refit_with(predictor_dir, rows):
-    """The fine-tuned predictor saved at ``predictor_dir`` (by :func:`finetune_on_table`)
-    fitted again, the same way, on its own table plus ``rows`` (a DataFrame of the same
-    setting, e.g. the candidates a verification measured): the refit of the closed search
-    loop (:func:`~ofa_latency.search.workflow.search_and_verify`).
+def refit_source(predictor_dir) -> tuple[Path, dict, dict]:
+    """What :func:`refit_with` repeats for the folder: ``(table, data, how)`` from its config
+    (the table it was fine-tuned on, the ``data`` and ``refit`` metadata).
 
     Raises
     ------
@@ -431,6 +441,21 @@ def refit_with(predictor_dir, rows):
         raise UsageError(f"{predictor_dir} was fine-tuned on {table}, which is not there (it is "
                          f"recorded relative to the folder the command ran in): run from that "
                          f"folder to refit")
+    return table, data, how
+
+
+def refit_with(predictor_dir, rows):
+    """The fine-tuned predictor saved at ``predictor_dir`` (by :func:`finetune_on_table`)
+    fitted again, the same way, on its own table plus ``rows`` (a DataFrame of the same
+    setting, e.g. the candidates a verification measured): the refit of the closed search
+    loop (:func:`~ofa_latency.search.workflow.search_and_verify`).
+
+    Raises
+    ------
+    UsageError
+        When the folder cannot be refitted (:func:`refit_source`).
+    """
+    table, data, how = refit_source(predictor_dir)
     return finetune_on_table(how["base"], table, filters=data.get("filters") or None,
                              methods=how["methods"], cv=how["cv"], seed=how["seed"],
                              mix=how["mix"], hardware=how["hardware"],

@@ -106,7 +106,7 @@ def main(argv=None):
 
     from ofa_latency import LatencyEstimator
     from ofa_latency.adapt import finetune, list_methods
-    from ofa_latency.training import best_scaled_base
+    from ofa_latency.training import base_and_others
 
     cases = (help_cases(args.batches, args.bases) if "help" in args.cases else []) + \
         (cpu_cases() if "cpu" in args.cases else [])
@@ -125,9 +125,8 @@ def main(argv=None):
                 if (name, n, seed) in done:
                     continue
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
-                base_name = best_scaled_base(bases, rows)
+                base_name, names = base_and_others(bases, rows)  # finetune without --base
                 base = bases[base_name]
-                names = [b for b in bases if b != base_name]
                 others = [bases[b] for b in names]
                 t0 = time.perf_counter()
                 auto = finetune(base, rows, random_state=seed, base_name=base_name,

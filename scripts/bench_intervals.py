@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 
     from ofa_latency import LatencyEstimator
     from ofa_latency.adapt import finetune
-    from ofa_latency.training import best_scaled_base
+    from ofa_latency.training import base_and_others
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,8 +54,7 @@ def main(argv=None) -> int:
         for n in args.n:
             for seed in range(args.seeds):
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
-                base_name = best_scaled_base(bases, rows)  # as finetune without --base
-                names = [b for b in bases if b != base_name]
+                base_name, names = base_and_others(bases, rows)  # finetune without --base
                 ft = finetune(bases[base_name], rows, random_state=seed,
                               others=[bases[b] for b in names], other_names=names)
                 pred = ft.predict(test)

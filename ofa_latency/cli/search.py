@@ -111,25 +111,15 @@ def cmd_search(args) -> int:
 def _refitter(spec):
     """The closed loop's refit for the predictor folder ``spec`` names; refused at once (not
     after the first round) when it cannot be refitted."""
-    import json
-    from pathlib import Path
-
     from ..estimator import LatencyEstimator
     from ..resolve import locate_predictor
-    from ..training import refit_with
+    from ..training import refit_source, refit_with
 
     folder = locate_predictor(spec).path
-
-    cfg = Path(folder) / "config.json"
-    meta = json.loads(cfg.read_text()).get("metadata") or {} if cfg.exists() else {}
-    if not meta.get("refit") or not (meta.get("data") or {}).get("path"):
-        raise UsageError(f"--refit: {folder} is not a predictor saved by 'ofa-latency "
-                         f"finetune' (no data table and fitting recorded in its config); "
-                         f"fine-tune one, or leave out --refit")
-    table = Path(meta["data"]["path"])
-    if not table.exists():
-        raise UsageError(f"--refit: {folder} was fine-tuned on {table}, which is not there "
-                         f"(recorded relative to the folder 'finetune' ran in)")
+    try:
+        refit_source(folder)
+    except UsageError as exc:
+        raise UsageError(f"--refit: {exc}") from None
     return lambda verified: LatencyEstimator(refit_with(folder, verified), check_machine=False)
 
 

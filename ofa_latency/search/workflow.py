@@ -97,10 +97,9 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
                      "ci_pct": None if not np.isfinite(half) else half,
                      "measured_upper_ms": round(upper, 5), "meets": upper <= budget,
                      "round": round_no})
-    ok = [i for i, r in enumerate(rows) if r["meets"]]
-    chosen = max(ok, key=lambda i: rows[i]["accuracy"]) if ok else None
     return Verification(budget_ms=budget, search_budget_ms=result.budgets_ms[constraint],
-                        rows=rows, chosen=chosen, table=str(table), round=round_no)
+                        rows=rows, chosen=_most_accurate(rows), table=str(table),
+                        round=round_no)
 
 
 def confirm(space, backend, arch, batch_size: int, table, budget_ms: float) -> dict:
@@ -140,6 +139,12 @@ def _key(row) -> str:
     return json.dumps(row["arch"], sort_keys=True)
 
 
+def _most_accurate(rows) -> int | None:
+    """The index of the most accurate row that meets the budget (None when none does)."""
+    ok = [i for i, r in enumerate(rows) if r["meets"]]
+    return max(ok, key=lambda i: rows[i]["accuracy"]) if ok else None
+
+
 def search_and_verify(constraints, acc, backend, batch_size: int, table, finder: str = "fast",
                       seed: int = 0, top_k: int = 5, max_rounds: int = 3, progress: bool = True,
                       allow_machine_change: bool = False, refit=None, **params):
@@ -172,8 +177,7 @@ def search_and_verify(constraints, acc, backend, batch_size: int, table, finder:
     res = None
     for k in range(max_rounds):
         res = search(current, acc, finder, seed=seed, top_k=max(top_k, 10), **params)
-        new = [c for c in res.candidates[:top_k] if json.dumps(c["arch"], sort_keys=True)
-               not in pool]
+        new = [c for c in res.candidates[:top_k] if _key(c) not in pool]
         if k and refit is not None and not new:
             logger.info("round %d: the refitted search proposes only measured candidates "
                         "(converged)", k + 1)
@@ -203,11 +207,9 @@ def search_and_verify(constraints, acc, backend, batch_size: int, table, finder:
             break
         tighter = current[0].latency_ms / max(ver.measured_over_predicted(), 1.0) / margin
         current = [dataclasses.replace(current[0], latency_ms=tighter)] + current[1:]
-    rows = list(pool.values())
-    ok = [i for i, r in enumerate(rows) if r["meets"]]
     last = rounds[-1]
-    last.rows = rows
-    last.chosen = max(ok, key=lambda i: rows[i]["accuracy"]) if ok else None
+    last.rows = list(pool.values())
+    last.chosen = _most_accurate(last.rows)
     if last.chosen is None:
         logger.warning("no candidate met %.3f ms measured after %d searches", budget,
                        len(rounds))
