@@ -23,7 +23,7 @@ __all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs",
 
 DESCRIPTOR_CHANGE_PCT = 30.0  # measured throughput this far from a recorded one: another machine
 _IDENTITY_KEYS = ("cpu_model", "logical_cores", "gpu_name", "backend", "device",
-                  "threads_in_use")
+                  "threads_in_use", "precision")
 _MEASURED_KEYS = ("matmul_gflops", "memory_bandwidth_gbs", "gpu_bandwidth_gbs",
                   "gpu_matmul_fp32_gflops")
 
@@ -119,7 +119,7 @@ def _gpu_descriptor(repeats=5):
 
 
 def describe_hardware(backend: str = "torch", threads: int = 1, device: str = "cpu",
-                      measure: bool = True) -> dict:
+                      measure: bool = True, precision: str = "fp32") -> dict:
     """Describe this machine for a backend setting.
 
     Parameters
@@ -132,6 +132,8 @@ def describe_hardware(backend: str = "torch", threads: int = 1, device: str = "c
         ``"cpu"`` or ``"cuda"``; with ``"cuda"`` the GPU is described and measured too.
     measure : bool
         Measure memory bandwidth (GB/s) and matmul throughput (GFLOP/s); a few seconds.
+    precision : str
+        The setting's precision (``fp32``, ``fp16``, ``int8``), recorded as ``precision``.
 
     Returns
     -------
@@ -153,6 +155,7 @@ def describe_hardware(backend: str = "torch", threads: int = 1, device: str = "c
         "backend": backend,
         "device": device,
         "threads_in_use": threads,
+        "precision": precision,
         "platform": platform.platform(),
     }
     if measure:

@@ -23,7 +23,11 @@ def test_backend_contract(name, mbv3, smallest):
     per run, a device name and the versions that affect timings."""
     from ofa_latency.profiling import ProfilingBackend, Runner
 
-    be = create_backend(name, threads=1)
+    try:
+        be = create_backend(name, threads=1)
+    except ImportError as exc:  # an optional runtime (openvino, litert) without its extra
+        assert "ofa-latency[" in str(exc)
+        pytest.skip(str(exc))
     assert isinstance(be, ProfilingBackend) and be.name == name
     assert be.threads == 1 and be.device == "cpu" and be.precision == "fp32"
     runner = be.prepare(mbv3, smallest, 1)

@@ -31,7 +31,7 @@ def cmd_profile(args) -> int:
     protocol = timing_protocol(args, runs_per_round=args.runs_per_round, windows=args.windows,
                                max_windows=max(args.windows, args.max_windows))
     hw = describe_hardware(args.backend, args.threads, args.device,
-                           measure=args.backend != "fake")
+                           measure=args.backend != "fake", precision=args.precision)
     df = profile_subnets(space, backend, subnets, args.batch_size, args.out, protocol=protocol,
                          drift_correction=not args.no_drift_correction,
                          progress=not args.quiet, hardware=hw,
@@ -221,7 +221,9 @@ def register(sub) -> None:
     pr.add_argument("--backend", default="onnxruntime", choices=list_backends())
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     pr.add_argument("--threads", type=positive_int, default=1)
-    pr.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    pr.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                    help="fp16: torch on CUDA; int8: onnxruntime, openvino, litert (post-"
+                         "training static quantization, calibrated on random inputs)")
     pr.add_argument("--batch-size", type=positive_int, default=1)
     src = pr.add_mutually_exclusive_group()
     src.add_argument("--n", type=int, default=10, help="number of random subnets to sample")

@@ -1,4 +1,4 @@
-"""Profiling backends (torch, onnxruntime, fake), the timing protocol, the table-wide scale and
+"""Profiling backends (torch, onnxruntime, fake; openvino and litert with their extras), the timing protocol, the table-wide scale and
 the profiler. Names are imported on first use (the timing protocol needs only numpy)."""
 
 import importlib
@@ -21,6 +21,7 @@ def __getattr__(name):
     if name in _PUBLIC:
         if _PUBLIC[name] in ("._base", ".profiler"):
             importlib.import_module(".backends", __name__)  # registers the built-in backends
+            importlib.import_module(".runtimes", __name__)
         value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
         globals()[name] = value
         return value

@@ -191,6 +191,10 @@ class OrtRunner(Runner):
     def __init__(self, session, x):
         self.session, self.feed = session, {"input": x}
 
+    def outputs(self, x):
+        """The model's first output for the input array ``x``."""
+        return self.session.run(None, {"input": x})[0]
+
     def run(self, n):
         out = []
         for _ in range(n):
@@ -202,12 +206,22 @@ class OrtRunner(Runner):
 
 @register_backend("onnxruntime")
 class OnnxRuntimeBackend(ProfilingBackend):
-    """ONNX Runtime inference of the exported subnet (CPU provider, or CUDA provider)."""
+    """ONNX Runtime inference of the exported subnet (CPU provider, or CUDA provider).
+
+    ``precision="int8"`` (CPU): the subnet with calibrated batch-norm statistics, quantized
+    static QDQ by ``onnxruntime.quantization`` (:data:`.runtimes.QUANTIZATION`); the quantized
+    model is kept per subnet (:class:`.runtimes.ConversionCache`), so a fresh window prepares
+    a new session, not a new quantization.
+    """
 
     devices = ("cpu", "cuda")
+    precisions = ("fp32", "int8")
 
     def __init__(self, threads=1, device="cpu", precision="fp32"):
         super().__init__(threads, device, precision)
+        if precision == "int8" and device != "cpu":
+            raise ValueError("precision int8 of the onnxruntime backend runs on device='cpu' "
+                             "(on CUDA: the TensorRT execution provider)")
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - declared dependency
@@ -222,21 +236,45 @@ class OnnxRuntimeBackend(ProfilingBackend):
         """An inference session with this backend's thread settings."""
         return onnxruntime_session(model_bytes, self.threads, self.device)
 
-    def prepare(self, space, subnet, batch_size):
-        from ..spaces.building import onnx_bytes
+    def source_module(self, space, subnet):
+        """The PyTorch module this backend's model is made from (fp32: OFA's random weights as
+        built; int8: with calibrated batch-norm statistics)."""
+        from .runtimes import deployable_module
 
-        model_bytes = onnx_bytes(space.build(subnet), subnet.image_size, batch_size)
+        if self.precision == "fp32":
+            return space.build(subnet)
+        return deployable_module(space, subnet)
+
+    def model_bytes(self, space, subnet, batch_size) -> bytes:
+        """The ONNX model this backend runs for ``subnet`` (int8: quantized, cached)."""
+        from ..spaces.building import onnx_bytes
+        from .runtimes import _CACHE, calibration_batches, onnx_int8_bytes
+
+        sub = space.validate(subnet)
+        if self.precision == "fp32":
+            return onnx_bytes(space.build(sub), sub.image_size, batch_size)
+        shape = (batch_size, 3, sub.image_size, sub.image_size)
+        return _CACHE.get(("onnxruntime", "int8", space.name, sub.key(), batch_size),
+                          lambda: onnx_int8_bytes(onnx_bytes(self.source_module(space, sub),
+                                                             sub.image_size, batch_size),
+                                                  calibration_batches(shape)))
+
+    def prepare(self, space, subnet, batch_size):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch_size, 3, subnet.image_size, subnet.image_size),
                                 dtype=np.float32)
-        return OrtRunner(self.session(model_bytes), x)
+        return OrtRunner(self.session(self.model_bytes(space, subnet, batch_size)), x)
 
     def prepare_module(self, module, input_shape, batch_size):
         from ..spaces.building import onnx_bytes
+        from .runtimes import calibration_batches, onnx_int8_bytes
 
         model_bytes = onnx_bytes(module, None, batch_size, input_shape=input_shape)
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
+        if self.precision == "int8":
+            model_bytes = onnx_int8_bytes(model_bytes,
+                                          calibration_batches((batch_size, *input_shape)))
         return OrtRunner(self.session(model_bytes), x)
 
     def device_name(self):
@@ -249,8 +287,14 @@ class OnnxRuntimeBackend(ProfilingBackend):
     def versions(self):
         import onnx
 
-        return super().versions() | _torch_versions() | {
+        v = super().versions() | _torch_versions() | {
             "onnxruntime": self._ort.__version__, "onnx": onnx.__version__}
+        if self.precision == "int8":
+            from .runtimes import CALIBRATION_BATCHES, QUANTIZATION
+
+            v |= {"quantization": QUANTIZATION["onnxruntime"],
+                  "calibration_batches": CALIBRATION_BATCHES}
+        return v
 
 
 class _FakeMachine:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["supernet", "build", "net_config", "net_config_template", "layer_shapes",
+__all__ = ["supernet", "build", "calibrate_batchnorm", "net_config", "net_config_template", "layer_shapes",
            "layer_module", "onnx_bytes", "ONNX_OPSET"]
 
 
@@ -39,6 +39,33 @@ def build(space, sub) -> "torch.nn.Module":
     net = supernet(space.ofa_net_id)
     net.set_active_subnet(**_ofa_kwargs(space, sub))
     return net.get_active_subnet(preserve_weight=True).eval()
+
+
+def calibrate_batchnorm(module, input_shape, n_images: int = 16, seed: int = 0):
+    """Set every batch-norm layer's statistics from one seeded batch of random N(0, 1) inputs
+    of shape ``(n_images, *input_shape)``, in place; return ``module`` in eval mode.
+
+    With OFA's random initialisation the activations shrink layer by layer, so a subnet's
+    output hardly depends on its input (logits differ by about 1e-10 between two inputs):
+    nothing to check a conversion or a quantization against, and int8 calibration would see
+    degenerate ranges. With calibrated statistics every layer's output is normalised, as in a
+    trained network, and the output depends on the input. Latency does not depend on these
+    values (the graph is the same).
+    """
+    import torch
+
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one batch gives exactly its statistics
+    x = torch.randn(n_images, *input_shape, generator=torch.Generator().manual_seed(seed))
+    module.train()
+    with torch.no_grad():
+        module(x)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    return module.eval()
 
 
 def net_config(space, sub) -> dict:

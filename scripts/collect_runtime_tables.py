@@ -1,0 +1,109 @@
+"""Measure the deployment-runtime settings of this host into tables (resumable).
+
+Settings: ONNX Runtime fp32 and int8, OpenVINO fp32 and int8, LiteRT fp32 and int8, all on
+CPU with 1 thread at batch 1 over the standard subnet list (``get_space(space).sample(n,
+seed=0)``: the first subnets are the same as in every other table of the space). The subnets
+go in chunks; for each chunk every setting's models are converted first (host work: export,
+quantization, conversion; timed as ``convert_s``), then timed with the profiler's protocol
+(``profile_s``; the device time), so a table's device-seconds are not its conversions.
+
+Phases (``--phase``): ``main`` fills ``<prefix>_<backend>_<precision>_cpu_t1_b1_<host>.csv`` up
+to ``--n`` subnets; ``retest`` measures the first ``--n`` subnets again into ``..._retest.csv``
+(a second, separate table for the test-retest noise). Re-run the same command after an
+interruption: measured subnets are skipped. A summary of the seconds spent is appended to
+``<out>/runtime_tables_log.jsonl``.
+
+    taskset -c 0 python scripts/collect_runtime_tables.py --n 50 --phase main
+    taskset -c 0 python scripts/collect_runtime_tables.py --n 50 --phase retest
+    taskset -c 0 python scripts/collect_runtime_tables.py --n 500 --phase main
+    taskset -c 0 python scripts/collect_runtime_tables.py --n 200 --settings litert:fp32,litert:int8  # apart: jax
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+SETTINGS = ["onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32", "openvino:int8"]
+LITERT = ["litert:fp32", "litert:int8"]  # slow conversions (~10 s per subnet): run apart
+
+
+def table_path(out: Path, space: str, backend: str, precision: str, host: str,
+               phase: str) -> Path:
+    suffix = "_retest" if phase == "retest" else ""
+    return out / f"{space}_{backend}_{precision}_cpu_t1_b1_{host}{suffix}.csv"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--space", default="ofa_mbv3_w1.2")
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--phase", choices=["main", "retest"], default="main")
+    ap.add_argument("--settings", default=",".join(SETTINGS),
+                    help="comma-separated backend:precision pairs")
+    ap.add_argument("--host", default="host3", help="the host's name in the table names")
+    ap.add_argument("--chunk", type=int, default=12)
+    ap.add_argument("--out", default="data/measurements")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+
+    from ofa_latency import create_backend, get_space, profile_subnets
+    from ofa_latency.datasets import read_measurements
+    from ofa_latency.hardware import describe_hardware
+    from ofa_latency.profiling.runtimes import _CACHE
+
+    _CACHE.maxsize = max(_CACHE.maxsize, 2 * args.chunk * len(args.settings.split(",")))
+    space = get_space(args.space)
+    subnets = space.sample(args.n, seed=0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for item in args.settings.split(","):
+        backend_name, precision = item.split(":")
+        backend = create_backend(backend_name, threads=1, precision=precision)
+        path = table_path(out, space.name, backend_name, precision, args.host, args.phase)
+        done = set()
+        if path.exists():
+            t = read_measurements(path)
+            done = set(zip(t["arch"], t["image_size"]))
+        hw = describe_hardware(backend_name, 1, "cpu", precision=precision)
+        jobs.append({"name": item, "backend": backend, "path": path, "done": done, "hw": hw,
+                     "convert_s": 0.0, "profile_s": 0.0, "rows": 0})
+    for start in range(0, len(subnets), args.chunk):
+        chunk = subnets[start:start + args.chunk]
+        for job in jobs:
+            todo = [s for s in chunk if (s.arch_json(), s.image_size) not in job["done"]]
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            if job["name"] != "onnxruntime:fp32":  # fp32 ONNX Runtime exports per window
+                for s in todo:  # convert (cached): the profiler's preparations reuse these
+                    job["backend"].prepare(space, s, 1)
+            t1 = time.perf_counter()
+            # the machine check once per table and run: later chunks are this run's own rows
+            profile_subnets(space, job["backend"], todo, 1, job["path"], progress=False,
+                            hardware=job["hw"], check_machine=job["rows"] == 0)
+            t2 = time.perf_counter()
+            job["convert_s"] += t1 - t0
+            job["profile_s"] += t2 - t1
+            job["rows"] += len(todo)
+            job["done"] |= {(s.arch_json(), s.image_size) for s in todo}
+            print(f"{job['name']:18s} {start + len(chunk):4d}/{len(subnets)}  convert "
+                  f"{(t1 - t0) / len(todo):5.2f} s/subnet  profile {(t2 - t1) / len(todo):5.2f} "
+                  f"s/subnet", flush=True)
+    with open(out / "runtime_tables_log.jsonl", "a") as f:
+        for job in jobs:
+            if job["rows"]:
+                f.write(json.dumps({"setting": job["name"], "table": job["path"].name,
+                                    "phase": args.phase, "rows": job["rows"],
+                                    "convert_s_per_subnet": job["convert_s"] / job["rows"],
+                                    "profile_s_per_subnet": job["profile_s"] / job["rows"],
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The deployment runtimes (ofa_latency.profiling.runtimes): ONNX Runtime int8, OpenVINO and
+LiteRT, fp32 and int8. Each is skipped with its reason where its extra is not installed."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from ofa_latency import create_backend, profile_subnets
+from ofa_latency.profiling import TimingProtocol
+from ofa_latency.profiling.runtimes import (_CACHE, QUANTIZATION, agreement, check_conversion,
+                                            require)
+
+HAVE = {"onnxruntime": True,
+        "openvino": importlib.util.find_spec("openvino") is not None
+        and importlib.util.find_spec("nncf") is not None,
+        "litert": all(importlib.util.find_spec(m) is not None
+                      for m in ("ai_edge_litert", "litert_torch", "ai_edge_quantizer"))}
+
+SETTINGS = [("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"),
+            ("litert", "fp32"), ("litert", "int8")]
+
+
+def _backend(name, precision):
+    if not HAVE[name]:
+        pytest.skip(f"the {name!r} extra is not installed (pip install 'ofa-latency[{name}]')")
+    return create_backend(name, threads=1, precision=precision)
+
+
+@pytest.mark.parametrize("name,precision", SETTINGS)
+def test_runtime_runs_and_agrees_with_pytorch(name, precision, mbv3, smallest):
+    """Each setting's model follows PyTorch fp32 on random inputs: fp32 to float precision,
+    int8 within what post-training quantization of a random-weight subnet gives."""
+    be = _backend(name, precision)
+    times = be.prepare(mbv3, smallest, 1).run(3)
+    assert len(times) == 3 and all(isinstance(t, float) and 0 < t < 5 for t in times)
+    a = check_conversion(be, mbv3, smallest, n_images=8)
+    assert a["n"] == 8
+    if precision == "fp32":
+        assert a["rel_rmse"] < 1e-3 and a["top1_agreement"] == 1.0
+    else:
+        # quantized: close, not equal (a wrong scale or a layout error gives rel_rmse ~1)
+        assert 1e-4 < a["rel_rmse"] < 0.7, a
+    v = be.versions()
+    assert ("quantization" in v) == (precision == "int8")
+    if precision == "int8":
+        assert v["quantization"] == QUANTIZATION[name] and v["calibration_batches"] >= 1
+
+
+@pytest.mark.parametrize("name,precision", [("onnxruntime", "int8"), ("openvino", "int8")])
+def test_a_fresh_preparation_reuses_the_conversion(name, precision, mbv3, smallest):
+    be = _backend(name, precision)
+    be.prepare(mbv3, smallest, 1)
+    n = _CACHE.conversions
+    r = be.prepare(mbv3, smallest, 1)
+    assert _CACHE.conversions == n and len(r.run(2)) == 2
+
+
+def test_int8_rows_say_how_they_were_made_and_never_mix(tmp_path, mbv3, smallest):
+    be = _backend("onnxruntime", "int8")
+    p = TimingProtocol(warmup_runs=1, rounds=2, runs_per_round=2, max_rounds=2)
+    out = tmp_path / "int8.csv"
+    df = profile_subnets(mbv3, be, [smallest], 1, out, protocol=p, progress=False)
+    row = df.iloc[0]
+    assert row.precision == "int8" and row.latency_ms > 0
+    assert json.loads(row.versions)["quantization"] == QUANTIZATION["onnxruntime"]
+    with pytest.raises(ValueError, match="another setting.*int8"):
+        profile_subnets(mbv3, create_backend("onnxruntime"), [smallest], 1, out, protocol=p,
+                        progress=False)
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="int8.*cpu"):
+        create_backend("onnxruntime", precision="int8", device="cuda")
+    with pytest.raises(ValueError, match="precision"):
+        create_backend("torch", precision="int8")
+    if HAVE["openvino"]:
+        with pytest.raises(ValueError, match="streams"):
+            create_backend("openvino", streams=0)
+
+
+def test_a_missing_runtime_names_its_extra(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.split(".")[0] == "openvino":
+            raise ImportError("No module named 'openvino'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.delitem(__import__("sys").modules, "openvino", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'ofa-latency\[openvino\]'"):
+        require("openvino")
+
+
+def test_agreement():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((6, 10))
+    same = agreement(ref, ref)
+    assert same["max_abs_diff"] == 0 and same["rel_rmse"] == 0 and same["top1_agreement"] == 1
+    noisy = agreement(ref, ref + 0.1 * rng.standard_normal(ref.shape))
+    assert 0.05 < noisy["rel_rmse"] < 0.2 and noisy["n"] == 6
+    assert agreement(ref, -ref)["top1_agreement"] == 0
