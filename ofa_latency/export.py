@@ -1,4 +1,6 @@
-"""ONNX export of OFA subnets (used by the ONNX Runtime backend and ``ofa-latency export``)."""
+"""Export of OFA subnets for deployment: ONNX (fp32 or int8), OpenVINO IR (fp32 or int8) and
+LiteRT/TFLite (fp32 or int8), each checked against PyTorch on random inputs; and the weightless
+ONNX sets of the board workflow."""
 
 from __future__ import annotations
 
@@ -12,7 +14,29 @@ from .spaces.building import ONNX_OPSET, onnx_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_onnx", "onnx_bytes", "check_onnx", "export_set"]
+__all__ = ["export_onnx", "export_model", "FORMATS", "deploy_format", "onnx_bytes",
+           "check_onnx", "export_set"]
+
+FORMATS = {
+    # format: (runtime, precision, file suffix)
+    "onnx": ("onnxruntime", "fp32", ".onnx"),
+    "onnx-int8": ("onnxruntime", "int8", ".onnx"),
+    "openvino": ("openvino", "fp32", ".xml"),
+    "openvino-int8": ("openvino", "int8", ".xml"),
+    "tflite": ("litert", "fp32", ".tflite"),
+    "tflite-int8": ("litert", "int8", ".tflite"),
+}
+"""Deployment formats: the runtime that runs each, its precision and its file suffix (an
+OpenVINO IR is ``.xml`` plus ``.bin``)."""
+
+
+def deploy_format(backend: str, precision: str = "fp32") -> str:
+    """The export format a subnet verified on ``backend`` at ``precision`` is deployed in
+    (``torch`` and ``fake`` deploy as ONNX fp32)."""
+    for name, (runtime, prec, _) in FORMATS.items():
+        if runtime == backend and prec == precision:
+            return name
+    return "onnx"
 
 
 def check_onnx(model_bytes: bytes, module, image_size: int, batch_size: int = 1,
@@ -55,6 +79,73 @@ def export_onnx(space, arch, out_path, batch_size: int = 1) -> dict:
             "size_mb": len(data) / 1e6}
 
 
+def write_model(space, sub, path, fmt: str, batch_size: int = 1):
+    """Write ``sub`` in format ``fmt`` to ``path`` atomically (an OpenVINO IR with its
+    ``.bin``); return the backend of its runtime and precision (whose caches made it)."""
+    from .profiling import create_backend
+
+    runtime, precision, suffix = FORMATS[fmt]
+    path = Path(path)
+    backend = create_backend(runtime, threads=1, precision=precision)
+    tmp = path.with_name(path.stem + ".tmp" + suffix)
+    if fmt == "onnx":
+        tmp.write_bytes(onnx_bytes(space.build(sub), sub.image_size, batch_size))
+    elif runtime == "openvino":
+        import openvino as ov
+
+        ov.save_model(backend.model(space, sub, batch_size), str(tmp), compress_to_fp16=False)
+        tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+    else:
+        tmp.write_bytes(backend.model_bytes(space, sub, batch_size))
+    tmp.replace(path)
+    return backend
+
+
+def export_model(space, arch, out_path, fmt: str = "onnx", batch_size: int = 1,
+                 n_check_images: int = 8) -> dict:
+    """Write the subnet in deployment format ``fmt`` (:data:`FORMATS`) plus
+    ``<name>.config.json`` (OFA net config, runtime, precision, how int8 was made, the check),
+    and check the written model against PyTorch fp32 on ``n_check_images`` random inputs.
+
+    ``onnx`` is :func:`export_onnx`'s model (OFA's random weights as built); the other formats
+    start from the subnet with calibrated batch-norm statistics (see
+    :mod:`ofa_latency.profiling.runtimes`), which is also what they are checked against.
+
+    Returns
+    -------
+    dict
+        ``path``, ``config_path``, ``format``, ``runtime``, ``precision``, ``size_mb``,
+        ``agreement`` (:func:`~ofa_latency.profiling.runtimes.agreement`) and, for int8,
+        ``quantization``.
+    """
+    from .profiling.runtimes import check_conversion
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}; known: {', '.join(FORMATS)}")
+    runtime, precision, suffix = FORMATS[fmt]
+    sub = space.validate(arch)
+    out_path = Path(out_path)
+    if out_path.suffix != suffix:
+        raise ValueError(f"format {fmt} writes a {suffix} file; got {out_path}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    backend = write_model(space, sub, out_path, fmt, batch_size)
+    files = [out_path] + ([out_path.with_suffix(".bin")] if runtime == "openvino" else [])
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    check = check_conversion(backend, space, sub, batch_size, n_images=n_check_images,
+                             model_path=out_path)
+    info = {"format": fmt, "runtime": runtime, "precision": precision,
+            "quantization": backend.versions().get("quantization"), "agreement": check}
+    config = {"space": space.name, "arch": sub.to_dict(), "batch_size": batch_size, **info,
+              "net_config": space.net_config(sub)}
+    if fmt.startswith("onnx"):
+        config["onnx_opset"] = ONNX_OPSET
+    config_path = out_path.with_name(out_path.stem + ".config.json")
+    config_path.write_text(json.dumps(config, indent=1))
+    logger.info("wrote %s (%s, %.1f MB); against PyTorch: top-1 agreement %.2f, relative RMSE "
+                "%.2e", out_path, fmt, size_mb, check["top1_agreement"], check["rel_rmse"])
+    return {"path": str(out_path), "config_path": str(config_path), "size_mb": size_mb, **info}
+
+
 SET_MANIFEST = "manifest.json"
 
 
@@ -74,12 +165,17 @@ def write_structure(path: Path, make_bytes) -> dict:
 REFERENCE_FILE = "reference.onnx"
 
 
-def export_set(space, subnets, out_dir, batch_size: int = 1, progress: bool = True) -> Path:
-    """Write subnets as ONNX structure for profiling on a device without PyTorch (the board
-    workflow): ``subnet_00000.onnx`` ..., the reference subnet as ``reference.onnx`` and a
-    ``manifest.json`` (space, batch size, and per file the canonical arch, resolution, split
-    and the spec of its weights, which the board fills with random values:
-    :mod:`ofa_latency.weightless`). Resumable: files already written are kept.
+def export_set(space, subnets, out_dir, batch_size: int = 1, progress: bool = True,
+               fmt: str = "onnx") -> Path:
+    """Write subnets for profiling on a device without PyTorch (the board workflow):
+    ``subnet_00000.onnx`` ..., the reference subnet as ``reference.onnx`` and a
+    ``manifest.json`` (space, batch size, format, runtime, precision, and per file the
+    canonical arch, resolution and split). Resumable: files already written are kept.
+
+    ``fmt="onnx"`` writes ONNX structure only, with the spec of its weights, which the board
+    fills with random values (:mod:`ofa_latency.weightless`); the other :data:`FORMATS`
+    (``onnx-int8``, ``openvino[-int8]``, ``tflite[-int8]``) write whole models, profiled on
+    the board with their runtime and numpy only.
 
     Returns
     -------
@@ -91,23 +187,38 @@ def export_set(space, subnets, out_dir, batch_size: int = 1, progress: bool = Tr
     from .datasets import assign_split
     from .profiling import reference_subnet
 
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}; known: {', '.join(FORMATS)}")
+    runtime, precision, suffix = FORMATS[fmt]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     ref = reference_subnet(space)
-    entries, specs = [], {}
-    todo = [(REFERENCE_FILE, ref)] + [(f"subnet_{i:05d}.onnx", s) for i, s in enumerate(subs)]
+    ref_file = "reference" + suffix
+    entries, specs, quantization = [], {}, None
+    todo = [(ref_file, ref)] + [(f"subnet_{i:05d}{suffix}", s) for i, s in enumerate(subs)]
     for name, sub in tqdm(todo, disable=not progress, unit="file", desc="export"):
-        specs[name] = write_structure(out / name, lambda: onnx_bytes(
-            space.build(sub), sub.image_size, batch_size))
-        if name != REFERENCE_FILE:
+        if fmt == "onnx":
+            specs[name] = write_structure(out / name, lambda: onnx_bytes(
+                space.build(sub), sub.image_size, batch_size))
+        elif not (out / name).exists():
+            write_model(space, sub, out / name, fmt, batch_size)
+        if name != ref_file:
             entries.append({"file": name, "arch": sub.arch_json(), "image_size": sub.image_size,
-                            "split": assign_split(space.name, sub), "weights": specs[name]})
-    manifest = {"format_version": 2, "space": space.name, "batch_size": batch_size,
+                            "split": assign_split(space.name, sub)}
+                           | ({"weights": specs[name]} if name in specs else {}))
+    if precision == "int8":
+        from .profiling.conversions import QUANTIZATION
+
+        quantization = QUANTIZATION[runtime]
+    manifest = {"format_version": 3, "space": space.name, "batch_size": batch_size,
+                "format": fmt, "runtime": runtime, "precision": precision,
+                "quantization": quantization,
                 "input": {"name": "input", "shape": [batch_size, 3, "image_size", "image_size"],
                           "dtype": "float32"},
-                "reference": {"file": REFERENCE_FILE, "arch": ref.arch_json(),
-                              "image_size": ref.image_size, "weights": specs[REFERENCE_FILE]},
+                "reference": {"file": ref_file, "arch": ref.arch_json(),
+                              "image_size": ref.image_size}
+                | ({"weights": specs[ref_file]} if ref_file in specs else {}),
                 "subnets": entries}
     path = out / SET_MANIFEST
     path.write_text(json.dumps(manifest, indent=1))

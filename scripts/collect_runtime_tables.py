@@ -47,15 +47,18 @@ def main(argv=None) -> int:
     ap.add_argument("--host", default="host3", help="the host's name in the table names")
     ap.add_argument("--chunk", type=int, default=12)
     ap.add_argument("--out", default="data/measurements")
+    ap.add_argument("--allow-machine-change", action="store_true",
+                    help="resume a table although the machine's reference level moved beyond "
+                         "the table's band (the same machine, busier or quieter)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
 
     from ofa_latency import create_backend, get_space, profile_subnets
     from ofa_latency.datasets import read_measurements
     from ofa_latency.hardware import describe_hardware
-    from ofa_latency.profiling.runtimes import _CACHE
+    from ofa_latency.profiling.conversions import CACHE
 
-    _CACHE.maxsize = max(_CACHE.maxsize, 2 * args.chunk * len(args.settings.split(",")))
+    CACHE.maxsize = max(CACHE.maxsize, 2 * args.chunk * len(args.settings.split(",")))
     space = get_space(args.space)
     subnets = space.sample(args.n, seed=0)
     out = Path(args.out)
@@ -85,7 +88,8 @@ def main(argv=None) -> int:
             t1 = time.perf_counter()
             # the machine check once per table and run: later chunks are this run's own rows
             profile_subnets(space, job["backend"], todo, 1, job["path"], progress=False,
-                            hardware=job["hw"], check_machine=job["rows"] == 0)
+                            hardware=job["hw"], check_machine=job["rows"] == 0,
+                            allow_machine_change=args.allow_machine_change)
             t2 = time.perf_counter()
             job["convert_s"] += t1 - t0
             job["profile_s"] += t2 - t1

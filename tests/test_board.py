@@ -120,3 +120,44 @@ def test_board_sets_carry_structure_only_and_the_board_fills_weights(tmp_path, m
     # the same seed gives the same weights: the same model every time
     again = weightless_session(tmp_path / "set" / entry["file"], entry["weights"], 1)
     np.testing.assert_array_equal(again.run(None, {"input": x})[0], a)
+
+
+RUNTIME_BLOCK = {"onnx-int8": ("openvino", "ai_edge_litert", "litert_torch", "nncf"),
+                 "openvino-int8": ("onnxruntime", "ai_edge_litert", "litert_torch", "nncf",
+                                   "onnx"),
+                 "tflite-int8": ("onnxruntime", "openvino", "litert_torch", "nncf", "onnx",
+                                 "jax")}
+
+
+@pytest.mark.parametrize("fmt", list(RUNTIME_BLOCK))
+def test_a_board_profiles_its_own_runtime_with_numpy_only(fmt, tmp_path, smallest):
+    """An int8 set for the board's runtime (LiteRT, OpenVINO, ONNX Runtime): profiled where
+    only that runtime and numpy can be imported; the rows name runtime and precision."""
+    import importlib.util
+
+    from ofa_latency.export import FORMATS
+
+    runtime, precision, suffix = FORMATS[fmt]
+    need = {"openvino": ("openvino", "nncf"), "litert": ("ai_edge_litert", "litert_torch"),
+            "onnxruntime": ("onnxruntime",)}[runtime]
+    if any(importlib.util.find_spec(m) is None for m in need):
+        pytest.skip(f"the {runtime!r} extra is not installed")
+    archs = tmp_path / "a.txt"
+    archs.write_text(json.dumps(smallest.to_dict()) + "\n")
+    folder = tmp_path / "set"
+    assert main(["export-set", "--archs", str(archs), "--format", fmt, "--out", str(folder),
+                 "--quiet"]) == 0
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["runtime"] == runtime and man["precision"] == precision and man["quantization"]
+    assert (folder / f"reference{suffix}").exists() and "weights" not in man["subnets"][0]
+    out = tmp_path / "board.csv"
+    argv = ["profile", str(folder), "--out", str(out), "--rounds", "2", "--max-rounds", "2",
+            "--quiet"]
+    blocked = BLOCKED + RUNTIME_BLOCK[fmt]
+    r = subprocess.run([sys.executable, "-c", BOARD.format(blocked=blocked, argv=argv)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    df = read_measurements(out)
+    assert len(df) == 1 and df.backend.iloc[0] == runtime and df.precision.iloc[0] == precision
+    assert df.latency_ms.iloc[0] > 0
+    assert json.loads(df.versions.iloc[0])["quantization"] == man["quantization"]

@@ -9,8 +9,8 @@ import pytest
 
 from ofa_latency import create_backend, profile_subnets
 from ofa_latency.profiling import TimingProtocol
-from ofa_latency.profiling.runtimes import (_CACHE, QUANTIZATION, agreement, check_conversion,
-                                            require)
+from ofa_latency.profiling.conversions import CACHE, QUANTIZATION, agreement, require
+from ofa_latency.profiling.runtimes import check_conversion
 
 HAVE = {"onnxruntime": True,
         "openvino": importlib.util.find_spec("openvino") is not None
@@ -52,9 +52,9 @@ def test_runtime_runs_and_agrees_with_pytorch(name, precision, mbv3, smallest):
 def test_a_fresh_preparation_reuses_the_conversion(name, precision, mbv3, smallest):
     be = _backend(name, precision)
     be.prepare(mbv3, smallest, 1)
-    n = _CACHE.conversions
+    n = CACHE.conversions
     r = be.prepare(mbv3, smallest, 1)
-    assert _CACHE.conversions == n and len(r.run(2)) == 2
+    assert CACHE.conversions == n and len(r.run(2)) == 2
 
 
 def test_int8_rows_say_how_they_were_made_and_never_mix(tmp_path, mbv3, smallest):
@@ -104,3 +104,35 @@ def test_agreement():
     noisy = agreement(ref, ref + 0.1 * rng.standard_normal(ref.shape))
     assert 0.05 < noisy["rel_rmse"] < 0.2 and noisy["n"] == 6
     assert agreement(ref, -ref)["top1_agreement"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["onnx-int8", "openvino", "openvino-int8", "tflite",
+                                 "tflite-int8"])
+def test_export_formats(fmt, tmp_path, mbv3, smallest, capsys):
+    """`ofa-latency export --format F` writes a model its runtime loads, with a config that
+    names runtime, precision and (int8) how it was quantized, and the agreement it measured."""
+    from ofa_latency.cli import main
+    from ofa_latency.export import FORMATS
+
+    runtime, precision, suffix = FORMATS[fmt]
+    _backend(runtime, precision)
+    out = tmp_path / f"net{suffix}"
+    assert main(["export", "--arch", json.dumps(smallest.to_dict()), "--format", fmt,
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"{runtime} {precision}" in text and "top-1 agreement" in text
+    cfg = json.loads((tmp_path / "net.config.json").read_text())
+    assert cfg["format"] == fmt and cfg["runtime"] == runtime and cfg["precision"] == precision
+    assert (cfg["quantization"] is not None) == (precision == "int8")
+    a = cfg["agreement"]
+    assert a["rel_rmse"] < (1e-3 if precision == "fp32" else 0.7)
+    if runtime == "openvino":
+        assert out.with_suffix(".bin").stat().st_size > 1e5
+    # the written file runs in its runtime, independently of the conversion cache
+    be = create_backend(runtime, precision=precision)
+    runner = be.runner_from_file(out, (1, 3, 128, 128))
+    assert len(runner.run(2)) == 2
+    assert main(["export", "--arch", json.dumps(smallest.to_dict()), "--format", "tflite2",
+                 "--out", str(out)]) == 2
+    assert main(["export", "--arch", json.dumps(smallest.to_dict()), "--format", fmt,
+                 "--out", str(tmp_path / "net.wrong")]) == 2

@@ -1,5 +1,5 @@
-"""Profile a folder of exported subnets on a device without PyTorch: ONNX Runtime and numpy
-only (no torch, ofa or pandas is imported).
+"""Profile a folder of exported subnets on a device without PyTorch: the folder's runtime
+(ONNX Runtime, OpenVINO or LiteRT) and numpy only (no torch, ofa or pandas is imported).
 
 On the host::
 
@@ -8,6 +8,10 @@ On the host::
 On the board (``pip install --no-deps ofa-latency onnxruntime numpy``)::
 
     python -m ofa_latency.board profile subnets/ --threads 4 --out board.csv
+
+The board's own runtime, int8 or fp32: ``export-set --format tflite-int8`` (profiled with
+``pip install --no-deps ofa-latency ai-edge-litert numpy``), ``--format openvino-int8``
+(``openvino numpy``), ``--format onnx-int8``; the table records the runtime and precision.
 
 Back on the host: ``ofa-latency finetune --base NAME --data board.csv --out my_board/``.
 
@@ -45,14 +49,18 @@ logger = logging.getLogger("ofa_latency.board")
 
 
 def _runner(folder: Path, entry: dict, batch_size: int, threads: int,
-            input_shape=None) -> OrtRunner:
+            input_shape=None, runtime: str = "onnxruntime"):
     """A prepared session of one exported file (random weights filled in when the file is
-    structure only) with a random input of its shape."""
+    structure only) with a random input of its shape, in ``runtime``."""
     import numpy as np
 
     shape = tuple(input_shape) if input_shape is not None else \
         (3, entry["image_size"], entry["image_size"])
     x = np.random.default_rng(0).standard_normal((batch_size, *shape), dtype=np.float32)
+    if runtime != "onnxruntime" or "weights" not in entry:
+        from ..profiling.runtimes import file_runner
+
+        return file_runner(runtime, folder / entry["file"], x, threads)
     return OrtRunner(weightless_session(folder / entry["file"], entry.get("weights"), threads),
                      x)
 
@@ -61,23 +69,29 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
                    device: str | None = None, limit: int | None = None,
                    progress: bool = True) -> int:
     """Profile every subnet of an exported folder (:func:`ofa_latency.export.export_set`) into
-    the measurement table ``out``; returns the number of rows now in it for this folder."""
-    import onnxruntime as ort
+    the measurement table ``out`` with the folder's runtime and precision; returns the number
+    of rows now in it for this folder."""
+    from ..profiling.runtimes import runtime_versions
 
     folder = Path(folder)
     manifest = _manifest(folder, "subnets", threads)
     batch = int(manifest["batch_size"])
+    runtime = manifest.get("runtime", "onnxruntime")
+    precision = manifest.get("precision", "fp32")
     device = device or cpu_model_name()
-    setting = {"space": manifest["space"], "batch_size": batch, "backend": "onnxruntime",
-               "device_type": "cpu", "device": device, "threads": threads, "precision": "fp32"}
+    setting = {"space": manifest["space"], "batch_size": batch, "backend": runtime,
+               "device_type": "cpu", "device": device, "threads": threads,
+               "precision": precision}
     with MeasurementLog(out) as log:  # one writer: the lock is held until the end
         done, refs = set(), []
         for row in _rows(log.path):
-            if row["backend"] != "onnxruntime" or row["threads"] not in (str(threads), f"{threads}.0") \
+            if row["backend"] != runtime or row["precision"] != precision \
+                    or row["threads"] not in (str(threads), f"{threads}.0") \
                     or row["batch_size"] != str(batch) or row["device"] != device:
                 raise UsageError(f"{log.path} holds another setting ({row['backend']} "
-                                 f"{row['threads']} thread(s), batch {row['batch_size']} on "
-                                 f"{row['device']}); use another --out")
+                                 f"{row['precision']} {row['threads']} thread(s), batch "
+                                 f"{row['batch_size']} on {row['device']}); this folder is "
+                                 f"{runtime} {precision}: use another --out")
             done.add((row["arch"], int(row["image_size"])))
             if row["ref_min_ms"]:
                 refs.append(float(row["ref_min_ms"]))
@@ -85,14 +99,16 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
         if limit is not None:
             todo = todo[:max(0, limit - len(done))]
         ref = manifest["reference"]
-        ref_runner = _runner(folder, ref, batch, threads)
+        ref_runner = _runner(folder, ref, batch, threads, runtime=runtime)
         versions = json.dumps({"python": platform.python_version(), "ofa_latency": __version__,
-                               "onnxruntime": ort.__version__, "board": True}, sort_keys=True)
+                               **runtime_versions(runtime), "board": True}
+                              | ({"quantization": manifest["quantization"]}
+                                 if manifest.get("quantization") else {}), sort_keys=True)
         t_start = time.perf_counter()
         every = max(1, len(todo) // 20)
         for k, e in enumerate(todo, start=1):
             windows = measure_windows(
-                lambda: _runner(folder, e, batch, threads), ref_runner,
+                lambda: _runner(folder, e, batch, threads, runtime=runtime), ref_runner,
                 protocol)
             res = combine_windows(windows)
             refs.extend(w.ref_min_ms for w in windows)

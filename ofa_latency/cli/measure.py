@@ -72,13 +72,25 @@ def cmd_hardware(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..export import export_onnx
+    from ..export import FORMATS, export_model
     from ..spaces import get_space
 
     space = get_space(args.space)
-    res = export_onnx(space, parse_arch(args.arch), args.out, batch_size=args.batch_size)
-    print(f"wrote {res['onnx_path']} ({res['size_mb']:.1f} MB) and {res['config_path']}")
-    print(f"max abs difference ONNX Runtime vs PyTorch: {res['max_abs_diff']:.3e}")
+    out = Path(args.out)
+    suffix = FORMATS[args.format][2]
+    if out.suffix != suffix:
+        raise UsageError(f"--format {args.format} writes a {suffix} file; --out {out} has "
+                         f"another suffix")
+    res = export_model(space, parse_arch(args.arch), out, args.format,
+                       batch_size=args.batch_size)
+    a = res["agreement"]
+    print(f"wrote {res['path']} ({args.format}: {res['runtime']} {res['precision']}, "
+          f"{res['size_mb']:.1f} MB) and {res['config_path']}")
+    if res.get("quantization"):
+        print(f"int8: {res['quantization']}")
+    print(f"against PyTorch fp32 on {a['n']} random inputs: top-1 agreement "
+          f"{100 * a['top1_agreement']:.0f} %, relative RMSE {a['rel_rmse']:.2e}, max abs "
+          f"difference {a['max_abs_diff']:.3e}")
     return 0
 
 
@@ -89,10 +101,14 @@ def cmd_export_set(args) -> int:
     space = get_space(args.space)
     subnets = subnets_from_args(args, space, "export")
     path = export_set(space, subnets, args.out, batch_size=args.batch_size,
-                      progress=not args.quiet)
+                      progress=not args.quiet, fmt=args.format)
     size = sum(p.stat().st_size for p in Path(args.out).iterdir() if p.is_file())
-    print(f"{len(subnets)} subnets and the reference subnet as ONNX structure ({size / 1e6:.1f} "
-          f"MB; the board fills random weights), manifest {path}; on the device: python -m "
+    what = ("as ONNX structure ({:.1f} MB; the board fills random weights)" if
+            args.format == "onnx" else f"as {args.format} models ({{:.1f}} MB)").format(size / 1e6)
+    needs = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime", "openvino": "openvino",
+             "openvino-int8": "openvino"}.get(args.format, "ai-edge-litert")
+    print(f"{len(subnets)} subnets and the reference subnet {what}, manifest {path}; on the "
+          f"device (pip install --no-deps ofa-latency {needs} numpy): python -m "
           f"ofa_latency.board profile {args.out} --threads T --out board.csv")
     return 0
 
@@ -280,22 +296,32 @@ def register(sub) -> None:
     sa.add_argument("--overwrite", action="store_true")
     sa.set_defaults(func=cmd_sample)
 
-    ex = sub.add_parser("export", help="export a subnet to ONNX and check it against PyTorch")
+    from ..export import FORMATS
+
+    ex = sub.add_parser("export", help="export a subnet for deployment (ONNX, OpenVINO, TFLite; "
+                                       "fp32 or int8) and check it against PyTorch")
     ex.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
     ex.add_argument("--arch", required=True,
                     help="arch dict as JSON or as OFA prints it (either OFA form)")
     ex.add_argument("--batch-size", type=positive_int, default=1)
-    ex.add_argument("--out", required=True, help="output .onnx path")
+    ex.add_argument("--format", default="onnx", choices=list(FORMATS),
+                    help="onnx[-int8]: ONNX Runtime; openvino[-int8]: OpenVINO IR (.xml + "
+                         ".bin, extra [openvino]); tflite[-int8]: LiteRT (extra [litert])")
+    ex.add_argument("--out", required=True, help="output path (.onnx, .xml or .tflite)")
     ex.set_defaults(func=cmd_export)
 
-    es = sub.add_parser("export-set", help="export subnets as ONNX structure (and a manifest) "
-                                           "for profiling on a device without PyTorch")
+    es = sub.add_parser("export-set", help="export subnets (and a manifest) for profiling on a "
+                                           "device without PyTorch")
     es.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())
     es_src = es.add_mutually_exclusive_group()
     es_src.add_argument("--n", type=int, default=50, help="number of random subnets")
     es_src.add_argument("--archs", help="file with one arch per line (JSON or OFA's dict)")
     es.add_argument("--seed", type=int, default=0)
     es.add_argument("--batch-size", type=positive_int, default=1)
+    es.add_argument("--format", default="onnx", choices=list(FORMATS),
+                    help="onnx: weightless ONNX structure (smallest); the others write whole "
+                         "models for the board's runtime (onnx-int8, openvino[-int8], "
+                         "tflite[-int8])")
     es.add_argument("--out", required=True, help="folder to write")
     es.add_argument("--quiet", action="store_true")
     es.set_defaults(func=cmd_export_set)

@@ -92,7 +92,8 @@ def cmd_search(args) -> int:
     if args.verify:
         from ..profiling import create_backend
 
-        backend = create_backend(args.verify, threads=args.threads, device=args.device)
+        backend = create_backend(args.verify, threads=args.threads, device=args.device,
+                                 precision=args.precision)
     refit = _refitter(args.estimator[0]) if args.refit else None
     outcome = search_verify_deploy(constraints, acc, args.out, backend=backend,
                                    batch_size=args.batch_size, finder=args.finder,
@@ -104,7 +105,8 @@ def cmd_search(args) -> int:
     res = outcome.result
     print(f"search: {res.finder} finder, {res.n_evaluated} subnets scored in {res.seconds:.2f} s; "
           f"files in {args.out}/ (report.json, summary.md"
-          f"{', subnet.onnx' if outcome.report.get('onnx') else ''})")
+          + (f", {outcome.report['deployed']['path']}" if outcome.report.get("deployed") else "")
+          + ")")
     return 0
 
 
@@ -178,9 +180,11 @@ def register(sub) -> None:
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--top-k", type=positive_int, default=5,
                     help="candidates verified on the device")
-    se.add_argument("--verify", choices=["onnxruntime", "torch", "fake"], default=None,
+    se.add_argument("--verify", choices=["onnxruntime", "openvino", "litert", "torch", "fake"],
+                    default=None,
                     help="profile the top candidates with this backend here and choose by "
-                         "measured latency (against the first budget)")
+                         "measured latency (against the first budget); the chosen subnet is "
+                         "exported in this runtime's format")
     se.add_argument("--refit", action="store_true",
                     help="with --verify and a predictor made by 'ofa-latency finetune': refit "
                          "it on the measured candidates between rounds and search again (the "
@@ -189,10 +193,14 @@ def register(sub) -> None:
                     help="with --verify: searches at most (default 3)")
     se.add_argument("--threads", type=positive_int, default=1)
     se.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    se.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                    help="with --verify: the precision verified and deployed (int8: "
+                         "onnxruntime, openvino, litert)")
     se.add_argument("--batch-size", type=positive_int, default=1)
-    se.add_argument("--no-export", action="store_true", help="skip the ONNX export")
+    se.add_argument("--no-export", action="store_true", help="skip the export")
     se.add_argument("--out", required=True, help="folder for report.json, summary.md, "
-                    "subnet.onnx and the verification table")
+                    "the exported subnet (subnet.onnx, .xml or .tflite) and the "
+                    "verification table")
     se.add_argument("--quiet", action="store_true")
     se.set_defaults(func=cmd_search)
 

@@ -209,8 +209,8 @@ class OnnxRuntimeBackend(ProfilingBackend):
     """ONNX Runtime inference of the exported subnet (CPU provider, or CUDA provider).
 
     ``precision="int8"`` (CPU): the subnet with calibrated batch-norm statistics, quantized
-    static QDQ by ``onnxruntime.quantization`` (:data:`.runtimes.QUANTIZATION`); the quantized
-    model is kept per subnet (:class:`.runtimes.ConversionCache`), so a fresh window prepares
+    static QDQ by ``onnxruntime.quantization`` (:data:`.conversions.QUANTIZATION`); the quantized
+    model is kept per subnet (:class:`.conversions.ConversionCache`), so a fresh window prepares
     a new session, not a new quantization.
     """
 
@@ -239,7 +239,7 @@ class OnnxRuntimeBackend(ProfilingBackend):
     def source_module(self, space, subnet):
         """The PyTorch module this backend's model is made from (fp32: OFA's random weights as
         built; int8: with calibrated batch-norm statistics)."""
-        from .runtimes import deployable_module
+        from .conversions import deployable_module
 
         if self.precision == "fp32":
             return space.build(subnet)
@@ -248,15 +248,14 @@ class OnnxRuntimeBackend(ProfilingBackend):
     def model_bytes(self, space, subnet, batch_size) -> bytes:
         """The ONNX model this backend runs for ``subnet`` (int8: quantized, cached)."""
         from ..spaces.building import onnx_bytes
-        from .runtimes import _CACHE, calibration_batches, onnx_int8_bytes
+        from .conversions import CACHE, calibration_batches, deployable_onnx_bytes, onnx_int8_bytes
 
         sub = space.validate(subnet)
         if self.precision == "fp32":
             return onnx_bytes(space.build(sub), sub.image_size, batch_size)
         shape = (batch_size, 3, sub.image_size, sub.image_size)
-        return _CACHE.get(("onnxruntime", "int8", space.name, sub.key(), batch_size),
-                          lambda: onnx_int8_bytes(onnx_bytes(self.source_module(space, sub),
-                                                             sub.image_size, batch_size),
+        return CACHE.get(("onnxruntime", "int8", space.name, sub.key(), batch_size),
+                          lambda: onnx_int8_bytes(deployable_onnx_bytes(space, sub, batch_size),
                                                   calibration_batches(shape)))
 
     def prepare(self, space, subnet, batch_size):
@@ -265,9 +264,14 @@ class OnnxRuntimeBackend(ProfilingBackend):
                                 dtype=np.float32)
         return OrtRunner(self.session(self.model_bytes(space, subnet, batch_size)), x)
 
+    def runner_from_file(self, path, input_shape) -> OrtRunner:
+        """A runner of a saved ONNX model on a random input of ``input_shape``."""
+        x = np.random.default_rng(0).standard_normal(tuple(input_shape), dtype=np.float32)
+        return OrtRunner(onnxruntime_session(str(path), self.threads, self.device), x)
+
     def prepare_module(self, module, input_shape, batch_size):
         from ..spaces.building import onnx_bytes
-        from .runtimes import calibration_batches, onnx_int8_bytes
+        from .conversions import calibration_batches, onnx_int8_bytes
 
         model_bytes = onnx_bytes(module, None, batch_size, input_shape=input_shape)
         rng = np.random.default_rng(0)
@@ -290,7 +294,7 @@ class OnnxRuntimeBackend(ProfilingBackend):
         v = super().versions() | _torch_versions() | {
             "onnxruntime": self._ort.__version__, "onnx": onnx.__version__}
         if self.precision == "int8":
-            from .runtimes import CALIBRATION_BATCHES, QUANTIZATION
+            from .conversions import CALIBRATION_BATCHES, QUANTIZATION
 
             v |= {"quantization": QUANTIZATION["onnxruntime"],
                   "calibration_batches": CALIBRATION_BATCHES}

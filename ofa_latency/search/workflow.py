@@ -1,7 +1,8 @@
 """After the search: verify the candidates on the device, choose by *measured* latency,
 re-search with a tightened budget when none fits, and export the winner with its evidence.
 
-:func:`search_and_verify` runs the loop; :func:`deploy` writes ``subnet.onnx`` (checked against
+:func:`search_and_verify` runs the loop; :func:`deploy` writes ``subnet.onnx`` (or the format of
+the runtime it was verified with; checked against
 PyTorch), ``subnet.config.json`` (OFA net config), ``report.json`` and ``summary.md``.
 """
 
@@ -243,7 +244,8 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
     measured candidates between rounds) and keep the most accurate whose measured upper bound
     meets the budget, then confirm it in a fresh window; write ``search.json``,
     ``report.json`` (with every round's measured/predicted ratio: the winner's curse, before
-    and after refitting), ``summary.md`` and (``export``) ``subnet.onnx``.
+    and after refitting), ``summary.md`` and (``export``) the subnet in the format of the
+    runtime and precision it was verified with (``subnet.onnx`` for onnxruntime fp32).
 
     Raises
     ------
@@ -291,7 +293,9 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                     estimators=list(estimators) or [c.name for c in constraints],
                     export=export, accuracy_source=getattr(acc, "source", None),
                     accuracy_note=getattr(acc, "note", None), confirmation=confirmation,
-                    rounds=rounds)
+                    rounds=rounds, verified_with=None if backend is None else {
+                        "backend": backend.name, "device": backend.device,
+                        "threads": backend.threads, "precision": backend.precision})
     return SearchOutcome(res, rounds, report, out)
 
 
@@ -299,8 +303,12 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
            batch_size: int = 1, setting: dict | None = None, hardware: dict | None = None,
            estimators=(), export: bool = True, accuracy_source: str | None = None,
            accuracy_note: str | None = None, confirmation: dict | None = None,
-           rounds=()) -> dict:
-    """Write the chosen subnet and its evidence into ``out_dir``; returns the report."""
+           rounds=(), verified_with: dict | None = None, export_format: str | None = None) -> dict:
+    """Write the chosen subnet and its evidence into ``out_dir``; returns the report.
+
+    The subnet is exported (``export``) in ``export_format``, by default the format of the
+    runtime and precision it was verified with (``verified_with``; else the predictor's
+    ``setting``): :func:`ofa_latency.export.deploy_format`, ONNX fp32 for torch."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sub = space.validate(arch)
@@ -336,15 +344,26 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
         "batch_size": batch_size, "setting": setting, "hardware": hardware,
         "search_seconds": result.seconds, "search_extra": result.extra,
         "verification": verification.to_dict() if verification else None,
+        "verified_with": verified_with,
         "net_config": space.net_config(sub),
     }
     if export:
-        from ..export import export_onnx
+        from ..export import FORMATS, deploy_format, export_model
 
-        info = export_onnx(space, sub, out / "subnet.onnx", batch_size=batch_size)
-        report["onnx"] = {"path": "subnet.onnx", "config": "subnet.config.json",
-                          "max_abs_diff_vs_torch": info["max_abs_diff"],
-                          "size_mb": round(info["size_mb"], 3)}
+        where = verified_with or setting or {}
+        fmt = export_format or deploy_format(where.get("backend"), where.get("precision") or
+                                             "fp32")
+        name = "subnet" + FORMATS[fmt][2]
+        info = export_model(space, sub, out / name, fmt, batch_size=batch_size)
+        report["deployed"] = {"path": name, "config": "subnet.config.json", "format": fmt,
+                              "runtime": info["runtime"], "precision": info["precision"],
+                              "quantization": info["quantization"],
+                              "agreement_with_torch": info["agreement"],
+                              "size_mb": round(info["size_mb"], 3)}
+        if fmt == "onnx":
+            report["onnx"] = {"path": name, "config": "subnet.config.json",
+                              "max_abs_diff_vs_torch": info["agreement"]["max_abs_diff"],
+                              "size_mb": round(info["size_mb"], 3)}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "summary.md").write_text(summary_text(report))
     return report
@@ -389,10 +408,14 @@ def summary_text(report: dict) -> str:
         lines.append(f"- confirmed in a fresh window: {c['measured_ms']:.3f} ms "
                      f"({c['over_budget_pct']:+.1f} % against the budget; "
                      f"{'meets it' if c['meets'] else 'EXCEEDS it beyond the noise floor'})")
-    if report.get("onnx"):
-        o = report["onnx"]
-        lines.append(f"- ONNX: {o['path']} ({o['size_mb']:.1f} MB; max |ONNX Runtime - PyTorch| "
-                     f"{o['max_abs_diff_vs_torch']:.1e}); OFA net config: {o['config']}")
+    if report.get("deployed"):
+        o = report["deployed"]
+        a = o["agreement_with_torch"]
+        lines.append(f"- deployed as {o['format']} ({o['runtime']} {o['precision']}): "
+                     f"{o['path']} "
+                     f"({o['size_mb']:.1f} MB; against PyTorch fp32: top-1 agreement "
+                     f"{100 * a['top1_agreement']:.0f} %, max abs difference "
+                     f"{a['max_abs_diff']:.1e}); OFA net config: {o['config']}")
     lines += ["", "```json", json.dumps(report["arch"]), "```", ""]
     return "\n".join(lines)
 

@@ -1,0 +1,196 @@
+"""How the deployment runtimes' models are made: the module every conversion starts from,
+int8 calibration data, ONNX Runtime static quantization, OpenVINO and LiteRT conversion, the
+per-process cache of converted models, and what the optional extras are called. No backend
+classes here (those are in :mod:`.backends` and :mod:`.runtimes`), so both import it.
+
+Every conversion starts from the subnet with calibrated batch-norm statistics
+(:func:`ofa_latency.spaces.building.calibrate_batchnorm`): OFA's random initialisation gives
+outputs that do not depend on the input, which leaves nothing to check a conversion against
+and gives int8 calibration degenerate ranges. int8 is post-training static quantization with
+each runtime's own tool, calibrated on :data:`CALIBRATION_BATCHES` seeded random N(0, 1)
+batches; :data:`QUANTIZATION` says how.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["QUANTIZATION", "CALIBRATION_BATCHES", "ConversionCache", "CACHE", "require",
+           "calibration_batches", "deployable_module", "deployable_onnx_bytes",
+           "onnx_int8_bytes", "openvino_model", "tflite_bytes", "agreement"]
+
+CALIBRATION_BATCHES = 4
+"""Random N(0, 1) batches each int8 model is calibrated on (seeded)."""
+
+QUANTIZATION = {
+    "onnxruntime": "static QDQ by onnxruntime.quantization (MinMax; int8 weights per channel, "
+                   "uint8 activations)",
+    "openvino": "NNCF post-training quantization (nncf.quantize, performance preset, fast bias "
+                "correction)",
+    "litert": "ai-edge-quantizer static_wi8_ai8 (int8 weights per channel, int8 activations; "
+              "int8 input and output)",
+}
+"""How each backend makes its int8 model (all calibrated on :data:`CALIBRATION_BATCHES`
+random batches)."""
+
+_EXTRAS = {"openvino": "openvino", "nncf": "openvino", "ai_edge_litert": "litert",
+           "litert_torch": "litert", "ai_edge_quantizer": "litert", "tensorrt": "tensorrt"}
+
+
+def require(module: str):
+    """Import ``module``, or raise :class:`ImportError` naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra = _EXTRAS.get(module.split(".")[0])
+        hint = f"pip install 'ofa-latency[{extra}]'" if extra else f"pip install {module}"
+        raise ImportError(f"{module} is not installed; it comes with the optional extra: "
+                          f"{hint}") from exc
+
+
+def calibration_batches(shape, n: int = CALIBRATION_BATCHES, seed: int = 1) -> list:
+    """``n`` seeded random N(0, 1) float32 arrays of ``shape`` (int8 calibration data)."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(shape), dtype=np.float32) for _ in range(n)]
+
+
+def deployable_module(space, subnet):
+    """``subnet`` of ``space`` as a module with calibrated batch-norm statistics (what every
+    runtime here converts)."""
+    from ..spaces.building import build, calibrate_batchnorm
+
+    sub = space.validate(subnet)
+    return calibrate_batchnorm(build(space, sub), (3, sub.image_size, sub.image_size))
+
+
+def deployable_onnx_bytes(space, subnet, batch_size: int) -> bytes:
+    """The fp32 ONNX export of :func:`deployable_module` (cached: ONNX Runtime int8 and
+    OpenVINO start from it)."""
+    from ..spaces.building import onnx_bytes
+
+    sub = space.validate(subnet)
+    return CACHE.get(("onnx", "fp32-deployable", space.name, sub.key(), batch_size),
+                      lambda: onnx_bytes(deployable_module(space, sub), sub.image_size,
+                                         batch_size))
+
+
+class ConversionCache:
+    """The ``maxsize`` most recently used converted models of a process, by key (thread-safe).
+
+    ``get(key, make)`` returns the cached model or ``make()``'s, which it keeps."""
+
+    def __init__(self, maxsize: int = 16):
+        self.maxsize = maxsize
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.conversions = 0
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self.conversions += 1
+            self._items[key] = value
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+        return value
+
+
+CACHE = ConversionCache()
+
+
+# --------------------------------------------------------------------------- conversions
+
+def onnx_int8_bytes(model_bytes: bytes, batches) -> bytes:
+    """Quantize an fp32 ONNX model (input ``input``) to int8, static QDQ, calibrated on
+    ``batches`` (a list of input arrays): see :data:`QUANTIZATION`."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{"input": b} for b in batches])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory(prefix="ofa_latency_int8_") as tmp:
+        src, pre, out = (os.path.join(tmp, f) for f in ("m.onnx", "pre.onnx", "q.onnx"))
+        Path(src).write_bytes(model_bytes)
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
+        quantize_static(pre, out, _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return Path(out).read_bytes()
+
+
+def openvino_model(model_bytes: bytes, precision: str = "fp32", batches=None):
+    """An OpenVINO model from fp32 ONNX bytes; ``precision="int8"`` quantizes it with NNCF on
+    ``batches`` (see :data:`QUANTIZATION`)."""
+    import io
+
+    ov = require("openvino")
+    model = ov.convert_model(io.BytesIO(model_bytes))
+    if precision == "int8":
+        nncf = require("nncf")
+        logging.getLogger("nncf").setLevel(logging.WARNING)
+        model = nncf.quantize(model, nncf.Dataset(list(batches)), subset_size=len(batches),
+                              preset=nncf.QuantizationPreset.PERFORMANCE,
+                              fast_bias_correction=True)
+    return model
+
+
+def tflite_bytes(module, example, precision: str = "fp32", batches=None,
+                 fp32_bytes: bytes | None = None) -> bytes:
+    """A LiteRT (TFLite) flatbuffer of ``module`` traced at ``example`` (a float32 array),
+    converted by ``litert-torch``; ``precision="int8"`` quantizes it with ai-edge-quantizer on
+    ``batches`` (see :data:`QUANTIZATION`), from ``fp32_bytes`` when given (no conversion)."""
+    if fp32_bytes is None:
+        os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+        import torch
+
+        litert_torch = require("litert_torch")
+        fp32_bytes = bytes(litert_torch.convert(module.eval(), (torch.from_numpy(example),))
+                           .model_content())
+    if precision == "fp32":
+        return fp32_bytes
+    require("ai_edge_quantizer")
+    from ai_edge_quantizer import quantizer, recipe
+    from ai_edge_litert.interpreter import Interpreter
+
+    qt = quantizer.Quantizer(fp32_bytes)
+    qt.load_quantization_recipe(recipe.static_wi8_ai8())
+    signatures = Interpreter(model_content=fp32_bytes).get_signature_list()
+    signature = next(iter(signatures))
+    name = signatures[signature]["inputs"][0]
+    calib = qt.calibrate({signature: [{name: b} for b in batches]}, num_threads=1)
+    return bytes(qt.quantize(calib, enable_progress_report=False).quantized_model)
+
+
+def agreement(reference, output) -> dict:
+    """How closely ``output`` follows ``reference`` (both ``(n, classes)`` logits).
+
+    Returns
+    -------
+    dict
+        ``max_abs_diff``; ``rel_rmse`` (RMS difference over the reference's standard
+        deviation); ``top1_agreement`` (fraction of rows with the same arg-max); ``n``.
+    """
+    reference, output = np.asarray(reference, float), np.asarray(output, float)
+    diff = output - reference
+    sd = float(reference.std()) or 1.0
+    return {"max_abs_diff": float(np.abs(diff).max()),
+            "rel_rmse": float(np.sqrt(np.mean(diff ** 2)) / sd),
+            "top1_agreement": float(np.mean(output.argmax(1) == reference.argmax(1))),
+            "n": int(len(reference))}
