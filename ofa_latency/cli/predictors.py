@@ -151,18 +151,19 @@ def cmd_list(args) -> int:
     if args.json:
         print(json.dumps(entries, indent=1))
         return 0
-    rows = [("name", "device", "backend", "threads", "batch", "MAPE %", "tau")]
+    rows = [("name", "device", "backend", "precision", "threads", "batch", "MAPE %", "tau")]
     for e in entries:
         m = e.get("heldout_metrics") or {}
         backend = "not recorded (HELP)" if e.get("backend") == "help" else str(e.get("backend"))
         threads = "-" if e.get("threads") is None or e.get("device_type") == "cuda" \
             else str(e["threads"])
-        rows.append((e["name"], str(e.get("device")), backend, threads,
+        rows.append((e["name"], str(e.get("device")), backend, str(e.get("precision") or "fp32"),
+                     threads,
                      str(e.get("batch_size")), f"{m.get('mape_pct', float('nan')):.2f}",
                      f"{m.get('kendall_tau', float('nan')):.3f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(v.ljust(w) if i < 3 else v.rjust(w)
+        print("  ".join(v.ljust(w) if i < 4 else v.rjust(w)
                         for i, (v, w) in enumerate(zip(r, widths))))
     print(f"{len(entries)} shipped predictors; metrics on each setting's held-out subnets "
           f"(tau below 0.8: rankings of close subnets are unreliable).")
