@@ -311,3 +311,25 @@ def test_cli_search_refit_closes_the_loop(acc, fake_est, mbv3, tmp_path, capsys,
     assert main(common[:2] + ["base"] + common[3:] + ["--verify", "fake", "--refit",
                                                       "--out", "run3"]) == 2
     assert "not a predictor saved by 'ofa-latency finetune'" in capsys.readouterr().err
+
+
+def test_deploy_exports_in_the_format_it_was_verified_with(acc, fake_est, mbv3, tmp_path):
+    """Verified on OpenVINO int8: deployed as an OpenVINO int8 IR, with how it was quantized
+    and its agreement with PyTorch in the report."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from ofa_latency.export import deploy_format
+    from ofa_latency.search.workflow import deploy
+
+    assert deploy_format("torch") == "onnx" and deploy_format("litert", "int8") == "tflite-int8"
+    est, _ = fake_est
+    res = search([Constraint(est, _budget(est, mbv3, 0.2))], acc, "fast", seed=0, top_k=1)
+    rep = deploy(tmp_path, mbv3, res.arch, res, None, verified_with={
+        "backend": "openvino", "device": "cpu", "threads": 1, "precision": "int8"})
+    d = rep["deployed"]
+    assert d["format"] == "openvino-int8" and d["path"] == "subnet.xml" and "onnx" not in rep
+    assert (tmp_path / "subnet.xml").exists() and (tmp_path / "subnet.bin").exists()
+    assert d["quantization"].startswith("NNCF") and 0 < d["agreement_with_torch"]["rel_rmse"] < 1
+    assert json.loads((tmp_path / "report.json").read_text())["verified_with"]["precision"] == \
+        "int8"
+    assert "deployed as openvino-int8" in (tmp_path / "summary.md").read_text()
