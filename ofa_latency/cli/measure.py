@@ -25,8 +25,13 @@ def cmd_profile(args) -> int:
     from ..spaces import get_space
 
     space = get_space(args.space)
+    extra = {}
+    if args.streams != 1:
+        if args.backend != "openvino":
+            raise UsageError(f"--streams is an OpenVINO setting; --backend is {args.backend}")
+        extra["streams"] = args.streams
     backend = create_backend(args.backend, threads=args.threads, device=args.device,
-                             precision=args.precision)
+                             precision=args.precision, **extra)
     subnets = subnets_from_args(args, space, "profile")
     protocol = timing_protocol(args, runs_per_round=args.runs_per_round, windows=args.windows,
                                max_windows=max(args.windows, args.max_windows))
@@ -240,6 +245,9 @@ def register(sub) -> None:
     pr.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                     help="fp16: torch on CUDA; int8: onnxruntime, openvino, litert (post-"
                          "training static quantization, calibrated on random inputs)")
+    pr.add_argument("--streams", type=positive_int, default=1,
+                    help="openvino: NUM_STREAMS (default 1, one inference at a time; recorded "
+                         "in the rows' versions)")
     pr.add_argument("--batch-size", type=positive_int, default=1)
     src = pr.add_mutually_exclusive_group()
     src.add_argument("--n", type=int, default=10, help="number of random subnets to sample")
