@@ -71,8 +71,15 @@ def test_int8_rows_say_how_they_were_made_and_never_mix(tmp_path, mbv3, smallest
 
 
 def test_settings_are_validated():
-    with pytest.raises(ValueError, match="int8.*cpu"):
+    with pytest.raises(ValueError, match="int8.*cpu.*onnxruntime-tensorrt"):
         create_backend("onnxruntime", precision="int8", device="cuda")
+    with pytest.raises(ValueError, match="device = 'cpu'"):
+        create_backend("onnxruntime-tensorrt", device="cpu")
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(RuntimeError, match="no TensorrtExecutionProvider"):
+            create_backend("onnxruntime-tensorrt", precision="fp16")
     with pytest.raises(ValueError, match="precision"):
         create_backend("torch", precision="int8")
     if HAVE["openvino"]:
