@@ -65,6 +65,14 @@ def test_wheel_holds_every_package_and_the_shipped_data(wheel):
             assert f"ofa_latency/data/predictors/{e['path']}/{f}" in names, (e["name"], f)
     assert "ofa_latency/data/hardware.csv" in names
     assert not any(n.startswith("ofa_latency/data/measurements") for n in names)
+    # the optional runtimes install from the wheel: pip install 'ofa-latency[openvino]'
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(wheel).read(meta).decode()
+    for extra, dist in (("openvino", "openvino"), ("openvino", "nncf"), ("litert", "litert-torch"),
+                        ("litert", "ai-edge-litert"), ("litert", "ai-edge-quantizer")):
+        assert f"Provides-Extra: {extra}" in text
+        assert any(line.startswith(f"Requires-Dist: {dist}") and f'extra == "{extra}"' in line
+                   for line in text.splitlines()), (extra, dist)
 
 
 def test_installed_wheel_runs_the_readme_commands(installed):
