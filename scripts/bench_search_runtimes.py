@@ -33,13 +33,18 @@ sys.path.insert(0, str(ROOT / "scripts"))
 FP32_BASE = "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_alone_xgb"
 
 
-def _cli(*argv):
+def _cli(*argv, usage_ok=False):
+    """Run ``ofa-latency ARGV``; with ``usage_ok`` a usage error (exit 2: e.g. no subnet meets
+    the budget) returns its message instead of stopping."""
     exe = Path(sys.executable).with_name("ofa-latency")
     r = subprocess.run([str(exe), *map(str, argv)], capture_output=True, text=True,
                        env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if r.returncode == 2 and usage_ok:
+        return next((line for line in r.stderr.splitlines() if line.startswith("error:")),
+                    r.stderr.strip()[-500:])
     if r.returncode != 0:
         raise SystemExit(f"ofa-latency {' '.join(map(str, argv))} failed:\n{r.stderr[-3000:]}")
-    return r.stdout
+    return None
 
 
 def differences(a: dict, b: dict) -> int:
@@ -53,8 +58,8 @@ def differences(a: dict, b: dict) -> int:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--settings", nargs="+",
-                   default=["onnxruntime:fp32", "onnxruntime:int8", "openvino:int8",
-                            "litert:int8"])
+                   default=["onnxruntime:fp32", "onnxruntime:int8", "openvino:fp32",
+                            "openvino:int8", "litert:fp32", "litert:int8"])
     p.add_argument("--budget-ms", type=float, required=True)
     p.add_argument("--n", type=int, default=50, help="rows of each table fine-tuned on")
     p.add_argument("--host", default="host3")
@@ -78,7 +83,8 @@ def main(argv=None):
         runtime, precision = s.split(":")
         name = f"{runtime}_{precision}"
         out = work / f"search_{name}"
-        if not (out / "report.json").exists():
+        failed = out / "failed.txt"
+        if not (out / "report.json").exists() and not failed.exists():
             table = table_path(ROOT / "data" / "measurements", "ofa_mbv3_w1.2", runtime,
                                precision, args.host, "main")
             df = read_measurements(table).head(args.n)
@@ -90,9 +96,16 @@ def main(argv=None):
             pred = work / f"predictor_{name}"
             if not (pred / "config.json").exists():
                 _cli("finetune", "--base", FP32_BASE, "--data", data, "--out", pred)
-            _cli("search", "--estimator", pred, "--latency-ms", args.budget_ms, *acc,
-                 "--verify", runtime, "--precision", precision, "--refit", "--out", out,
-                 "--quiet")
+            error = _cli("search", "--estimator", pred, "--latency-ms", args.budget_ms, *acc,
+                         "--verify", runtime, "--precision", precision, "--refit", "--out", out,
+                         "--quiet", usage_ok=True)
+            if error:
+                out.mkdir(parents=True, exist_ok=True)
+                failed.write_text(error)
+        if failed.exists():
+            rows.append({"setting": s, "error": failed.read_text()})
+            print(f"{s}: {failed.read_text()}")
+            continue
         rep = json.loads((out / "report.json").read_text())
         conf = rep.get("confirmation") or {}
         rows.append({"setting": s, "arch": rep["arch"], "accuracy": rep["accuracy"],
@@ -102,11 +115,12 @@ def main(argv=None):
                      "confirmed_ms": conf.get("measured_ms"),
                      "rounds": rep.get("rounds"),
                      "deployed": (rep.get("deployed") or {}).get("path")})
-    ref = next((r for r in rows if r["setting"] == "onnxruntime:fp32"), rows[0])
+    found = [r for r in rows if "error" not in r]
+    ref = next((r for r in found if r["setting"] == "onnxruntime:fp32"), found[0])
     print(f"budget {args.budget_ms} ms, predictors fine-tuned from {FP32_BASE} on {args.n} rows")
     print(f"{'setting':18s} {'accuracy':>8s} {'pred ms':>8s} {'meas ms':>8s} {'conf ms':>8s} "
           f"{'res':>4s} {'differs':>7s}  deployed")
-    for r in rows:
+    for r in found:
         r["choices_differing_from_onnxruntime_fp32"] = differences(r["arch"], ref["arch"])
         print(f"{r['setting']:18s} {r['accuracy']:8.4f} {r['predicted_ms'] or float('nan'):8.3f} "
               f"{r['measured_ms'] or float('nan'):8.3f} {r['confirmed_ms'] or float('nan'):8.3f} "
