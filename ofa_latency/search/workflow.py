@@ -136,6 +136,19 @@ def _margin_pct(rows) -> float:
     return float(np.percentile(ci, 90)) if ci else NOISE_FLOOR_PCT
 
 
+def _level_shift(estimator, rows) -> float:
+    """Median measured / predicted latency of the measured ``rows`` under ``estimator`` (the
+    refitted one): above 1 when the device runs slower now than the level the refit is at. A
+    refit on verified rows sees them at its own table's reference level (their ratios, not
+    their milliseconds), so a machine that is busier now than when that table was measured
+    (the same machine, 10 % slower beside another job) stays invisible to it."""
+    rows = list(rows)
+    if not rows:
+        return 1.0
+    pred = estimator.predict([r["arch"] for r in rows])
+    return float(np.median([r["measured_ms"] / p for r, p in zip(rows, pred)]))
+
+
 def _key(row) -> str:
     return json.dumps(row["arch"], sort_keys=True)
 
@@ -155,7 +168,9 @@ def search_and_verify(constraints, acc, backend, batch_size: int, table, finder:
     With ``refit`` (a callable taking the verification table as a DataFrame and returning a
     new estimator for constraint 0, e.g. the fine-tuned predictor refitted with the measured
     candidates added to its data) the loop is closed: after every round the predictor is
-    refitted on what was measured and the search runs again, until a search proposes no
+    refitted on what was measured and the search runs again (under the budget less the
+    measurements' margin, and less what the measured candidates still run above the refitted
+    predictor: a device slower now than its table's level), until a search proposes no
     candidate that is not measured yet (converged) or the rounds run out; the answer is the
     most accurate candidate of any round whose measured upper bound meets the budget. Without
     ``refit``, a round where none meets it is followed by a search under the budget tightened
@@ -200,9 +215,17 @@ def search_and_verify(constraints, acc, backend, batch_size: int, table, finder:
         if refit is not None:
             if k + 1 < max_rounds:
                 est = refit(read_measurements(table))
-                current = [dataclasses.replace(current[0], estimator=est,
-                                               latency_ms=constraints[0].latency_ms / margin)
-                           ] + current[1:]
+                # what the refit cannot see: the device's level now against the refit's
+                shift = max(_level_shift(est, pool.values()), 1.0)
+                if shift > 1.0 + NOISE_FLOOR_PCT / 100:
+                    logger.info("round %d: the measured candidates run %.1f %% above the "
+                                "refitted predictor; the next search leaves that room",
+                                k + 1, 100 * (shift - 1))
+                else:
+                    shift = 1.0
+                current = [dataclasses.replace(
+                    current[0], estimator=est,
+                    latency_ms=constraints[0].latency_ms / margin / shift)] + current[1:]
             continue
         if ver.chosen is not None:
             break
