@@ -218,8 +218,11 @@ def plot(result, path):
             line, = ax.plot(ns, [c[str(n)]["mean"] for n in ns], "o-", label=s)
             ax.axhline(rec["full_data_mape_pct"], color=line.get_color(), ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("measured subnets N (fine-tuning from fp32 ONNX Runtime, other host)")
-    ax.set_ylabel("test MAPE (%), mean of seeds; dotted: full-data predictor")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured subnets N (fine-tuned from fp32 ONNX Runtime, another host)")
+    ax.set_ylabel("test MAPE (%), mean of seeds")
+    ax.set_title("Transfer to each runtime (dotted: XGBoost on the table's train rows)",
+                 fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax = axes[1]
@@ -248,8 +251,9 @@ def plot(result, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", nargs="+", default=["retest", "ranks", "agreement", "transfer"],
-                   choices=["retest", "ranks", "agreement", "transfer"])
+    p.add_argument("--parts", nargs="*", default=["retest", "ranks", "agreement", "transfer"],
+                   choices=["retest", "ranks", "agreement", "transfer"],
+                   help="none: only replot --json")
     p.add_argument("--space", default="ofa_mbv3_w1.2")
     p.add_argument("--host", default="host3")
     p.add_argument("--dir", default=str(ROOT / "data" / "measurements"))

@@ -10,8 +10,8 @@ quantization, conversion; timed as ``convert_s``), then timed with the profiler'
 Phases (``--phase``): ``main`` fills ``<prefix>_<backend>_<precision>_cpu_t1_b1_<host>.csv`` up
 to ``--n`` subnets; ``retest`` measures the first ``--n`` subnets again into ``..._retest.csv``
 (a second, separate table for the test-retest noise). Re-run the same command after an
-interruption: measured subnets are skipped. A summary of the seconds spent is appended to
-``<out>/runtime_tables_log.jsonl``.
+interruption: measured subnets are skipped. The seconds spent are appended to
+``<out>/runtime_tables_log.jsonl`` after every chunk.
 
     taskset -c 0 python scripts/collect_runtime_tables.py --n 50 --phase main
     taskset -c 0 python scripts/collect_runtime_tables.py --n 50 --phase retest
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
             done = set(zip(t["arch"], t["image_size"]))
         hw = describe_hardware(backend_name, 1, "cpu", precision=precision)
         jobs.append({"name": item, "backend": backend, "path": path, "done": done, "hw": hw,
-                     "convert_s": 0.0, "profile_s": 0.0, "rows": 0})
+                     "rows": 0})
     for start in range(0, len(subnets), args.chunk):
         chunk = subnets[start:start + args.chunk]
         for job in jobs:
@@ -91,20 +91,16 @@ def main(argv=None) -> int:
                             hardware=job["hw"], check_machine=job["rows"] == 0,
                             allow_machine_change=args.allow_machine_change)
             t2 = time.perf_counter()
-            job["convert_s"] += t1 - t0
-            job["profile_s"] += t2 - t1
             job["rows"] += len(todo)
             job["done"] |= {(s.arch_json(), s.image_size) for s in todo}
             print(f"{job['name']:18s} {start + len(chunk):4d}/{len(subnets)}  convert "
                   f"{(t1 - t0) / len(todo):5.2f} s/subnet  profile {(t2 - t1) / len(todo):5.2f} "
                   f"s/subnet", flush=True)
-    with open(out / "runtime_tables_log.jsonl", "a") as f:
-        for job in jobs:
-            if job["rows"]:
+            with open(out / "runtime_tables_log.jsonl", "a") as f:  # per chunk: kill-safe
                 f.write(json.dumps({"setting": job["name"], "table": job["path"].name,
-                                    "phase": args.phase, "rows": job["rows"],
-                                    "convert_s_per_subnet": job["convert_s"] / job["rows"],
-                                    "profile_s_per_subnet": job["profile_s"] / job["rows"],
+                                    "phase": args.phase, "rows": len(todo),
+                                    "convert_s_per_subnet": (t1 - t0) / len(todo),
+                                    "profile_s_per_subnet": (t2 - t1) / len(todo),
                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     return 0
 
