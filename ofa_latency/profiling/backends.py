@@ -193,31 +193,6 @@ def onnxruntime_session(model, threads: int, device: str = "cpu", tensorrt: bool
                                 providers=providers)
 
 
-class OrtCudaRunner(Runner):
-    """A session on a GPU provider with its input and output bound on the GPU (no host copies
-    in the timed call: ``run_with_iobinding`` returns when the GPU is done)."""
-
-    def __init__(self, session, x):
-        import onnxruntime as ort
-
-        self.session = session
-        self.binding = session.io_binding()
-        self.binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-        self.binding.bind_output(session.get_outputs()[0].name, "cuda")
-
-    def outputs(self, x):
-        """The model's first output for the input array ``x`` (through host memory)."""
-        return self.session.run(None, {"input": x})[0]
-
-    def run(self, n):
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            self.session.run_with_iobinding(self.binding)
-            out.append(time.perf_counter() - t0)
-        return out
-
-
 class OrtRunner(Runner):
     """A prepared ONNX Runtime session and its input (``input``: a float32 batch)."""
 
@@ -228,13 +203,32 @@ class OrtRunner(Runner):
         """The model's first output for the input array ``x``."""
         return self.session.run(None, {"input": x})[0]
 
+    def _once(self):
+        self.session.run(None, self.feed)
+
     def run(self, n):
         out = []
         for _ in range(n):
             t0 = time.perf_counter()
-            self.session.run(None, self.feed)
+            self._once()
             out.append(time.perf_counter() - t0)
         return out
+
+
+class OrtCudaRunner(OrtRunner):
+    """A session on a GPU provider with its input and output bound on the GPU (no host copies
+    in the timed call: ``run_with_iobinding`` returns when the GPU is done)."""
+
+    def __init__(self, session, x):
+        import onnxruntime as ort
+
+        super().__init__(session, x)
+        self.binding = session.io_binding()
+        self.binding.bind_ortvalue_input("input", ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        self.binding.bind_output(session.get_outputs()[0].name, "cuda")
+
+    def _once(self):
+        self.session.run_with_iobinding(self.binding)
 
 
 @register_backend("onnxruntime")
