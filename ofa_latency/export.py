@@ -8,14 +8,12 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from .spaces.building import ONNX_OPSET, onnx_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_onnx", "export_model", "FORMATS", "deploy_format", "onnx_bytes",
-           "check_onnx", "export_set"]
+__all__ = ["export_model", "write_model", "FORMATS", "deploy_format", "onnx_bytes",
+           "export_set"]
 
 FORMATS = {
     # format: (runtime, precision, file suffix)
@@ -37,46 +35,6 @@ def deploy_format(backend: str, precision: str = "fp32") -> str:
         if runtime == backend and prec == precision:
             return name
     return "onnx"
-
-
-def check_onnx(model_bytes: bytes, module, image_size: int, batch_size: int = 1,
-               seed: int = 0) -> float:
-    """Run ONNX Runtime (CPU) and PyTorch on one random input; return the max abs difference."""
-    import onnxruntime as ort
-    import torch
-
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch_size, 3, image_size, image_size)).astype(np.float32)
-    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    (y_ort,) = sess.run(None, {"input": x})
-    with torch.no_grad():
-        y_torch = module.eval()(torch.from_numpy(x)).numpy()
-    return float(np.max(np.abs(y_ort - y_torch)))
-
-
-def export_onnx(space, arch, out_path, batch_size: int = 1) -> dict:
-    """Write the subnet as ONNX plus ``<name>.config.json`` (OFA net config) beside it.
-
-    Returns
-    -------
-    dict
-        ``onnx_path``, ``config_path``, ``max_abs_diff`` (ONNX Runtime vs PyTorch on a random
-        input) and ``size_mb``.
-    """
-    sub = space.validate(arch)
-    module = space.build(sub)
-    data = onnx_bytes(module, sub.image_size, batch_size)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(data)
-    diff = check_onnx(data, module, sub.image_size, batch_size)
-    config = {"space": space.name, "arch": sub.to_dict(), "batch_size": batch_size,
-              "onnx_opset": ONNX_OPSET, "net_config": space.net_config(sub)}
-    config_path = out_path.with_suffix(".config.json")
-    config_path.write_text(json.dumps(config, indent=1))
-    logger.info("wrote %s (%.1f MB), max |ORT - torch| = %.2e", out_path, len(data) / 1e6, diff)
-    return {"onnx_path": str(out_path), "config_path": str(config_path), "max_abs_diff": diff,
-            "size_mb": len(data) / 1e6}
 
 
 def write_model(space, sub, path, fmt: str, batch_size: int = 1):
@@ -107,7 +65,8 @@ def export_model(space, arch, out_path, fmt: str = "onnx", batch_size: int = 1,
     ``<name>.config.json`` (OFA net config, runtime, precision, how int8 was made, the check),
     and check the written model against PyTorch fp32 on ``n_check_images`` random inputs.
 
-    ``onnx`` is :func:`export_onnx`'s model (OFA's random weights as built); the other formats
+    ``onnx`` is the subnet as built (OFA's random weights, as the ``onnxruntime`` fp32 backend
+    times it); the other formats
     start from the subnet with calibrated batch-norm statistics (see
     :mod:`ofa_latency.profiling.runtimes`), which is also what they are checked against.
 

@@ -100,7 +100,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_export_set(args) -> int:
-    from ..export import export_set
+    from ..export import FORMATS, export_set
+    from ..profiling.runtimes import RUNTIME_PACKAGES
     from ..spaces import get_space
 
     space = get_space(args.space)
@@ -110,8 +111,7 @@ def cmd_export_set(args) -> int:
     size = sum(p.stat().st_size for p in Path(args.out).iterdir() if p.is_file())
     what = ("as ONNX structure ({:.1f} MB; the board fills random weights)" if
             args.format == "onnx" else f"as {args.format} models ({{:.1f}} MB)").format(size / 1e6)
-    needs = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime", "openvino": "openvino",
-             "openvino-int8": "openvino"}.get(args.format, "ai-edge-litert")
+    needs = RUNTIME_PACKAGES[FORMATS[args.format][0]]
     print(f"{len(subnets)} subnets and the reference subnet {what}, manifest {path}; on the "
           f"device (pip install --no-deps ofa-latency {needs} numpy): python -m "
           f"ofa_latency.board profile {args.out} --threads T --out board.csv")

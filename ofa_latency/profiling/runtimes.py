@@ -28,7 +28,8 @@ from .conversions import (CACHE, CALIBRATION_BATCHES, QUANTIZATION, agreement,
 from ..hardware import cpu_model_name
 
 __all__ = ["OpenVinoBackend", "LiteRtBackend", "OpenVinoRunner", "LiteRtRunner",
-           "openvino_config", "file_runner", "runtime_versions", "check_conversion",
+           "openvino_config", "file_runner", "runtime_versions", "RUNTIME_PACKAGES",
+           "check_conversion",
            "agreement", "QUANTIZATION"]
 
 
@@ -127,12 +128,16 @@ def file_runner(runtime: str, path, x, threads: int = 1) -> Runner:
     raise ValueError(f"runtime {runtime!r}; known: onnxruntime, openvino, litert")
 
 
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino",
+                    "litert": "ai-edge-litert"}
+"""The package that runs each runtime's saved models (all a board needs besides numpy)."""
+
+
 def runtime_versions(runtime: str) -> dict:
     """The installed version of ``runtime``'s package (importing only it)."""
     from importlib.metadata import version
 
-    dist = {"onnxruntime": "onnxruntime", "openvino": "openvino",
-            "litert": "ai-edge-litert"}[runtime]
+    dist = RUNTIME_PACKAGES[runtime]
     try:
         return {runtime: version(dist)}
     except Exception:  # e.g. onnxruntime-gpu installed instead of onnxruntime
