@@ -13,10 +13,14 @@ to ``--n`` subnets; ``retest`` measures the first ``--n`` subnets again into ``.
 interruption: measured subnets are skipped. The seconds spent are appended to
 ``<out>/runtime_tables_log.jsonl`` after every chunk.
 
-    taskset -c 0 python scripts/collect_runtime_tables.py --n 50 --phase main
-    taskset -c 0 python scripts/collect_runtime_tables.py --n 50 --phase retest
-    taskset -c 0 python scripts/collect_runtime_tables.py --n 500 --phase main
-    taskset -c 0 python scripts/collect_runtime_tables.py --n 200 --settings litert:fp32,litert:int8  # apart: jax
+    taskset -c 1 python scripts/collect_runtime_tables.py --n 50 --phase main --allow-machine-change
+    taskset -c 1 python scripts/collect_runtime_tables.py --n 50 --phase retest --allow-machine-change
+    taskset -c 1 python scripts/collect_runtime_tables.py --n 500 --phase main --allow-machine-change
+    taskset -c 0 python scripts/collect_runtime_tables.py --n 50 --settings litert:fp32,litert:int8 \
+        --allow-machine-change   # in its own process (litert-torch imports jax); --phase retest too
+
+``--allow-machine-change``: the same machine, whose reference level moves 10-15 % with the load
+of the other core between runs (rows keep their ratio to the reference).
 """
 
 from __future__ import annotations
