@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import abc
 import platform
+import time
 from typing import Sequence
 
 from .._registry import Registry
 
-__all__ = ["Runner", "ProfilingBackend", "register_backend", "create_backend", "list_backends"]
+__all__ = ["Runner", "TimedRunner", "ProfilingBackend", "register_backend", "create_backend", "list_backends"]
 
 
 class Runner(abc.ABC):
@@ -17,6 +18,23 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def run(self, n: int) -> Sequence[float]:
         """Execute ``n`` forward passes; return the seconds each took."""
+
+
+class TimedRunner(Runner):
+    """A runner whose forward pass is one synchronous call (``_once``), timed on the host
+    clock: the runtimes' sessions, compiled models and interpreters."""
+
+    @abc.abstractmethod
+    def _once(self) -> None:
+        """One forward pass of the prepared input."""
+
+    def run(self, n):
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self._once()
+            out.append(time.perf_counter() - t0)
+        return out
 
 
 class ProfilingBackend(abc.ABC):

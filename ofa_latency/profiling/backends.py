@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from ._base import ProfilingBackend, Runner, register_backend
+from ._base import ProfilingBackend, Runner, TimedRunner, register_backend
 from ..hardware import cpu_model_name
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def onnxruntime_session(model, threads: int, device: str = "cpu", tensorrt: bool
                                 providers=providers)
 
 
-class OrtRunner(Runner):
+class OrtRunner(TimedRunner):
     """A prepared ONNX Runtime session and its input (``input``: a float32 batch)."""
 
     def __init__(self, session, x):
@@ -205,14 +205,6 @@ class OrtRunner(Runner):
 
     def _once(self):
         self.session.run(None, self.feed)
-
-    def run(self, n):
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            self._once()
-            out.append(time.perf_counter() - t0)
-        return out
 
 
 class OrtCudaRunner(OrtRunner):

@@ -15,12 +15,11 @@ OpenVINO and LiteRT are optional extras (``pip install 'ofa-latency[openvino]'``
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
-from ._base import ProfilingBackend, Runner, register_backend
+from ._base import ProfilingBackend, Runner, TimedRunner, register_backend
 from .backends import OrtRunner, _torch_versions, onnxruntime_session
 from .conversions import (CACHE, CALIBRATION_BATCHES, QUANTIZATION, agreement,
                           calibration_batches, deployable_module, deployable_onnx_bytes,
@@ -40,7 +39,7 @@ def _subnet_key(backend, space, subnet, batch_size):
 
 # --------------------------------------------------------------------------- runners
 
-class OpenVinoRunner(Runner):
+class OpenVinoRunner(TimedRunner):
     """A compiled OpenVINO model, one synchronous infer request, and its input."""
 
     def __init__(self, compiled, x):
@@ -51,16 +50,11 @@ class OpenVinoRunner(Runner):
         """The model's first output for the input array ``x``."""
         return np.array(self.request.infer({0: x})[0])
 
-    def run(self, n):
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            self.request.infer({0: self.x})
-            out.append(time.perf_counter() - t0)
-        return out
+    def _once(self):
+        self.request.infer({0: self.x})
 
 
-class LiteRtRunner(Runner):
+class LiteRtRunner(TimedRunner):
     """A LiteRT interpreter (XNNPACK on CPU) and its input; an int8 model's input is quantized
     with the model's own input scale (as on a device) and its output dequantized."""
 
@@ -91,15 +85,9 @@ class LiteRtRunner(Runner):
             y = (y.astype(np.float32) - zero) * scale
         return y
 
-    def run(self, n):
-        it, index, x = self.interpreter, self._in["index"], self.x
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            it.set_tensor(index, x)
-            it.invoke()
-            out.append(time.perf_counter() - t0)
-        return out
+    def _once(self):
+        self.interpreter.set_tensor(self._in["index"], self.x)
+        self.interpreter.invoke()
 
 
 def _example(shape, seed=0):
@@ -268,7 +256,7 @@ class LiteRtBackend(_RuntimeBackend):
 
     def runner_from_file(self, path, input_shape) -> LiteRtRunner:
         """A runner of a saved ``.tflite`` model on input ``input_shape``."""
-        return LiteRtRunner(Path(path).read_bytes(), _example(input_shape), self.threads)
+        return file_runner("litert", path, _example(input_shape), self.threads)
 
     def prepare_module(self, module, input_shape, batch_size):
         shape = (batch_size, *input_shape)
