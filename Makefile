@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,openvino,litert]'
+	$(BIN)/python -m pip install -q -e '.[test,openvino,litert,fleet]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -69,7 +69,8 @@ def test_wheel_holds_every_package_and_the_shipped_data(wheel):
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()
     for extra, dist in (("openvino", "openvino"), ("openvino", "nncf"), ("litert", "litert-torch"),
-                        ("litert", "ai-edge-litert"), ("litert", "ai-edge-quantizer")):
+                        ("litert", "ai-edge-litert"), ("litert", "ai-edge-quantizer"),
+                        ("fleet", "ray")):
         assert f"Provides-Extra: {extra}" in text
         assert any(line.startswith(f"Requires-Dist: {dist}") and f'extra == "{extra}"' in line
                    for line in text.splitlines()), (extra, dist)
@@ -96,6 +97,26 @@ def test_installed_wheel_runs_the_readme_commands(installed):
     out = _run([str(py), "-c", "from ofa_latency.conditioned import read_hardware; "
                 "print(read_hardware('v100', 64).name)"], cwd=work).stdout  # the GPU spec table
     assert "V100" in out
+
+
+def test_installed_wheel_runs_a_fleet(installed):
+    """Ray's workers import the package too: from the wheel, not the checkout."""
+    pytest.importorskip("ray", reason="the fleet extra")
+    py, work = installed
+    code = ("import ray; from ofa_latency import fleet, get_space\n"
+            "ray.init(address='local', num_cpus=1, include_dashboard=False, "
+            "namespace=fleet.NAMESPACE, log_to_driver=False, logging_level='ERROR')\n"
+            "d = fleet.start_device('w0', 'wheel', backend='fake')\n"
+            "print(d.info['versions']['ofa_latency'])\n"
+            "out = fleet.profile_fleet(['wheel'], get_space('ofa_mbv3_w1.2').sample(2, seed=0), "
+            "'t', progress=False)\n"
+            "print(out['wheel']['measured'], ray.get(d.handle.info.remote())['done'])\n"
+            "import ofa_latency.fleet._worker as w\n"
+            "print(w.__file__)\n"
+            "fleet.stop_devices(); ray.shutdown()")
+    lines = _run([str(py), "-c", code], cwd=work, timeout=300).stdout.split("\n")
+    assert lines[1].split() == ["2", "2"], lines
+    assert str(py.parent.parent) in lines[2], lines
 
 
 def test_board_from_a_no_deps_install_with_onnxruntime_and_numpy(wheel, tmp_path, mbv3,

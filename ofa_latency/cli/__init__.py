@@ -26,7 +26,7 @@ Exit codes: 0 success, 2 a mistake in what was asked (error: ... on stderr), 130
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command (imports only what parsing needs)."""
     from .._version import __version__
-    from . import measure, predictors, search
+    from . import fleet, measure, predictors, search
 
     p = argparse.ArgumentParser(prog="ofa-latency", description=_DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of any error (for bug reports)")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (measure, predictors, search):
+    for group in (measure, predictors, search, fleet):
         group.register(sub)
     return p
 

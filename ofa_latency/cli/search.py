@@ -31,7 +31,7 @@ def _confidence(args, est):
     if text == "point":
         return None
     if text == "auto":
-        if args.verify or getattr(est.predictor, "interval_", None) is None:
+        if args.verify or args.verify_on or getattr(est.predictor, "interval_", None) is None:
             return None
         return DEFAULT_CONFIDENCE
     try:
@@ -86,14 +86,26 @@ def cmd_search(args) -> int:
                    for e, b, name in zip(ests, args.latency_ms, args.estimator)]
     params = {"lam": args.lam} if args.finder == "gradient" and args.lam is not None else {}
     backend = None
-    if args.refit and not args.verify:
+    if args.verify and args.verify_on:
+        raise UsageError("--verify (a backend here) and --verify-on (a device of the fleet): "
+                         "give one")
+    if args.refit and not (args.verify or args.verify_on):
         raise UsageError("--refit refits the predictor on the candidates --verify measures; "
-                         "give --verify too")
+                         "give --verify or --verify-on too")
     if args.verify:
         from ..profiling import create_backend
 
         backend = create_backend(args.verify, threads=args.threads, device=args.device,
                                  precision=args.precision)
+    elif args.verify_on:
+        from .. import fleet
+
+        fleet.connect(args.address)
+        backend = fleet.remote_backend(args.verify_on)
+        batch = backend.fleet_device.info["setting"]["batch_size"]
+        if batch != args.batch_size:
+            raise UsageError(f"--batch-size {args.batch_size}, but the devices of "
+                             f"{args.verify_on} measure batch {batch}")
     refit = _refitter(args.estimator[0]) if args.refit else None
     outcome = search_verify_deploy(constraints, acc, args.out, backend=backend,
                                    batch_size=args.batch_size, finder=args.finder,
@@ -185,6 +197,11 @@ def register(sub) -> None:
                     help="profile the top candidates with this backend here and choose by "
                          "measured latency (against the first budget); the chosen subnet is "
                          "exported in this runtime's format")
+    se.add_argument("--verify-on", metavar="LABEL", default=None,
+                    help="verify on a device of the fleet with this label instead (its backend "
+                         "setting; needs the fleet extra and --address)")
+    se.add_argument("--address", default="auto",
+                    help="with --verify-on: the fleet's Ray cluster (default auto)")
     se.add_argument("--refit", action="store_true",
                     help="with --verify and a predictor made by 'ofa-latency finetune': refit "
                          "it on the measured candidates between rounds and search again (the "

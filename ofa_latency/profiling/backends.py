@@ -375,20 +375,25 @@ class _FakeMachine:
 
 
 class _FakeRunner(Runner):
-    def __init__(self, latency_s, seed, machine):
+    def __init__(self, latency_s, seed, machine, realtime=False):
         self.latency_s = latency_s
         self.rng = np.random.default_rng(seed)
         self.machine = machine
+        self.realtime = realtime
 
     def run(self, n):
         # interference only adds time: exponential tail on top of the true latency
         noise = self.rng.exponential(0.01, size=n)
-        return [self.latency_s * self.machine.factor() * (1.0 + x) for x in noise]
+        out = [self.latency_s * self.machine.factor() * (1.0 + x) for x in noise]
+        if self.realtime:
+            time.sleep(sum(out))
+        return out
 
 
 @register_backend("fake")
 class FakeBackend(ProfilingBackend):
-    """A deterministic fake device for tests and dry runs; nothing is executed or slept.
+    """A deterministic fake device for tests and dry runs; nothing is executed, and nothing
+    is slept unless ``realtime``.
 
     Its latency (ms) per image is ``0.2 + 0.02 * MMACs + 0.15 * activation MB +
     0.03 * blocks`` times a fixed per-subnet factor in [0.97, 1.03] derived from the subnet's
@@ -411,17 +416,26 @@ class FakeBackend(ProfilingBackend):
     machine_seed : int, optional
         Seeds the slow phases and bad preparations (default ``seed``): two backends with the
         same ``seed`` and different ``machine_seed`` are one device on two occasions.
+    realtime : bool
+        Sleep for the simulated run times, so a run takes as long as it says (a simulated
+        device for throughput measurements, e.g. of a fleet).
+    prepare_s : float
+        Seconds each preparation sleeps (a model conversion), with ``realtime``.
     """
 
     def __init__(self, threads=1, device="cpu", precision="fp32", seed=0, speed=1.0, drift=0.0,
-                 phase_runs=25, bad_prepare=0.0, machine_seed=None):
+                 phase_runs=25, bad_prepare=0.0, machine_seed=None, realtime=False,
+                 prepare_s=0.0):
         super().__init__(threads, device, precision)
-        if not speed > 0 or not drift >= 0 or phase_runs < 1 or not 0 <= bad_prepare <= 1:
+        if not speed > 0 or not drift >= 0 or phase_runs < 1 or not 0 <= bad_prepare <= 1 \
+                or not prepare_s >= 0:
             raise ValueError(f"speed = {speed}, drift = {drift}, phase_runs = {phase_runs}, "
-                             f"bad_prepare = {bad_prepare}; need speed > 0, drift >= 0, "
-                             f"phase_runs >= 1, 0 <= bad_prepare <= 1")
+                             f"bad_prepare = {bad_prepare}, prepare_s = {prepare_s}; need "
+                             f"speed > 0, drift >= 0, phase_runs >= 1, 0 <= bad_prepare <= 1, "
+                             f"prepare_s >= 0")
         self.seed, self.speed, self.drift, self.phase_runs = seed, speed, drift, phase_runs
         self.bad_prepare = bad_prepare
+        self.realtime, self.prepare_s = bool(realtime), float(prepare_s)
         ms = seed if machine_seed is None else machine_seed
         self._machine = _FakeMachine(speed, drift, phase_runs, ms)
         self._prepare_rng = np.random.default_rng(ms + 1)
@@ -442,7 +456,10 @@ class FakeBackend(ProfilingBackend):
         if self.bad_prepare and subnet != reference_subnet(space) and \
                 self._prepare_rng.random() < self.bad_prepare:
             latency_s *= 1.25
-        return _FakeRunner(latency_s, int.from_bytes(h[:8], "little"), self._machine)
+        if self.realtime and self.prepare_s:
+            time.sleep(self.prepare_s)
+        return _FakeRunner(latency_s, int.from_bytes(h[:8], "little"), self._machine,
+                           self.realtime)
 
     def true_module_ms(self, module, input_shape, batch_size=1):
         """The fake device's noise-free latency (ms) of one layer at speed 1: ``0.002 +
@@ -457,7 +474,7 @@ class FakeBackend(ProfilingBackend):
     def prepare_module(self, module, input_shape, batch_size):
         h = hashlib.sha256(f"run|{self.seed}|{module!r}|{tuple(input_shape)}".encode()).digest()
         return _FakeRunner(self.true_module_ms(module, input_shape, batch_size) / 1e3,
-                           int.from_bytes(h[:8], "little"), self._machine)
+                           int.from_bytes(h[:8], "little"), self._machine, self.realtime)
 
     def device_name(self):
         return "fake-device"

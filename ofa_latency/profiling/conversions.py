@@ -42,7 +42,8 @@ QUANTIZATION = {
 random batches)."""
 
 _EXTRAS = {"openvino": "openvino", "nncf": "openvino", "ai_edge_litert": "litert",
-           "litert_torch": "litert", "ai_edge_quantizer": "litert", "tensorrt": "tensorrt"}
+           "litert_torch": "litert", "ai_edge_quantizer": "litert", "tensorrt": "tensorrt",
+           "ray": "fleet"}
 
 
 def require(module: str):

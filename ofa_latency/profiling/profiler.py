@@ -29,13 +29,15 @@ class MachineChangedError(UsageError):
     """The machine (its descriptor or its speed) differs from the one a table was measured on."""
 
 
-def _setting(space, backend, batch_size) -> dict:
+def backend_setting(space, backend, batch_size) -> dict:
+    """The setting columns of a table row measured on ``backend`` (one table holds one)."""
     return {"space": space.name, "batch_size": batch_size, "backend": backend.name,
             "device_type": backend.device, "device": backend.device_name(),
             "threads": backend.threads, "precision": backend.precision}
 
 
-def _setting_mask(df, setting):
+def setting_mask(df, setting):
+    """Which rows of ``df`` belong to ``setting`` (:func:`backend_setting`)."""
     return ((df["space"] == setting["space"]) & (df["backend"] == setting["backend"])
             & (df["batch_size"] == setting["batch_size"])
             & (df["device_type"] == setting["device_type"])
@@ -50,8 +52,9 @@ def _describe(setting) -> str:
             f"({setting['space']})")
 
 
-def _check_one_setting(log, existing, setting, allow_mixed):
-    mine = _setting_mask(existing, setting)
+def check_one_setting(log, existing, setting, allow_mixed=False):
+    """Refuse (:class:`UsageError`) to append ``setting`` to a table of another one."""
+    mine = setting_mask(existing, setting)
     if allow_mixed or mine.all():
         return
     other = existing[~mine][SETTING_COLUMNS].drop_duplicates().iloc[0].to_dict()
@@ -163,10 +166,10 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     with MeasurementLog(out_path) as log:  # the lock is held until every row is written
         hw_path = table_hardware_path(log.path)
-        setting = _setting(space, backend, batch_size)
+        setting = backend_setting(space, backend, batch_size)
         existing = log.read()
-        _check_one_setting(log, existing, setting, allow_mixed_settings)
-        mine = existing[_setting_mask(existing, setting)]
+        check_one_setting(log, existing, setting, allow_mixed_settings)
+        mine = existing[setting_mask(existing, setting)]
         done = set(zip(mine["arch"], mine["image_size"].astype(int)))
         todo = [s for s in subs if (s.arch_json(), s.image_size) not in done]
         logger.info("%s: %d of %d subnets already measured, %d to go", log.path,
@@ -192,21 +195,28 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             res = combine_windows(windows)
             if not math.isnan(res.ref_min_ms):
                 refs.extend(w.ref_min_ms for w in windows)
-            level = reference_level_ms(refs) if refs else float("nan")
-            cols = res.columns(level)
-            log.append({
-                **setting, "arch": sub.arch_json(), "image_size": sub.image_size, **cols,
-                "split": assign_split(space.name, sub), "timestamp": utc_timestamp(),
-                "versions": versions, "source": "ofa-latency",
-            })
+            row = measurement_row(space, setting, sub, res, refs, versions)
+            log.append(row)
             bar.update(1)
-            bar.set_postfix(last_ms=cols["latency_ms"], windows=len(windows))
+            bar.set_postfix(last_ms=row["latency_ms"], windows=len(windows))
         bar.close()
     table = log.read()
-    table = table[_setting_mask(table, setting)]
+    table = table[setting_mask(table, setting)]
     keys = {(s.arch_json(), s.image_size) for s in subs}
     sel = [(a, int(r)) in keys for a, r in zip(table["arch"], table["image_size"])]
     return table[sel].reset_index(drop=True)
+
+
+def measurement_row(space, setting: dict, sub, result, refs, versions: str,
+                    source: str = "ofa-latency") -> dict:
+    """One table row: ``setting`` (:func:`backend_setting`), the subnet, the combined
+    measurement ``result`` (:class:`~.timing.TimingResult`) at the reference level of the
+    windows ``refs`` so far (reference minima, ms; the table re-levels on append), its split,
+    timestamp, library ``versions`` (JSON) and ``source``."""
+    level = reference_level_ms(refs) if refs else float("nan")
+    return {**setting, "arch": sub.arch_json(), "image_size": sub.image_size,
+            **result.columns(level), "split": assign_split(space.name, sub),
+            "timestamp": utc_timestamp(), "versions": versions, "source": source}
 
 
 def table_hardware_path(table_path) -> Path:

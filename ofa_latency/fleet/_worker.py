@@ -1,0 +1,214 @@
+"""The device actor: one per physical device, on that device's host, holding one backend
+setting; its timing methods run one at a time (Ray concurrency group ``timing`` of size 1),
+its status method beside them."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import logging
+import os
+import platform
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from ..profiling.conversions import require
+
+ray = require("ray")
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DeviceWorker", "device_keys", "LOCK_DIR"]
+
+LOCK_DIR = Path(tempfile.gettempdir()) / "ofa-latency-fleet"
+"""Where the device locks live on each host (one file per core or GPU)."""
+
+_PREPARED = 4  # remote runners kept per device (verification and LUT building through it)
+
+
+def device_keys(setting: dict, name: str, cores=None) -> list[str]:
+    """The physical resources a device worker times on, each held by at most one worker of a
+    host: its CPU cores (``cpu<k>``; every core the process may use when ``cores`` is None),
+    or its GPU (``cuda<k>``); a simulated (``fake``) device holds only its name."""
+    if setting["backend"] == "fake":
+        return [f"fake-{name}"]
+    if setting["device_type"] == "cuda":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+        return [f"cuda{visible}"]
+    use = sorted(cores) if cores else sorted(os.sched_getaffinity(0))
+    return [f"cpu{c}" for c in use]
+
+
+def _lock_all(keys) -> list:
+    import fcntl
+
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    held = []
+    for k in keys:
+        fh = open(LOCK_DIR / f"{k}.lock", "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            for h in held:
+                h.close()
+            raise RuntimeError(f"{k} of this host is already timed by {holder}: at most one "
+                               f"device worker per core or GPU (stop it first: ofa-latency "
+                               f"fleet stop)")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"device worker pid {os.getpid()}")
+        fh.flush()
+        held.append(fh)
+    return held
+
+
+@ray.remote(concurrency_groups={"timing": 1, "control": 2})
+class DeviceWorker:
+    """One device of the fleet (a Ray actor; create it with :func:`.start_device`).
+
+    Parameters
+    ----------
+    name : str
+        The device's unique name (its actor name).
+    label : str
+        What kind of device it is; identical devices share a label and its tables.
+    setting : dict
+        ``space``, ``backend``, ``device_type``, ``threads``, ``precision``, ``batch_size``.
+    cores : list of int, optional
+        CPU cores to pin the worker to (its timings then use only them).
+    backend_options : dict, optional
+        Extra keyword arguments of the backend (e.g. a fake device's ``realtime``).
+    """
+
+    def __init__(self, name, label, setting, cores=None, backend_options=None):
+        from ..hardware import describe_hardware
+        from ..profiling import create_backend
+        from ..spaces import get_space
+
+        if cores:
+            os.sched_setaffinity(0, set(cores))
+        self.name, self.label, self.setting = name, label, dict(setting)
+        self.cores = sorted(cores) if cores else None
+        self._locks = _lock_all(device_keys(setting, name, cores))
+        self.backend = create_backend(setting["backend"], threads=setting["threads"],
+                                      device=setting["device_type"],
+                                      precision=setting["precision"],
+                                      **(backend_options or {}))
+        self.space = get_space(setting["space"])
+        self.hardware = describe_hardware(setting["backend"], setting["threads"],
+                                          setting["device_type"],
+                                          measure=setting["backend"] != "fake",
+                                          precision=setting["precision"])
+        self.started = time.time()
+        self._stats = {"done": 0, "errors": 0, "busy_s": 0.0, "last_error": None}
+        self._current = None
+        self._reference = None
+        self._prepared = collections.OrderedDict()
+        self._ids = itertools.count(1)
+        self._mutex = threading.Lock()
+
+    # -- status (its own concurrency group: answers while a timing job runs) --
+    @ray.method(concurrency_group="control")
+    def info(self) -> dict:
+        """Who and where this device is, its setting, descriptor and counters."""
+        with self._mutex:
+            stats = dict(self._stats)
+            current = self._current
+        return {"name": self.name, "label": self.label, "setting": self.setting,
+                "device": self.backend.device_name(), "hostname": platform.node(),
+                "host_ip": socket.gethostbyname(socket.gethostname()), "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id(), "cores": self.cores,
+                "hardware": self.hardware, "versions": self.backend.versions(),
+                "started": self.started, "current": current, **stats}
+
+    # -- timing (one at a time per device) --
+    def _begin(self, what):
+        with self._mutex:
+            self._current = {"what": what, "since": time.time()}
+
+    def _end(self, t0, ok=True, error=None):
+        with self._mutex:
+            self._stats["busy_s"] += time.perf_counter() - t0
+            self._stats["done" if ok else "errors"] += 1
+            if error is not None:
+                self._stats["last_error"] = error
+            self._current = None
+
+    def _reference_runner(self, batch_size):
+        from ..spaces import reference_subnet
+
+        if self._reference is None or self._reference[0] != batch_size:
+            self._reference = (batch_size, self.backend.prepare(
+                self.space, reference_subnet(self.space), batch_size))
+        return self._reference[1]
+
+    @ray.method(concurrency_group="timing")
+    def measure(self, arch: dict, protocol: dict, drift_correction: bool = True) -> dict:
+        """Time one subnet (``arch`` in OFA's form, ``image_size`` included) with the
+        profiler's protocol, its windows interleaved with the reference subnet; returns the
+        windows' results (dicts of :class:`~ofa_latency.profiling.TimingResult`) and the
+        seconds spent."""
+        from ..profiling.timing import TimingProtocol, measure_windows
+
+        t0 = time.perf_counter()
+        sub = self.space.validate(arch)
+        self._begin(sub.key())
+        try:
+            batch = self.setting["batch_size"]
+            ref = self._reference_runner(batch) if drift_correction else None
+            windows = measure_windows(lambda: self.backend.prepare(self.space, sub, batch), ref,
+                                      TimingProtocol(**protocol))
+        except Exception as exc:
+            self._end(t0, ok=False, error=f"{type(exc).__name__}: {exc}")
+            raise
+        self._end(t0)
+        return {"windows": [dataclasses.asdict(w) for w in windows],
+                "device_s": time.perf_counter() - t0, "worker": self.name}
+
+    def _keep(self, runner) -> int:
+        handle = next(self._ids)
+        self._prepared[handle] = runner
+        while len(self._prepared) > _PREPARED:
+            self._prepared.popitem(last=False)
+        return handle
+
+    @ray.method(concurrency_group="timing")
+    def prepare(self, arch: dict, batch_size: int) -> int:
+        """Prepare a subnet (``arch`` with ``r``) and keep its runner; returns its handle."""
+        sub = self.space.validate(arch)
+        return self._keep(self.backend.prepare(self.space, sub, batch_size))
+
+    @ray.method(concurrency_group="timing")
+    def prepare_module(self, module, input_shape, batch_size: int) -> int:
+        """Prepare one layer (a torch module) and keep its runner; returns its handle."""
+        return self._keep(self.backend.prepare_module(module, tuple(input_shape), batch_size))
+
+    @ray.method(concurrency_group="timing")
+    def run(self, handle: int, n: int) -> list:
+        """``n`` timed forward passes of a prepared runner (seconds each)."""
+        t0 = time.perf_counter()
+        self._begin(f"runner {handle}")
+        try:
+            if handle not in self._prepared:
+                raise KeyError(f"runner {handle} is no longer prepared on {self.name} (the "
+                               f"worker keeps the last {_PREPARED}, or it restarted)")
+            out = list(self._prepared[handle].run(int(n)))
+        except Exception as exc:
+            self._end(t0, ok=False, error=f"{type(exc).__name__}: {exc}")
+            raise
+        with self._mutex:
+            self._stats["busy_s"] += time.perf_counter() - t0
+            self._current = None
+        return out
+
+    @ray.method(concurrency_group="timing")
+    def release(self, handle: int) -> None:
+        """Forget a prepared runner."""
+        self._prepared.pop(handle, None)

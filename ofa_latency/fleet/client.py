@@ -1,0 +1,692 @@
+"""The fleet's client side: connect, start and list devices, profile subnets over the
+devices of each label into one table per label, a device as a profiling backend (search
+verification and LUT building through the same actors), status."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import platform
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable, Optional
+
+from ..errors import UsageError
+from ..profiling.conversions import require
+
+ray = require("ray")
+
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError  # noqa: E402
+
+from ..profiling._base import ProfilingBackend, Runner  # noqa: E402
+from ._worker import DeviceWorker  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NAMESPACE", "Device", "FleetError", "connect", "start_device", "list_devices",
+           "stop_devices", "profile_fleet", "RemoteBackend", "remote_backend", "fleet_status",
+           "status_text", "table_path"]
+
+NAMESPACE = "ofa-latency"
+"""The Ray namespace of the fleet's named actors (one per device, and the journal)."""
+_JOURNAL = "_journal"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]*$")
+_SETTING_KEYS = ("space", "batch_size", "backend", "device_type", "threads", "precision")
+INFO_TIMEOUT_S = 10.0
+"""How long a device may take to say who it is before it counts as down."""
+
+
+class FleetError(UsageError):
+    """The fleet cannot do what was asked (no device of a label, every device of a label
+    lost, a device refused)."""
+
+
+def connect(address: str = "auto") -> None:
+    """Join the Ray cluster at ``address`` (``auto``: the one this host belongs to, started
+    with ``ray start``; ``local``: a new one-machine cluster inside this process)."""
+    if ray.is_initialized():
+        return
+    kwargs = dict(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
+                  include_dashboard=False)
+    try:
+        if address == "local":
+            ray.init(**kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except ConnectionError as exc:
+        raise UsageError(f"no Ray cluster at {address!r} ({exc}); start one with 'ray start "
+                         f"--head' on the head host and 'ray start --address HEAD:6379' on "
+                         f"each device host (see the README's fleet section)") from None
+
+
+@dataclasses.dataclass
+class Device:
+    """A device of the fleet as the client sees it: its actor and what it said of itself
+    (``info`` is None when it did not answer: ``error`` says why)."""
+
+    name: str
+    handle: object
+    info: Optional[dict] = None
+    error: Optional[str] = None
+
+    @property
+    def label(self):
+        return self.info["label"] if self.info else None
+
+    @property
+    def up(self) -> bool:
+        return self.info is not None
+
+
+def _check_name(what, value):
+    if not isinstance(value, str) or not _NAME.match(value) or value == _JOURNAL:
+        raise UsageError(f"{what} {value!r}: use letters, digits and _ . @ : + - (not "
+                         f"starting with one of those)")
+
+
+def _actor(name):
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def start_device(name: str, label: str, backend: str = "onnxruntime", threads: int = 1,
+                 device: str = "cpu", precision: str = "fp32", batch_size: int = 1,
+                 space: str = "ofa_mbv3_w1.2", cores: Optional[Iterable[int]] = None,
+                 backend_options: Optional[dict] = None, replace: bool = False) -> Device:
+    """Start the worker of one physical device on *this* host (run it on the device's host)
+    and register it under ``name`` with its ``label``.
+
+    The worker is a detached Ray actor pinned to this node: it outlives the command that
+    started it, is restarted by Ray when its process dies, and times one job at a time. It
+    holds a lock on each core (``cores``; all this process may use by default) or GPU it
+    times on, so a second worker on the same resource of this host is refused.
+
+    Parameters
+    ----------
+    name : str
+        Unique name of the device in the fleet (e.g. ``orin-1``).
+    label : str
+        The kind of device; devices sharing a label must have the same setting and
+        descriptor identity (CPU model, cores, GPU, runtime, threads, precision) and share
+        the label's subnet lists and tables.
+    backend, threads, device, precision, batch_size, space
+        The backend setting the device measures.
+    cores : iterable of int, optional
+        Pin the worker to these CPU cores.
+    backend_options : dict, optional
+        Extra backend arguments (e.g. ``{"realtime": True, "prepare_s": 0.5}`` for a
+        simulated ``fake`` device).
+    replace : bool
+        Stop a device already registered under ``name`` first.
+
+    Returns
+    -------
+    Device
+        With the worker's ``info`` (host, pid, setting, hardware descriptor).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from ..profiling import list_backends
+
+    _check_name("device name", name)
+    _check_name("label", label)
+    if backend not in list_backends():
+        raise UsageError(f"unknown backend {backend!r}; known: {', '.join(list_backends())}")
+    old = _actor(name)
+    if old is not None:
+        if not replace:
+            raise UsageError(f"a device named {name!r} is already in the fleet; stop it "
+                             f"('ofa-latency fleet stop --names {name}') or pass --replace")
+        ray.kill(old, no_restart=True)
+        _wait_gone(name)
+    setting = {"space": space, "batch_size": int(batch_size), "backend": backend,
+               "device_type": device, "threads": int(threads), "precision": precision}
+    node = ray.get_runtime_context().get_node_id()
+    handle = DeviceWorker.options(
+        name=name, namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
+        max_task_retries=0, num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
+    ).remote(name, label, setting, sorted(cores) if cores else None, backend_options or {})
+    try:
+        info = ray.get(handle.info.remote(), timeout=120)
+    except (RayActorError, RayTaskError, GetTimeoutError) as exc:
+        ray.kill(handle, no_restart=True)
+        raise FleetError(f"device {name!r} did not start: {_cause(exc)}") from None
+    logger.info("device %s (%s) started on %s, pid %d", name, label, info["hostname"],
+                info["pid"])
+    return Device(name, handle, info)
+
+
+def _wait_gone(name, timeout_s=30.0):
+    t0 = time.monotonic()
+    while _actor(name) is not None and time.monotonic() - t0 < timeout_s:
+        time.sleep(0.2)
+
+
+def _cause(exc) -> str:
+    text = str(exc).strip().splitlines()
+    tail = [t for t in text if "Error" in t]
+    return (tail[-1] if tail else text[-1] if text else type(exc).__name__)[:500]
+
+
+def _device_names() -> list[str]:
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a.get("namespace") == NAMESPACE and a["name"] != _JOURNAL)
+
+
+def list_devices(labels: Optional[Iterable[str]] = None,
+                 timeout_s: float = INFO_TIMEOUT_S) -> list[Device]:
+    """The devices of the fleet (of ``labels``, when given), each with what it says of
+    itself; one that does not answer within ``timeout_s`` (restarting, its host gone) has
+    ``info`` None and its ``error``."""
+    out = []
+    for name in _device_names():
+        h = _actor(name)
+        if h is not None:
+            out.append(Device(name, h))
+    refs = {d.handle.info.remote(): d for d in out}
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    for ref, d in refs.items():
+        if ref not in ready:
+            d.error = f"no answer within {timeout_s:.0f} s"
+            continue
+        try:
+            d.info = ray.get(ref)
+        except (RayActorError, RayTaskError) as exc:
+            d.error = _cause(exc)
+    wanted = set(labels) if labels is not None else None
+    return [d for d in out if wanted is None or d.label in wanted]
+
+
+def stop_devices(names: Optional[Iterable[str]] = None,
+                 labels: Optional[Iterable[str]] = None) -> list[str]:
+    """Stop (and unregister) devices by name or label; both None: every device. Returns the
+    names stopped."""
+    names = set(names or ())
+    labels = set(labels or ())
+    stopped = []
+    for d in list_devices():
+        if (not names and not labels) or d.name in names or (d.label in labels):
+            ray.kill(d.handle, no_restart=True)
+            stopped.append(d.name)
+    for n in stopped:
+        _wait_gone(n)
+    return stopped
+
+
+# -- profiling over the fleet --
+
+def table_path(out_dir, label: str) -> Path:
+    """Where the fleet writes the table of ``label``: ``<out_dir>/<label>.csv``."""
+    return Path(out_dir) / f"{label}.csv"
+
+
+def _row_setting(info) -> dict:
+    s = info["setting"]
+    return {"space": s["space"], "batch_size": s["batch_size"], "backend": s["backend"],
+            "device_type": s["device_type"], "device": info["device"],
+            "threads": s["threads"], "precision": s["precision"]}
+
+
+def _refusal(ref_setting, ref_hw, info) -> Optional[str]:
+    from ..hardware import hardware_differences
+
+    mine = _row_setting(info)
+    diffs = [f"{k}: {ref_setting[k]!r} -> {mine[k]!r}" for k in ref_setting
+             if str(ref_setting[k]) != str(mine[k])]
+    diffs += hardware_differences(ref_hw, info["hardware"], measured=False)
+    return "; ".join(diffs) or None
+
+
+class _Journal:
+    """What each fleet client is doing (a small detached actor the status command reads)."""
+
+    def __init__(self):
+        self._jobs = {}
+
+    def update(self, job: str, record: dict) -> None:
+        self._jobs[job] = record
+
+    def jobs(self) -> list:
+        return list(self._jobs.values())
+
+
+def _journal():
+    try:
+        return ray.remote(num_cpus=0)(_Journal).options(
+            name=_JOURNAL, namespace=NAMESPACE, lifetime="detached",
+            get_if_exists=True).remote()
+    except Exception as exc:  # status is a convenience: never stop a run for it
+        logger.debug("no fleet journal: %s", exc)
+        return None
+
+
+@dataclasses.dataclass
+class _Label:
+    label: str
+    table: Path
+    log: object
+    setting: dict
+    devices: list
+    todo: collections.deque
+    done: set
+    refs: list
+    total: int
+    attempts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    failed: dict = dataclasses.field(default_factory=dict)
+    refused: dict = dataclasses.field(default_factory=dict)
+    new_rows: int = 0
+
+
+def _open_label(label, devices, subs, out_dir, check_setting):
+    from ..datasets import MeasurementLog
+    from ..profiling.profiler import check_one_setting, setting_mask, table_hardware_path
+
+    path = table_path(out_dir, label)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    up = [d for d in devices if d.up]
+    if not up:
+        raise FleetError(f"no device of label {label!r} answers: "
+                         + "; ".join(f"{d.name}: {d.error}" for d in devices))
+    hw_path = table_hardware_path(path)
+    log = MeasurementLog(path)  # held for the whole run: one writer per table
+    existing = log.read()
+    if hw_path.exists():
+        ref_hw = json.loads(hw_path.read_text())
+        setting = None
+    else:
+        ref_hw, setting = up[0].info["hardware"], _row_setting(up[0].info)
+    if setting is None:
+        setting = (existing[[*_SETTING_KEYS, "device"]].iloc[0].to_dict() if len(existing)
+                   else _row_setting(up[0].info))
+        setting = {k: setting[k] for k in ("space", "batch_size", "backend", "device_type",
+                                           "device", "threads", "precision")}
+        setting["batch_size"], setting["threads"] = int(setting["batch_size"]), \
+            int(float(setting["threads"]))
+    accepted, refused = [], {}
+    for d in up:
+        why = _refusal(setting, ref_hw, d.info)
+        if why:
+            refused[d.name] = why
+            logger.error("device %s refused for label %s (%s): %s", d.name, label, path, why)
+        else:
+            accepted.append(d)
+    if not accepted:
+        log.close()
+        raise FleetError(f"every device of label {label!r} differs from {path}'s setting or "
+                         f"descriptor: " + "; ".join(f"{k}: {v}" for k, v in refused.items()))
+    if check_setting:
+        check_one_setting(log, existing, setting)
+    if not hw_path.exists():
+        hw_path.write_text(json.dumps(ref_hw, indent=1))
+    mine = existing[setting_mask(existing, setting)] if len(existing) else existing
+    done = set(zip(mine["arch"], mine["image_size"].astype(int))) if len(mine) else set()
+    todo = collections.deque(s for s in subs if (s.arch_json(), s.image_size) not in done)
+    refs = [float(v) for v in mine["ref_min_ms"].dropna()] if len(mine) else []
+    logger.info("%s: %d of %d subnets already measured, %d to go on %d device(s) of %s",
+                path, len(subs) - len(todo), len(subs), len(todo), len(accepted), label)
+    return _Label(label, path, log, setting, accepted, todo, done, refs, len(subs),
+                  refused=refused)
+
+
+def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
+                  protocol=None, drift_correction: bool = True, pipeline: int = 2,
+                  max_attempts: int = 3, lost_after: int = 5, progress: bool = True,
+                  check_setting: bool = True) -> dict:
+    """Measure ``subnets`` on the devices of each label, one table per label in ``out_dir``
+    (:func:`table_path`), with the profiler's protocol and schema; resumable.
+
+    Devices of a label share its subnet list: each takes the next subnet when it finishes
+    one (``pipeline`` queued per device, so it never waits for the client). Only this
+    process writes a label's table (its lock is held for the run), a row at a time, fsynced:
+    a client killed mid-run loses nothing measured, and re-running skips every subnet any
+    device already measured. A device that fails mid-subnet (its process killed, its host
+    gone) loses only that subnet, which goes back to the front of the list for the next
+    device of the label (or the same one, restarted by Ray); a device failing ``lost_after``
+    times in a row without a result is no longer used. A subnet whose measurement raises
+    ``max_attempts`` times is left out (and reported). Devices whose setting or descriptor
+    identity differ from the label's table (or from the label's first device, for a new
+    table) are refused.
+
+    Parameters
+    ----------
+    labels : iterable of str
+        The labels to profile on (each: one setting, one table).
+    subnets : iterable of arch dicts or Subnet
+        The subnets, the same list for every label.
+    out_dir : str or Path
+        Folder of the tables (``<label>.csv`` and ``<label>.csv.hardware.json``).
+    space : SearchSpace, optional
+        Default: the devices' space.
+    protocol : TimingProtocol, optional
+        The timing protocol (default: the profiler's).
+    drift_correction, pipeline, max_attempts, lost_after, progress, check_setting
+        See above; ``check_setting`` False appends to a table of another setting.
+
+    Returns
+    -------
+    dict
+        Per label: ``table`` (path), ``measured`` (rows added now), ``rows`` (this
+        setting's rows of the subnets asked for), ``devices``, ``refused`` (name: why),
+        ``failed`` (subnet key: error), ``per_device`` (rows added by each device),
+        ``seconds`` (wall time) and ``device_s`` (timing seconds summed over devices).
+
+    Raises
+    ------
+    FleetError
+        An unknown label, no device of a label answering or accepted, or every device of
+        a label lost before its list was done (what was measured is kept).
+    """
+    from tqdm.auto import tqdm
+
+    from ..profiling.profiler import measurement_row
+    from ..profiling.timing import TimingProtocol, TimingResult, combine_windows
+    from ..spaces import get_space
+
+    labels = list(dict.fromkeys(labels))
+    if not labels:
+        raise UsageError("no labels given")
+    if pipeline < 1 or max_attempts < 1 or lost_after < 1:
+        raise ValueError("pipeline, max_attempts and lost_after must be >= 1")
+    protocol = protocol or TimingProtocol()
+    fleet = list_devices()
+    by_label = collections.defaultdict(list)
+    for d in fleet:
+        by_label[d.label].append(d)
+    unknown = [lb for lb in labels if lb not in by_label]
+    if unknown:
+        known = sorted(lb for lb in by_label if lb)
+        raise FleetError(f"no device with label {', '.join(unknown)} in the fleet (labels: "
+                         f"{', '.join(known) or 'none'}; down: "
+                         f"{', '.join(d.name for d in fleet if not d.up) or 'none'})")
+    spaces = {d.info["setting"]["space"] for lb in labels for d in by_label[lb] if d.up}
+    if space is None:
+        if len(spaces) != 1:
+            raise UsageError(f"the labels' devices measure {sorted(spaces)}; give space")
+        space = get_space(spaces.pop())
+    subs = list(dict.fromkeys(space.validate(a) for a in subnets))
+    jobs = {}
+    try:
+        for lb in labels:
+            jobs[lb] = _open_label(lb, by_label[lb], subs, out_dir, check_setting)
+    except BaseException:
+        for j in jobs.values():
+            j.log.close()
+        raise
+    journal = _journal()
+    job_id = f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    proto = dataclasses.asdict(protocol)
+    state = {d.name: {"inflight": 0, "fails": 0, "lost": False, "rows": 0, "busy_s": 0.0,
+                      "retry_at": 0.0}
+             for j in jobs.values() for d in j.devices}
+    inflight = {}  # ref -> (label, device, subnet)
+    t_start = time.perf_counter()
+    total_todo = sum(len(j.todo) for j in jobs.values())
+    bar = tqdm(total=total_todo, disable=not progress, unit="subnet",
+               desc=f"fleet {', '.join(labels)}")
+
+    def report(final=False):
+        if journal is None:
+            return
+        for j in jobs.values():
+            rec = {"job": job_id, "label": j.label, "table": str(j.table), "total": j.total,
+                   "done": len(j.done), "queued": len(j.todo),
+                   "in_flight": sum(1 for v in inflight.values() if v[0] == j.label),
+                   "errors": len(j.failed), "devices": [d.name for d in j.devices],
+                   "refused": j.refused, "client": job_id.rsplit(":", 1)[0],
+                   "state": "finished" if final else "running", "updated": time.time()}
+            journal.update.remote(f"{job_id}/{j.label}", rec)
+
+    def submit():
+        now = time.monotonic()
+        for j in jobs.values():
+            for d in j.devices:
+                st = state[d.name]
+                while j.todo and not st["lost"] and st["inflight"] < pipeline and \
+                        now >= st["retry_at"]:
+                    sub = j.todo.popleft()
+                    ref = d.handle.measure.remote(sub.to_dict(), proto, drift_correction)
+                    inflight[ref] = (j.label, d, sub)
+                    st["inflight"] += 1
+
+    def lost_label(j):
+        return all(state[d.name]["lost"] for d in j.devices)
+
+    try:
+        report()
+        submit()
+        last_report = time.monotonic()
+        while inflight or any(j.todo and not lost_label(j) for j in jobs.values()):
+            if not inflight:  # every live device is waiting to retry
+                time.sleep(0.2)
+                submit()
+                continue
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                lb, d, sub = inflight.pop(ref)
+                j, st = jobs[lb], state[d.name]
+                st["inflight"] -= 1
+                key = (sub.arch_json(), sub.image_size)
+                try:
+                    out = ray.get(ref)
+                except RayTaskError as exc:  # the measurement itself raised
+                    st["fails"] = 0
+                    j.attempts[key] += 1
+                    if j.attempts[key] >= max_attempts:
+                        j.failed[sub.key()] = _cause(exc)
+                        logger.error("%s: %s failed %d times, left out: %s", j.table,
+                                     sub.key(), j.attempts[key], _cause(exc))
+                        bar.update(1)
+                    else:
+                        j.todo.append(sub)
+                    continue
+                except RayActorError as exc:  # the device went away mid-subnet
+                    st["fails"] += 1
+                    st["retry_at"] = time.monotonic() + min(30.0, 0.5 * 2 ** st["fails"])
+                    if key not in j.done:
+                        j.todo.appendleft(sub)
+                    if st["fails"] >= lost_after:
+                        st["lost"] = True
+                        logger.error("device %s lost after %d failures in a row: %s", d.name,
+                                     st["fails"], _cause(exc))
+                    else:
+                        logger.warning("device %s failed during %s (%s); the subnet goes "
+                                       "back to the list", d.name, sub.key(), _cause(exc))
+                    continue
+                st["fails"] = 0
+                if key in j.done:  # measured twice (a re-queued subnet): keep the first
+                    continue
+                res = combine_windows([TimingResult(**w) for w in out["windows"]])
+                if res.ref_min_ms == res.ref_min_ms:
+                    j.refs.extend(w["ref_min_ms"] for w in out["windows"])
+                versions = json.dumps(d.info["versions"], sort_keys=True)
+                row = measurement_row(space, j.setting, sub, res, j.refs, versions,
+                                      source=f"ofa-latency fleet {d.name}")
+                j.log.append(row)
+                j.done.add(key)
+                j.new_rows += 1
+                st["rows"] += 1
+                st["busy_s"] += float(out["device_s"])
+                bar.update(1)
+                bar.set_postfix(last=f"{d.name} {row['latency_ms']:.3f} ms")
+            submit()
+            if time.monotonic() - last_report > 2.0:
+                report()
+                last_report = time.monotonic()
+        report(final=True)
+    finally:
+        bar.close()
+        for j in jobs.values():
+            j.log.close()
+    wall = time.perf_counter() - t_start
+    out = {}
+    from ..datasets import read_measurements
+    from ..profiling.profiler import setting_mask
+
+    lost = []
+    for lb, j in jobs.items():
+        table = read_measurements(j.table)
+        table = table[setting_mask(table, j.setting)]
+        keys = {(s.arch_json(), s.image_size) for s in subs}
+        rows = table[[(a, int(r)) in keys for a, r in zip(table["arch"], table["image_size"])]]
+        out[lb] = {"table": str(j.table), "measured": j.new_rows,
+                   "rows": rows.reset_index(drop=True),
+                   "devices": [d.name for d in j.devices], "refused": j.refused,
+                   "failed": j.failed, "seconds": round(wall, 2),
+                   "per_device": {d.name: state[d.name]["rows"] for d in j.devices},
+                   "device_s": round(sum(state[d.name]["busy_s"] for d in j.devices), 2)}
+        if j.todo:
+            lost.append(f"{lb}: {len(j.todo)} subnets left, every device lost "
+                        f"({', '.join(d.name for d in j.devices)})")
+    if lost:
+        raise FleetError("; ".join(lost) + "; what was measured is in the tables: re-run when "
+                         "a device is back")
+    return out
+
+
+# -- a device as a profiling backend --
+
+class _RemoteRunner(Runner):
+    def __init__(self, handle, runner_id):
+        self.handle, self.runner_id = handle, runner_id
+
+    def run(self, n):
+        return ray.get(self.handle.run.remote(self.runner_id, int(n)))
+
+    def __del__(self):
+        try:
+            self.handle.release.remote(self.runner_id)
+        except Exception:  # the cluster may be gone at exit
+            pass
+
+
+class RemoteBackend(ProfilingBackend):
+    """A device of the fleet behind the profiling backend contract: ``prepare`` builds the
+    subnet on the device and each ``run(n)`` times it there (one timing job at a time per
+    device, whatever the number of clients). The setting (backend name, device, threads,
+    precision, device name, versions) is the device's, so tables, lookup tables and
+    verifications made through it are that device's.
+
+    Parameters
+    ----------
+    device : Device
+        From :func:`list_devices` (answering).
+    """
+
+    def __init__(self, device: Device):
+        if not device.up:
+            raise FleetError(f"device {device.name} does not answer: {device.error}")
+        s = device.info["setting"]
+        self.name = s["backend"]
+        self.devices = (s["device_type"],)
+        self.precisions = (s["precision"],)
+        super().__init__(threads=int(s["threads"]), device=s["device_type"],
+                         precision=s["precision"])
+        self.fleet_device = device
+        self.space_name = s["space"]
+
+    def prepare(self, space, subnet, batch_size):
+        if space.name != self.space_name:
+            raise UsageError(f"device {self.fleet_device.name} measures {self.space_name}, "
+                             f"not {space.name}")
+        h = self.fleet_device.handle
+        arch = space.validate(subnet).to_dict()
+        return _RemoteRunner(h, ray.get(h.prepare.remote(arch, int(batch_size))))
+
+    def prepare_module(self, module, input_shape, batch_size):
+        h = self.fleet_device.handle
+        return _RemoteRunner(h, ray.get(h.prepare_module.remote(module, tuple(input_shape),
+                                                                int(batch_size))))
+
+    def device_name(self):
+        return self.fleet_device.info["device"]
+
+    def versions(self):
+        return dict(self.fleet_device.info["versions"])
+
+
+def remote_backend(label: str):
+    """A :class:`RemoteBackend` on a device of ``label``: an idle one if there is one."""
+    devs = [d for d in list_devices([label]) if d.up]
+    if not devs:
+        raise FleetError(f"no answering device with label {label!r} in the fleet")
+    devs.sort(key=lambda d: (d.info["current"] is not None, d.name))
+    return RemoteBackend(devs[0])
+
+
+# -- status --
+
+def fleet_status(timeout_s: float = INFO_TIMEOUT_S) -> dict:
+    """What the fleet is doing: ``devices`` (one dict per device: name, label, host,
+    setting, state idle/busy/down, done, errors, busy seconds, uptime, subnets per minute)
+    and ``jobs`` (one per client and label: table, done/total, queued, in flight, errors)."""
+    now = time.time()
+    devices = []
+    for d in list_devices(timeout_s=timeout_s):
+        if not d.up:
+            devices.append({"name": d.name, "state": "down", "error": d.error})
+            continue
+        i = d.info
+        up_s = max(now - i["started"], 1e-9)
+        s = i["setting"]
+        devices.append({
+            "name": d.name, "label": i["label"], "host": i["hostname"],
+            "setting": f"{s['backend']} {s['device_type']} t{s['threads']} b{s['batch_size']} "
+                       f"{s['precision']}",
+            "state": "busy" if i["current"] else "idle",
+            "current": (i["current"] or {}).get("what"), "done": i["done"],
+            "errors": i["errors"], "last_error": i["last_error"],
+            "busy_s": round(i["busy_s"], 1), "uptime_s": round(up_s, 1),
+            "per_min": round(60 * i["done"] / up_s, 2), "pid": i["pid"]})
+    jobs = []
+    h = _actor(_JOURNAL)
+    if h is not None:
+        try:
+            jobs = sorted(ray.get(h.jobs.remote(), timeout=timeout_s),
+                          key=lambda r: r["updated"])
+        except (RayActorError, GetTimeoutError):
+            pass
+    return {"devices": devices, "jobs": jobs}
+
+
+def status_text(status: dict) -> str:
+    """:func:`fleet_status` as two tables a person reads at a glance."""
+    lines = []
+    devs = status["devices"]
+    if not devs:
+        lines.append("no devices in the fleet (start one: ofa-latency fleet worker ...)")
+    else:
+        head = (f"{'device':16s} {'label':14s} {'host':14s} {'setting':30s} {'state':5s} "
+                f"{'done':>5s} {'errors':>6s} {'busy s':>7s} {'per min':>7s}")
+        lines += [head, "-" * len(head)]
+        for d in devs:
+            if d["state"] == "down":
+                lines.append(f"{d['name']:16s} {'?':14s} {'?':14s} {'?':30s} down  "
+                             f"({d['error']})")
+                continue
+            lines.append(f"{d['name']:16.16s} {d['label']:14.14s} {d['host']:14.14s} "
+                         f"{d['setting']:30.30s} {d['state']:5s} {d['done']:5d} "
+                         f"{d['errors']:6d} {d['busy_s']:7.1f} {d['per_min']:7.2f}")
+            if d["last_error"]:
+                lines.append(f"{'':16s} last error: {d['last_error']}")
+    if status["jobs"]:
+        lines.append("")
+        head = (f"{'label':14s} {'table':40s} {'done':>11s} {'queued':>6s} {'in flight':>9s} "
+                f"{'errors':>6s} {'state':8s} {'updated':>8s}")
+        lines += [head, "-" * len(head)]
+        now = time.time()
+        for r in status["jobs"]:
+            lines.append(f"{r['label']:14.14s} {r['table'][-40:]:40s} "
+                         f"{r['done']:5d}/{r['total']:<5d} {r['queued']:6d} "
+                         f"{r['in_flight']:9d} {r['errors']:6d} {r['state']:8s} "
+                         f"{now - r['updated']:6.0f} s")
+            for name, why in (r.get("refused") or {}).items():
+                lines.append(f"{'':14s} refused {name}: {why}")
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""The fleet on a local Ray cluster: simulated (fake, real-time) devices, faults, refusals,
+one writer per table, a device as a profiling backend, status. Skipped without the extra."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the fleet extra (pip install 'ofa-latency[fleet]')")
+
+from ofa_latency import fleet  # noqa: E402
+from ofa_latency.datasets import read_measurements  # noqa: E402
+from ofa_latency.errors import UsageError  # noqa: E402
+
+SIM = {"realtime": True, "prepare_s": 0.05}
+def _quick():
+    from ofa_latency.profiling import TimingProtocol
+
+    return TimingProtocol(warmup_runs=1, rounds=4, runs_per_round=2, target_ci_pct=None)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=fleet.NAMESPACE,
+             log_to_driver=False, logging_level="ERROR")
+    yield ray.get_runtime_context().gcs_address
+    fleet.stop_devices()
+    ray.shutdown()
+
+
+@pytest.fixture
+def devices(cluster):
+    started = []
+
+    def start(name, label, **kw):
+        kw.setdefault("backend", "fake")
+        kw.setdefault("backend_options", SIM)
+        started.append(fleet.start_device(name, label, **kw))
+        return started[-1]
+
+    yield start
+    fleet.stop_devices(names=[d.name for d in started])
+
+
+def _once_each(path, subs):
+    df = read_measurements(path)
+    keys = list(zip(df["arch"], df["image_size"].astype(int)))
+    assert sorted(keys) == sorted((s.arch_json(), s.image_size) for s in subs)
+    return df
+
+
+def test_subnets_split_over_a_labels_devices_one_table_per_label(devices, mbv3, tmp_path):
+    for i in range(3):
+        devices(f"a{i}", "board-a")
+    devices("b0", "board-b", threads=2)
+    subs = mbv3.sample(12, seed=1)
+    out = fleet.profile_fleet(["board-a", "board-b"], subs, tmp_path, progress=False,
+                              protocol=_quick())
+    a = _once_each(tmp_path / "board-a.csv", subs)
+    _once_each(tmp_path / "board-b.csv", subs)
+    assert out["board-a"]["measured"] == 12 and len(out["board-a"]["rows"]) == 12
+    per = out["board-a"]["per_device"]
+    assert sum(per.values()) == 12 and min(per.values()) >= 1, per  # every device took some
+    assert set(a["source"]) == {f"ofa-latency fleet a{i}" for i in range(3) if per[f"a{i}"]}
+    assert set(read_measurements(tmp_path / "board-b.csv")["threads"].astype(int)) == {2}
+    hw = json.loads((tmp_path / "board-a.csv.hardware.json").read_text())
+    assert hw["backend"] == "fake" and hw["threads_in_use"] == 1
+    # the same latencies as the device's own noise-free model, within its noise
+    from ofa_latency.profiling import create_backend
+
+    truth = create_backend("fake")
+    by_key = {(s.arch_json(), s.image_size): s for s in subs}
+    ratio = [ms / truth.true_latency_ms(mbv3, by_key[(x, int(r))]) for ms, x, r in
+             zip(a["latency_ms"], a["arch"], a["image_size"])]
+    assert max(ratio) / min(ratio) < 1.1
+    again = fleet.profile_fleet(["board-a"], subs, tmp_path, progress=False, protocol=_quick())
+    assert again["board-a"]["measured"] == 0  # resumable: nothing measured twice
+
+
+def test_a_worker_killed_mid_run_loses_at_most_its_subnet(devices, mbv3, tmp_path):
+    d0 = devices("k0", "kill")
+    devices("k1", "kill")
+    subs = mbv3.sample(16, seed=2)
+    pids = []
+
+    def killer():
+        time.sleep(1.5)
+        pids.append(d0.info["pid"])
+        os.kill(d0.info["pid"], signal.SIGKILL)  # the worker's process dies mid-subnet
+
+    t = threading.Thread(target=killer)
+    t.start()
+    out = fleet.profile_fleet(["kill"], subs, tmp_path, progress=False, protocol=_quick())
+    t.join()
+    _once_each(tmp_path / "kill.csv", subs)
+    assert out["kill"]["measured"] == 16
+    # Ray restarted the worker: it answers again, as a new process
+    back = {d.name: d for d in fleet.list_devices(["kill"])}
+    assert back["k0"].up and back["k0"].info["pid"] != pids[0]
+
+
+def test_a_killed_client_loses_nothing_measured(devices, cluster, mbv3, tmp_path):
+    devices("c0", "client")
+    devices("c1", "client")
+    subs = mbv3.sample(14, seed=3)
+    archs = tmp_path / "archs.jsonl"
+    archs.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in subs))
+    code = ("import json, ray, sys; from ofa_latency import fleet, get_space; "
+            f"ray.init(address={cluster!r}, namespace=fleet.NAMESPACE, log_to_driver=False); "
+            "sp = get_space('ofa_mbv3_w1.2'); "
+            f"subs = [json.loads(x) for x in open({str(archs)!r})]; "
+            "from ofa_latency.profiling import TimingProtocol; "
+            "q = TimingProtocol(warmup_runs=1, rounds=4, runs_per_round=2, target_ci_pct=None); "
+            f"fleet.profile_fleet(['client'], subs, {str(tmp_path)!r}, progress=False, protocol=q)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    table = tmp_path / "client.csv"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:  # kill it once a few rows are in
+        if table.exists() and len(table.read_text().splitlines()) > 4:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    before = read_measurements(table)
+    assert 3 <= len(before) < 14
+    out = fleet.profile_fleet(["client"], subs, tmp_path, progress=False, protocol=_quick())
+    df = _once_each(table, subs)
+    assert out["client"]["measured"] == 14 - len(before)
+    kept = df.set_index("arch").loc[before["arch"], "ratio"].to_numpy()
+    assert list(kept) == list(before["ratio"])  # what was measured stays as measured
+
+
+def test_a_device_that_differs_from_its_label_is_refused(devices, mbv3, tmp_path):
+    devices("r0", "mixed")
+    devices("r1", "mixed", threads=3)
+    subs = mbv3.sample(4, seed=4)
+    out = fleet.profile_fleet(["mixed"], subs, tmp_path, progress=False, protocol=_quick())
+    assert set(out["mixed"]["per_device"]) == {"r0"}
+    assert "threads" in out["mixed"]["refused"]["r1"]
+    fleet.stop_devices(names=["r0"])
+    with pytest.raises(fleet.FleetError, match="differs"):  # the table's setting decides now
+        fleet.profile_fleet(["mixed"], subs, tmp_path, progress=False, protocol=_quick())
+
+
+def test_unknown_labels_names_and_double_devices_are_refused(devices, mbv3, tmp_path):
+    devices("n0", "named")
+    with pytest.raises(fleet.FleetError, match="no device with label nosuch"):
+        fleet.profile_fleet(["nosuch"], mbv3.sample(2, seed=0), tmp_path, progress=False)
+    with pytest.raises(UsageError, match="already in the fleet"):
+        devices("n0", "named")
+    with pytest.raises(UsageError, match="device name"):
+        devices("bad name", "named")
+
+
+def test_one_worker_per_core(tmp_path, monkeypatch):
+    from ofa_latency.fleet import _worker
+
+    monkeypatch.setattr(_worker, "LOCK_DIR", tmp_path)
+    setting = {"backend": "onnxruntime", "device_type": "cpu"}
+    assert _worker.device_keys(setting, "x", [1, 0]) == ["cpu0", "cpu1"]
+    held = _worker._lock_all(["cpu0", "cpu1"])
+    with pytest.raises(RuntimeError, match="cpu1 of this host is already timed"):
+        _worker._lock_all(["cpu1"])  # an overlapping core set
+    assert _worker._lock_all(["cpu2"])  # another core is free
+    for h in held:
+        h.close()
+    assert _worker._lock_all(["cpu1"])  # free again once its worker is gone
+
+
+def test_a_device_as_a_profiling_backend(devices, mbv3, tmp_path):
+    from ofa_latency.profiling import profile_subnets
+
+    devices("p0", "remote")
+    be = fleet.remote_backend("remote")
+    assert (be.name, be.device, be.threads, be.device_name()) == ("fake", "cpu", 1,
+                                                                   "fake-device")
+    subs = mbv3.sample(3, seed=5)
+    df = profile_subnets(mbv3, be, subs, 1, tmp_path / "t.csv", progress=False,
+                         protocol=_quick())
+    assert len(df) == 3 and set(df["backend"]) == {"fake"} and df["ratio"].notna().all()
+    st = fleet.fleet_status()
+    mine = [d for d in st["devices"] if d.get("name") == "p0"][0]
+    assert mine["state"] == "idle" and mine["busy_s"] > 0
+    text = fleet.status_text(st)
+    assert "p0" in text and "remote" in text
+
+
+def test_status_lists_devices_and_jobs(devices, mbv3, tmp_path):
+    devices("s0", "status")
+    fleet.profile_fleet(["status"], mbv3.sample(3, seed=6), tmp_path, progress=False,
+                        protocol=_quick())
+    st = fleet.fleet_status()
+    dev = [d for d in st["devices"] if d.get("name") == "s0"][0]
+    assert dev["done"] == 3 and dev["errors"] == 0 and dev["per_min"] > 0
+    job = [j for j in st["jobs"] if j["table"] == str(tmp_path / "status.csv")][-1]
+    assert (job["done"], job["total"], job["queued"], job["state"]) == (3, 3, 0, "finished")
+
+
+def test_importing_the_package_does_not_need_ray():
+    code = ("import sys; sys.modules['ray'] = None; import ofa_latency, ofa_latency.cli; "
+            "ofa_latency.cli.build_parser()\n"
+            "try:\n    import ofa_latency.fleet\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pip install 'ofa-latency[fleet]'" in out
