@@ -208,3 +208,73 @@ def test_importing_the_package_does_not_need_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "pip install 'ofa-latency[fleet]'" in out
+
+
+def test_lookup_table_and_search_verification_on_a_fleet_device(devices, mbv3, tmp_path):
+    import numpy as np
+
+    from ofa_latency.estimator import LatencyEstimator
+    from ofa_latency.lut import _read_layer_log, layer_plan, measure_layers
+    from ofa_latency.spaces import reference_subnet
+    from ofa_latency.spaces.building import layer_module
+    from ofa_latency.predictors import create_predictor
+    from ofa_latency.profiling import create_backend
+    from ofa_latency.search import Constraint, OFAAccuracyPredictor
+    from ofa_latency.search.workflow import search_verify_deploy
+
+    devices("l0", "lut", backend_options={})  # not real-time: thousands of short runs
+    be = fleet.remote_backend("lut")
+    truth = create_backend("fake")
+    # what build_lut does per layer, for a few layers (building all of them takes a minute)
+    specs = layer_plan(mbv3, [160]).layers()[::30]
+    modules = {s.key: layer_module(mbv3, s.part, s.block, s.ks, s.e) for s in specs}
+    info = measure_layers(specs, lambda s: be.prepare_module(modules[s.key], s.input_shape, 1),
+                          lambda: be.prepare(mbv3, reference_subnet(mbv3), 1), tmp_path / "lut",
+                          {"backend": be.name, "device": be.device_name()}, _quick(),
+                          progress=False)
+    assert info["n_layers"] == len(specs) >= 3
+    rows = {r["key"]: r for r in _read_layer_log(tmp_path / "lut" / "layers.csv")}
+    ref_ms = truth.true_latency_ms(mbv3, reference_subnet(mbv3))
+    for s in specs:  # the remote device's layer times are the fake device's model
+        want = truth.true_module_ms(modules[s.key], s.input_shape) / ref_ms
+        assert float(rows[s.key]["ratio"]) == pytest.approx(want, rel=0.05)
+
+    subs = mbv3.sample(150, seed=60)
+    est = LatencyEstimator(create_predictor("table").fit(
+        subs, [truth.true_latency_ms(mbv3, s) for s in subs]), check_machine=False)
+    rng = np.random.default_rng(0)
+    acc = OFAAccuracyPredictor({
+        "0.weight": rng.normal(0, 0.05, (400, 128)), "0.bias": np.zeros(400),
+        "2.weight": rng.normal(0, 0.05, (400, 400)), "2.bias": np.zeros(400),
+        "4.weight": rng.normal(0, 0.05, (400, 400)), "4.bias": np.zeros(400),
+        "6.weight": rng.normal(0, 0.05, (1, 400)), "6.bias": np.full(1, 0.75)})
+    budget = float(np.quantile(est.predict(mbv3.sample(300, seed=1)), 0.3))
+    out = search_verify_deploy([Constraint(est, budget)], acc, tmp_path / "run", backend=be,
+                               top_k=2, progress=False, export=False, max_rounds=1,
+                               population_size=24, max_time_budget=15)
+    rows = read_measurements(out.report["verification"]["table"])
+    assert set(rows["backend"]) == {"fake"} and len(rows) == 2
+    assert out.report["meets_budget_measured"] is True
+
+
+def test_cli_fleet_profile_status_and_stop(devices, tmp_path, capsys):
+    from ofa_latency.cli import main
+
+    assert main(["fleet", "worker", "--label", "cli", "--name", "cli0", "--backend", "fake",
+                 "--option", "realtime=true"]) == 0
+    assert "device cli0 (label cli)" in capsys.readouterr().out
+    assert main(["fleet", "worker", "--label", "cli", "--name", "cli0", "--backend", "fake"]) == 2
+    assert "already in the fleet" in capsys.readouterr().err
+    assert main(["fleet", "profile", "--devices", "cli", "--n", "3", "--out", str(tmp_path),
+                 "--rounds", "3", "--max-rounds", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "cli: 3 of 3 subnets" in out and "cli0 3" in out
+    assert main(["fleet", "profile", "--devices", "nosuch", "--n", "3", "--out",
+                 str(tmp_path)]) == 2
+    assert "no device with label nosuch" in capsys.readouterr().err
+    assert main(["fleet", "status"]) == 0
+    text = capsys.readouterr().out
+    assert "cli0" in text and "3/3" in text
+    assert main(["fleet", "stop"]) == 2  # says what to stop
+    assert main(["fleet", "stop", "--names", "cli0"]) == 0
+    assert "stopped 1 device(s): cli0" in capsys.readouterr().out
