@@ -173,6 +173,7 @@ def part_faults(args, work, address):
     text = (work / "faults_client.log").read_text()
     fleet.stop_devices(labels=["faults"])
     rec = {"n_subnets": len(subs), "devices": 8, "worker_kills": args.worker_kills,
+           "prepare_s": args.prepare_s_faults,
            "client_kills": 1, "events": events, "rerun_rc": rc, "rows": len(df),
            "distinct": len(set(keys)), "missing": len(want - set(keys)),
            "extra": len(set(keys) - want), "duplicates": len(keys) - len(set(keys)),
