@@ -278,3 +278,17 @@ def test_cli_fleet_profile_status_and_stop(devices, tmp_path, capsys):
     assert main(["fleet", "stop"]) == 2  # says what to stop
     assert main(["fleet", "stop", "--names", "cli0"]) == 0
     assert "stopped 1 device(s): cli0" in capsys.readouterr().out
+
+
+def test_a_real_onnxruntime_worker_pinned_to_a_core(devices, mbv3, tmp_path):
+    dev = devices("ort-c0", "ort", backend="onnxruntime", cores=[0], backend_options={},
+                  measure_hardware=False)
+    assert dev.info["cores"] == [0] and dev.info["hardware"]["cpus_available"] == 1
+    with pytest.raises(fleet.FleetError, match="cpu0 of this host is already timed"):
+        devices("ort-c0-again", "ort", backend="onnxruntime", cores=[0], backend_options={},
+                measure_hardware=False)
+    subs = mbv3.sample(2, seed=7)
+    out = fleet.profile_fleet(["ort"], subs, tmp_path, progress=False, protocol=_quick())
+    df = _once_each(tmp_path / "ort.csv", subs)
+    assert out["ort"]["measured"] == 2 and set(df["backend"]) == {"onnxruntime"}
+    assert (df["ratio"] > 0).all() and df["ref_min_ms"].notna().all()

@@ -307,7 +307,7 @@ def test_cli_search_refit_closes_the_loop(acc, fake_est, mbv3, tmp_path, capsys,
     assert rep["predicted_ms"][0] == chosen["predicted_ms"]  # whichever round proposed it
     assert "against their predictions" in (tmp_path / "run" / "summary.md").read_text()
     assert main(common + ["--refit", "--out", "run2"]) == 2
-    assert "give --verify too" in capsys.readouterr().err
+    assert "give --verify or --verify-on too" in capsys.readouterr().err
     assert main(common[:2] + ["base"] + common[3:] + ["--verify", "fake", "--refit",
                                                       "--out", "run3"]) == 2
     assert "not a predictor saved by 'ofa-latency finetune'" in capsys.readouterr().err

@@ -85,9 +85,12 @@ class DeviceWorker:
         CPU cores to pin the worker to (its timings then use only them).
     backend_options : dict, optional
         Extra keyword arguments of the backend (e.g. a fake device's ``realtime``).
+    measure_hardware : bool
+        Measure the descriptor's throughputs (not for a ``fake`` device).
     """
 
-    def __init__(self, name, label, setting, cores=None, backend_options=None):
+    def __init__(self, name, label, setting, cores=None, backend_options=None,
+                 measure_hardware=True):
         from ..hardware import describe_hardware
         from ..profiling import create_backend
         from ..spaces import get_space
@@ -104,7 +107,8 @@ class DeviceWorker:
         self.space = get_space(setting["space"])
         self.hardware = describe_hardware(setting["backend"], setting["threads"],
                                           setting["device_type"],
-                                          measure=setting["backend"] != "fake",
+                                          measure=measure_hardware and
+                                          setting["backend"] != "fake",
                                           precision=setting["precision"])
         self.started = time.time()
         self._stats = {"done": 0, "errors": 0, "busy_s": 0.0, "last_error": None}

@@ -99,7 +99,8 @@ def _actor(name):
 def start_device(name: str, label: str, backend: str = "onnxruntime", threads: int = 1,
                  device: str = "cpu", precision: str = "fp32", batch_size: int = 1,
                  space: str = "ofa_mbv3_w1.2", cores: Optional[Iterable[int]] = None,
-                 backend_options: Optional[dict] = None, replace: bool = False) -> Device:
+                 backend_options: Optional[dict] = None, replace: bool = False,
+                 measure_hardware: bool = True) -> Device:
     """Start the worker of one physical device on *this* host (run it on the device's host)
     and register it under ``name`` with its ``label``.
 
@@ -125,6 +126,9 @@ def start_device(name: str, label: str, backend: str = "onnxruntime", threads: i
         simulated ``fake`` device).
     replace : bool
         Stop a device already registered under ``name`` first.
+    measure_hardware : bool
+        Measure the descriptor's memory bandwidth and matmul throughput (a few seconds;
+        informational: a label's devices are matched on identity fields only).
 
     Returns
     -------
@@ -153,7 +157,8 @@ def start_device(name: str, label: str, backend: str = "onnxruntime", threads: i
         name=name, namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
         max_task_retries=0, num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
-    ).remote(name, label, setting, sorted(cores) if cores else None, backend_options or {})
+    ).remote(name, label, setting, sorted(cores) if cores else None, backend_options or {},
+             measure_hardware)
     try:
         info = ray.get(handle.info.remote(), timeout=120)
     except (RayActorError, RayTaskError, GetTimeoutError) as exc:
