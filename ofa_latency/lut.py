@@ -195,7 +195,21 @@ def layer_plan(space, resolutions) -> LutPlan:
 
 
 # ---------------------------------------------------------------------------- building
-_LOG_HEADER = "key,ratio,ref_min_ms,latency_raw_ms,spread_pct,n_runs\n"
+LAYER_LOG_HEADER = "key,ratio,ref_min_ms,latency_raw_ms,spread_pct,n_runs\n"
+"""The header of a build's ``layers.csv`` (one row per layer: :func:`layer_row`)."""
+
+
+def layer_row(key: str, res) -> str:
+    """The ``layers.csv`` line of one layer's combined measurement ``res``."""
+    return (f'"{key}",{res.ratio!r},{res.ref_min_ms!r},{res.latency_raw_ms!r},'
+            f'{res.spread_pct!r},{res.n_runs}\n')
+
+
+def lut_setting(space, backend, batch_size: int) -> dict:
+    """What a lookup table is measured for (``build.json``'s ``setting``)."""
+    return {"space": space.name, "backend": backend.name, "device": backend.device_name(),
+            "device_type": backend.device, "threads": backend.threads,
+            "precision": backend.precision, "batch_size": batch_size}
 
 
 def _read_layer_log(log_path: Path) -> list[dict]:
@@ -247,12 +261,11 @@ def measure_layers(layers, prepare, prepare_reference, out_dir, setting: dict, p
     ref_runner = prepare_reference() if todo else None
     with open(log_path, "a") as fh:
         if new:
-            fh.write(_LOG_HEADER)
+            fh.write(LAYER_LOG_HEADER)
         for k, lay in enumerate(todo, start=1):
             t0 = time.perf_counter()
             res = combine_windows(measure_windows(lambda: prepare(lay), ref_runner, protocol))
-            fh.write(f'"{lay.key}",{res.ratio!r},{res.ref_min_ms!r},'
-                     f'{res.latency_raw_ms!r},{res.spread_pct!r},{res.n_runs}\n')
+            fh.write(layer_row(lay.key, res))
             fh.flush()
             info["device_seconds"] += time.perf_counter() - t0
             info_path.write_text(json.dumps(info, indent=1))
@@ -330,9 +343,7 @@ def build_lut(space, backend, resolutions, out_dir, batch_size: int = 1, protoco
 
     resolutions = sorted(set(int(r) for r in resolutions))
     plan = layer_plan(space, resolutions)
-    setting = {"space": space.name, "backend": backend.name, "device": backend.device_name(),
-               "device_type": backend.device, "threads": backend.threads,
-               "precision": backend.precision, "batch_size": batch_size}
+    setting = lut_setting(space, backend, batch_size)
     modules = {}
 
     def prepare(spec):

@@ -2,6 +2,7 @@
 
     python scripts/train_shipped.py                       # every setting, both kinds
     python scripts/train_shipped.py --only help           # HELP GPU settings only
+    python scripts/train_shipped.py --only own --tables '*_int8_cpu_t1_b1_host3' '*_openvino_fp32_cpu_t1_b1_host3'
 
 One predictor per kind and setting: each table of data/measurements/ (this project's own
 measurements) and each HELP GPU setting (read from ../shared/data, never copied; only the
@@ -11,8 +12,9 @@ Resumable: settings already in the manifest with an existing folder are skipped.
 
 from __future__ import annotations
 
-import os
 import argparse
+import fnmatch
+import os
 import json
 import sys
 import tempfile
@@ -32,6 +34,9 @@ def main(argv=None):
     p.add_argument("--only", choices=["own", "help"], default=None)
     p.add_argument("--help-dir", default=str(Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "help_ofa_mbv3_w1.2"))
     p.add_argument("--root", default=str(ROOT / "data" / "predictors"))
+    p.add_argument("--tables", nargs="+", default=None, metavar="GLOB",
+                   help="only the measurement tables whose stem matches one of these patterns "
+                        "(default every table)")
     p.add_argument("--force", action="store_true",
                    help="retrain settings already in the manifest (e.g. after a table's scale "
                         "changed)")
@@ -49,6 +54,8 @@ def main(argv=None):
     jobs = []
     if args.only != "help":
         for t in sorted((ROOT / "data" / "measurements").glob("*.csv")):
+            if args.tables and not any(fnmatch.fnmatch(t.stem, g) for g in args.tables):
+                continue
             jobs.append((t.stem, t, "ofa-latency", "MIT (this project)"))
     if args.only != "own":
         if Path(args.help_dir).exists():

@@ -214,7 +214,7 @@ def test_lookup_table_and_search_verification_on_a_fleet_device(devices, mbv3, t
     import numpy as np
 
     from ofa_latency.estimator import LatencyEstimator
-    from ofa_latency.lut import _read_layer_log, layer_plan, measure_layers
+    from ofa_latency.lut import _read_layer_log, layer_plan
     from ofa_latency.spaces import reference_subnet
     from ofa_latency.spaces.building import layer_module
     from ofa_latency.predictors import create_predictor
@@ -223,21 +223,25 @@ def test_lookup_table_and_search_verification_on_a_fleet_device(devices, mbv3, t
     from ofa_latency.search.workflow import search_verify_deploy
 
     devices("l0", "lut", backend_options={})  # not real-time: thousands of short runs
-    be = fleet.remote_backend("lut")
+    devices("l1", "lut", backend_options={})
     truth = create_backend("fake")
-    # what build_lut does per layer, for a few layers (building all of them takes a minute)
-    specs = layer_plan(mbv3, [160]).layers()[::30]
-    modules = {s.key: layer_module(mbv3, s.part, s.block, s.ks, s.e) for s in specs}
-    info = measure_layers(specs, lambda s: be.prepare_module(modules[s.key], s.input_shape, 1),
-                          lambda: be.prepare(mbv3, reference_subnet(mbv3), 1), tmp_path / "lut",
-                          {"backend": be.name, "device": be.device_name()}, _quick(),
-                          progress=False)
-    assert info["n_layers"] == len(specs) >= 3
+    rec = fleet.build_lut_fleet("lut", [160], tmp_path / "lut", protocol=_quick(),
+                                progress=False)
+    n = len(layer_plan(mbv3, [160]).layers())
+    assert rec["n_layers"] == n and sum(rec["per_device"].values()) == n
+    assert min(rec["per_device"].values()) > 0  # both devices took layers
+    assert rec["setting"]["device"] == "fake-device" and rec["setting"]["backend"] == "fake"
+    assert (tmp_path / "lut" / "160_lookup_table.yaml").exists()
     rows = {r["key"]: r for r in _read_layer_log(tmp_path / "lut" / "layers.csv")}
+    assert len(rows) == n
     ref_ms = truth.true_latency_ms(mbv3, reference_subnet(mbv3))
-    for s in specs:  # the remote device's layer times are the fake device's model
-        want = truth.true_module_ms(modules[s.key], s.input_shape) / ref_ms
+    for s in layer_plan(mbv3, [160]).layers()[::10]:  # each layer time is the device's model
+        m = layer_module(mbv3, s.part, s.block, s.ks, s.e)
+        want = truth.true_module_ms(m, s.input_shape) / ref_ms
         assert float(rows[s.key]["ratio"]) == pytest.approx(want, rel=0.05)
+    again = fleet.build_lut_fleet("lut", [160], tmp_path / "lut", progress=False)
+    assert sum(again["per_device"].values()) == 0  # resumable
+    be = fleet.remote_backend("lut")
 
     subs = mbv3.sample(150, seed=60)
     est = LatencyEstimator(create_predictor("table").fit(

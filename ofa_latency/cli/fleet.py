@@ -81,17 +81,15 @@ def cmd_profile(args) -> int:
 
 def cmd_build_lut(args) -> int:
     from .. import fleet
-    from ..lut import build_lut
-    from ..spaces import get_space
 
     fleet.connect(args.address)
-    backend = fleet.remote_backend(args.devices)
-    space = get_space(backend.space_name)
-    info = build_lut(space, backend, resolutions(args.resolutions), args.out,
-                     batch_size=backend.fleet_device.info["setting"]["batch_size"],
-                     protocol=timing_protocol(args), progress=not args.quiet)
-    print(f"lookup table of {info['n_layers']} layers from device {backend.fleet_device.name} "
-          f"({args.devices}) in {args.out} ({info['device_seconds']:.0f} device-s)")
+    info = fleet.build_lut_fleet(args.devices, resolutions(args.resolutions), args.out,
+                                 protocol=timing_protocol(args), progress=not args.quiet)
+    per = ", ".join(f"{k} {v}" for k, v in info["per_device"].items())
+    print(f"lookup table of {info['n_layers']} layers on {args.devices} in {args.out} "
+          f"({info['device_seconds']:.0f} device-s in all; measured now: {per})")
+    for name, why in info["refused"].items():
+        print(f"  refused {name}: {why}")
     return 0
 
 
@@ -162,11 +160,11 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     p.set_defaults(func=cmd_profile)
 
-    b = fsub.add_parser("build-lut", help="build an OFA-format lookup table on a device of a "
-                                          "label")
+    b = fsub.add_parser("build-lut", help="build an OFA-format lookup table on the devices of "
+                                          "a label at once (resumable)")
     b.add_argument("--address", default="auto", help=_ADDRESS_HELP)
     b.add_argument("--devices", required=True, metavar="LABEL",
-                   help="the label (an idle device of it builds the table)")
+                   help="the label (its devices share the layers)")
     b.add_argument("--resolutions", required=True, help="comma-separated, e.g. 160,176")
     b.add_argument("--out", required=True, help="folder of the lookup table (resumable)")
     add_timing_options(b)

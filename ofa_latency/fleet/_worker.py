@@ -176,6 +176,26 @@ class DeviceWorker:
         return {"windows": [dataclasses.asdict(w) for w in windows],
                 "device_s": time.perf_counter() - t0, "worker": self.name}
 
+    @ray.method(concurrency_group="timing")
+    def measure_module(self, module, input_shape, protocol: dict) -> dict:
+        """Time one layer (a torch module, inputs of ``input_shape`` per image) like
+        :meth:`measure` times a subnet: what a lookup table holds."""
+        from ..profiling.timing import TimingProtocol, measure_windows
+
+        t0 = time.perf_counter()
+        self._begin(f"layer {type(module).__name__} {tuple(input_shape)}")
+        try:
+            batch = self.setting["batch_size"]
+            windows = measure_windows(
+                lambda: self.backend.prepare_module(module, tuple(input_shape), batch),
+                self._reference_runner(batch), TimingProtocol(**protocol))
+        except Exception as exc:
+            self._end(t0, ok=False, error=f"{type(exc).__name__}: {exc}")
+            raise
+        self._end(t0)
+        return {"windows": [dataclasses.asdict(w) for w in windows],
+                "device_s": time.perf_counter() - t0, "worker": self.name}
+
     def _keep(self, runner) -> int:
         handle = next(self._ids)
         self._prepared[handle] = runner

@@ -29,7 +29,8 @@ from ._worker import DeviceWorker  # noqa: E402
 logger = logging.getLogger(__name__)
 
 __all__ = ["NAMESPACE", "Device", "FleetError", "connect", "start_device", "list_devices",
-           "stop_devices", "profile_fleet", "RemoteBackend", "remote_backend", "fleet_status",
+           "stop_devices", "profile_fleet", "build_lut_fleet", "RemoteBackend",
+           "remote_backend", "fleet_status",
            "status_text", "table_path"]
 
 NAMESPACE = "ofa-latency"
@@ -274,20 +275,137 @@ def _journal():
 
 
 @dataclasses.dataclass
-class _Label:
+class _Group:
+    """The work of one label: its accepted devices, what is left (``todo``), what is done
+    (keys), and how to submit an item to a device (``submit``) and keep its result
+    (``accept``)."""
+
     label: str
-    table: Path
-    log: object
-    setting: dict
     devices: list
     todo: collections.deque
     done: set
-    refs: list
     total: int
+    key: object
+    submit: object = None
+    accept: object = None
+    table: str = ""
+    refused: dict = dataclasses.field(default_factory=dict)
     attempts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     failed: dict = dataclasses.field(default_factory=dict)
-    refused: dict = dataclasses.field(default_factory=dict)
-    new_rows: int = 0
+    new: int = 0
+
+
+def _farm(groups, pipeline, max_attempts, lost_after, bar, what) -> dict:
+    """Hand each group's items to its devices, ``pipeline`` in flight per device, until
+    every list is done or every device of a group is lost; returns per-device counters.
+    A device that fails (its process killed, its host gone) puts its items back at the
+    front of the list and is retried after a back-off; ``lost_after`` failures in a row and
+    it is no longer used. An item whose work raises ``max_attempts`` times is left out."""
+    journal = _journal()
+    job_id = f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    state = {d.name: {"inflight": 0, "fails": 0, "lost": False, "rows": 0, "busy_s": 0.0,
+                      "retry_at": 0.0} for g in groups for d in g.devices}
+    inflight = {}  # ref -> (group, device, item)
+
+    def report(final=False):
+        if journal is None:
+            return
+        for g in groups:
+            rec = {"job": job_id, "what": what, "label": g.label, "table": g.table,
+                   "total": g.total, "done": len(g.done), "queued": len(g.todo),
+                   "in_flight": sum(1 for v in inflight.values() if v[0] is g),
+                   "errors": len(g.failed), "devices": [d.name for d in g.devices],
+                   "refused": g.refused, "client": job_id.rsplit(":", 1)[0],
+                   "state": "finished" if final else "running", "updated": time.time()}
+            journal.update.remote(f"{job_id}/{g.label}", rec)
+
+    def submit():
+        now = time.monotonic()
+        for g in groups:
+            for d in g.devices:
+                st = state[d.name]
+                while g.todo and not st["lost"] and st["inflight"] < pipeline and \
+                        now >= st["retry_at"]:
+                    item = g.todo.popleft()
+                    inflight[g.submit(d, item)] = (g, d, item)
+                    st["inflight"] += 1
+
+    def alive(g):
+        return not all(state[d.name]["lost"] for d in g.devices)
+
+    report()
+    submit()
+    last_report = time.monotonic()
+    while inflight or any(g.todo and alive(g) for g in groups):
+        if not inflight:  # every live device is waiting to retry
+            time.sleep(0.2)
+            submit()
+            continue
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+        for ref in ready:
+            g, d, item = inflight.pop(ref)
+            st = state[d.name]
+            st["inflight"] -= 1
+            key = g.key(item)
+            try:
+                out = ray.get(ref)
+            except RayTaskError as exc:  # the work itself raised
+                st["fails"] = 0
+                g.attempts[key] += 1
+                if g.attempts[key] >= max_attempts:
+                    g.failed[str(key)] = _cause(exc)
+                    logger.error("%s: %s failed %d times, left out: %s", g.label, key,
+                                 g.attempts[key], _cause(exc))
+                    bar.update(1)
+                else:
+                    g.todo.append(item)
+                continue
+            except RayActorError as exc:  # the device went away mid-item
+                st["fails"] += 1
+                st["retry_at"] = time.monotonic() + min(30.0, 0.5 * 2 ** st["fails"])
+                if key not in g.done:
+                    g.todo.appendleft(item)
+                if st["fails"] >= lost_after:
+                    st["lost"] = True
+                    logger.error("device %s lost after %d failures in a row: %s", d.name,
+                                 st["fails"], _cause(exc))
+                else:
+                    logger.warning("device %s failed during %s (%s); the item goes back to "
+                                   "the list", d.name, key, _cause(exc))
+                continue
+            st["fails"] = 0
+            if key in g.done:  # measured twice (a re-queued item): keep the first
+                continue
+            g.accept(d, item, out)
+            g.done.add(key)
+            g.new += 1
+            st["rows"] += 1
+            st["busy_s"] += float(out["device_s"])
+            bar.update(1)
+            bar.set_postfix(last=d.name)
+        submit()
+        if time.monotonic() - last_report > 2.0:
+            report()
+            last_report = time.monotonic()
+    report(final=True)
+    return state
+
+
+def _lost_text(groups) -> str:
+    return "; ".join(f"{g.label}: {len(g.todo)} left, every device lost "
+                     f"({', '.join(d.name for d in g.devices)})" for g in groups if g.todo)
+
+
+def _accepted(label, devices, ref_setting, ref_hw):
+    accepted, refused = [], {}
+    for d in devices:
+        why = _refusal(ref_setting, ref_hw, d.info)
+        if why:
+            refused[d.name] = why
+            logger.error("device %s refused for label %s: %s", d.name, label, why)
+        else:
+            accepted.append(d)
+    return accepted, refused
 
 
 def _open_label(label, devices, subs, out_dir, check_setting):
@@ -303,26 +421,16 @@ def _open_label(label, devices, subs, out_dir, check_setting):
     hw_path = table_hardware_path(path)
     log = MeasurementLog(path)  # held for the whole run: one writer per table
     existing = log.read()
+    setting = _row_setting(up[0].info)
+    ref_hw = up[0].info["hardware"]
     if hw_path.exists():
         ref_hw = json.loads(hw_path.read_text())
-        setting = None
-    else:
-        ref_hw, setting = up[0].info["hardware"], _row_setting(up[0].info)
-    if setting is None:
-        setting = (existing[[*_SETTING_KEYS, "device"]].iloc[0].to_dict() if len(existing)
-                   else _row_setting(up[0].info))
-        setting = {k: setting[k] for k in ("space", "batch_size", "backend", "device_type",
-                                           "device", "threads", "precision")}
+    if len(existing):
+        first = existing.iloc[0]
+        setting = {k: first[k] for k in setting}
         setting["batch_size"], setting["threads"] = int(setting["batch_size"]), \
             int(float(setting["threads"]))
-    accepted, refused = [], {}
-    for d in up:
-        why = _refusal(setting, ref_hw, d.info)
-        if why:
-            refused[d.name] = why
-            logger.error("device %s refused for label %s (%s): %s", d.name, label, path, why)
-        else:
-            accepted.append(d)
+    accepted, refused = _accepted(label, up, setting, ref_hw)
     if not accepted:
         log.close()
         raise FleetError(f"every device of label {label!r} differs from {path}'s setting or "
@@ -337,8 +445,23 @@ def _open_label(label, devices, subs, out_dir, check_setting):
     refs = [float(v) for v in mine["ref_min_ms"].dropna()] if len(mine) else []
     logger.info("%s: %d of %d subnets already measured, %d to go on %d device(s) of %s",
                 path, len(subs) - len(todo), len(subs), len(todo), len(accepted), label)
-    return _Label(label, path, log, setting, accepted, todo, done, refs, len(subs),
-                  refused=refused)
+    return log, setting, refs, _Group(label, accepted, todo, done, len(subs),
+                                      key=lambda s: (s.arch_json(), s.image_size),
+                                      table=str(path), refused=refused)
+
+
+def _fleet_by_label(labels):
+    fleet = list_devices()
+    by_label = collections.defaultdict(list)
+    for d in fleet:
+        by_label[d.label].append(d)
+    unknown = [lb for lb in labels if lb not in by_label]
+    if unknown:
+        known = sorted(lb for lb in by_label if lb)
+        raise FleetError(f"no device with label {', '.join(unknown)} in the fleet (labels: "
+                         f"{', '.join(known) or 'none'}; down: "
+                         f"{', '.join(d.name for d in fleet if not d.up) or 'none'})")
+    return by_label
 
 
 def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
@@ -391,7 +514,8 @@ def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
     """
     from tqdm.auto import tqdm
 
-    from ..profiling.profiler import measurement_row
+    from ..datasets import read_measurements
+    from ..profiling.profiler import measurement_row, setting_mask
     from ..profiling.timing import TimingProtocol, TimingResult, combine_windows
     from ..spaces import get_space
 
@@ -401,159 +525,153 @@ def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
     if pipeline < 1 or max_attempts < 1 or lost_after < 1:
         raise ValueError("pipeline, max_attempts and lost_after must be >= 1")
     protocol = protocol or TimingProtocol()
-    fleet = list_devices()
-    by_label = collections.defaultdict(list)
-    for d in fleet:
-        by_label[d.label].append(d)
-    unknown = [lb for lb in labels if lb not in by_label]
-    if unknown:
-        known = sorted(lb for lb in by_label if lb)
-        raise FleetError(f"no device with label {', '.join(unknown)} in the fleet (labels: "
-                         f"{', '.join(known) or 'none'}; down: "
-                         f"{', '.join(d.name for d in fleet if not d.up) or 'none'})")
+    by_label = _fleet_by_label(labels)
     spaces = {d.info["setting"]["space"] for lb in labels for d in by_label[lb] if d.up}
     if space is None:
         if len(spaces) != 1:
             raise UsageError(f"the labels' devices measure {sorted(spaces)}; give space")
         space = get_space(spaces.pop())
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
-    jobs = {}
+    proto = dataclasses.asdict(protocol)
+    opened = {}
     try:
         for lb in labels:
-            jobs[lb] = _open_label(lb, by_label[lb], subs, out_dir, check_setting)
+            opened[lb] = _open_label(lb, by_label[lb], subs, out_dir, check_setting)
     except BaseException:
-        for j in jobs.values():
-            j.log.close()
+        for log, *_ in opened.values():
+            log.close()
         raise
-    journal = _journal()
-    job_id = f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    proto = dataclasses.asdict(protocol)
-    state = {d.name: {"inflight": 0, "fails": 0, "lost": False, "rows": 0, "busy_s": 0.0,
-                      "retry_at": 0.0}
-             for j in jobs.values() for d in j.devices}
-    inflight = {}  # ref -> (label, device, subnet)
+
+    def make_accept(log, setting, refs):
+        def accept(d, sub, out):
+            res = combine_windows([TimingResult(**w) for w in out["windows"]])
+            if res.ref_min_ms == res.ref_min_ms:
+                refs.extend(w["ref_min_ms"] for w in out["windows"])
+            log.append(measurement_row(space, setting, sub, res, refs,
+                                       json.dumps(d.info["versions"], sort_keys=True),
+                                       source=f"ofa-latency fleet {d.name}"))
+        return accept
+
+    groups = []
+    for lb, (log, setting, refs, g) in opened.items():
+        g.submit = lambda d, sub: d.handle.measure.remote(sub.to_dict(), proto,
+                                                         drift_correction)
+        g.accept = make_accept(log, setting, refs)
+        groups.append(g)
     t_start = time.perf_counter()
-    total_todo = sum(len(j.todo) for j in jobs.values())
-    bar = tqdm(total=total_todo, disable=not progress, unit="subnet",
+    bar = tqdm(total=sum(len(g.todo) for g in groups), disable=not progress, unit="subnet",
                desc=f"fleet {', '.join(labels)}")
-
-    def report(final=False):
-        if journal is None:
-            return
-        for j in jobs.values():
-            rec = {"job": job_id, "label": j.label, "table": str(j.table), "total": j.total,
-                   "done": len(j.done), "queued": len(j.todo),
-                   "in_flight": sum(1 for v in inflight.values() if v[0] == j.label),
-                   "errors": len(j.failed), "devices": [d.name for d in j.devices],
-                   "refused": j.refused, "client": job_id.rsplit(":", 1)[0],
-                   "state": "finished" if final else "running", "updated": time.time()}
-            journal.update.remote(f"{job_id}/{j.label}", rec)
-
-    def submit():
-        now = time.monotonic()
-        for j in jobs.values():
-            for d in j.devices:
-                st = state[d.name]
-                while j.todo and not st["lost"] and st["inflight"] < pipeline and \
-                        now >= st["retry_at"]:
-                    sub = j.todo.popleft()
-                    ref = d.handle.measure.remote(sub.to_dict(), proto, drift_correction)
-                    inflight[ref] = (j.label, d, sub)
-                    st["inflight"] += 1
-
-    def lost_label(j):
-        return all(state[d.name]["lost"] for d in j.devices)
-
     try:
-        report()
-        submit()
-        last_report = time.monotonic()
-        while inflight or any(j.todo and not lost_label(j) for j in jobs.values()):
-            if not inflight:  # every live device is waiting to retry
-                time.sleep(0.2)
-                submit()
-                continue
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            for ref in ready:
-                lb, d, sub = inflight.pop(ref)
-                j, st = jobs[lb], state[d.name]
-                st["inflight"] -= 1
-                key = (sub.arch_json(), sub.image_size)
-                try:
-                    out = ray.get(ref)
-                except RayTaskError as exc:  # the measurement itself raised
-                    st["fails"] = 0
-                    j.attempts[key] += 1
-                    if j.attempts[key] >= max_attempts:
-                        j.failed[sub.key()] = _cause(exc)
-                        logger.error("%s: %s failed %d times, left out: %s", j.table,
-                                     sub.key(), j.attempts[key], _cause(exc))
-                        bar.update(1)
-                    else:
-                        j.todo.append(sub)
-                    continue
-                except RayActorError as exc:  # the device went away mid-subnet
-                    st["fails"] += 1
-                    st["retry_at"] = time.monotonic() + min(30.0, 0.5 * 2 ** st["fails"])
-                    if key not in j.done:
-                        j.todo.appendleft(sub)
-                    if st["fails"] >= lost_after:
-                        st["lost"] = True
-                        logger.error("device %s lost after %d failures in a row: %s", d.name,
-                                     st["fails"], _cause(exc))
-                    else:
-                        logger.warning("device %s failed during %s (%s); the subnet goes "
-                                       "back to the list", d.name, sub.key(), _cause(exc))
-                    continue
-                st["fails"] = 0
-                if key in j.done:  # measured twice (a re-queued subnet): keep the first
-                    continue
-                res = combine_windows([TimingResult(**w) for w in out["windows"]])
-                if res.ref_min_ms == res.ref_min_ms:
-                    j.refs.extend(w["ref_min_ms"] for w in out["windows"])
-                versions = json.dumps(d.info["versions"], sort_keys=True)
-                row = measurement_row(space, j.setting, sub, res, j.refs, versions,
-                                      source=f"ofa-latency fleet {d.name}")
-                j.log.append(row)
-                j.done.add(key)
-                j.new_rows += 1
-                st["rows"] += 1
-                st["busy_s"] += float(out["device_s"])
-                bar.update(1)
-                bar.set_postfix(last=f"{d.name} {row['latency_ms']:.3f} ms")
-            submit()
-            if time.monotonic() - last_report > 2.0:
-                report()
-                last_report = time.monotonic()
-        report(final=True)
+        state = _farm(groups, pipeline, max_attempts, lost_after, bar, "profile")
     finally:
         bar.close()
-        for j in jobs.values():
-            j.log.close()
+        for log, *_ in opened.values():
+            log.close()
     wall = time.perf_counter() - t_start
+    keys = {(s.arch_json(), s.image_size) for s in subs}
     out = {}
-    from ..datasets import read_measurements
-    from ..profiling.profiler import setting_mask
-
-    lost = []
-    for lb, j in jobs.items():
-        table = read_measurements(j.table)
-        table = table[setting_mask(table, j.setting)]
-        keys = {(s.arch_json(), s.image_size) for s in subs}
+    for g, (lb, (log, setting, _, _)) in zip(groups, opened.items()):
+        table = read_measurements(log.path)
+        table = table[setting_mask(table, setting)]
         rows = table[[(a, int(r)) in keys for a, r in zip(table["arch"], table["image_size"])]]
-        out[lb] = {"table": str(j.table), "measured": j.new_rows,
-                   "rows": rows.reset_index(drop=True),
-                   "devices": [d.name for d in j.devices], "refused": j.refused,
-                   "failed": j.failed, "seconds": round(wall, 2),
-                   "per_device": {d.name: state[d.name]["rows"] for d in j.devices},
-                   "device_s": round(sum(state[d.name]["busy_s"] for d in j.devices), 2)}
-        if j.todo:
-            lost.append(f"{lb}: {len(j.todo)} subnets left, every device lost "
-                        f"({', '.join(d.name for d in j.devices)})")
+        out[lb] = {"table": g.table, "measured": g.new, "rows": rows.reset_index(drop=True),
+                   "devices": [d.name for d in g.devices], "refused": g.refused,
+                   "failed": g.failed, "seconds": round(wall, 2),
+                   "per_device": {d.name: state[d.name]["rows"] for d in g.devices},
+                   "device_s": round(sum(state[d.name]["busy_s"] for d in g.devices), 2)}
+    lost = _lost_text(groups)
     if lost:
-        raise FleetError("; ".join(lost) + "; what was measured is in the tables: re-run when "
-                         "a device is back")
+        raise FleetError(lost + "; what was measured is in the tables: re-run when a device "
+                                "is back")
     return out
+
+
+def build_lut_fleet(label: str, resolutions, out_dir, protocol=None, pipeline: int = 1,
+                    max_attempts: int = 3, lost_after: int = 5, progress: bool = True) -> dict:
+    """Build an OFA-format lookup table on the devices of ``label`` at once: every distinct
+    layer of the devices' space at ``resolutions``, each timed on the next free device
+    against the reference subnet there (its ratio), like
+    :func:`ofa_latency.lut.build_lut` on one device; resumable (``out_dir/layers.csv``,
+    written by this process only), with the faults handled as in :func:`profile_fleet`.
+
+    Returns
+    -------
+    dict
+        The build record (:func:`ofa_latency.lut.finish_lut`), with ``per_device`` (layers
+        measured by each device now) and ``refused``.
+    """
+    from tqdm.auto import tqdm
+
+    from ..datasets import utc_timestamp
+    from ..lut import (BUILD_INFO, BUILD_LOG, LAYER_LOG_HEADER, _read_layer_log, finish_lut,
+                       layer_plan, layer_row, lut_setting)
+    from ..profiling.timing import TimingProtocol, TimingResult, combine_windows
+    from ..spaces import get_space
+    from ..spaces.building import layer_module
+
+    protocol = protocol or TimingProtocol()
+    devices = [d for d in _fleet_by_label([label])[label] if d.up]
+    if not devices:
+        raise FleetError(f"no device of label {label!r} answers")
+    first = devices[0].info
+    space = get_space(first["setting"]["space"])
+    setting = lut_setting(space, RemoteBackend(devices[0]), first["setting"]["batch_size"])
+    accepted, refused = _accepted(label, devices, _row_setting(first), first["hardware"])
+    resolutions = sorted(set(int(r) for r in resolutions))
+    plan = layer_plan(space, resolutions)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info_path, log_path = out / BUILD_INFO, out / BUILD_LOG
+    info = json.loads(info_path.read_text()) if info_path.exists() else {
+        "setting": setting, "device_seconds": 0.0, "started": utc_timestamp()}
+    if info["setting"] != setting:
+        raise UsageError(f"{out} holds a lookup table being built for {info['setting']}, not "
+                         f"{setting}; use another --out")
+    done = {r["key"] for r in _read_layer_log(log_path)}
+    layers = plan.layers()
+    todo = collections.deque(lay for lay in layers if lay.key not in done)
+    proto = dataclasses.asdict(protocol)
+    modules = {}
+
+    def submit(d, lay):
+        k = (lay.part, lay.block, lay.ks, lay.e)
+        if k not in modules:
+            modules[k] = layer_module(space, lay.part, lay.block, lay.ks, lay.e)
+        return d.handle.measure_module.remote(modules[k], tuple(lay.input_shape), proto)
+
+    fh = open(log_path, "a")
+    if not done and fh.tell() == 0:
+        fh.write(LAYER_LOG_HEADER)
+
+    def accept(d, lay, res):
+        fh.write(layer_row(lay.key, combine_windows([TimingResult(**w)
+                                                      for w in res["windows"]])))
+        fh.flush()
+        os.fsync(fh.fileno())
+        info["device_seconds"] = round(info["device_seconds"] + float(res["device_s"]), 2)
+        info_path.write_text(json.dumps(info, indent=1))
+
+    g = _Group(label, accepted, todo, set(done), len(layers), key=lambda lay: lay.key,
+               submit=submit, accept=accept, table=str(out), refused=refused)
+    info_path.write_text(json.dumps(info, indent=1))
+    bar = tqdm(total=len(todo), disable=not progress, unit="layer", desc=f"LUT on {label}")
+    try:
+        state = _farm([g], pipeline, max_attempts, lost_after, bar, "build-lut")
+    finally:
+        bar.close()
+        fh.close()
+    lost = _lost_text([g])
+    if lost:
+        raise FleetError(lost + f"; the measured layers are in {log_path}: re-run when a device "
+                                f"is back")
+    info["n_layers"] = len(g.done)
+    if g.new:
+        info["finished"] = utc_timestamp()
+    info_path.write_text(json.dumps(info, indent=1))
+    rec = finish_lut(space, out, resolutions)
+    rec["per_device"] = {d.name: state[d.name]["rows"] for d in accepted}
+    rec["refused"] = refused
+    return rec
 
 
 # -- a device as a profiling backend --

@@ -199,21 +199,33 @@ def layer_module(space, part: str, block: int | None = None, ks: int | None = No
     table times): ``part`` is ``first_conv``, ``first_block``, ``block`` (elastic block
     ``block`` with kernel ``ks`` and expand ``e``, shortcut included), ``final_expand``,
     ``pool``, ``feature_mix`` or ``classifier`` (flatten + linear)."""
+    import copy
+
     import torch
 
-    n, ns = space.n_blocks, space.n_stages
     if part == "block":
-        sub = space.validate({"ks": [ks] * n, "e": [e] * n, "d": [max(space.d_choices)] * ns,
-                              "image_size": space.image_sizes[-1]})
-        return build(space, sub).blocks[1 + block]
-    net = build(space, space.validate({"ks": [space.ks_choices[0]] * n,
-                                       "e": [space.e_choices[0]] * n,
-                                       "d": [max(space.d_choices)] * ns,
-                                       "image_size": space.image_sizes[-1]}))
+        return copy.deepcopy(_uniform_subnet(space, ks, e).blocks[1 + block])
+    net = _uniform_subnet(space, space.ks_choices[0], space.e_choices[0])
     parts = {"first_conv": lambda: net.first_conv, "first_block": lambda: net.blocks[0],
              "final_expand": lambda: net.final_expand_layer, "pool": lambda: net.global_avg_pool,
              "feature_mix": lambda: net.feature_mix_layer,
              "classifier": lambda: torch.nn.Sequential(torch.nn.Flatten(), net.classifier)}
     if part not in parts:
         raise ValueError(f"unknown layer part {part!r}; known: block, {', '.join(parts)}")
-    return parts[part]().eval()
+    return copy.deepcopy(parts[part]()).eval()
+
+
+_UNIFORM = {}
+
+
+def _uniform_subnet(space, ks, e):
+    """The deepest subnet of ``space`` with one kernel size and expand ratio everywhere, at
+    its largest resolution (built once per process: every layer of a lookup table is a part
+    of one of these; :func:`layer_module` hands out copies)."""
+    key = (space.name, ks, e)
+    if key not in _UNIFORM:
+        n, ns = space.n_blocks, space.n_stages
+        _UNIFORM[key] = build(space, space.validate({
+            "ks": [ks] * n, "e": [e] * n, "d": [max(space.d_choices)] * ns,
+            "image_size": space.image_sizes[-1]}))
+    return _UNIFORM[key]
