@@ -69,6 +69,26 @@ def _lock_all(keys) -> list:
     return held
 
 
+def normal_priority(all_threads: bool = False) -> int:
+    """Undo Ray's niceness for a timing worker (Ray starts workers at nice 15, so any other
+    process on the host would preempt a measurement): nice 0 for the calling thread (Linux
+    niceness is per thread), or every thread of the process. Returns the niceness now; a
+    process without the right to lower it keeps its own (start Ray with
+    ``RAY_worker_niceness=0`` then)."""
+    if not hasattr(os, "setpriority"):
+        return 0
+    tids = [0]
+    if all_threads and Path("/proc/self/task").is_dir():
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) > 0:
+                os.setpriority(os.PRIO_PROCESS, tid, 0)
+        except (PermissionError, ProcessLookupError):
+            pass
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 @ray.remote(concurrency_groups={"timing": 1, "control": 2})
 class DeviceWorker:
     """One device of the fleet (a Ray actor; create it with :func:`.start_device`).
@@ -97,6 +117,11 @@ class DeviceWorker:
 
         if cores:
             os.sched_setaffinity(0, set(cores))
+        self.niceness = normal_priority(all_threads=True)
+        if self.niceness > 0:
+            logger.warning("device %s times at nice %d (no permission to lower it): other "
+                           "processes preempt its measurements; start Ray with "
+                           "RAY_worker_niceness=0", name, self.niceness)
         self.name, self.label, self.setting = name, label, dict(setting)
         self.cores = sorted(cores) if cores else None
         self._locks = _lock_all(device_keys(setting, name, cores))
@@ -129,11 +154,14 @@ class DeviceWorker:
                 "device": self.backend.device_name(), "hostname": platform.node(),
                 "host_ip": socket.gethostbyname(socket.gethostname()), "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id(), "cores": self.cores,
+                "niceness": self.niceness,
                 "hardware": self.hardware, "versions": self.backend.versions(),
                 "started": self.started, "current": current, **stats}
 
     # -- timing (one at a time per device) --
     def _begin(self, what):
+        # this thread (Ray's concurrency-group threads start niced)
+        self.niceness = normal_priority()
         with self._mutex:
             self._current = {"what": what, "since": time.time()}
 
@@ -207,11 +235,13 @@ class DeviceWorker:
     def prepare(self, arch: dict, batch_size: int) -> int:
         """Prepare a subnet (``arch`` with ``r``) and keep its runner; returns its handle."""
         sub = self.space.validate(arch)
+        self.niceness = normal_priority()
         return self._keep(self.backend.prepare(self.space, sub, batch_size))
 
     @ray.method(concurrency_group="timing")
     def prepare_module(self, module, input_shape, batch_size: int) -> int:
         """Prepare one layer (a torch module) and keep its runner; returns its handle."""
+        self.niceness = normal_priority()
         return self._keep(self.backend.prepare_module(module, tuple(input_shape), batch_size))
 
     @ray.method(concurrency_group="timing")

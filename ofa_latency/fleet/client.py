@@ -767,7 +767,8 @@ def fleet_status(timeout_s: float = INFO_TIMEOUT_S) -> dict:
             "current": (i["current"] or {}).get("what"), "done": i["done"],
             "errors": i["errors"], "last_error": i["last_error"],
             "busy_s": round(i["busy_s"], 1), "uptime_s": round(up_s, 1),
-            "per_min": round(60 * i["done"] / up_s, 2), "pid": i["pid"]})
+            "per_min": round(60 * i["done"] / up_s, 2), "pid": i["pid"],
+            "niceness": i.get("niceness", 0)})
     jobs = []
     h = _actor(_JOURNAL)
     if h is not None:
@@ -799,6 +800,9 @@ def status_text(status: dict) -> str:
                          f"{d['errors']:6d} {d['busy_s']:7.1f} {d['per_min']:7.2f}")
             if d["last_error"]:
                 lines.append(f"{'':16s} last error: {d['last_error']}")
+            if d["niceness"]:
+                lines.append(f"{'':16s} times at nice {d['niceness']}: start Ray with "
+                             f"RAY_worker_niceness=0")
     if status["jobs"]:
         lines.append("")
         head = (f"{'label':14s} {'table':40s} {'done':>11s} {'queued':>6s} {'in flight':>9s} "
