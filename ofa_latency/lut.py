@@ -221,6 +221,24 @@ def _read_layer_log(log_path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def open_build(out_dir, setting: dict):
+    """Start or resume a lookup-table build in ``out_dir`` for ``setting``: returns its
+    ``build.json`` record (written), the paths of ``build.json`` and ``layers.csv``, and the
+    keys of the layers already measured; another setting's build there is refused."""
+    from .datasets import utc_timestamp
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info_path, log_path = out / BUILD_INFO, out / BUILD_LOG
+    info = json.loads(info_path.read_text()) if info_path.exists() else {
+        "setting": setting, "device_seconds": 0.0, "started": utc_timestamp()}
+    if info["setting"] != setting:
+        raise UsageError(f"{out} holds a lookup table being built for {info['setting']}, not "
+                         f"{setting}; use another --out")
+    info_path.write_text(json.dumps(info, indent=1))
+    return info, info_path, log_path, {r["key"] for r in _read_layer_log(log_path)}
+
+
 def measure_layers(layers, prepare, prepare_reference, out_dir, setting: dict, protocol=None,
                    progress: bool = True) -> dict:
     """Time ``layers`` (objects with a ``key``) not yet in ``out_dir/layers.csv``, each with a
@@ -234,15 +252,7 @@ def measure_layers(layers, prepare, prepare_reference, out_dir, setting: dict, p
 
     protocol = protocol or TimingProtocol()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    info_path, log_path = out / BUILD_INFO, out / BUILD_LOG
-    info = json.loads(info_path.read_text()) if info_path.exists() else {
-        "setting": setting, "device_seconds": 0.0, "started": utc_timestamp()}
-    if info["setting"] != setting:
-        raise UsageError(f"{out} holds a lookup table being built for {info['setting']}, not "
-                         f"{setting}; use another --out")
-    info_path.write_text(json.dumps(info, indent=1))
-    done = {r["key"] for r in _read_layer_log(log_path)}
+    info, info_path, log_path, done = open_build(out, setting)
     todo = [lay for lay in layers if lay.key not in done]
     logger.info("%s: %d of %d layers measured, %d to go", out, len(layers) - len(todo),
                 len(layers), len(todo))

@@ -603,8 +603,8 @@ def build_lut_fleet(label: str, resolutions, out_dir, protocol=None, pipeline: i
     from tqdm.auto import tqdm
 
     from ..datasets import utc_timestamp
-    from ..lut import (BUILD_INFO, BUILD_LOG, LAYER_LOG_HEADER, _read_layer_log, finish_lut,
-                       layer_plan, layer_row, lut_setting)
+    from ..lut import (LAYER_LOG_HEADER, finish_lut, layer_plan, layer_row, lut_setting,
+                       open_build)
     from ..profiling.timing import TimingProtocol, TimingResult, combine_windows
     from ..spaces import get_space
     from ..spaces.building import layer_module
@@ -620,14 +620,7 @@ def build_lut_fleet(label: str, resolutions, out_dir, protocol=None, pipeline: i
     resolutions = sorted(set(int(r) for r in resolutions))
     plan = layer_plan(space, resolutions)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    info_path, log_path = out / BUILD_INFO, out / BUILD_LOG
-    info = json.loads(info_path.read_text()) if info_path.exists() else {
-        "setting": setting, "device_seconds": 0.0, "started": utc_timestamp()}
-    if info["setting"] != setting:
-        raise UsageError(f"{out} holds a lookup table being built for {info['setting']}, not "
-                         f"{setting}; use another --out")
-    done = {r["key"] for r in _read_layer_log(log_path)}
+    info, info_path, log_path, done = open_build(out, setting)
     layers = plan.layers()
     todo = collections.deque(lay for lay in layers if lay.key not in done)
     proto = dataclasses.asdict(protocol)
@@ -653,7 +646,6 @@ def build_lut_fleet(label: str, resolutions, out_dir, protocol=None, pipeline: i
 
     g = _Group(label, accepted, todo, set(done), len(layers), key=lambda lay: lay.key,
                submit=submit, accept=accept, table=str(out), refused=refused)
-    info_path.write_text(json.dumps(info, indent=1))
     bar = tqdm(total=len(todo), disable=not progress, unit="layer", desc=f"LUT on {label}")
     try:
         state = _farm([g], pipeline, max_attempts, lost_after, bar, "build-lut")
