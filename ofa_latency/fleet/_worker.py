@@ -187,36 +187,32 @@ class DeviceWorker:
         profiler's protocol, its windows interleaved with the reference subnet; returns the
         windows' results (dicts of :class:`~ofa_latency.profiling.TimingResult`) and the
         seconds spent."""
-        from ..profiling.timing import TimingProtocol, measure_windows
-
-        t0 = time.perf_counter()
         sub = self.space.validate(arch)
-        self._begin(sub.key())
-        try:
-            batch = self.setting["batch_size"]
-            ref = self._reference_runner(batch) if drift_correction else None
-            windows = measure_windows(lambda: self.backend.prepare(self.space, sub, batch), ref,
-                                      TimingProtocol(**protocol))
-        except Exception as exc:
-            self._end(t0, ok=False, error=f"{type(exc).__name__}: {exc}")
-            raise
-        self._end(t0)
-        return {"windows": [dataclasses.asdict(w) for w in windows],
-                "device_s": time.perf_counter() - t0, "worker": self.name}
+        batch = self.setting["batch_size"]
+        return self._windows(sub.key(), lambda: self.backend.prepare(self.space, sub, batch),
+                             (lambda: self._reference_runner(batch)) if drift_correction
+                             else None, protocol)
 
     @ray.method(concurrency_group="timing")
     def measure_module(self, module, input_shape, protocol: dict) -> dict:
         """Time one layer (a torch module, inputs of ``input_shape`` per image) like
         :meth:`measure` times a subnet: what a lookup table holds."""
+        batch = self.setting["batch_size"]
+        return self._windows(
+            f"layer {type(module).__name__} {tuple(input_shape)}",
+            lambda: self.backend.prepare_module(module, tuple(input_shape), batch),
+            lambda: self._reference_runner(batch), protocol)
+
+    def _windows(self, what, prepare, reference, protocol: dict) -> dict:
+        """The profiler's windows of one item (``prepare``: its runner; ``reference``: the
+        reference subnet's runner, or None), counted in the device's status."""
         from ..profiling.timing import TimingProtocol, measure_windows
 
         t0 = time.perf_counter()
-        self._begin(f"layer {type(module).__name__} {tuple(input_shape)}")
+        self._begin(what)
         try:
-            batch = self.setting["batch_size"]
-            windows = measure_windows(
-                lambda: self.backend.prepare_module(module, tuple(input_shape), batch),
-                self._reference_runner(batch), TimingProtocol(**protocol))
+            windows = measure_windows(prepare, reference() if reference else None,
+                                      TimingProtocol(**protocol))
         except Exception as exc:
             self._end(t0, ok=False, error=f"{type(exc).__name__}: {exc}")
             raise
