@@ -163,15 +163,22 @@ def complete_rows(text: str, where: str = "table") -> tuple[list[str], list[str]
     return good, bad
 
 
-def _lock(path: Path):
-    """An exclusive lock on ``<table>.lock`` for this process, or :class:`TableLockedError`."""
+class LockHeld(OSError):
+    """Another process holds the lock; ``holder`` is what it wrote into the lock file."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+def hold_lock(lock_path, note: str):
+    """The exclusive ``flock`` on ``lock_path`` for this process, ``note`` written into the
+    file for whoever finds it taken; the open file (closing it releases the lock), None on a
+    platform without ``fcntl``, or :class:`LockHeld` naming the holder."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        logger.warning("%s: no file locking on this platform; do not write it from two "
-                       "processes at once", path)
         return None
-    lock_path = path.with_name(path.name + ".lock")
     fh = open(lock_path, "a+")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -179,12 +186,25 @@ def _lock(path: Path):
         fh.seek(0)
         holder = fh.read().strip() or "another process"
         fh.close()
-        raise TableLockedError(f"{path} is being written by {holder} (lock {lock_path}); wait "
-                               f"for it to finish, or write to another --out") from None
+        raise LockHeld(holder) from None
     fh.seek(0)
     fh.truncate()
-    fh.write(f"process {os.getpid()} since {utc_timestamp()}\n")
+    fh.write(note + "\n")
     fh.flush()
+    return fh
+
+
+def _lock(path: Path):
+    """An exclusive lock on ``<table>.lock`` for this process, or :class:`TableLockedError`."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fh = hold_lock(lock_path, f"process {os.getpid()} since {utc_timestamp()}")
+    except LockHeld as held:
+        raise TableLockedError(f"{path} is being written by {held.holder} (lock {lock_path}); "
+                               f"wait for it to finish, or write to another --out") from None
+    if fh is None:  # pragma: no cover - not POSIX
+        logger.warning("%s: no file locking on this platform; do not write it from two "
+                       "processes at once", path)
     return fh
 
 

@@ -44,28 +44,21 @@ def device_keys(setting: dict, name: str, cores=None) -> list[str]:
 
 
 def _lock_all(keys) -> list:
-    import fcntl
+    from ..datasets import LockHeld, hold_lock
 
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     held = []
     for k in keys:
-        fh = open(LOCK_DIR / f"{k}.lock", "a+")
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
+            fh = hold_lock(LOCK_DIR / f"{k}.lock", f"device worker pid {os.getpid()}")
+        except LockHeld as taken:
             for h in held:
                 h.close()
-            raise RuntimeError(f"{k} of this host is already timed by {holder}: at most one "
-                               f"device worker per core or GPU (stop it first: ofa-latency "
-                               f"fleet stop)")
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"device worker pid {os.getpid()}")
-        fh.flush()
-        held.append(fh)
+            raise RuntimeError(f"{k} of this host is already timed by {taken.holder}: at most "
+                               f"one device worker per core or GPU (stop it first: "
+                               f"ofa-latency fleet stop)") from None
+        if fh is not None:
+            held.append(fh)
     return held
 
 
