@@ -37,7 +37,8 @@ source              who measured it (``ofa-latency`` or the foreign dataset's ci
 ==================  =====================================================================
 
 One row per subnet and setting: a table read with repeated rows of the same subnet and setting
-keeps the first measurement of each, with a warning (:func:`drop_duplicate_rows`). One writer
+keeps the most certain of each (smallest ``ci_pct``: re-timed rows) or, without intervals, the
+first, with a warning (:func:`drop_duplicate_rows`). One writer
 at a time: :class:`MeasurementLog` holds an exclusive lock on ``<table>.lock`` while it writes.
 Rows that are not whole (a write cut short) are left out on read and re-measured by the
 profiler (:func:`complete_rows`).
@@ -402,17 +403,33 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
-    """Keep one row per subnet and setting (the first measured), warning how many were
-    repeated: a subnet measured twice must not count as two samples (it would also make
-    cross-validation look better than it is)."""
+    """Keep one row per subnet and setting: a subnet measured twice must not count as two
+    samples (it would also make cross-validation look better than it is). Where rows carry
+    their own interval (``ci_pct``), the most certain one is kept (the smallest ``ci_pct``:
+    a subnet re-timed because its first window was noisy, ``profile_subnets(...,
+    retime_above_pct=...)``); otherwise the first measured, with a warning."""
+    import numpy as np
+    import pandas as pd
+
     cols = [c for c in _ROW_KEY if c in df.columns]
-    dup = df[cols].astype(str).duplicated(keep="first")
-    if dup.any():
+    keys = df[cols].astype(str)
+    if not keys.duplicated().any():
+        return df
+    ci = pd.to_numeric(df["ci_pct"], errors="coerce").to_numpy(dtype=float) \
+        if "ci_pct" in df.columns else np.full(len(df), np.nan)
+    order = np.lexsort((np.arange(len(df)), np.where(np.isfinite(ci), ci, np.inf)))
+    keep = np.zeros(len(df), dtype=bool)
+    keep[order[~keys.iloc[order].duplicated(keep="first").to_numpy()]] = True
+    dup = keys.duplicated(keep=False).to_numpy()
+    if np.isfinite(ci[dup]).any():
+        logger.info("%s: %d subnet(s) measured more than once (re-timed); kept each one's most "
+                    "certain row (smallest ci_pct; %d rows left)", where,
+                    int(keys[dup].drop_duplicates().shape[0]), int(keep.sum()))
+    else:
         logger.warning("%s: %d row(s) repeat a subnet already measured in the same setting; "
                        "kept the first measurement of each (%d rows left)", where,
-                       int(dup.sum()), int((~dup).sum()))
-        df = df[~dup.to_numpy()]
-    return df
+                       int((~keep).sum()), int(keep.sum()))
+    return df[keep]
 
 
 def _derive_ratio(df: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,24 @@ def test_profile_archs_jsonl_both_forms(tmp_path, mbv3, capsys):
                  "--quiet"]) == 0
 
 
+def test_profile_retime_above_re_times_the_noisy_rows_of_the_table(tmp_path, capsys):
+    out = tmp_path / "t.csv"
+    assert main(["profile", "--backend", "fake", "--n", "3", "--out", str(out), "--quiet"]) == 0
+    raw = pd.read_csv(out)
+    raw.loc[0, "ci_pct"] = 40.0
+    raw.to_csv(out, index=False)
+    assert main(["profile", "--backend", "fake", "--out", str(out), "--retime-above", "5",
+                 "--quiet"]) == 0
+    assert "3 subnets of ofa_mbv3_w1.2" in capsys.readouterr().out
+    assert len(pd.read_csv(out)) == 4  # the one noisy row measured again, none sampled
+    assert main(["profile", "--backend", "fake", "--out", str(out), "--retime-above", "0",
+                 "--quiet"]) == 2
+    assert "must be a finite number > 0" in capsys.readouterr().err
+    assert main(["profile", "--backend", "fake", "--out", str(tmp_path / "none.csv"),
+                 "--retime-above", "5", "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
 def test_profile_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["profile", "--backend", "fake", "--threads", "0", "--out",
                  str(tmp_path / "x.csv")]) == 2

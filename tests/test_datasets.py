@@ -249,3 +249,16 @@ def test_the_latency_column_on_disk_is_the_one_the_product_uses(tmp_path):
     assert np.allclose(stored, used, rtol=0, atol=1e-5)
     levels = {r for r in read_measurements(out).ref_baseline_ms}
     assert len(levels) == 1
+
+
+def test_repeated_rows_with_intervals_keep_the_most_certain(tmp_path, caplog):
+    p = tmp_path / "d.csv"
+    with MeasurementLog(p) as log:
+        log.append(dict(_row(0), ci_pct=4.0))
+        log.append(dict(_row(1), ci_pct=1.0))
+        log.append(dict(_row(0), latency_ms=9.0, ci_pct=0.5))  # re-timed, tighter
+        log.append(dict(_row(1), latency_ms=7.0, ci_pct=3.0))  # re-timed, looser
+    df = read_measurements(p)
+    assert len(df) == 2
+    assert sorted(df.ci_pct) == [0.5, 1.0]
+    assert "repeat a subnet already measured" not in caplog.text

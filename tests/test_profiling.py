@@ -104,3 +104,33 @@ def test_torch_cuda_unavailable_is_clear():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         create_backend("torch", device="cuda")
+
+
+def test_retime_measures_noisy_rows_again_and_keeps_the_most_certain(tmp_path, mbv3):
+    """Rows whose own interval is wide are measured once more per call; the table reads one
+    row per subnet, the tightest; a second call finds nothing left to re-time."""
+    import pandas as pd
+
+    be = create_backend("fake", threads=1)
+    subs = mbv3.sample(4, seed=5)
+    out = tmp_path / "m.csv"
+    profile_subnets(mbv3, be, subs, 1, out, progress=False)
+    raw = pd.read_csv(out)
+    raw.loc[[1, 3], "ci_pct"] = 50.0  # two rows as if from a noisy window
+    raw.to_csv(out, index=False)
+    noisy = set(raw.arch[[1, 3]])
+    df = profile_subnets(mbv3, be, subs, 1, out, progress=False, retime_above_pct=5.0)
+    assert len(pd.read_csv(out)) == 6  # both rows kept on disk: nothing lost
+    assert len(df) == 4 and not df.duplicated(["arch", "image_size"]).any()
+    assert (df.ci_pct < 5).all()
+    assert set(read_measurements(out).arch) == set(raw.arch)
+    profile_subnets(mbv3, be, subs, 1, out, progress=False, retime_above_pct=5.0)
+    assert len(pd.read_csv(out)) == 6
+    # a tighter bound re-times every row once more, and again keeps the tightest
+    df2 = profile_subnets(mbv3, be, subs, 1, out, progress=False, retime_above_pct=1e-6)
+    assert len(pd.read_csv(out)) == 10 and len(df2) == 4
+    kept = pd.read_csv(out).groupby("arch").ci_pct.min()
+    assert np.allclose(df2.set_index("arch").ci_pct.loc[kept.index], kept)
+    assert noisy <= set(df2.arch)
+    with pytest.raises(ValueError, match="retime_above_pct"):
+        profile_subnets(mbv3, be, subs, 1, out, progress=False, retime_above_pct=0)

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from ._common import (add_timing_options, parse_arch, parse_pairs, positive_int, resolutions,
-                      subnets_from_args, timing_protocol)
+from ._common import (add_timing_options, parse_arch, parse_pairs, positive_float,
+                      positive_int, resolutions, subnets_from_args, timing_protocol)
 
 
 def _summary_table(df) -> str:
@@ -32,7 +32,18 @@ def cmd_profile(args) -> int:
         extra["streams"] = args.streams
     backend = create_backend(args.backend, threads=args.threads, device=args.device,
                              precision=args.precision, **extra)
-    subnets = subnets_from_args(args, space, "profile")
+    if args.retime_above is not None and not args.archs and args.n is None:
+        from ..datasets import read_measurements, subnets_of
+
+        if not Path(args.out).exists():
+            raise UsageError(f"--retime-above without --archs or --n re-times the subnets of "
+                             f"--out, and {args.out} does not exist")
+        old = read_measurements(args.out)
+        subnets = subnets_of(old[old["space"] == space.name])
+    else:
+        if args.n is None:
+            args.n = 10
+        subnets = subnets_from_args(args, space, "profile")
     protocol = timing_protocol(args, runs_per_round=args.runs_per_round, windows=args.windows,
                                max_windows=max(args.windows, args.max_windows))
     hw = describe_hardware(args.backend, args.threads, args.device,
@@ -41,7 +52,8 @@ def cmd_profile(args) -> int:
                          drift_correction=not args.no_drift_correction,
                          progress=not args.quiet, hardware=hw,
                          allow_mixed_settings=args.allow_mixed_settings,
-                         allow_machine_change=args.allow_machine_change)
+                         allow_machine_change=args.allow_machine_change,
+                         retime_above_pct=args.retime_above)
     print(f"{len(df)} subnets of {space.name} on {backend.device_name()} "
           f"({args.backend}, {args.device}, {args.threads} thread(s), batch {args.batch_size}) "
           f"-> {args.out}")
@@ -250,7 +262,8 @@ def register(sub) -> None:
                          "in the rows' versions)")
     pr.add_argument("--batch-size", type=positive_int, default=1)
     src = pr.add_mutually_exclusive_group()
-    src.add_argument("--n", type=int, default=10, help="number of random subnets to sample")
+    src.add_argument("--n", type=int, default=None,
+                     help="number of random subnets to sample (default 10)")
     src.add_argument("--archs", help="file with one arch dict per line: JSON or the Python "
                                      "dict OFA prints (either OFA form)")
     pr.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -268,6 +281,10 @@ def register(sub) -> None:
     pr.add_argument("--allow-machine-change", action="store_true",
                     help="append although the machine's descriptor or speed (reference level) "
                          "differs from the table's")
+    pr.add_argument("--retime-above", type=positive_float, default=None, metavar="PCT",
+                    help="measure again the subnets whose row's 90 %% half-width (ci_pct) is "
+                         "above PCT %% (noisy windows); the table keeps each subnet's most "
+                         "certain row. Without --archs/--n: every subnet of --out")
     pr.add_argument("--show", type=int, default=20, help="print the table when it has at most "
                                                           "this many rows")
     pr.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Iterable, Optional
 
+import numpy as np
 import pandas as pd
 
 from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timestamp
@@ -111,7 +112,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                     progress: bool = True, hardware: Optional[dict] = None,
                     allow_mixed_settings: bool = False,
                     allow_machine_change: bool = False,
-                    check_machine: bool = True) -> pd.DataFrame:
+                    check_machine: bool = True,
+                    retime_above_pct: Optional[float] = None) -> pd.DataFrame:
     """Measure ``subnets`` and append one row each to ``out_path``; resume where it stopped.
 
     Subnets already in the table for the same setting (space, backend, device, threads,
@@ -145,6 +147,11 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     check_machine : bool
         False for a table this run owns (created by the same search or demo a moment ago):
         no probe, no machine-state check.
+    retime_above_pct : float, optional
+        Also measure again, once per call, every requested subnet already in the table whose
+        row's own 90 % half-width (``ci_pct``) is above this (percent), or unknown: a row
+        measured in a noisy window gets another window later, and the table keeps each
+        subnet's most certain row (:func:`~ofa_latency.datasets.drop_duplicate_rows`).
 
     Returns
     -------
@@ -163,6 +170,11 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size = {batch_size!r}; must be an int >= 1")
+    if retime_above_pct is not None and not (isinstance(retime_above_pct, (int, float))
+                                             and not isinstance(retime_above_pct, bool)
+                                             and retime_above_pct > 0):
+        raise ValueError(f"retime_above_pct = {retime_above_pct!r}; must be a number > 0 "
+                         f"(percent)")
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     with MeasurementLog(out_path) as log:  # the lock is held until every row is written
         hw_path = table_hardware_path(log.path)
@@ -174,6 +186,14 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         todo = [s for s in subs if (s.arch_json(), s.image_size) not in done]
         logger.info("%s: %d of %d subnets already measured, %d to go", log.path,
                     len(subs) - len(todo), len(subs), len(todo))
+        if retime_above_pct is not None and len(mine):
+            ci = mine["ci_pct"] if "ci_pct" in mine.columns else pd.Series(np.nan, mine.index)
+            loose = {k for k, c in zip(zip(mine["arch"], mine["image_size"].astype(int)), ci)
+                     if not (np.isfinite(c) and c <= retime_above_pct)}
+            again = [s for s in subs if (s.arch_json(), s.image_size) in loose]
+            logger.info("%s: %d of them measured again (their row's 90 %% half-width is above "
+                        "%g %% or unknown)", log.path, len(again), retime_above_pct)
+            todo += again
 
         ref_runner = None
         if todo and drift_correction:
