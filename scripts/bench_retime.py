@@ -1,0 +1,114 @@
+"""Re-time a table's noisy rows and measure what it changes: the held-out error of a predictor
+trained on it, and the test-retest agreement of its retest pair.
+
+    taskset -c 1 python scripts/bench_retime.py --tables ofa_mbv3_w1.2_onnxruntime_int8_cpu_t1_b1_host3 \\
+        --above 2 --json data/benchmarks/retime.json
+    python scripts/bench_retime.py --tables ... --above 2 --evaluate-only   # measures nothing
+
+For each table stem (``data/measurements/<stem>.csv`` and, when present, its
+``<stem>_retest.csv``): ``ofa-latency profile --retime-above ABOVE`` on both (every subnet
+whose row's 90 % half-width ``ci_pct`` is above ABOVE % measured once more,
+``--allow-machine-change``: the same host, busier or quieter), then two views of the same
+files: *first* (each subnet's first row: the table as it was) and *most certain* (what the
+product reads: each subnet's smallest ``ci_pct``). For each view: the share of rows above
+ABOVE, XGBoost trained on the train split (``training.train_on_table``, as the shipped
+predictors are) and measured on the test split, and the scale-free agreement and Kendall tau
+of the table with its retest (``scripts/noise_floor.compare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+MEAS = ROOT / "data" / "measurements"
+KEY = ["space", "backend", "device", "threads", "batch_size", "precision", "arch", "image_size"]
+
+
+def views(path: Path) -> dict:
+    """``{"first": frame, "most_certain": frame}`` of one table file."""
+    import pandas as pd
+
+    from ofa_latency.datasets import read_measurements
+
+    raw = pd.read_csv(path)
+    return {"first": raw.drop_duplicates([c for c in KEY if c in raw.columns], keep="first")
+            .reset_index(drop=True),
+            "most_certain": read_measurements(path)}
+
+
+def retime(path: Path, above: float) -> float:
+    from ofa_latency.datasets import read_measurements, single_setting
+
+    s = single_setting(read_measurements(path), str(path))
+    cmd = [sys.executable, "-m", "ofa_latency.cli", "profile", "--space", s["space"],
+           "--backend", s["backend"], "--precision", s["precision"], "--threads",
+           str(s["threads"]), "--batch-size", str(s["batch_size"]), "--out", str(path),
+           "--retime-above", str(above), "--allow-machine-change", "--quiet", "--show", "0"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+def evaluate(df, above: float, kind: str = "xgb") -> dict:
+    from ofa_latency.training import train_on_table
+
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "view.csv"
+        df.to_csv(f, index=False)
+        _, metrics, _ = train_on_table(f, kind, progress=False)
+    return {"rows": int(len(df)), "above_pct": round(float(100 * (df.ci_pct > above).mean()), 1),
+            "median_ci_pct": round(float(df.ci_pct.median()), 3),
+            "heldout_mape_pct": round(float(metrics["mape_pct"]), 3),
+            "heldout_kendall_tau": round(float(metrics["kendall_tau"]), 4)}
+
+
+def main(argv=None) -> int:
+    from noise_floor import compare
+
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tables", nargs="+", required=True, help="table stems in data/measurements")
+    p.add_argument("--above", type=float, default=2.0, help="re-time rows with ci_pct above (%%)")
+    p.add_argument("--evaluate-only", action="store_true", help="measure nothing")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    out = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() \
+        else {}
+    for stem in args.tables:
+        main_path, retest_path = MEAS / f"{stem}.csv", MEAS / f"{stem}_retest.csv"
+        paths = [main_path] + ([retest_path] if retest_path.exists() else [])
+        rec = out.get(stem, {"retime_wall_s": {}})
+        if not args.evaluate_only:
+            for path in paths:
+                rec["retime_wall_s"][path.name] = round(
+                    rec["retime_wall_s"].get(path.name, 0.0) + retime(path, args.above), 1)
+        v = {path.name: views(path) for path in paths}
+        for view in ("first", "most_certain"):
+            r = evaluate(v[main_path.name][view], args.above)
+            if retest_path.exists():
+                r["retest"] = compare(v[main_path.name][view], v[retest_path.name][view])
+                r["heldout_over_retest"] = round(
+                    r["heldout_mape_pct"] / r["retest"]["scale_free_mape_pct"], 2)
+            rec[view] = r
+            print(stem, view, json.dumps({k: r[k] for k in r if k != "retest"}),
+                  "retest", r.get("retest", {}).get("scale_free_mape_pct"),
+                  r.get("retest", {}).get("kendall_tau"), flush=True)
+        rec["above_pct_threshold"] = args.above
+        rec["command"] = "python scripts/bench_retime.py " + " ".join(argv or sys.argv[1:])
+        out[stem] = rec
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
