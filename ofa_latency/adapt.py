@@ -238,6 +238,24 @@ def _weights(cv_mape: dict, cv_se: dict) -> dict:
     return {m: round(v / total, 4) for m, v in sorted(w.items(), key=lambda kv: -kv[1])}
 
 
+def _choice_blind_oof(oof: dict, y, folds, candidates) -> np.ndarray:
+    """Out-of-fold predictions of the *whole* choice, for the interval: each fold's samples
+    predicted by the candidates weighted on the other folds' scores only (the weights the
+    choice would have made without them), so the residuals carry the choice's own optimism
+    (selecting on the same residuals understates the error at small N; BENCHMARKS.md
+    section 10). Candidates' predictions are those of the first repeat's folds."""
+    ape = {m: (100 * np.abs(oof[m] - y) / y).mean(axis=0) for m in candidates}
+    out = np.empty(len(y))
+    for test in folds:
+        rest = np.setdiff1d(np.arange(len(y)), test)
+        cv = {m: float(a[rest].mean()) for m, a in ape.items()}
+        se = {m: float(a[rest].std(ddof=1) / np.sqrt(len(rest))) if len(rest) > 1 else 0.0
+              for m, a in ape.items()}
+        w = _weights(cv, se)
+        out[test] = sum(v * oof[m][0, test] for m, v in w.items())
+    return out
+
+
 def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
              random_state: int = 0, base_name: str | None = None,
              others=(), kind: str | None = None, other_names=None, repeats: int = 3,
@@ -352,7 +370,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     folds_txt = (f"{len(fold_sets[0])}-fold cross-validation"
                  + (f" repeated {len(fold_sets)} times" if len(fold_sets) > 1 else "")) \
         if fold_sets else ""
-    weights = {}
+    weights, same = {}, []
     if cv_mape and choice == "average":
         # a candidate that predicts what a simpler one does (e.g. affine reduced to the scale
         # by its pull on few samples) is the same candidate: counted once
@@ -403,8 +421,12 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
             cv_mape["average"] = round(float(ape.mean()), 4)
         # a fold's fit may predict a latency <= 0 (maximally wrong; its score says so): the
         # interval takes it as the smallest positive latency instead
+        honest = combined[0]
+        if choice == "average" and len(cv_mape) > 1:
+            honest = _choice_blind_oof(oof, y, fold_sets[0], [m for m in cv_mape
+                                                              if m != "average" and m not in same])
         final.interval_ = IntervalCalibration.from_predictions(
-            y, np.maximum(combined[0], 1e-3 * float(y.min())), "cross-validation")
+            y, np.maximum(honest, 1e-3 * float(y.min())), "cross-validation")
         lo, hi = final.interval_.factors(0.9)
         expected = {"cv_mape_pct": round(float(ape.mean()), 4), "interval_90_pct":
                     [round(100 * (lo - 1), 2), round(100 * (hi - 1), 2)]}

@@ -59,6 +59,25 @@ def test_a_fine_tuned_predictor_is_calibrated_by_its_cross_validation(device, tm
     assert base.interval_.source == "given"
 
 
+def test_the_interval_residuals_carry_the_choice_itself():
+    """Each fold is predicted by the candidates weighted on the *other* folds' scores: a
+    candidate perfect elsewhere but wrong on this fold predicts it, so the interval sees the
+    error the choice makes on subnets it did not score."""
+    from ofa_latency.adapt import _choice_blind_oof
+
+    y = np.full(10, 10.0)
+    folds = [np.arange(0, 2), np.arange(2, 4), np.arange(4, 6), np.arange(6, 8), np.arange(8, 10)]
+    good_but_one = np.full((1, 10), 10.0)
+    good_but_one[0, :2] = 13.0  # 30 % off on fold 0 only
+    steady = np.full((1, 10), 10.5)  # 5 % off everywhere
+    oof = {"a": good_but_one, "b": steady}
+    honest = _choice_blind_oof(oof, y, folds, ["a", "b"])
+    # fold 0: the other folds favour "a" (0 % against 5 %): its 30 % error is what fold 0 sees
+    assert np.all(honest[:2] > 12.5)
+    # folds 1-4: with fold 0 among the others "a" scores 7.5 % against 5 %: "b" dominates
+    assert np.all(np.abs(honest[2:] - 10.5) < 0.3)
+
+
 def test_train_evaluate_and_predict_report_the_interval(tmp_path, capsys):
     data = tmp_path / "t.csv"
     assert main(["profile", "--backend", "fake", "--n", "80", "--seed", "3", "--out", str(data),
