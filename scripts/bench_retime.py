@@ -59,16 +59,25 @@ def retime(path: Path, above: float) -> float:
 
 
 def evaluate(df, above: float, kind: str = "xgb") -> dict:
+    import numpy as np
+
     from ofa_latency.training import train_on_table
 
     with tempfile.TemporaryDirectory() as d:
         f = Path(d) / "view.csv"
         df.to_csv(f, index=False)
-        _, metrics, _ = train_on_table(f, kind, progress=False)
+        pred, metrics, _ = train_on_table(f, kind, progress=False)
+    test = df[df.split == "test"]
+    ape = 100 * np.abs(pred.predict(test) / test.latency_ms.to_numpy() - 1)
+    tight = (test.ci_pct <= above).to_numpy()
     return {"rows": int(len(df)), "above_pct": round(float(100 * (df.ci_pct > above).mean()), 1),
             "median_ci_pct": round(float(df.ci_pct.median()), 3),
             "heldout_mape_pct": round(float(metrics["mape_pct"]), 3),
-            "heldout_kendall_tau": round(float(metrics["kendall_tau"]), 4)}
+            "heldout_kendall_tau": round(float(metrics["kendall_tau"]), 4),
+            # where the error sits: test rows whose own interval is tight against the others
+            "heldout_mape_tight_rows_pct": [round(float(ape[tight].mean()), 3), int(tight.sum())],
+            "heldout_mape_wide_rows_pct": [round(float(ape[~tight].mean()), 3),
+                                           int((~tight).sum())]}
 
 
 def main(argv=None) -> int:
