@@ -408,7 +408,6 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     their own interval (``ci_pct``), the most certain one is kept (the smallest ``ci_pct``:
     a subnet re-timed because its first window was noisy, ``profile_subnets(...,
     retime_above_pct=...)``); otherwise the first measured, with a warning."""
-    import numpy as np
     import pandas as pd
 
     cols = [c for c in _ROW_KEY if c in df.columns]
@@ -723,9 +722,15 @@ def profiling_seconds_per_subnet(df: pd.DataFrame) -> float | None:
     return float(gaps.mean()) if len(gaps) >= 2 else None
 
 
+# a row whose 90 % half-width is above this was measured in a noisy window: predictors fitted
+# on such rows err about twice as much on them (BENCHMARKS.md section 16.8)
+WIDE_ROW_PCT = 2.0
+
+
 def table_noise(df: pd.DataFrame) -> dict:
     """How certain a table's rows are: the median and 90th percentile of their own interval
     half-widths (``ci_pct``, percent; None for tables measured before rows carried one), the
+    share of rows wider than :data:`WIDE_ROW_PCT` (``wide_rows_pct``), the
     median within-window spread, the rounds per row and the device-seconds per row
     (:func:`profiling_seconds_per_subnet`)."""
     import pandas as pd
@@ -735,7 +740,11 @@ def table_noise(df: pd.DataFrame) -> dict:
         return round(float(np.quantile(v, p)), 3) if len(v) else None
 
     per = profiling_seconds_per_subnet(df)
+    ci = pd.to_numeric(df["ci_pct"], errors="coerce") if "ci_pct" in df.columns else None
+    wide = None if ci is None or not ci.notna().any() else \
+        round(float(100 * (ci > WIDE_ROW_PCT).mean()), 1)
     return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
+            "wide_rows_pct": wide,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),
             "device_seconds_per_subnet": None if per is None else round(per, 2)}
 
@@ -747,6 +756,10 @@ def noise_text(noise: dict) -> str:
         f"rows known to +-{noise['median_ci_pct']:.2f} % (median; 90th percentile " \
         f"+-{noise['p90_ci_pct']:.2f} %) at 90 %"
     sec = noise["device_seconds_per_subnet"]
+    wide = noise.get("wide_rows_pct")
     return (f"noise: {ci}; median {noise['median_rounds']:g} rounds, within-window spread "
             f"{noise['median_spread_pct']:.1f} %"
-            + (f"; {sec:.2f} device-s per subnet" if sec is not None else ""))
+            + (f"; {sec:.2f} device-s per subnet" if sec is not None else "")
+            + (f"; {wide:.0f} % of rows wider than +-{WIDE_ROW_PCT:g} % (noisy windows: "
+               f"'profile --retime-above {WIDE_ROW_PCT:g}' measures them again)"
+               if wide else ""))
