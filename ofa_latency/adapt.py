@@ -243,7 +243,7 @@ def _choice_blind_oof(oof: dict, y, folds, candidates) -> np.ndarray:
     predicted by the candidates weighted on the other folds' scores only (the weights the
     choice would have made without them), so the residuals carry the choice's own optimism
     (selecting on the same residuals understates the error at small N; BENCHMARKS.md
-    section 10). Candidates' predictions are those of the first repeat's folds."""
+    section 10.0.2). Candidates' predictions are those of the first repeat's folds."""
     ape = {m: (100 * np.abs(oof[m] - y) / y).mean(axis=0) for m in candidates}
     out = np.empty(len(y))
     for test in folds:
@@ -419,12 +419,12 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         ape = (100 * np.abs(combined - y) / y).mean(axis=0)
         if best == "average":
             cv_mape["average"] = round(float(ape.mean()), 4)
-        # a fold's fit may predict a latency <= 0 (maximally wrong; its score says so): the
-        # interval takes it as the smallest positive latency instead
         honest = combined[0]
         if choice == "average" and len(cv_mape) > 1:
             honest = _choice_blind_oof(oof, y, fold_sets[0], [m for m in cv_mape
                                                               if m != "average" and m not in same])
+        # a fold's fit may predict a latency <= 0 (maximally wrong; its score says so): the
+        # interval takes it as the smallest positive latency instead
         final.interval_ = IntervalCalibration.from_predictions(
             y, np.maximum(honest, 1e-3 * float(y.min())), "cross-validation")
         lo, hi = final.interval_.factors(0.9)
