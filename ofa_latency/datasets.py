@@ -735,14 +735,16 @@ def table_noise(df: pd.DataFrame) -> dict:
     (:func:`profiling_seconds_per_subnet`)."""
     import pandas as pd
 
+    def values(col):
+        return pd.to_numeric(df[col], errors="coerce").dropna() if col in df.columns else []
+
     def q(col, p):
-        v = pd.to_numeric(df[col], errors="coerce").dropna() if col in df.columns else []
+        v = values(col)
         return round(float(np.quantile(v, p)), 3) if len(v) else None
 
     per = profiling_seconds_per_subnet(df)
-    ci = pd.to_numeric(df["ci_pct"], errors="coerce") if "ci_pct" in df.columns else None
-    wide = None if ci is None or not ci.notna().any() else \
-        round(float(100 * (ci > WIDE_ROW_PCT).mean()), 1)
+    ci = values("ci_pct")
+    wide = round(float(100 * (ci > WIDE_ROW_PCT).sum() / len(df)), 1) if len(ci) else None
     return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
             "wide_rows_pct": wide,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),

@@ -50,19 +50,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-class _DeviceBackend:
+def device_backend(target, seed):
     """A fake backend (:class:`~ofa_latency.profiling.backends.FakeBackend`, its run noise and
-    timing protocol) whose noise-free latency is a predictor's answer."""
+    timing protocol) whose noise-free latency is the predictor ``target``'s answer."""
+    from ofa_latency.profiling.backends import FakeBackend
 
-    @staticmethod
-    def make(target, seed):
-        from ofa_latency.profiling.backends import FakeBackend
+    class DeviceBackend(FakeBackend):
+        def true_latency_ms(self, space, subnet, batch_size=1):
+            return float(target.predict([subnet])[0])
 
-        class DeviceBackend(FakeBackend):
-            def true_latency_ms(self, space, subnet, batch_size=1):
-                return float(target.predict([subnet])[0])
-
-        return DeviceBackend(seed=seed)
+    return DeviceBackend(seed=seed)
 
 
 def searched_rows(args, acc, device_est, ft, sample, mix, budgets, key) -> list[dict]:
@@ -108,7 +105,7 @@ def searched_rows(args, acc, device_est, ft, sample, mix, budgets, key) -> list[
                 with tempfile.TemporaryDirectory() as d:
                     _, rounds = search_and_verify(
                         [Constraint(est, budget, confidence=c)], acc,
-                        _DeviceBackend.make(device, key["seed"]), 1, f"{d}/verify.csv",
+                        device_backend(device, key["seed"]), 1, f"{d}/verify.csv",
                         seed=0, progress=False, refit=refit)
                 last = rounds[-1]
                 ch = None if last.chosen is None else last.rows[last.chosen]

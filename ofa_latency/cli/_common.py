@@ -82,26 +82,25 @@ def positive_int(text: str) -> int:
     return v
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
+def _finite_number(text: str, lowest: float, strict: bool) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"{v}: must be a finite number > 0")
+    if not ((v > lowest if strict else v >= lowest) and v < float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"{v}: must be a finite number {'>' if strict else '>='} {lowest:g}")
     return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _finite_number(text, 0.0, strict=True)
 
 
 def nonnegative_float(text: str) -> float:
     """argparse type: a finite number >= 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"{v}: must be a finite number >= 0")
-    return v
+    return _finite_number(text, 0.0, strict=False)
 
 
 def add_timing_options(p, max_rounds: int = 40):
