@@ -9,13 +9,18 @@ quantization, conversion; timed as ``convert_s``), then timed with the profiler'
 
 Phases (``--phase``): ``main`` fills ``<prefix>_<backend>_<precision>_cpu_t1_b1_<host>.csv`` up
 to ``--n`` subnets; ``retest`` measures the first ``--n`` subnets again into ``..._retest.csv``
-(a second, separate table for the test-retest noise). Re-run the same command after an
+(a second, separate table for the test-retest noise). ``--retest N`` with ``--phase main``
+does both in one run: the first N subnets are measured again into ``..._retest.csv`` spread
+evenly over the main table's chunks, so the retest spans the same hours (and machine states)
+as the main table rather than one hour of them. Re-run the same command after an
 interruption: measured subnets are skipped. The seconds spent are appended to
 ``<out>/runtime_tables_log.jsonl`` after every chunk.
 
     taskset -c 1 python scripts/collect_runtime_tables.py --n 50 --phase main --allow-machine-change
     taskset -c 1 python scripts/collect_runtime_tables.py --n 50 --phase retest --allow-machine-change
     taskset -c 1 python scripts/collect_runtime_tables.py --n 500 --phase main --allow-machine-change
+    taskset -c 1 python scripts/collect_runtime_tables.py --n 500 --retest 50 --host host4 \
+        --settings onnxruntime:int8      # one table and its retest within one run (one state)
     taskset -c 0 python scripts/collect_runtime_tables.py --n 50 --settings litert:fp32,litert:int8 \
         --allow-machine-change   # in its own process (litert-torch imports jax); --phase retest too
 
@@ -49,6 +54,9 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", default=",".join(SETTINGS),
                     help="comma-separated backend:precision pairs")
     ap.add_argument("--host", default="host3", help="the host's name in the table names")
+    ap.add_argument("--retest", type=int, default=0, metavar="N",
+                    help="with --phase main: also measure the first N subnets again into the "
+                         "retest table, spread over the main run's chunks")
     ap.add_argument("--chunk", type=int, default=12)
     ap.add_argument("--out", default="data/measurements")
     ap.add_argument("--allow-machine-change", action="store_true",
@@ -67,45 +75,61 @@ def main(argv=None) -> int:
     subnets = space.sample(args.n, seed=0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for item in args.settings.split(","):
-        backend_name, precision = item.split(":")
-        backend = create_backend(backend_name, threads=1, precision=precision)
-        path = table_path(out, space.name, backend_name, precision, args.host, args.phase)
-        done = set()
-        if path.exists():
-            t = read_measurements(path)
-            done = set(zip(t["arch"], t["image_size"]))
-        hw = describe_hardware(backend_name, 1, "cpu", precision=precision)
-        jobs.append({"name": item, "backend": backend, "path": path, "done": done, "hw": hw,
-                     "rows": 0})
-    for start in range(0, len(subnets), args.chunk):
+
+    def make_jobs(phase):
+        jobs = []
+        for item in args.settings.split(","):
+            backend_name, precision = item.split(":")
+            backend = create_backend(backend_name, threads=1, precision=precision)
+            path = table_path(out, space.name, backend_name, precision, args.host, phase)
+            done = set()
+            if path.exists():
+                t = read_measurements(path)
+                done = set(zip(t["arch"], t["image_size"]))
+            hw = describe_hardware(backend_name, 1, "cpu", precision=precision)
+            jobs.append({"name": item, "backend": backend, "path": path, "done": done,
+                         "hw": hw, "rows": 0, "phase": phase})
+        return jobs
+
+    if args.retest and args.phase != "main":
+        ap.error("--retest goes with --phase main")
+    if args.retest > args.n:
+        ap.error("--retest N needs N <= --n")
+    jobs = make_jobs(args.phase)
+    retest_jobs = make_jobs("retest") if args.retest else []
+    n_chunks = -(-len(subnets) // args.chunk)
+
+    def measure(job, todo, label):
+        t0 = time.perf_counter()
+        if job["name"] != "onnxruntime:fp32":  # fp32 ONNX Runtime exports per window
+            for s in todo:  # convert (cached): the profiler's preparations reuse these
+                job["backend"].prepare(space, s, 1)
+        t1 = time.perf_counter()
+        # the machine check once per table and run: later chunks are this run's own rows
+        profile_subnets(space, job["backend"], todo, 1, job["path"], progress=False,
+                        hardware=job["hw"], check_machine=job["rows"] == 0,
+                        allow_machine_change=args.allow_machine_change)
+        t2 = time.perf_counter()
+        job["rows"] += len(todo)
+        job["done"] |= {(s.arch_json(), s.image_size) for s in todo}
+        print(f"{job['name']:18s} {job['phase']:6s} {label}  convert "
+              f"{(t1 - t0) / len(todo):5.2f} s/subnet  profile {(t2 - t1) / len(todo):5.2f} "
+              f"s/subnet", flush=True)
+        with open(out / "runtime_tables_log.jsonl", "a") as f:  # per chunk: kill-safe
+            f.write(json.dumps({"setting": job["name"], "table": job["path"].name,
+                                "phase": job["phase"], "rows": len(todo),
+                                "convert_s_per_subnet": (t1 - t0) / len(todo),
+                                "profile_s_per_subnet": (t2 - t1) / len(todo),
+                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+
+    for k, start in enumerate(range(0, len(subnets), args.chunk)):
         chunk = subnets[start:start + args.chunk]
-        for job in jobs:
-            todo = [s for s in chunk if (s.arch_json(), s.image_size) not in job["done"]]
-            if not todo:
-                continue
-            t0 = time.perf_counter()
-            if job["name"] != "onnxruntime:fp32":  # fp32 ONNX Runtime exports per window
-                for s in todo:  # convert (cached): the profiler's preparations reuse these
-                    job["backend"].prepare(space, s, 1)
-            t1 = time.perf_counter()
-            # the machine check once per table and run: later chunks are this run's own rows
-            profile_subnets(space, job["backend"], todo, 1, job["path"], progress=False,
-                            hardware=job["hw"], check_machine=job["rows"] == 0,
-                            allow_machine_change=args.allow_machine_change)
-            t2 = time.perf_counter()
-            job["rows"] += len(todo)
-            job["done"] |= {(s.arch_json(), s.image_size) for s in todo}
-            print(f"{job['name']:18s} {start + len(chunk):4d}/{len(subnets)}  convert "
-                  f"{(t1 - t0) / len(todo):5.2f} s/subnet  profile {(t2 - t1) / len(todo):5.2f} "
-                  f"s/subnet", flush=True)
-            with open(out / "runtime_tables_log.jsonl", "a") as f:  # per chunk: kill-safe
-                f.write(json.dumps({"setting": job["name"], "table": job["path"].name,
-                                    "phase": args.phase, "rows": len(todo),
-                                    "convert_s_per_subnet": (t1 - t0) / len(todo),
-                                    "profile_s_per_subnet": (t2 - t1) / len(todo),
-                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        # this chunk's share of the retest set: slices spread evenly over the chunks
+        lo, hi = (k * args.retest) // n_chunks, ((k + 1) * args.retest) // n_chunks
+        for job, part in [(j, chunk) for j in jobs] + [(j, subnets[lo:hi]) for j in retest_jobs]:
+            todo = [s for s in part if (s.arch_json(), s.image_size) not in job["done"]]
+            if todo:
+                measure(job, todo, f"{start + len(chunk):4d}/{len(subnets)}")
     return 0
 
 
