@@ -91,6 +91,7 @@ def test_a_worker_killed_mid_run_loses_at_most_its_subnet(devices, mbv3, tmp_pat
     def killer():
         time.sleep(1.5)
         pids.append(d0.info["pid"])
+        pids.append(ray.get(d0.handle.info.remote())["done"])
         os.kill(d0.info["pid"], signal.SIGKILL)  # the worker's process dies mid-subnet
 
     t = threading.Thread(target=killer)
@@ -102,6 +103,10 @@ def test_a_worker_killed_mid_run_loses_at_most_its_subnet(devices, mbv3, tmp_pat
     # Ray restarted the worker: it answers again, as a new process
     back = {d.name: d for d in fleet.list_devices(["kill"])}
     assert back["k0"].up and back["k0"].info["pid"] != pids[0]
+    # its counters survive the restart
+    assert back["k0"].info["restarts"] == 1 and back["k0"].info["done"] >= pids[1]
+    assert back["k1"].info["restarts"] == 0
+    assert "restarted 1 time(s) by Ray" in fleet.status_text(fleet.fleet_status())
 
 
 def test_a_killed_client_loses_nothing_measured(devices, cluster, mbv3, tmp_path):
@@ -273,6 +278,22 @@ def test_cli_fleet_profile_status_and_stop(devices, tmp_path, capsys):
                  "--rounds", "3", "--max-rounds", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "cli: 3 of 3 subnets" in out and "cli0 3" in out
+    # --retime-above: the noisy rows measured again, each subnet's most certain row kept
+    raw = tmp_path / "cli.csv"
+    import pandas as pd
+
+    df = pd.read_csv(raw)
+    df.loc[[0, 2], "ci_pct"] = 50.0
+    df.to_csv(raw, index=False)
+    assert main(["fleet", "profile", "--devices", "cli", "--n", "3", "--out", str(tmp_path),
+                 "--rounds", "3", "--max-rounds", "3", "--quiet", "--retime-above", "5"]) == 0
+    assert "(2 measured now" in capsys.readouterr().out
+    assert len(pd.read_csv(raw)) == 5  # nothing lost on disk
+    kept = read_measurements(raw)
+    assert len(kept) == 3 and (kept["ci_pct"] < 5).all()
+    assert main(["fleet", "profile", "--devices", "cli", "--n", "3", "--out", str(tmp_path),
+                 "--retime-above", "0"]) == 2
+    capsys.readouterr()
     assert main(["fleet", "profile", "--devices", "nosuch", "--n", "3", "--out",
                  str(tmp_path)]) == 2
     assert "no device with label nosuch" in capsys.readouterr().err

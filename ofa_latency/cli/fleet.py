@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from ..errors import UsageError
-from ._common import (add_timing_options, parse_pairs, positive_int, resolutions,
-                      subnets_from_args, timing_protocol)
+from ._common import (add_timing_options, parse_pairs, positive_float, positive_int,
+                      resolutions, subnets_from_args, timing_protocol)
 
 _ADDRESS_HELP = ("the Ray cluster (default auto: the one this host joined with 'ray start'; "
                  "HOST:6379 for a head elsewhere)")
@@ -64,7 +64,7 @@ def cmd_profile(args) -> int:
     protocol = timing_protocol(args)
     out = fleet.profile_fleet(_labels(args.devices), subnets, args.out, space=space,
                               protocol=protocol, progress=not args.quiet,
-                              pipeline=args.pipeline)
+                              pipeline=args.pipeline, retime_above_pct=args.retime_above)
     for label, r in out.items():
         per = ", ".join(f"{k} {v}" for k, v in r["per_device"].items())
         print(f"{label}: {len(r['rows'])} of {len(subnets)} subnets in {r['table']} "
@@ -156,6 +156,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="folder of the tables (LABEL.csv each)")
     p.add_argument("--pipeline", type=positive_int, default=2,
                    help="subnets queued per device (default 2: it never waits for the client)")
+    p.add_argument("--retime-above", type=positive_float, default=None, metavar="PCT",
+                   help="measure again the subnets whose row's 90 %% half-width (ci_pct) is "
+                        "above PCT %% (noisy windows); each table keeps a subnet's most "
+                        "certain row")
     add_timing_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     p.set_defaults(func=cmd_profile)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import platform
@@ -128,13 +129,33 @@ class DeviceWorker:
                                           measure=measure_hardware and
                                           setting["backend"] != "fake",
                                           precision=setting["precision"])
-        self.started = time.time()
-        self._stats = {"done": 0, "errors": 0, "busy_s": 0.0, "last_error": None}
+        self._stats_path = LOCK_DIR / f"{name}.stats.json"
+        self._stats = {"started": time.time(), "done": 0, "errors": 0, "busy_s": 0.0,
+                       "last_error": None, "restarts": 0}
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            # restarted by Ray after its process died: its counters go on
+            try:
+                old = json.loads(self._stats_path.read_text())
+                self._stats.update({k: old[k] for k in self._stats if k in old})
+            except (OSError, ValueError) as exc:
+                logger.warning("device %s restarted without its counters (%s)", name, exc)
+            self._stats["restarts"] += 1
+        self.started = self._stats.pop("started")
+        self._save_stats()
         self._current = None
         self._reference = None
         self._prepared = collections.OrderedDict()
         self._ids = itertools.count(1)
         self._mutex = threading.Lock()
+
+    def _save_stats(self):
+        # beside the device locks: a worker restarted by Ray on this host goes on counting
+        tmp = self._stats_path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps({**self._stats, "started": self.started}))
+            os.replace(tmp, self._stats_path)
+        except OSError as exc:  # counters are a convenience: never stop a timing for them
+            logger.debug("device %s: counters not saved: %s", self.name, exc)
 
     # -- status (its own concurrency group: answers while a timing job runs) --
     @ray.method(concurrency_group="control")
@@ -165,6 +186,7 @@ class DeviceWorker:
             if error is not None:
                 self._stats["last_error"] = error
             self._current = None
+            self._save_stats()
 
     def _reference_runner(self, batch_size):
         from ..spaces import reference_subnet

@@ -408,9 +408,10 @@ def _accepted(label, devices, ref_setting, ref_hw):
     return accepted, refused
 
 
-def _open_label(label, devices, subs, out_dir, check_setting):
+def _open_label(label, devices, subs, out_dir, check_setting, retime_above_pct=None):
     from ..datasets import MeasurementLog
-    from ..profiling.profiler import check_one_setting, setting_mask, table_hardware_path
+    from ..profiling.profiler import (check_one_setting, keys_to_retime, setting_mask,
+                                      table_hardware_path)
 
     path = table_path(out_dir, label)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -445,6 +446,13 @@ def _open_label(label, devices, subs, out_dir, check_setting):
     refs = [float(v) for v in mine["ref_min_ms"].dropna()] if len(mine) else []
     logger.info("%s: %d of %d subnets already measured, %d to go on %d device(s) of %s",
                 path, len(subs) - len(todo), len(subs), len(todo), len(accepted), label)
+    if retime_above_pct is not None and len(mine):
+        loose = keys_to_retime(mine, retime_above_pct)
+        again = [s for s in subs if (s.arch_json(), s.image_size) in loose]
+        done -= loose  # measured once more now; the table keeps the most certain row
+        todo.extend(again)
+        logger.info("%s: %d of them measured again (their row's 90 %% half-width is above "
+                    "%g %% or unknown)", path, len(again), retime_above_pct)
     return log, setting, refs, _Group(label, accepted, todo, done, len(subs),
                                       key=lambda s: (s.arch_json(), s.image_size),
                                       table=str(path), refused=refused)
@@ -467,7 +475,8 @@ def _fleet_by_label(labels):
 def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
                   protocol=None, drift_correction: bool = True, pipeline: int = 2,
                   max_attempts: int = 3, lost_after: int = 5, progress: bool = True,
-                  check_setting: bool = True) -> dict:
+                  check_setting: bool = True,
+                  retime_above_pct: Optional[float] = None) -> dict:
     """Measure ``subnets`` on the devices of each label, one table per label in ``out_dir``
     (:func:`table_path`), with the profiler's protocol and schema; resumable.
 
@@ -497,6 +506,11 @@ def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
         The timing protocol (default: the profiler's).
     drift_correction, pipeline, max_attempts, lost_after, progress, check_setting
         See above; ``check_setting`` False appends to a table of another setting.
+    retime_above_pct : float, optional
+        Also measure again, once per call, every requested subnet already in a table whose
+        row's own 90 % half-width (``ci_pct``) is above this (percent) or unknown, as
+        :func:`~ofa_latency.profiling.profile_subnets` does; the table keeps each subnet's
+        most certain row. Within one machine state (the same session).
 
     Returns
     -------
@@ -515,13 +529,14 @@ def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
     from tqdm.auto import tqdm
 
     from ..datasets import read_measurements
-    from ..profiling.profiler import measurement_row, setting_mask
+    from ..profiling.profiler import check_retime_above, measurement_row, setting_mask
     from ..profiling.timing import TimingProtocol, TimingResult, combine_windows
     from ..spaces import get_space
 
     labels = list(dict.fromkeys(labels))
     if not labels:
         raise UsageError("no labels given")
+    check_retime_above(retime_above_pct)
     if pipeline < 1 or max_attempts < 1 or lost_after < 1:
         raise ValueError("pipeline, max_attempts and lost_after must be >= 1")
     protocol = protocol or TimingProtocol()
@@ -536,7 +551,8 @@ def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
     opened = {}
     try:
         for lb in labels:
-            opened[lb] = _open_label(lb, by_label[lb], subs, out_dir, check_setting)
+            opened[lb] = _open_label(lb, by_label[lb], subs, out_dir, check_setting,
+                                     retime_above_pct)
     except BaseException:
         for log, *_ in opened.values():
             log.close()
@@ -740,7 +756,8 @@ def remote_backend(label: str):
 
 def fleet_status(timeout_s: float = INFO_TIMEOUT_S) -> dict:
     """What the fleet is doing: ``devices`` (one dict per device: name, label, host,
-    setting, state idle/busy/down, done, errors, busy seconds, uptime, subnets per minute)
+    setting, state idle/busy/down, done, errors, busy seconds, uptime, subnets per minute,
+    restarts; the counters survive a restart by Ray)
     and ``jobs`` (one per client and label: table, done/total, queued, in flight, errors)."""
     now = time.time()
     devices = []
@@ -760,7 +777,7 @@ def fleet_status(timeout_s: float = INFO_TIMEOUT_S) -> dict:
             "errors": i["errors"], "last_error": i["last_error"],
             "busy_s": round(i["busy_s"], 1), "uptime_s": round(up_s, 1),
             "per_min": round(60 * i["done"] / up_s, 2), "pid": i["pid"],
-            "niceness": i.get("niceness", 0)})
+            "niceness": i.get("niceness", 0), "restarts": i.get("restarts", 0)})
     jobs = []
     h = _actor(_JOURNAL)
     if h is not None:
@@ -792,6 +809,9 @@ def status_text(status: dict) -> str:
                          f"{d['errors']:6d} {d['busy_s']:7.1f} {d['per_min']:7.2f}")
             if d["last_error"]:
                 lines.append(f"{'':16s} last error: {d['last_error']}")
+            if d["restarts"]:
+                lines.append(f"{'':16s} restarted {d['restarts']} time(s) by Ray (its process "
+                             f"died); counters since it was first started")
             if d["niceness"]:
                 lines.append(f"{'':16s} times at nice {d['niceness']}: start Ray with "
                              f"RAY_worker_niceness=0")

@@ -172,11 +172,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size = {batch_size!r}; must be an int >= 1")
-    if retime_above_pct is not None and not (isinstance(retime_above_pct, (int, float))
-                                             and not isinstance(retime_above_pct, bool)
-                                             and retime_above_pct > 0):
-        raise ValueError(f"retime_above_pct = {retime_above_pct!r}; must be a number > 0 "
-                         f"(percent)")
+    check_retime_above(retime_above_pct)
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     with MeasurementLog(out_path) as log:  # the lock is held until every row is written
         hw_path = table_hardware_path(log.path)
@@ -189,9 +185,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         logger.info("%s: %d of %d subnets already measured, %d to go", log.path,
                     len(subs) - len(todo), len(subs), len(todo))
         if retime_above_pct is not None and len(mine):
-            ci = mine["ci_pct"] if "ci_pct" in mine.columns else pd.Series(np.nan, mine.index)
-            loose = {k for k, c in zip(zip(mine["arch"], mine["image_size"].astype(int)), ci)
-                     if not (np.isfinite(c) and c <= retime_above_pct)}
+            loose = keys_to_retime(mine, retime_above_pct)
             again = [s for s in subs if (s.arch_json(), s.image_size) in loose]
             logger.info("%s: %d of them measured again (their row's 90 %% half-width is above "
                         "%g %% or unknown)", log.path, len(again), retime_above_pct)
@@ -227,6 +221,23 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     keys = {(s.arch_json(), s.image_size) for s in subs}
     sel = [(a, int(r)) in keys for a, r in zip(table["arch"], table["image_size"])]
     return table[sel].reset_index(drop=True)
+
+
+def check_retime_above(retime_above_pct) -> None:
+    """Raise ValueError unless ``retime_above_pct`` is None or a number > 0 (percent)."""
+    if retime_above_pct is not None and not (isinstance(retime_above_pct, (int, float))
+                                             and not isinstance(retime_above_pct, bool)
+                                             and retime_above_pct > 0):
+        raise ValueError(f"retime_above_pct = {retime_above_pct!r}; must be a number > 0 "
+                         f"(percent)")
+
+
+def keys_to_retime(rows: pd.DataFrame, retime_above_pct: float) -> set:
+    """The ``(arch, image_size)`` keys of ``rows`` whose own 90 % half-width (``ci_pct``) is
+    above ``retime_above_pct`` or unknown: what ``retime_above_pct`` measures again."""
+    ci = rows["ci_pct"] if "ci_pct" in rows.columns else pd.Series(np.nan, rows.index)
+    return {k for k, c in zip(zip(rows["arch"], rows["image_size"].astype(int)), ci)
+            if not (np.isfinite(c) and c <= retime_above_pct)}
 
 
 def measurement_row(space, setting: dict, sub, result, refs, versions: str,
