@@ -127,6 +127,7 @@ def main(argv=None):
     from ofa_latency.adapt import finetune
     from ofa_latency.conditioned import ConditionedPredictor
     from ofa_latency.datasets import subnets_of
+    from ofa_latency.errors import UsageError
 
     noise = json.loads((ROOT / "data" / "benchmarks" / "noise_floor.json").read_text())
     per_subnet_s = {k.split("_")[0]: v["device_seconds_per_subnet"]
@@ -146,9 +147,18 @@ def main(argv=None):
 
         def score(pred):
             p_ = pred.predict(test)
-            return {"mape_pct": float(100 * np.mean(np.abs(p_ - y_test) / y_test)),
-                    "kendall_tau": float(kendalltau(y_test, p_).statistic),
-                    "spearman_rho": float(spearmanr(y_test, p_).statistic)}
+            out = {"mape_pct": float(100 * np.mean(np.abs(p_ - y_test) / y_test)),
+                   "kendall_tau": float(kendalltau(y_test, p_).statistic),
+                   "spearman_rho": float(spearmanr(y_test, p_).statistic)}
+            try:  # the 90 % interval, where the resolved predictor has residuals for one
+                lo, hi = pred.interval_factors(0.9)
+                _, up = pred.interval_factors(0.8)  # the one-sided 90 % upper bound
+            except UsageError:
+                return out
+            return {**out, "coverage_pct": float(100 * np.mean((y_test >= p_ * lo) &
+                                                               (y_test <= p_ * hi))),
+                    "above_upper_pct": float(100 * np.mean(y_test > p_ * up)),
+                    "width_pct": float(100 * (hi - lo))}
 
         for n in args.n:
             if n == 0:
@@ -203,21 +213,29 @@ def summarise(results):
         s["rho"].append(r["spearman_rho"])
         s["seconds"].append(r["seconds"])
         s["chosen"].append(r["how"].get("method") or r["how"].get("way"))
+        if "coverage_pct" in r:
+            s.setdefault("coverage", []).append(r["coverage_pct"])
+            s.setdefault("above_upper", []).append(r["above_upper_pct"])
     for s in out.values():
         for k in ("mape", "tau", "rho"):
             s[f"{k}_mean"], s[f"{k}_std"] = float(np.mean(s[k])), float(np.std(s[k]))
+        for k in ("coverage", "above_upper"):
+            if k in s:
+                s[f"{k}_mean"], s[f"{k}_min"] = float(np.mean(s[k])), float(np.min(s[k]))
         s["seconds_max"] = float(np.max(s["seconds"]))
     return list(out.values())
 
 
 def print_summary(summary):
     print(f"\n{'case':34s} {'N':>4s} {'variant':>14s} {'MAPE %':>13s} {'tau':>6s} {'rho':>6s} "
-          f"{'fit s':>6s} {'device s':>8s}  chosen")
+          f"{'fit s':>6s} {'device s':>8s} {'cover 90':>8s} {'> upper':>7s}  chosen")
     for s in summary:
         ds = "" if s["device_seconds"] is None else f"{s['device_seconds']:.0f}"
+        cov = f"{s['coverage_mean']:8.1f}" if "coverage_mean" in s else f"{'':8s}"
+        up = f"{s['above_upper_mean']:7.1f}" if "above_upper_mean" in s else f"{'':7s}"
         print(f"{s['case']:34s} {s['n']:4d} {s['variant']:>14s} {s['mape_mean']:6.2f}+-{s['mape_std']:4.2f} "
-              f"{s['tau_mean']:6.3f} {s['rho_mean']:6.3f} {s['seconds_max']:6.1f} {ds:>8s}  "
-              f"{max(set(s['chosen']), key=s['chosen'].count)}")
+              f"{s['tau_mean']:6.3f} {s['rho_mean']:6.3f} {s['seconds_max']:6.1f} {ds:>8s} "
+              f"{cov} {up}  {max(set(s['chosen']), key=s['chosen'].count)}")
 
 
 def plot(summary, path):

@@ -48,7 +48,7 @@ def tables(space, host, d):
         b, p = s.split(":")
         main, retest = (table_path(d, space, b, p, host, ph) for ph in ("main", "retest"))
         if main.exists():
-            out[s] = {"main": read_measurements(main),
+            out[s] = {"main": read_measurements(main), "stem": main.stem,
                       "retest": read_measurements(retest) if retest.exists() else None}
     return out
 
@@ -168,12 +168,17 @@ def part_transfer(tabs, ns, seeds, retest):
     out = {}
     for s, t in tabs.items():
         df = t["main"]
+        # never a base trained on this very table (its shipped predictors saw these rows'
+        # setting in full): the other settings' predictors only
+        mine = {b for b in bases if b.startswith(t["stem"] + "_")}
+        others_of = {b: m for b, m in bases.items() if b not in mine}
         train, test = df[df.split == "train"], df[df.split == "test"]
         if len(test) < 10 or len(train) < 20:
             print(f"transfer {s}: {len(train)} train / {len(test)} test rows; too few")
             continue
         full = create_predictor("xgb").fit(train, train.latency_ms.to_numpy())
         rec = {"n_train": int(len(train)), "n_test": int(len(test)),
+               "bases_left_out": sorted(mine),
                "full_data_mape_pct": round(_mape(full, test), 3),
                "retest_scale_free_mape_pct": (retest.get(s) or {}).get("scale_free_mape_pct"),
                "curves": {}}
@@ -188,9 +193,9 @@ def part_transfer(tabs, ns, seeds, retest):
                         model = finetune(bases[FP32_BASE], rows, random_state=seed,
                                          base_name=FP32_BASE)
                     else:
-                        name, others = base_and_others(bases, rows)
-                        model = finetune(bases[name], rows, random_state=seed, base_name=name,
-                                         others=[bases[o] for o in others],
+                        name, others = base_and_others(others_of, rows)
+                        model = finetune(others_of[name], rows, random_state=seed,
+                                         base_name=name, others=[others_of[o] for o in others],
                                          other_names=others)
                     vals.append(_mape(model, test))
                 rec["curves"].setdefault(how, {})[str(n)] = {
