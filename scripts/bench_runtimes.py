@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -79,6 +80,7 @@ def part_retest(tabs, d):
             continue
         rec = compare(t["main"], t["retest"])
         rec["noise"] = [table_noise(t["main"]), table_noise(t["retest"])]
+        rec["by_lag"] = by_lag(t["main"], t["retest"])
         for phase in ("main", "retest"):
             if (s, phase) in secs:
                 rec[f"seconds_{phase}"] = {k: round(v, 3) for k, v in secs[(s, phase)].items()}
@@ -88,6 +90,28 @@ def part_retest(tabs, d):
               + (f"  device {rec['seconds_retest']['profile_s_per_subnet']:.2f} s/subnet, "
                  f"conversion {rec['seconds_retest']['convert_s_per_subnet']:.2f} s/subnet"
                  if "seconds_retest" in rec else ""))
+    return out
+
+
+def by_lag(main, retest, parts: int = 3) -> list:
+    """The retest pairs in ``parts`` groups by the time between a subnet's two measurements
+    (a retest spread over the main table's hours, ``collect_runtime_tables.py --retest``):
+    per group the lag (minutes), the scale-free APE under the one factor of all pairs, and
+    the median change of the ratio to the reference (does the state drift over the run?)."""
+    m = main.merge(retest, on=["arch", "image_size"], suffixes=("_1", "_2"))
+    if len(m) < 3 * parts or "timestamp_1" not in m:
+        return []
+    lag = (pd.to_datetime(m.timestamp_2) - pd.to_datetime(m.timestamp_1)).dt.total_seconds() / 60
+    x, y = m.latency_ms_1.to_numpy(), m.latency_ms_2.to_numpy()
+    ape = 100 * np.abs(y / float(np.median(y / x)) - x) / x
+    change = 100 * (m.ratio_2.to_numpy() / m.ratio_1.to_numpy() - 1)
+    order = np.argsort(lag.to_numpy())
+    out = []
+    for idx in np.array_split(order, parts):
+        out.append({"n": int(len(idx)), "lag_min": [round(float(lag.iloc[idx].min()), 1),
+                                                    round(float(lag.iloc[idx].max()), 1)],
+                    "scale_free_mape_pct": round(float(ape[idx].mean()), 3),
+                    "median_ratio_change_pct": round(float(np.median(change[idx])), 2)})
     return out
 
 
