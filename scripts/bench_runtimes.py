@@ -58,9 +58,8 @@ def seconds_log(d):
     path = d / "runtime_tables_log.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
     out = {}
-    for r in rows:  # rows-weighted means over every run of the script
-        o = out.setdefault((r["setting"], r["phase"]), {"rows": 0, "convert": 0.0,
-                                                       "profile": 0.0})
+    for r in rows:  # rows-weighted means over every run of the script, per table
+        o = out.setdefault(r["table"], {"rows": 0, "convert": 0.0, "profile": 0.0})
         o["rows"] += r["rows"]
         o["convert"] += r["rows"] * r["convert_s_per_subnet"]
         o["profile"] += r["rows"] * r["profile_s_per_subnet"]
@@ -81,9 +80,9 @@ def part_retest(tabs, d):
         rec = compare(t["main"], t["retest"])
         rec["noise"] = [table_noise(t["main"]), table_noise(t["retest"])]
         rec["by_lag"] = by_lag(t["main"], t["retest"])
-        for phase in ("main", "retest"):
-            if (s, phase) in secs:
-                rec[f"seconds_{phase}"] = {k: round(v, 3) for k, v in secs[(s, phase)].items()}
+        for phase, name in (("main", f"{t['stem']}.csv"), ("retest", f"{t['stem']}_retest.csv")):
+            if name in secs:
+                rec[f"seconds_{phase}"] = {k: round(v, 3) for k, v in secs[name].items()}
         out[s] = rec
         print(f"retest {s:18s} n {rec['n_pairs']:3d}  scale-free {rec['scale_free_mape_pct']:.2f} %"
               f"  tau {rec['kendall_tau']:.3f}  abs {100 * (rec['absolute_median_ratio'] - 1):+.1f} %"
