@@ -100,8 +100,11 @@ def _check_machine(log, hw_path, hardware, mine, ref_runner, protocol, allow_cha
             f"{log.path} was measured on another machine state: " + "; ".join(problems)
             + ". If this is the same machine, only busy now: re-run when it is quieter, or "
               "append anyway with --allow-machine-change (rows keep their ratio to the "
-              "reference; the table's level is recomputed from all windows). If it is another "
-              "machine: profile it into a new table (another --out) and fine-tune to it")
+              "reference; the table's level is recomputed from all windows; but a shared "
+              "host's state also moves which subnets are fast, so a table mixing states "
+              "trains a worse predictor than one measured within one state). If it is "
+              "another machine or a lasting new state: profile it into a new table (another "
+              "--out) and fine-tune to it")
     for p in problems:
         logger.warning("%s: appending although %s (--allow-machine-change)", log.path, p)
     return level_now
