@@ -722,8 +722,9 @@ def profiling_seconds_per_subnet(df: pd.DataFrame) -> float | None:
     return float(gaps.mean()) if len(gaps) >= 2 else None
 
 
-# a row whose 90 % half-width is above this was measured in a noisy window: predictors fitted
-# on such rows err about twice as much on them (BENCHMARKS.md section 16.8)
+# a row whose 90 % half-width is above this was measured in a noisy window: in tables mixing
+# machine states predictors erred about twice as much on such rows (BENCHMARKS.md section
+# 16.8); within one state about as much as on the others (section 16.9)
 WIDE_ROW_PCT = 2.0
 
 
