@@ -93,8 +93,8 @@ def main(argv=None) -> int:
 
     if args.retest and args.phase != "main":
         ap.error("--retest goes with --phase main")
-    if args.retest > args.n:
-        ap.error("--retest N needs N <= --n")
+    if not 0 <= args.retest <= args.n:
+        ap.error("--retest N needs 0 <= N <= --n")
     jobs = make_jobs(args.phase)
     retest_jobs = make_jobs("retest") if args.retest else []
     n_chunks = -(-len(subnets) // args.chunk)
