@@ -410,7 +410,7 @@ def _accepted(label, devices, ref_setting, ref_hw):
 
 def _open_label(label, devices, subs, out_dir, check_setting, retime_above_pct=None):
     from ..datasets import MeasurementLog
-    from ..profiling.profiler import (check_one_setting, keys_to_retime, setting_mask,
+    from ..profiling.profiler import (check_one_setting, setting_mask, subnets_to_retime,
                                       table_hardware_path)
 
     path = table_path(out_dir, label)
@@ -447,12 +447,9 @@ def _open_label(label, devices, subs, out_dir, check_setting, retime_above_pct=N
     logger.info("%s: %d of %d subnets already measured, %d to go on %d device(s) of %s",
                 path, len(subs) - len(todo), len(subs), len(todo), len(accepted), label)
     if retime_above_pct is not None and len(mine):
-        loose = keys_to_retime(mine, retime_above_pct)
-        again = [s for s in subs if (s.arch_json(), s.image_size) in loose]
+        again, loose = subnets_to_retime(subs, mine, retime_above_pct, path)
         done -= loose  # measured once more now; the table keeps the most certain row
         todo.extend(again)
-        logger.info("%s: %d of them measured again (their row's 90 %% half-width is above "
-                    "%g %% or unknown)", path, len(again), retime_above_pct)
     return log, setting, refs, _Group(label, accepted, todo, done, len(subs),
                                       key=lambda s: (s.arch_json(), s.image_size),
                                       table=str(path), refused=refused)

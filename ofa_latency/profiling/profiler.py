@@ -188,11 +188,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         logger.info("%s: %d of %d subnets already measured, %d to go", log.path,
                     len(subs) - len(todo), len(subs), len(todo))
         if retime_above_pct is not None and len(mine):
-            loose = keys_to_retime(mine, retime_above_pct)
-            again = [s for s in subs if (s.arch_json(), s.image_size) in loose]
-            logger.info("%s: %d of them measured again (their row's 90 %% half-width is above "
-                        "%g %% or unknown)", log.path, len(again), retime_above_pct)
-            todo += again
+            todo += subnets_to_retime(subs, mine, retime_above_pct, log.path)[0]
 
         ref_runner = None
         if todo and drift_correction:
@@ -235,12 +231,18 @@ def check_retime_above(retime_above_pct) -> None:
                          f"(percent)")
 
 
-def keys_to_retime(rows: pd.DataFrame, retime_above_pct: float) -> set:
-    """The ``(arch, image_size)`` keys of ``rows`` whose own 90 % half-width (``ci_pct``) is
-    above ``retime_above_pct`` or unknown: what ``retime_above_pct`` measures again."""
+def subnets_to_retime(subs, rows: pd.DataFrame, retime_above_pct: float,
+                      where="table") -> tuple[list, set]:
+    """What ``retime_above_pct`` measures again: the subnets of ``subs`` whose row in
+    ``rows`` has an own 90 % half-width (``ci_pct``) above ``retime_above_pct`` or unknown,
+    and the ``(arch, image_size)`` keys of those rows (logged for ``where``)."""
     ci = rows["ci_pct"] if "ci_pct" in rows.columns else pd.Series(np.nan, rows.index)
-    return {k for k, c in zip(zip(rows["arch"], rows["image_size"].astype(int)), ci)
-            if not (np.isfinite(c) and c <= retime_above_pct)}
+    loose = {k for k, c in zip(zip(rows["arch"], rows["image_size"].astype(int)), ci)
+             if not (np.isfinite(c) and c <= retime_above_pct)}
+    again = [s for s in subs if (s.arch_json(), s.image_size) in loose]
+    logger.info("%s: %d of them measured again (their row's 90 %% half-width is above %g %% "
+                "or unknown)", where, len(again), retime_above_pct)
+    return again, loose
 
 
 def measurement_row(space, setting: dict, sub, result, refs, versions: str,
