@@ -318,3 +318,78 @@ def test_a_real_onnxruntime_worker_pinned_to_a_core(devices, mbv3, tmp_path):
     df = _once_each(tmp_path / "ort.csv", subs)
     assert out["ort"]["measured"] == 2 and set(df["backend"]) == {"onnxruntime"}
     assert (df["ratio"] > 0).all() and df["ref_min_ms"].notna().all()
+
+
+_MULTI_NODE = r'''
+import json, sys, threading, time
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ofa_latency import fleet, get_space
+from ofa_latency.profiling import TimingProtocol
+
+out_dir = sys.argv[1]
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+ray.init(address=cluster.address, namespace=fleet.NAMESPACE, log_to_driver=False,
+         logging_level="ERROR")
+cluster.wait_for_nodes()
+
+@ray.remote(num_cpus=0)
+def worker_on_this_host(name):  # what 'ofa-latency fleet worker' does on a device's host
+    d = fleet.start_device(name, "board", backend="fake", measure_hardware=False,
+                           backend_options={"realtime": True, "prepare_s": 0.15})
+    return d.info["node_id"]
+
+where = {name: ray.get(worker_on_this_host.options(scheduling_strategy=
+         NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote(name))
+         for name, node in zip(("far", "near"), nodes)}
+
+def drop_far_host():  # the host of device "far" leaves once it has measured two subnets
+    while True:
+        try:
+            with open(out_dir + "/board.csv") as f:
+                if f.read().count("ofa-latency fleet far") >= 2:
+                    break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    cluster.remove_node(nodes[0], allow_graceful=False)
+
+threading.Thread(target=drop_far_host, daemon=True).start()
+res = fleet.profile_fleet(["board"], get_space("ofa_mbv3_w1.2").sample(16, seed=3), out_dir,
+                          progress=False, protocol=TimingProtocol(
+                              warmup_runs=1, rounds=4, runs_per_round=2, target_ci_pct=None))
+for _ in range(60):  # Ray declares a host dead after its health checks fail (seconds)
+    st = fleet.fleet_status(timeout_s=3)
+    if [d for d in st["devices"] if d["name"] == "far"][0].get("host_gone"):
+        break
+    time.sleep(1)
+print("RESULT " + json.dumps({"where": where, "nodes": [n.node_id for n in nodes],
+                  "driver": ray.get_runtime_context().get_node_id(),
+                  "per_device": res["board"]["per_device"], "measured": res["board"]["measured"],
+                  "status": st["devices"], "text": fleet.status_text(st)}), flush=True)
+fleet.stop_devices(names=["near"])
+ray.shutdown()
+cluster.shutdown()
+'''
+
+
+def test_devices_on_other_hosts_and_a_host_that_leaves(mbv3, tmp_path):
+    # a cluster of three raylets on this machine stands in for a head and two device hosts;
+    # it runs in its own process (this module's tests share one in-process cluster)
+    proc = subprocess.run([sys.executable, "-c", _MULTI_NODE, str(tmp_path)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads([line for line in proc.stdout.splitlines()
+                      if line.startswith("RESULT ")][-1][len("RESULT "):])
+    # each worker runs on the host it was started on, neither on the client's
+    assert [out["where"]["far"], out["where"]["near"]] == out["nodes"]
+    assert out["driver"] not in out["nodes"]
+    # the far host left mid-run: its share went to the other device, nothing lost or doubled
+    _once_each(tmp_path / "board.csv", mbv3.sample(16, seed=3))
+    assert out["measured"] == 16 and out["per_device"]["far"] >= 2
+    assert out["per_device"]["near"] >= 1
+    far = [d for d in out["status"] if d["name"] == "far"][0]
+    assert far["state"] == "down" and far["host_gone"] and far["label"] == "board"
+    assert "its host left the cluster" in out["text"]

@@ -21,7 +21,8 @@ from ..profiling.conversions import require
 
 ray = require("ray")
 
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError  # noqa: E402
+from ray.exceptions import (ActorUnschedulableError, GetTimeoutError,  # noqa: E402
+                            RayActorError, RayTaskError)
 
 from ..profiling._base import ProfilingBackend, Runner  # noqa: E402
 from ._worker import DeviceWorker  # noqa: E402
@@ -38,6 +39,9 @@ NAMESPACE = "ofa-latency"
 _JOURNAL = "_journal"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]*$")
 _SETTING_KEYS = ("space", "batch_size", "backend", "device_type", "threads", "precision")
+# a device that went away: its process died (Ray restarts it), or its host left the cluster
+# (its actor, pinned to that host, can never be scheduled again)
+_GONE = (RayActorError, ActorUnschedulableError)
 INFO_TIMEOUT_S = 10.0
 """How long a device may take to say who it is before it counts as down."""
 
@@ -167,7 +171,17 @@ def start_device(name: str, label: str, backend: str = "onnxruntime", threads: i
         raise FleetError(f"device {name!r} did not start: {_cause(exc)}") from None
     logger.info("device %s (%s) started on %s, pid %d", name, label, info["hostname"],
                 info["pid"])
+    journal = _journal()
+    if journal is not None:  # where it runs, for status once it is gone
+        journal.register.remote(name, {"label": label, "host": info["hostname"],
+                                       "node_id": info["node_id"],
+                                       "setting": _setting_text(setting)})
     return Device(name, handle, info)
+
+
+def _setting_text(s) -> str:
+    return (f"{s['backend']} {s['device_type']} t{s['threads']} b{s['batch_size']} "
+            f"{s['precision']}")
 
 
 def _wait_gone(name, timeout_s=30.0):
@@ -205,7 +219,7 @@ def list_devices(labels: Optional[Iterable[str]] = None,
             continue
         try:
             d.info = ray.get(ref)
-        except (RayActorError, RayTaskError) as exc:
+        except (*_GONE, RayTaskError) as exc:
             d.error = _cause(exc)
     wanted = set(labels) if labels is not None else None
     return [d for d in out if wanted is None or d.label in wanted]
@@ -252,16 +266,24 @@ def _refusal(ref_setting, ref_hw, info) -> Optional[str]:
 
 
 class _Journal:
-    """What each fleet client is doing (a small detached actor the status command reads)."""
+    """What each fleet client is doing, and where each device was started (a small detached
+    actor on the head that the status command reads; it outlives a device's host)."""
 
     def __init__(self):
         self._jobs = {}
+        self._devices = {}
 
     def update(self, job: str, record: dict) -> None:
         self._jobs[job] = record
 
     def jobs(self) -> list:
         return list(self._jobs.values())
+
+    def register(self, name: str, record: dict) -> None:
+        self._devices[name] = record
+
+    def devices(self) -> dict:
+        return dict(self._devices)
 
 
 def _journal():
@@ -360,15 +382,19 @@ def _farm(groups, pipeline, max_attempts, lost_after, bar, what) -> dict:
                 else:
                     g.todo.append(item)
                 continue
-            except RayActorError as exc:  # the device went away mid-item
+            except _GONE as exc:  # the device went away mid-item
                 st["fails"] += 1
+                if isinstance(exc, ActorUnschedulableError):  # its host is gone for good
+                    st["fails"] = max(st["fails"], lost_after)
                 st["retry_at"] = time.monotonic() + min(30.0, 0.5 * 2 ** st["fails"])
                 if key not in g.done:
                     g.todo.appendleft(item)
                 if st["fails"] >= lost_after:
                     st["lost"] = True
-                    logger.error("device %s lost after %d failures in a row: %s", d.name,
-                                 st["fails"], _cause(exc))
+                    logger.error("device %s lost (%s): %s", d.name,
+                                 "its host left the cluster" if isinstance(
+                                     exc, ActorUnschedulableError) else
+                                 f"{st['fails']} failures in a row", _cause(exc))
                 else:
                     logger.warning("device %s failed during %s (%s); the item goes back to "
                                    "the list", d.name, key, _cause(exc))
@@ -754,35 +780,43 @@ def remote_backend(label: str):
 def fleet_status(timeout_s: float = INFO_TIMEOUT_S) -> dict:
     """What the fleet is doing: ``devices`` (one dict per device: name, label, host,
     setting, state idle/busy/down, done, errors, busy seconds, uptime, subnets per minute,
-    restarts; the counters survive a restart by Ray)
+    restarts; the counters survive a restart by Ray; a device that does not answer is
+    ``down`` with the label, host and setting it was started with, its ``error``, and
+    ``host_gone`` True when its host has left the cluster)
     and ``jobs`` (one per client and label: table, done/total, queued, in flight, errors)."""
     now = time.time()
     devices = []
-    for d in list_devices(timeout_s=timeout_s):
+    h = _actor(_JOURNAL)
+    registered, jobs = {}, []
+    if h is not None:
+        try:
+            jobs, registered = ray.get([h.jobs.remote(), h.devices.remote()],
+                                       timeout=timeout_s)
+            jobs = sorted(jobs, key=lambda r: r["updated"])
+        except (*_GONE, GetTimeoutError):
+            pass
+    listed = list_devices(timeout_s=timeout_s)
+    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")} \
+        if any(not d.up for d in listed) else set()
+    for d in listed:
         if not d.up:
-            devices.append({"name": d.name, "state": "down", "error": d.error})
+            reg = registered.get(d.name, {})
+            devices.append({"name": d.name, "state": "down", "error": d.error,
+                            "label": reg.get("label"), "host": reg.get("host"),
+                            "setting": reg.get("setting"),
+                            "host_gone": bool(reg) and reg.get("node_id") not in alive})
             continue
         i = d.info
         up_s = max(now - i["started"], 1e-9)
-        s = i["setting"]
         devices.append({
             "name": d.name, "label": i["label"], "host": i["hostname"],
-            "setting": f"{s['backend']} {s['device_type']} t{s['threads']} b{s['batch_size']} "
-                       f"{s['precision']}",
+            "setting": _setting_text(i["setting"]),
             "state": "busy" if i["current"] else "idle",
             "current": (i["current"] or {}).get("what"), "done": i["done"],
             "errors": i["errors"], "last_error": i["last_error"],
             "busy_s": round(i["busy_s"], 1), "uptime_s": round(up_s, 1),
             "per_min": round(60 * i["done"] / up_s, 2), "pid": i["pid"],
             "niceness": i.get("niceness", 0), "restarts": i.get("restarts", 0)})
-    jobs = []
-    h = _actor(_JOURNAL)
-    if h is not None:
-        try:
-            jobs = sorted(ray.get(h.jobs.remote(), timeout=timeout_s),
-                          key=lambda r: r["updated"])
-        except (RayActorError, GetTimeoutError):
-            pass
     return {"devices": devices, "jobs": jobs}
 
 
@@ -798,8 +832,13 @@ def status_text(status: dict) -> str:
         lines += [head, "-" * len(head)]
         for d in devs:
             if d["state"] == "down":
-                lines.append(f"{d['name']:16s} {'?':14s} {'?':14s} {'?':30s} down  "
-                             f"({d['error']})")
+                why = (f"its host left the cluster: start the worker again there "
+                       f"(fleet worker --replace) or stop it (fleet stop --names {d['name']})"
+                       if d.get("host_gone") else f"not answering: {d['error']}")
+                lines.append(f"{d['name']:16.16s} {d.get('label') or '?':14.14s} "
+                             f"{d.get('host') or '?':14.14s} {d.get('setting') or '?':30.30s} "
+                             f"down")
+                lines.append(f"{'':16s} {why}")
                 continue
             lines.append(f"{d['name']:16.16s} {d['label']:14.14s} {d['host']:14.14s} "
                          f"{d['setting']:30.30s} {d['state']:5s} {d['done']:5d} "
