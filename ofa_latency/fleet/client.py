@@ -238,6 +238,12 @@ def stop_devices(names: Optional[Iterable[str]] = None,
             stopped.append(d.name)
     for n in stopped:
         _wait_gone(n)
+    h = _actor(_JOURNAL)
+    if h is not None:
+        gone = set(stopped) | names  # by name: also one whose host left
+        if not names and not labels:  # every device: also those whose host left
+            gone |= set(ray.get(h.devices.remote(), timeout=INFO_TIMEOUT_S))
+        ray.get(h.unregister.remote(sorted(gone)), timeout=INFO_TIMEOUT_S)
     return stopped
 
 
@@ -284,6 +290,10 @@ class _Journal:
 
     def devices(self) -> dict:
         return dict(self._devices)
+
+    def unregister(self, names) -> None:
+        for n in names:
+            self._devices.pop(n, None)
 
 
 def _journal():
@@ -796,6 +806,10 @@ def fleet_status(timeout_s: float = INFO_TIMEOUT_S) -> dict:
         except (*_GONE, GetTimeoutError):
             pass
     listed = list_devices(timeout_s=timeout_s)
+    # a device whose host left may be dropped by Ray altogether: it is known from its
+    # registration only
+    listed += [Device(n, None, error="no longer in the cluster") for n in sorted(registered)
+               if n not in {d.name for d in listed}]
     alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")} \
         if any(not d.up for d in listed) else set()
     for d in listed:
