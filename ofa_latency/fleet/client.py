@@ -231,18 +231,21 @@ def stop_devices(names: Optional[Iterable[str]] = None,
     names stopped."""
     names = set(names or ())
     labels = set(labels or ())
+
+    def chosen(name, label):
+        return (not names and not labels) or name in names or label in labels
+
     stopped = []
     for d in list_devices():
-        if (not names and not labels) or d.name in names or (d.label in labels):
+        if chosen(d.name, d.label):
             ray.kill(d.handle, no_restart=True)
             stopped.append(d.name)
     for n in stopped:
         _wait_gone(n)
     h = _actor(_JOURNAL)
-    if h is not None:
-        gone = set(stopped) | names  # by name: also one whose host left
-        if not names and not labels:  # every device: also those whose host left
-            gone |= set(ray.get(h.devices.remote(), timeout=INFO_TIMEOUT_S))
+    if h is not None:  # the registrations too, also of devices whose host left
+        registered = ray.get(h.devices.remote(), timeout=INFO_TIMEOUT_S)
+        gone = set(stopped) | {n for n, r in registered.items() if chosen(n, r.get("label"))}
         ray.get(h.unregister.remote(sorted(gone)), timeout=INFO_TIMEOUT_S)
     return stopped
 
@@ -394,17 +397,17 @@ def _farm(groups, pipeline, max_attempts, lost_after, bar, what) -> dict:
                 continue
             except _GONE as exc:  # the device went away mid-item
                 st["fails"] += 1
-                if isinstance(exc, ActorUnschedulableError):  # its host is gone for good
+                host_gone = isinstance(exc, ActorUnschedulableError)  # gone for good
+                if host_gone:
                     st["fails"] = max(st["fails"], lost_after)
                 st["retry_at"] = time.monotonic() + min(30.0, 0.5 * 2 ** st["fails"])
                 if key not in g.done:
                     g.todo.appendleft(item)
                 if st["fails"] >= lost_after:
                     st["lost"] = True
-                    logger.error("device %s lost (%s): %s", d.name,
-                                 "its host left the cluster" if isinstance(
-                                     exc, ActorUnschedulableError) else
-                                 f"{st['fails']} failures in a row", _cause(exc))
+                    why = ("its host left the cluster" if host_gone else
+                           f"{st['fails']} failures in a row")
+                    logger.error("device %s lost (%s): %s", d.name, why, _cause(exc))
                 else:
                     logger.warning("device %s failed during %s (%s); the item goes back to "
                                    "the list", d.name, key, _cause(exc))
@@ -808,8 +811,9 @@ def fleet_status(timeout_s: float = INFO_TIMEOUT_S) -> dict:
     listed = list_devices(timeout_s=timeout_s)
     # a device whose host left may be dropped by Ray altogether: it is known from its
     # registration only
+    known = {d.name for d in listed}
     listed += [Device(n, None, error="no longer in the cluster") for n in sorted(registered)
-               if n not in {d.name for d in listed}]
+               if n not in known]
     alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")} \
         if any(not d.up for d in listed) else set()
     for d in listed:
