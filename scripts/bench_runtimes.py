@@ -59,6 +59,8 @@ def seconds_log(d):
     rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
     out = {}
     for r in rows:  # rows-weighted means over every run of the script, per table
+        if "table" not in r:  # a --convert-ahead chunk's helper conversion
+            continue
         o = out.setdefault(r["table"], {"rows": 0, "convert": 0.0, "profile": 0.0})
         o["rows"] += r["rows"]
         o["convert"] += r["rows"] * r["convert_s_per_subnet"]
