@@ -122,6 +122,32 @@ def test_board_sets_carry_structure_only_and_the_board_fills_weights(tmp_path, m
     np.testing.assert_array_equal(again.run(None, {"input": x})[0], a)
 
 
+def test_a_set_exported_by_two_processes_is_the_serial_set(tmp_path, mbv3):
+    """``export-set --jobs 2`` writes the same files and manifest as one process (int8 ONNX
+    models quantized in worker processes included), and a second run resumes: it converts
+    nothing and leaves the files as they were."""
+    from ofa_latency.export import export_set
+
+    subs = mbv3.sample(2, seed=4)
+    a = json.loads(export_set(mbv3, subs, tmp_path / "one", progress=False,
+                              fmt="onnx-int8").read_text())
+    b = json.loads(export_set(mbv3, subs, tmp_path / "two", progress=False, fmt="onnx-int8",
+                              jobs=2).read_text())
+    assert a == b and len(b["subnets"]) == 2
+    for e in b["subnets"] + [b["reference"]]:
+        assert (tmp_path / "one" / e["file"]).read_bytes() == \
+            (tmp_path / "two" / e["file"]).read_bytes(), e["file"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "two").glob("*.onnx")}
+    export_set(mbv3, subs, tmp_path / "two", progress=False, fmt="onnx-int8", jobs=2)
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "two").glob("*.onnx")}
+    # structure-only sets carry each file's weights spec, from the workers too
+    c = json.loads(export_set(mbv3, subs, tmp_path / "s1", progress=False).read_text())
+    d = json.loads(export_set(mbv3, subs, tmp_path / "s2", progress=False, jobs=2).read_text())
+    assert c == d and all("weights" in e for e in d["subnets"])
+    with pytest.raises(ValueError, match="jobs"):
+        export_set(mbv3, subs, tmp_path / "x", progress=False, jobs=0)
+
+
 RUNTIME_BLOCK = {"onnx-int8": ("openvino", "ai_edge_litert", "litert_torch", "nncf"),
                  "openvino-int8": ("onnxruntime", "ai_edge_litert", "litert_torch", "nncf",
                                    "onnx"),
