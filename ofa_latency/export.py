@@ -193,9 +193,11 @@ def export_set(space, subnets, out_dir, batch_size: int = 1, progress: bool = Tr
     entries, specs, quantization = [], {}, None
     todo = [(ref_file, ref)] + [(f"subnet_{i:05d}{suffix}", s) for i, s in enumerate(subs)]
     bar = tqdm(total=len(todo), disable=not progress, unit="file", desc="export")
-    pending = [(n, s) for n, s in todo if not (out / n).exists()]
-    for name, sub in todo:  # written before: a structure file is read back for its spec
-        if fmt == "onnx" and (out / name).exists():
+    pending = []
+    for name, sub in todo:
+        if not (out / name).exists():
+            pending.append((name, sub))
+        elif fmt == "onnx":  # written before: a structure file is read back for its spec
             specs[name] = _write_set_file(space, sub, out / name, fmt, batch_size)
     bar.update(len(todo) - len(pending))
     if jobs == 1 or len(pending) < 2:

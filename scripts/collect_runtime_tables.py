@@ -59,7 +59,7 @@ def convert_ahead(settings, space_name: str, archs, core) -> tuple[dict, float]:
     if core is not None:
         os.sched_setaffinity(0, {core})
     from ofa_latency import create_backend, get_space
-    from ofa_latency.profiling.conversions import CACHE
+    from ofa_latency.profiling.conversions import CACHE, deployable_onnx_bytes
 
     t0 = time.perf_counter()
     CACHE.maxsize = 10 ** 6
@@ -70,10 +70,11 @@ def convert_ahead(settings, space_name: str, archs, core) -> tuple[dict, float]:
         if item == "onnxruntime:fp32":
             continue
         backend_name, precision = item.split(":")
-        backend = create_backend(backend_name, threads=1, precision=precision)
+        # OpenVINO's converted model is not bytes: only its ONNX source is handed over
+        backend = None if backend_name == "openvino" else \
+            create_backend(backend_name, threads=1, precision=precision)
         for s in subs:
-            if backend_name == "openvino":
-                from ofa_latency.profiling.conversions import deployable_onnx_bytes
+            if backend is None:
                 deployable_onnx_bytes(space, s, 1)
             else:
                 backend.model_bytes(space, s, 1)
