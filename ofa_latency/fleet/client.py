@@ -78,15 +78,10 @@ class Device:
     handle: object
     info: Optional[dict] = None
     error: Optional[str] = None
-    registration: Optional[dict] = None  # what its worker registered with the journal
 
     @property
     def label(self):
-        """Its label: as it says, or, when it does not answer (restarting, its host gone),
-        as it registered."""
-        if self.info:
-            return self.info["label"]
-        return (self.registration or {}).get("label")
+        return self.info["label"] if self.info else None
 
     @property
     def up(self) -> bool:
@@ -206,28 +201,16 @@ def _device_names() -> list[str]:
                   if a.get("namespace") == NAMESPACE and a["name"] != _JOURNAL)
 
 
-def _registrations(timeout_s: float) -> dict:
-    """The journal's device registrations ({} without a journal or an answer)."""
-    h = _actor(_JOURNAL)
-    if h is None:
-        return {}
-    try:
-        return ray.get(h.devices.remote(), timeout=timeout_s)
-    except (*_GONE, GetTimeoutError):
-        return {}
-
-
 def list_devices(labels: Optional[Iterable[str]] = None,
                  timeout_s: float = INFO_TIMEOUT_S) -> list[Device]:
     """The devices of the fleet (of ``labels``, when given), each with what it says of
     itself; one that does not answer within ``timeout_s`` (restarting, its host gone) has
-    ``info`` None and its ``error``, and is listed under the label it registered."""
+    ``info`` None and its ``error``."""
     out = []
-    registered = _registrations(timeout_s)
     for name in _device_names():
         h = _actor(name)
         if h is not None:
-            out.append(Device(name, h, registration=registered.get(name)))
+            out.append(Device(name, h))
     refs = {d.handle.info.remote(): d for d in out}
     ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
     for ref, d in refs.items():
