@@ -239,6 +239,35 @@ def test_linear_table_fits_an_additive_device(mbv3):
     assert err.mean() < 0.01
 
 
+def _dw_elements(space, subs, k):
+    """Depthwise output elements of the blocks with kernel ``k`` (millions), per subnet."""
+    from ofa_latency.predictors._table import AdditiveTable
+
+    t = space.costs
+    g = np.zeros((len(space.image_sizes), space.n_blocks, len(space.ks_choices),
+                  len(space.e_choices)))
+    ki = space.ks_choices.index(k)
+    g[:, :, ki, :] = t.act_in[None, :, ki, :] * (t.h_out.T[:, :, None] ** 2)
+    table = AdditiveTable(space, np.zeros(len(space.image_sizes)),
+                          g.reshape(g.shape[0], g.shape[1], -1) / 1e6)
+    return table.predict_encoded(space.encode(subs))
+
+
+def test_table_learns_a_slow_kernel_size(mbv3):
+    """A runtime whose 7x7 depthwise kernel is slow per element (LiteRT's XNNPACK on some
+    CPUs: most of an int8 subnet's latency) is learned from 150 subnets: the table's shared
+    per-kernel-size depthwise term carries it to subnets it never saw."""
+    be = create_backend("fake", seed=0)
+    subs = mbv3.sample(300, seed=8)
+    base = np.array([be.true_latency_ms(mbv3, s) for s in subs])
+    y = base + 40.0 * _dw_elements(mbv3, subs, 7)  # 40 ms per million 7x7 elements
+    y *= np.random.default_rng(1).lognormal(0, 0.005, len(y))  # 0.5 % timing noise
+    assert np.median(40.0 * _dw_elements(mbv3, subs, 7) / y) > 0.5  # the slow kernel dominates
+    p = create_predictor("table").fit(subs[:150], y[:150])
+    mape = np.mean(np.abs(p.predict(subs[150:]) / y[150:] - 1))
+    assert mape < 0.015
+
+
 def test_predict_one_falls_back_to_validation(data):
     tr_x, tr_y, te_x, _ = data
     p = create_predictor("xgb", **SMALL["xgb"]).fit(tr_x, tr_y)

@@ -12,7 +12,8 @@ prediction fast: one gather and one sum per subnet, whatever model produced the 
 
 The linear part (:func:`fit_linear_table`) is shared by every kind: per block-choice
 coefficients on a basis of ``[H_in^2, H_out^2, 1]`` (shared by blocks of a stage that have the
-same shape), analytic cost terms, and a per-resolution constant. It is fitted by minimising the
+same shape), analytic cost terms, depthwise output elements per kernel size (shared by every
+block), and a per-resolution constant. It is fitted by minimising the
 mean absolute percentage error (a weighted L1 linear program, robust to timing outliers), with
 an L1 penalty that shrinks the per-choice terms towards the analytic ones when data are few.
 """
@@ -223,6 +224,14 @@ def _design(space_name: str):
     add(np.ones((nr, nb, nc)), name="block_count", unpenalised=True)
     add(h=np.asarray(t.fixed_macs, dtype=np.float64), name="fixed_macs", unpenalised=True)
     add(h=np.asarray(t.fixed_act, dtype=np.float64), name="fixed_act", unpenalised=True)
+    # depthwise output elements per kernel size, one coefficient each over every block: a
+    # runtime whose kernels for one size are slow (LiteRT's XNNPACK on 7x7, BENCHMARKS.md
+    # 16.13) costs that size per element, not per MAC. Penalised like the per-choice terms,
+    # so the fit uses them only where the data ask for them.
+    for ki, k in enumerate(space.ks_choices):
+        g = np.zeros((nr, nb, nk, ne))
+        g[:, :, ki, :] = t.act_in[None, :, ki, :] * hout2[:, :, None]  # act_in: mid channels
+        add(g.reshape(nr, nb, nc), name=f"dw{k}_elements")
     # per (stage, first-or-later block, choice): [H_in^2, H_out^2, 1]
     groups = sorted({(int(s), bool(p > 0)) for s, p in zip(space.stage_of_block, space.pos_in_stage)})
     for s, later in groups:
