@@ -266,6 +266,12 @@ def test_table_learns_a_slow_kernel_size(mbv3):
     p = create_predictor("table").fit(subs[:150], y[:150])
     mape = np.mean(np.abs(p.predict(subs[150:]) / y[150:] - 1))
     assert mape < 0.015
+    # the same fit without the per-kernel-size terms learns it block by block, worse
+    from ofa_latency.predictors._table import fit_linear_table
+
+    without = fit_linear_table(mbv3, mbv3.encode(subs[:150]), y[:150], kernel_terms=False)
+    mape_without = np.mean(np.abs(without.predict_encoded(mbv3.encode(subs[150:])) / y[150:] - 1))
+    assert mape_without > 2 * mape
 
 
 def test_predict_one_falls_back_to_validation(data):

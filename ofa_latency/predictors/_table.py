@@ -190,9 +190,10 @@ def cost_table(space, cost: str) -> "AdditiveTable":
 
 # ---------------------------------------------------------------------- the linear model
 @functools.lru_cache(maxsize=None)
-def _design(space_name: str):
+def _design(space_name: str, kernel_terms: bool = True):
     """Basis tensors ``G (p, n_res, n_blocks, n_choices)`` and ``H (p, n_res)``, their names and
-    which columns are unpenalised: a subnet's design row is ``H[:, r] + sum_b G[:, r, b, c_b]``."""
+    which columns are unpenalised: a subnet's design row is ``H[:, r] + sum_b G[:, r, b, c_b]``
+    (``kernel_terms``: with the per-kernel-size depthwise terms)."""
     from ..spaces import get_space
 
     space = get_space(space_name)
@@ -228,7 +229,7 @@ def _design(space_name: str):
     # runtime whose kernels for one size are slow (LiteRT's XNNPACK on 7x7, BENCHMARKS.md
     # 16.13) costs that size per element, not per MAC. Penalised like the per-choice terms,
     # so the fit uses them only where the data ask for them.
-    for ki, k in enumerate(space.ks_choices):
+    for ki, k in enumerate(space.ks_choices if kernel_terms else ()):
         g = np.zeros((nr, nb, nk, ne))
         g[:, :, ki, :] = t.act_in[None, :, ki, :] * hout2[:, :, None]  # act_in: mid channels
         add(g.reshape(nr, nb, nc), name=f"dw{k}_elements")
@@ -248,10 +249,10 @@ def _design(space_name: str):
     return np.stack(cols_g), np.stack(cols_h), tuple(names), np.array(free)
 
 
-def _design_matrix(space, enc):
+def _design_matrix(space, enc, kernel_terms: bool = True):
     from scipy import sparse
 
-    G, H, _, _ = _design(space.name)
+    G, H, _, _ = _design(space.name, kernel_terms)
     p, nr, nb, nc = G.shape
     idx, ridx = _choice_index(space, enc)
     n = len(ridx)
@@ -263,7 +264,8 @@ def _design_matrix(space, enc):
 
 
 def fit_linear_table(space, enc: Encoded, y_ms, alpha: float = 1.0,
-                     base: AdditiveTable | None = None) -> AdditiveTable:
+                     base: AdditiveTable | None = None,
+                     kernel_terms: bool = True) -> AdditiveTable:
     """Fit the linear additive model by minimum mean absolute percentage error.
 
     Parameters
@@ -280,6 +282,10 @@ def fit_linear_table(space, enc: Encoded, y_ms, alpha: float = 1.0,
         A table to start from (e.g. a predictor of another device): the model is fitted to what
         ``base`` misses, and every term, the analytic ones included, is shrunk towards it
         (without ``base`` the per-choice terms are shrunk towards the analytic ones).
+    kernel_terms : bool
+        Include one shared coefficient per kernel size on the depthwise output elements
+        (penalised like the per-choice terms); ``False`` fits the table without them (kept for
+        comparison, ``scripts/bench_table_terms.py``).
 
     Returns
     -------
@@ -290,8 +296,8 @@ def fit_linear_table(space, enc: Encoded, y_ms, alpha: float = 1.0,
 
     y = np.asarray(y_ms, dtype=np.float64)
     scale = float(np.median(y))
-    X = _design_matrix(space, enc)
-    G, H, _, free = _design(space.name)
+    X = _design_matrix(space, enc, kernel_terms)
+    G, H, _, free = _design(space.name, kernel_terms)
     target = y if base is None else y - base.predict_encoded(enc)
     col_scale = np.ones(X.shape[1])
     if base is not None:  # penalise the analytic columns like the others
