@@ -2,7 +2,7 @@
 
     python scripts/probe_litert_kernels.py --json data/benchmarks/litert_kernels.json
 
-Two parts:
+Three parts:
 
 * ``ops``: single depthwise convolutions (3x3, 5x5, 7x7; stride 1 and 2) and a 1x1
   convolution at OFA MobileNetV3 w1.2's stage-2 shapes, converted by the project's own path
@@ -10,6 +10,9 @@ Two parts:
   ``litert`` backend runs) and with LiteRT's builtin kernels
   (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``), fp32 and int8, median of 15 invokes
   after warm-up, one thread, interleaved so that both see the same machine state;
+* ``scan``: the 7x7 depthwise convolution alone (XNNPACK, stride 1, 144 channels) over
+  spatial sizes 28-112: nanoseconds per output element, fp32 and int8 (is its cost per
+  element constant, or does it grow with the feature map?);
 * ``tables``: how much of the committed LiteRT tables' latency the 7x7 depthwise
   convolutions explain: a least-relative-error linear fit of each row's latency on its
   depthwise output elements per kernel size, its MACs and a constant (in-sample MAPE, and the
@@ -94,6 +97,29 @@ def probe_ops(rounds=3):
     return out
 
 
+def scan_dw7(sizes=(28, 40, 56, 72, 96, 112), channels=144):
+    import torch
+
+    from ofa_latency.profiling.conversions import calibration_batches, tflite_bytes
+
+    out = []
+    for h in sizes:
+        module = torch.nn.Conv2d(channels, channels, 7, padding=3, groups=channels).eval()
+        shape = (1, channels, h, h)
+        fp32 = tflite_bytes(module, np.random.default_rng(0).standard_normal(shape,
+                                                                             dtype=np.float32))
+        int8 = tflite_bytes(None, None, "int8", calibration_batches(shape), fp32_bytes=fp32)
+        elements = channels * h * h
+        row = {"input_hw": h, "channels": channels}
+        for prec, data in (("fp32", fp32), ("int8", int8)):
+            ms = float(np.median([_median_ms(_interpreter(data, True)) for _ in range(3)]))
+            row[prec] = {"xnnpack_ms": round(ms, 3), "ns_per_element": round(ms * 1e6 / elements, 1)}
+        out.append(row)
+        print(f"7x7 depthwise {channels} ch {h:3d}x{h:<3d}: fp32 {row['fp32']['ns_per_element']:6.1f} ns"
+              f" per element, int8 {row['int8']['ns_per_element']:6.1f}", flush=True)
+    return out
+
+
 def dw_elements(space, enc):
     """Depthwise output elements (millions) per kernel size of an encoded batch."""
     from ofa_latency.predictors._table import AdditiveTable
@@ -139,7 +165,8 @@ def explain_tables(paths):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--parts", nargs="+", choices=["ops", "tables"], default=["ops", "tables"])
+    p.add_argument("--parts", nargs="+", choices=["ops", "scan", "tables"],
+                   default=["ops", "scan", "tables"])
     p.add_argument("--tables", nargs="+", default=None,
                    help="LiteRT tables to explain (default: every committed one but retests)")
     p.add_argument("--rounds", type=int, default=3)
@@ -153,12 +180,15 @@ def main(argv=None):
 
     result = {"host": {"cpu": cpu_model_name(), "platform": platform.platform(),
                        "cpus": os.cpu_count()}, "date_utc": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
-    if "ops" in args.parts:
+    if {"ops", "scan"} & set(args.parts):
         from importlib.metadata import version
 
         result["versions"] = {m: version(m) for m in ("ai-edge-litert", "litert-torch",
                                                       "ai-edge-quantizer")}
+    if "ops" in args.parts:
         result["ops"] = probe_ops(args.rounds)
+    if "scan" in args.parts:
+        result["dw7_scan"] = scan_dw7()
     if "tables" in args.parts:
         paths = args.tables or sorted(str(t) for t in (ROOT / "data" / "measurements")
                                       .glob("*_litert_*.csv") if "retest" not in t.stem)

@@ -239,30 +239,34 @@ def test_linear_table_fits_an_additive_device(mbv3):
     assert err.mean() < 0.01
 
 
-def _dw_elements(space, subs, k):
-    """Depthwise output elements of the blocks with kernel ``k`` (millions), per subnet."""
+def _dw_elements(space, subs, k, per_area=False):
+    """Depthwise output elements of the blocks with kernel ``k`` (millions), per subnet;
+    ``per_area``: each block's weighted by its feature map's area over 28x28."""
     from ofa_latency.predictors._table import AdditiveTable
 
     t = space.costs
     g = np.zeros((len(space.image_sizes), space.n_blocks, len(space.ks_choices),
                   len(space.e_choices)))
     ki = space.ks_choices.index(k)
-    g[:, :, ki, :] = t.act_in[None, :, ki, :] * (t.h_out.T[:, :, None] ** 2)
+    area = t.h_out.T[:, :, None].astype(float) ** 2
+    g[:, :, ki, :] = t.act_in[None, :, ki, :] * area * (area / 28 ** 2 if per_area else 1)
     table = AdditiveTable(space, np.zeros(len(space.image_sizes)),
                           g.reshape(g.shape[0], g.shape[1], -1) / 1e6)
     return table.predict_encoded(space.encode(subs))
 
 
-def test_table_learns_a_slow_kernel_size(mbv3):
+@pytest.mark.parametrize("per_area", [False, True], ids=["per_element", "growing_with_area"])
+def test_table_learns_a_slow_kernel_size(mbv3, per_area):
     """A runtime whose 7x7 depthwise kernel is slow per element (LiteRT's XNNPACK on some
-    CPUs: most of an int8 subnet's latency) is learned from 150 subnets: the table's shared
-    per-kernel-size depthwise term carries it to subnets it never saw."""
+    CPUs: most of an int8 subnet's latency), or slow by an amount that grows with the feature
+    map, is learned from 150 subnets: the table's shared per-kernel-size depthwise terms carry
+    it to subnets it never saw."""
     be = create_backend("fake", seed=0)
     subs = mbv3.sample(300, seed=8)
     base = np.array([be.true_latency_ms(mbv3, s) for s in subs])
-    y = base + 40.0 * _dw_elements(mbv3, subs, 7)  # 40 ms per million 7x7 elements
-    y *= np.random.default_rng(1).lognormal(0, 0.005, len(y))  # 0.5 % timing noise
-    assert np.median(40.0 * _dw_elements(mbv3, subs, 7) / y) > 0.5  # the slow kernel dominates
+    slow = 40.0 * _dw_elements(mbv3, subs, 7, per_area)  # 40 ms per million 7x7 elements
+    y = (base + slow) * np.random.default_rng(1).lognormal(0, 0.005, len(base))  # 0.5 % noise
+    assert np.median(slow / y) > 0.5  # the slow kernel dominates
     p = create_predictor("table").fit(subs[:150], y[:150])
     mape = np.mean(np.abs(p.predict(subs[150:]) / y[150:] - 1))
     assert mape < 0.015

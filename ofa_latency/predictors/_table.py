@@ -12,8 +12,8 @@ prediction fast: one gather and one sum per subnet, whatever model produced the 
 
 The linear part (:func:`fit_linear_table`) is shared by every kind: per block-choice
 coefficients on a basis of ``[H_in^2, H_out^2, 1]`` (shared by blocks of a stage that have the
-same shape), analytic cost terms, depthwise output elements per kernel size (shared by every
-block), and a per-resolution constant. It is fitted by minimising the
+same shape), analytic cost terms, depthwise output elements per kernel size (and the same
+times the feature map's area; shared by every block), and a per-resolution constant. It is fitted by minimising the
 mean absolute percentage error (a weighted L1 linear program, robust to timing outliers), with
 an L1 penalty that shrinks the per-choice terms towards the analytic ones when data are few.
 """
@@ -227,12 +227,14 @@ def _design(space_name: str, kernel_terms: bool = True):
     add(h=np.asarray(t.fixed_act, dtype=np.float64), name="fixed_act", unpenalised=True)
     # depthwise output elements per kernel size, one coefficient each over every block: a
     # runtime whose kernels for one size are slow (LiteRT's XNNPACK on 7x7, BENCHMARKS.md
-    # 16.13) costs that size per element, not per MAC. Penalised like the per-choice terms,
-    # so the fit uses them only where the data ask for them.
+    # 16.13) costs that size per element, not per MAC; and the same times the feature map's
+    # area, for a per-element cost that grows as the feature map outgrows the caches.
+    # Penalised like the per-choice terms, so the fit uses them only where the data ask.
     for ki, k in enumerate(space.ks_choices if kernel_terms else ()):
         g = np.zeros((nr, nb, nk, ne))
         g[:, :, ki, :] = t.act_in[None, :, ki, :] * hout2[:, :, None]  # act_in: mid channels
         add(g.reshape(nr, nb, nc), name=f"dw{k}_elements")
+        add(g.reshape(nr, nb, nc) * hout2[:, :, None], name=f"dw{k}_elements_x_area")
     # per (stage, first-or-later block, choice): [H_in^2, H_out^2, 1]
     groups = sorted({(int(s), bool(p > 0)) for s, p in zip(space.stage_of_block, space.pos_in_stage)})
     for s, later in groups:
@@ -283,9 +285,10 @@ def fit_linear_table(space, enc: Encoded, y_ms, alpha: float = 1.0,
         ``base`` misses, and every term, the analytic ones included, is shrunk towards it
         (without ``base`` the per-choice terms are shrunk towards the analytic ones).
     kernel_terms : bool
-        Include one shared coefficient per kernel size on the depthwise output elements
-        (penalised like the per-choice terms); ``False`` fits the table without them (kept for
-        comparison, ``scripts/bench_table_terms.py``).
+        Include two shared coefficients per kernel size, on the depthwise output elements and
+        on those times the feature map's area (penalised like the per-choice terms);
+        ``False`` fits the table without them (kept for comparison,
+        ``scripts/bench_table_terms.py``).
 
     Returns
     -------
