@@ -100,6 +100,10 @@ def main(argv=None):
                    help="a JSON-lines file: each finished (case, N, seed) is appended to it, and "
                         "those already in it are not run again")
     p.add_argument("--plot", default=None)
+    p.add_argument("--compare", default=None, metavar="JSONL",
+                   help="another run's JSON-lines file (e.g. the committed "
+                        "data/benchmarks/finetune_choice.jsonl): per (case, N), the automatic "
+                        "choice's mean test MAPE there and here, on the seeds both ran")
     args = p.parse_args(argv)
 
     from scipy.stats import kendalltau, spearmanr
@@ -158,11 +162,36 @@ def main(argv=None):
                       {k: round(v, 2) for k, v in rec["test_mape_pct"].items()}, flush=True)
     summary = summarise(results)
     print_summary(summary)
+    if args.compare:
+        compare_runs(results, args.compare)
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "summary": summary},
                                               indent=1))
     if args.plot:
         plot(summary, args.plot)
+
+
+def compare_runs(results, path):
+    """Print, per (case, N), the mean ``auto`` test MAPE of the run in ``path`` and of
+    ``results`` over the (case, N, seed) both have, and the largest difference."""
+    other = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            other[(r["case"], r["n"], r["seed"])] = r["test_mape_pct"]["auto"]
+    cells = {}
+    for r in results:
+        key = (r["case"], r["n"], r["seed"])
+        if key in other:
+            cells.setdefault(key[:2], []).append((other[key], r["test_mape_pct"]["auto"]))
+    print(f"\nagainst {path} (automatic choice, mean test MAPE over the common seeds):")
+    worst = 0.0
+    for (case, n), pairs in sorted(cells.items()):
+        there, here = np.mean(pairs, axis=0)
+        worst = max(worst, abs(here - there))
+        print(f"{case:35s} N {n:4d}  {len(pairs)} seeds  there {there:6.2f} %  here {here:6.2f} %")
+    print(f"{sum(len(v) for v in cells.values())} runs in {len(cells)} cells; largest difference "
+          f"{worst:.2f} points")
 
 
 def summarise(results):
