@@ -122,17 +122,13 @@ def scan_dw7(sizes=(28, 40, 56, 72, 96, 112), channels=144):
 
 def dw_elements(space, enc):
     """Depthwise output elements (millions) per kernel size of an encoded batch."""
-    from ofa_latency.predictors._table import AdditiveTable
+    from ofa_latency.predictors import AdditiveTable
 
-    t = space.costs
-    nr, nb = len(space.image_sizes), space.n_blocks
-    out = {}
-    for ki, k in enumerate(space.ks_choices):
-        g = np.zeros((nr, nb, len(space.ks_choices), len(space.e_choices)))
-        g[:, :, ki, :] = t.act_in[None, :, ki, :] * (t.h_out.T[:, :, None] ** 2)
-        out[k] = AdditiveTable(space, np.zeros(nr), g.reshape(nr, nb, -1) / 1e6) \
-            .predict_encoded(enc)
-    return out
+    grid = space.cost_grid["dw_elements_m"]
+    ks_of_choice = np.repeat(space.ks_choices, len(space.e_choices))
+    zero = np.zeros(len(space.image_sizes))
+    return {k: AdditiveTable(space, zero, grid * (ks_of_choice == k)).predict_encoded(enc)
+            for k in space.ks_choices}
 
 
 def explain_tables(paths):

@@ -244,14 +244,12 @@ def _dw_elements(space, subs, k, per_area=False):
     ``per_area``: each block's weighted by its feature map's area over 28x28."""
     from ofa_latency.predictors._table import AdditiveTable
 
-    t = space.costs
-    g = np.zeros((len(space.image_sizes), space.n_blocks, len(space.ks_choices),
-                  len(space.e_choices)))
-    ki = space.ks_choices.index(k)
-    area = t.h_out.T[:, :, None].astype(float) ** 2
-    g[:, :, ki, :] = t.act_in[None, :, ki, :] * area * (area / 28 ** 2 if per_area else 1)
-    table = AdditiveTable(space, np.zeros(len(space.image_sizes)),
-                          g.reshape(g.shape[0], g.shape[1], -1) / 1e6)
+    g = space.cost_grid["dw_elements_m"]
+    ne = len(space.e_choices)
+    g = g * (np.repeat(space.ks_choices, ne) == k)
+    if per_area:
+        g = g * (space.costs.h_out.T[:, :, None].astype(float) ** 2 / 28 ** 2)
+    table = AdditiveTable(space, np.zeros(len(space.image_sizes)), g)
     return table.predict_encoded(space.encode(subs))
 
 

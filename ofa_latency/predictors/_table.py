@@ -228,13 +228,14 @@ def _design(space_name: str, kernel_terms: bool = True):
     # depthwise output elements per kernel size, one coefficient each over every block: a
     # runtime whose kernels for one size are slow (LiteRT's XNNPACK on 7x7, BENCHMARKS.md
     # 16.13) costs that size per element, not per MAC; and the same times the feature map's
-    # area, for a per-element cost that grows as the feature map outgrows the caches.
-    # Penalised like the per-choice terms, so the fit uses them only where the data ask.
+    # area, for a per-element cost that changes with the feature map's size. Penalised like
+    # the per-choice terms, so the fit uses them only where the data ask.
+    dw = space.cost_grid["dw_elements_m"]
+    ks_of_choice = np.repeat(np.arange(nk), ne)
     for ki, k in enumerate(space.ks_choices if kernel_terms else ()):
-        g = np.zeros((nr, nb, nk, ne))
-        g[:, :, ki, :] = t.act_in[None, :, ki, :] * hout2[:, :, None]  # act_in: mid channels
-        add(g.reshape(nr, nb, nc), name=f"dw{k}_elements")
-        add(g.reshape(nr, nb, nc) * hout2[:, :, None], name=f"dw{k}_elements_x_area")
+        g = dw * (ks_of_choice == ki)
+        add(g, name=f"dw{k}_elements")
+        add(g * hout, name=f"dw{k}_elements_x_area")
     # per (stage, first-or-later block, choice): [H_in^2, H_out^2, 1]
     groups = sorted({(int(s), bool(p > 0)) for s, p in zip(space.stage_of_block, space.pos_in_stage)})
     for s, later in groups:
