@@ -89,8 +89,8 @@ def main(argv=None):
             mape = float(np.mean(np.abs(fit.predict_encoded(enc_te) / y_te - 1)) * 100)
             row["with_terms" if terms else "without_terms"] = round(mape, 3)
         rows.append(row)
-        print(f"{name:55s} {row['n_train']:5d} / {row['n_test']:4d}  without {row['without_terms']:6.2f} %"
-              f"  with {row['with_terms']:6.2f} %", flush=True)
+        print(f"{name:55s} {row['n_train']:5d} / {row['n_test']:4d}  without "
+              f"{row['without_terms']:6.2f} %  with {row['with_terms']:6.2f} %", flush=True)
         if any(fnmatch.fnmatch(name, g) for g in args.curve_tables):
             row["cv_pct"] = cross_validated(space, df)
             print(f"  5-fold cross-validated MAPE over all {len(df)} rows: {row['cv_pct']}",

@@ -113,10 +113,12 @@ def scan_dw7(sizes=(28, 40, 56, 72, 96, 112), channels=144):
         row = {"input_hw": h, "channels": channels}
         for prec, data in (("fp32", fp32), ("int8", int8)):
             ms = float(np.median([_median_ms(_interpreter(data, True)) for _ in range(3)]))
-            row[prec] = {"xnnpack_ms": round(ms, 3), "ns_per_element": round(ms * 1e6 / elements, 1)}
+            row[prec] = {"xnnpack_ms": round(ms, 3),
+                         "ns_per_element": round(ms * 1e6 / elements, 1)}
         out.append(row)
-        print(f"7x7 depthwise {channels} ch {h:3d}x{h:<3d}: fp32 {row['fp32']['ns_per_element']:6.1f} ns"
-              f" per element, int8 {row['int8']['ns_per_element']:6.1f}", flush=True)
+        print(f"7x7 depthwise {channels} ch {h:3d}x{h:<3d}: fp32 "
+              f"{row['fp32']['ns_per_element']:6.1f} ns per element, int8 "
+              f"{row['int8']['ns_per_element']:6.1f}", flush=True)
     return out
 
 
@@ -175,7 +177,8 @@ def main(argv=None):
     from ofa_latency.hardware import cpu_model_name
 
     result = {"host": {"cpu": cpu_model_name(), "platform": platform.platform(),
-                       "cpus": os.cpu_count()}, "date_utc": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
+                       "cpus": os.cpu_count()},
+              "date_utc": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
     if {"ops", "scan"} & set(args.parts):
         from importlib.metadata import version
 

@@ -13,9 +13,10 @@ prediction fast: one gather and one sum per subnet, whatever model produced the 
 The linear part (:func:`fit_linear_table`) is shared by every kind: per block-choice
 coefficients on a basis of ``[H_in^2, H_out^2, 1]`` (shared by blocks of a stage that have the
 same shape), analytic cost terms, depthwise output elements per kernel size (and the same
-times the feature map's area; shared by every block), and a per-resolution constant. It is fitted by minimising the
-mean absolute percentage error (a weighted L1 linear program, robust to timing outliers), with
-an L1 penalty that shrinks the per-choice terms towards the analytic ones when data are few.
+times the feature map's area; shared by every block), and a per-resolution constant. It is
+fitted by minimising the mean absolute percentage error (a weighted L1 linear program, robust
+to timing outliers), with an L1 penalty that shrinks the per-choice terms towards the analytic
+ones when data are few.
 """
 
 from __future__ import annotations
