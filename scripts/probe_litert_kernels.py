@@ -2,7 +2,7 @@
 
     python scripts/probe_litert_kernels.py --json data/benchmarks/litert_kernels.json
 
-Three parts:
+Four parts:
 
 * ``ops``: single depthwise convolutions (3x3, 5x5, 7x7; stride 1 and 2) and a 1x1
   convolution at OFA MobileNetV3 w1.2's stage-2 shapes, converted by the project's own path
@@ -13,6 +13,10 @@ Three parts:
 * ``scan``: the 7x7 depthwise convolution alone (XNNPACK, stride 1, 144 channels) over
   spatial sizes 28-112: nanoseconds per output element, fp32 and int8 (is its cost per
   element constant, or does it grow with the feature map?);
+* ``subnets``: whole subnets (the first ``--subnets`` of the standard list, the ones every
+  table starts with) through the ``litert`` backend with ``delegate="xnnpack"`` and
+  ``delegate="none"``, fp32 and int8, interleaved, median of 3 rounds of 15 invokes: what a
+  LiteRT user on this host gains by turning the delegate off;
 * ``tables``: how much of the committed LiteRT tables' latency the 7x7 depthwise
   convolutions explain: a least-relative-error linear fit of each row's latency on its
   depthwise output elements per kernel size, its MACs and a constant (in-sample MAPE, and the
@@ -122,6 +126,32 @@ def scan_dw7(sizes=(28, 40, 56, 72, 96, 112), channels=144):
     return out
 
 
+def probe_subnets(n, rounds=3, repeats=15):
+    from ofa_latency import create_backend
+    from ofa_latency.spaces import get_space
+
+    space = get_space("ofa_mbv3_w1.2")
+    out = []
+    for sub in space.sample(n, seed=0):
+        row = {"arch": sub.arch_json(), "image_size": sub.image_size}
+        for prec in ("fp32", "int8"):
+            runners = {d: create_backend("litert", precision=prec, delegate=d)
+                       .prepare(space, sub, 1) for d in ("xnnpack", "none")}
+            ms = {d: [] for d in runners}
+            for _ in range(rounds):  # interleaved: both delegates in every round
+                for d, r in runners.items():
+                    r.run(3)
+                    ms[d].append(float(np.median(r.run(repeats))) * 1e3)
+            x_ms, b_ms = float(np.median(ms["xnnpack"])), float(np.median(ms["none"]))
+            row[prec] = {"xnnpack_ms": round(x_ms, 2), "builtin_ms": round(b_ms, 2),
+                         "xnnpack_over_builtin": round(x_ms / b_ms, 2)}
+        out.append(row)
+        print(f"{sub.image_size} px, 7x7 kernels {sum(k == 7 for k in sub.ks)}: fp32 XNNPACK "
+              f"{row['fp32']['xnnpack_ms']} / builtin {row['fp32']['builtin_ms']} ms | int8 "
+              f"{row['int8']['xnnpack_ms']} / {row['int8']['builtin_ms']} ms", flush=True)
+    return out
+
+
 def dw_elements(space, enc):
     """Depthwise output elements (millions) per kernel size of an encoded batch."""
     from ofa_latency.predictors import AdditiveTable
@@ -163,8 +193,9 @@ def explain_tables(paths):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--parts", nargs="+", choices=["ops", "scan", "tables"],
-                   default=["ops", "scan", "tables"])
+    p.add_argument("--parts", nargs="+", choices=["ops", "scan", "subnets", "tables"],
+                   default=["ops", "scan", "subnets", "tables"])
+    p.add_argument("--subnets", type=int, default=8)
     p.add_argument("--tables", nargs="+", default=None,
                    help="LiteRT tables to explain (default: every committed one but retests)")
     p.add_argument("--rounds", type=int, default=3)
@@ -179,7 +210,7 @@ def main(argv=None):
     result = {"host": {"cpu": cpu_model_name(), "platform": platform.platform(),
                        "cpus": os.cpu_count()},
               "date_utc": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
-    if {"ops", "scan"} & set(args.parts):
+    if {"ops", "scan", "subnets"} & set(args.parts):
         from importlib.metadata import version
 
         result["versions"] = {m: version(m) for m in ("ai-edge-litert", "litert-torch",
@@ -188,6 +219,8 @@ def main(argv=None):
         result["ops"] = probe_ops(args.rounds)
     if "scan" in args.parts:
         result["dw7_scan"] = scan_dw7()
+    if "subnets" in args.parts:
+        result["subnets"] = probe_subnets(args.subnets)
     if "tables" in args.parts:
         paths = args.tables or sorted(str(t) for t in (ROOT / "data" / "measurements")
                                       .glob("*_litert_*.csv") if "retest" not in t.stem)

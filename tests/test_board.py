@@ -187,3 +187,16 @@ def test_a_board_profiles_its_own_runtime_with_numpy_only(fmt, tmp_path, smalles
     assert len(df) == 1 and df.backend.iloc[0] == runtime and df.precision.iloc[0] == precision
     assert df.latency_ms.iloc[0] > 0
     assert json.loads(df.versions.iloc[0])["quantization"] == man["quantization"]
+    if runtime == "litert":  # XNNPACK or LiteRT's builtin kernels: recorded, never mixed
+        assert json.loads(df.versions.iloc[0])["litert_delegate"] == "xnnpack"
+        builtin = tmp_path / "builtin.csv"
+        for target, ok in ((out, False), (builtin, True)):
+            argv = ["profile", str(folder), "--out", str(target), "--litert-delegate", "none",
+                    "--rounds", "2", "--max-rounds", "2", "--quiet"]
+            r = subprocess.run([sys.executable, "-c", BOARD.format(blocked=blocked, argv=argv)],
+                               capture_output=True, text=True, timeout=300)
+            assert (r.returncode == 0) == ok, r.stderr
+            if not ok:
+                assert "litert_delegate = xnnpack -> none" in r.stderr
+        row = read_measurements(builtin).iloc[0]
+        assert json.loads(row.versions)["litert_delegate"] == "none" and row.latency_ms > 0

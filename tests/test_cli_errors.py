@@ -52,6 +52,8 @@ def _cases(d, arch):
          "--n 0"),
         (["profile", "--backend", "fake", "--archs", str(d / "nope.jsonl"), "--out",
           str(d / "p.csv")], "nope.jsonl"),
+        (["profile", "--backend", "fake", "--litert-delegate", "none", "--n", "1", "--out",
+          str(d / "p.csv")], "--litert-delegate is a LiteRT setting"),
         (["train", "--data", data, "--param", "n_estimatorz=5", "--out", str(d / "t1")],
          "no parameter 'n_estimatorz'"),
         (["train", "--data", data, "--param", "n_estimators=abc", "--out", str(d / "t2")],

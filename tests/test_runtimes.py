@@ -70,6 +70,27 @@ def test_int8_rows_say_how_they_were_made_and_never_mix(tmp_path, mbv3, smallest
                         progress=False)
 
 
+def test_litert_delegates_agree_are_recorded_and_never_mix(tmp_path, mbv3, smallest):
+    """LiteRT with XNNPACK and with its builtin kernels runs the same model (the same outputs);
+    the delegate is in the rows' versions, and a table of one refuses rows of the other."""
+    xnn = _backend("litert", "fp32")
+    builtin = create_backend("litert", precision="fp32", delegate="none")
+    x = np.random.default_rng(3).standard_normal((1, 3, smallest.image_size,
+                                                  smallest.image_size), dtype=np.float32)
+    a = xnn.prepare(mbv3, smallest, 1).outputs(x)
+    b = builtin.prepare(mbv3, smallest, 1).outputs(x)
+    assert agreement(a, b)["rel_rmse"] < 1e-4
+    p = TimingProtocol(warmup_runs=1, rounds=2, runs_per_round=2, max_rounds=2)
+    out = tmp_path / "litert.csv"
+    df = profile_subnets(mbv3, builtin, [smallest], 1, out, protocol=p, progress=False)
+    assert json.loads(df.versions.iloc[0])["litert_delegate"] == "none"
+    other = mbv3.sample(1, seed=11)
+    with pytest.raises(ValueError, match="litert_delegate = none -> xnnpack"):
+        profile_subnets(mbv3, xnn, other, 1, out, protocol=p, progress=False)
+    with pytest.raises(ValueError, match="delegate"):
+        create_backend("litert", delegate="gpu")
+
+
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="int8.*cpu.*onnxruntime-tensorrt"):
         create_backend("onnxruntime", precision="int8", device="cuda")

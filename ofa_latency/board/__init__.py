@@ -49,7 +49,7 @@ logger = logging.getLogger("ofa_latency.board")
 
 
 def _runner(folder: Path, entry: dict, batch_size: int, threads: int,
-            input_shape=None, runtime: str = "onnxruntime"):
+            input_shape=None, runtime: str = "onnxruntime", litert_delegate: str = "xnnpack"):
     """A prepared session of one exported file (random weights filled in when the file is
     structure only) with a random input of its shape, in ``runtime``."""
     import numpy as np
@@ -60,23 +60,28 @@ def _runner(folder: Path, entry: dict, batch_size: int, threads: int,
     if runtime != "onnxruntime" or "weights" not in entry:
         from ..profiling.runtimes import file_runner
 
-        return file_runner(runtime, folder / entry["file"], x, threads)
+        return file_runner(runtime, folder / entry["file"], x, threads, litert_delegate)
     return OrtRunner(weightless_session(folder / entry["file"], entry.get("weights"), threads),
                      x)
 
 
 def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = TimingProtocol(),
                    device: str | None = None, limit: int | None = None,
-                   progress: bool = True) -> int:
+                   progress: bool = True, litert_delegate: str = "xnnpack") -> int:
     """Profile every subnet of an exported folder (:func:`ofa_latency.export.export_set`) into
-    the measurement table ``out`` with the folder's runtime and precision; returns the number
-    of rows now in it for this folder."""
-    from ..profiling.runtimes import runtime_versions
+    the measurement table ``out`` with the folder's runtime and precision (a ``.tflite`` set
+    with ``litert_delegate``: ``xnnpack`` or LiteRT's builtin kernels, ``none``); returns the
+    number of rows now in it for this folder."""
+    from ..profiling.runtimes import check_litert_delegate, option_conflicts, runtime_versions
 
     folder = Path(folder)
     manifest = _manifest(folder, "subnets", threads)
     batch = int(manifest["batch_size"])
     runtime = manifest.get("runtime", "onnxruntime")
+    check_litert_delegate(litert_delegate)
+    if runtime != "litert" and litert_delegate != "xnnpack":
+        raise UsageError(f"litert_delegate is a LiteRT setting; this folder is {runtime}")
+    options = {"litert_delegate": litert_delegate} if runtime == "litert" else {}
     precision = manifest.get("precision", "fp32")
     device = device or cpu_model_name()
     setting = {"space": manifest["space"], "batch_size": batch, "backend": runtime,
@@ -92,6 +97,10 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
                                  f"{row['precision']} {row['threads']} thread(s), batch "
                                  f"{row['batch_size']} on {row['device']}); this folder is "
                                  f"{runtime} {precision}: use another --out")
+            conflicts = option_conflicts(json.loads(row["versions"] or "{}"), options)
+            if conflicts:
+                raise UsageError(f"{log.path} was measured with other runtime options "
+                                 f"({'; '.join(conflicts)}): use another --out")
             done.add((row["arch"], int(row["image_size"])))
             if row["ref_min_ms"]:
                 refs.append(float(row["ref_min_ms"]))
@@ -99,16 +108,18 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
         if limit is not None:
             todo = todo[:max(0, limit - len(done))]
         ref = manifest["reference"]
-        ref_runner = _runner(folder, ref, batch, threads, runtime=runtime)
+        ref_runner = _runner(folder, ref, batch, threads, runtime=runtime,
+                             litert_delegate=litert_delegate)
         versions = json.dumps({"python": platform.python_version(), "ofa_latency": __version__,
-                               **runtime_versions(runtime), "board": True}
+                               **runtime_versions(runtime), "board": True, **options}
                               | ({"quantization": manifest["quantization"]}
                                  if manifest.get("quantization") else {}), sort_keys=True)
         t_start = time.perf_counter()
         every = max(1, len(todo) // 20)
         for k, e in enumerate(todo, start=1):
             windows = measure_windows(
-                lambda: _runner(folder, e, batch, threads, runtime=runtime), ref_runner,
+                lambda: _runner(folder, e, batch, threads, runtime=runtime,
+                                litert_delegate=litert_delegate), ref_runner,
                 protocol)
             res = combine_windows(windows)
             refs.extend(w.ref_min_ms for w in windows)

@@ -16,7 +16,8 @@ __all__ = ["main"]
 
 def _cmd_board_profile(args) -> int:
     n = profile_folder(args.folder, args.out, threads=args.threads, device=args.device,
-                       protocol=timing_protocol(args), limit=args.limit, progress=not args.quiet)
+                       protocol=timing_protocol(args), limit=args.limit, progress=not args.quiet,
+                       litert_delegate=args.litert_delegate)
     print(f"{n} subnets in {args.out}")
     return 0
 
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
     pr.add_argument("--device", default=None, help="device name for the table (default: the "
                                                    "CPU model)")
     pr.add_argument("--limit", type=int, default=None, help="profile at most this many")
+    pr.add_argument("--litert-delegate", default="xnnpack", choices=["xnnpack", "none"],
+                    help="a .tflite set: XNNPACK (default) or LiteRT's builtin kernels (none)")
     add_timing_options(pr)
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_board_profile)

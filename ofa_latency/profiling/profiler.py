@@ -64,6 +64,27 @@ def check_one_setting(log, existing, setting, allow_mixed=False):
                      f"one setting: use another --out, or --allow-mixed-settings to mix them")
 
 
+def check_runtime_options(log, mine, versions: dict, allow_mixed=False):
+    """Refuse (:class:`UsageError`) to append rows measured with other runtime options
+    (:data:`~.runtimes.RUNTIME_OPTIONS`, e.g. LiteRT's delegate) than the table's rows
+    ``mine``; ``versions`` is this run's backend's."""
+    from .runtimes import RUNTIME_OPTIONS, option_conflicts
+
+    options = {k: versions[k] for k in RUNTIME_OPTIONS if k in versions}
+    if allow_mixed or not options or not len(mine):
+        return
+    for text in mine["versions"].dropna().unique():
+        try:
+            recorded = json.loads(text)
+        except ValueError:  # an imported table's free text: nothing recorded
+            continue
+        conflicts = option_conflicts(recorded, options) if isinstance(recorded, dict) else []
+        if conflicts:
+            raise UsageError(f"{log.path} was measured with other runtime options "
+                             f"({'; '.join(conflicts)}). A table holds one: use another "
+                             f"--out, or --allow-mixed-settings to mix them")
+
+
 def _check_machine(log, hw_path, hardware, mine, ref_runner, protocol, allow_change):
     """Refuse to append when the machine's identity or its reference level moved beyond the
     table's own noise (see :func:`profile_subnets`)."""
@@ -167,7 +188,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     Raises
     ------
     UsageError
-        Another setting in the table (without ``allow_mixed_settings``).
+        Another setting in the table, or rows measured with other runtime options
+        (:data:`RUNTIME_OPTIONS`; without ``allow_mixed_settings``).
     MachineChangedError
         Another machine state (without ``allow_machine_change``).
     """
@@ -183,6 +205,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         existing = log.read()
         check_one_setting(log, existing, setting, allow_mixed_settings)
         mine = existing[setting_mask(existing, setting)]
+        versions = backend.versions()
+        check_runtime_options(log, mine, versions, allow_mixed_settings)
         done = set(zip(mine["arch"], mine["image_size"].astype(int)))
         todo = [s for s in subs if (s.arch_json(), s.image_size) not in done]
         logger.info("%s: %d of %d subnets already measured, %d to go", log.path,
@@ -200,7 +224,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             hw_path.write_text(json.dumps(hardware, indent=1))
 
         refs = [float(v) for v in mine["ref_min_ms"].dropna()]
-        versions = json.dumps(backend.versions(), sort_keys=True)
+        versions = json.dumps(versions, sort_keys=True)
         bar = tqdm(total=len(subs), initial=len(subs) - len(todo), disable=not progress,
                    unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
                                        f"b{batch_size}")

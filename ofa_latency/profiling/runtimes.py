@@ -27,6 +27,7 @@ from .conversions import (CACHE, CALIBRATION_BATCHES, QUANTIZATION, agreement,
 from ..hardware import cpu_model_name
 
 __all__ = ["OpenVinoBackend", "LiteRtBackend", "OpenVinoRunner", "LiteRtRunner",
+           "LITERT_DELEGATES", "check_litert_delegate", "RUNTIME_OPTIONS", "option_conflicts",
            "openvino_config", "file_runner", "runtime_versions", "RUNTIME_PACKAGES",
            "check_conversion",
            "agreement", "QUANTIZATION"]
@@ -54,14 +55,41 @@ class OpenVinoRunner(TimedRunner):
         self.request.infer({0: self.x})
 
 
+LITERT_DELEGATES = ("xnnpack", "none")
+"""How LiteRT runs a model on CPU: ``xnnpack`` (its default delegate) or ``none`` (LiteRT's own
+builtin kernels; on some x86 hosts faster for 7x7 depthwise convolutions, BENCHMARKS.md 16.13)."""
+
+
+RUNTIME_OPTIONS = {"openvino_streams": 1, "litert_delegate": "xnnpack"}
+"""Runtime options a backend records in its rows' versions (not setting columns), with the value
+a row without the key was measured with: a table holds one value of each."""
+
+
+def option_conflicts(recorded: dict, options: dict) -> list[str]:
+    """The :data:`RUNTIME_OPTIONS` in ``options`` whose value differs from ``recorded`` (a row's
+    versions), as ``"key = recorded -> new"``."""
+    return [f"{k} = {recorded.get(k, RUNTIME_OPTIONS[k])} -> {v}" for k, v in options.items()
+            if k in RUNTIME_OPTIONS and str(recorded.get(k, RUNTIME_OPTIONS[k])) != str(v)]
+
+
+def check_litert_delegate(delegate) -> str:
+    """``delegate`` if it is one of :data:`LITERT_DELEGATES`, else a ``ValueError``."""
+    if delegate not in LITERT_DELEGATES:
+        raise ValueError(f"LiteRT delegate = {delegate!r}; one of {', '.join(LITERT_DELEGATES)}")
+    return delegate
+
+
 class LiteRtRunner(TimedRunner):
-    """A LiteRT interpreter (XNNPACK on CPU) and its input; an int8 model's input is quantized
-    with the model's own input scale (as on a device) and its output dequantized."""
+    """A LiteRT interpreter (XNNPACK on CPU, or the builtin kernels with ``delegate="none"``)
+    and its input; an int8 model's input is quantized with the model's own input scale (as on
+    a device) and its output dequantized."""
 
-    def __init__(self, model_bytes: bytes, x, threads: int):
-        Interpreter = require("ai_edge_litert.interpreter").Interpreter
-
-        self.interpreter = Interpreter(model_content=model_bytes, num_threads=threads)
+    def __init__(self, model_bytes: bytes, x, threads: int, delegate: str = "xnnpack"):
+        lite = require("ai_edge_litert.interpreter")
+        kind = lite.OpResolverType.AUTO if check_litert_delegate(delegate) == "xnnpack" \
+            else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = lite.Interpreter(model_content=model_bytes, num_threads=threads,
+                                            experimental_op_resolver_type=kind)
         self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
@@ -101,10 +129,11 @@ def openvino_config(threads: int, streams: int = 1) -> dict:
             "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 
 
-def file_runner(runtime: str, path, x, threads: int = 1) -> Runner:
+def file_runner(runtime: str, path, x, threads: int = 1,
+                litert_delegate: str = "xnnpack") -> Runner:
     """A runner of a saved model on the input array ``x`` with only its runtime imported
     (what the board workflow runs): ``onnxruntime`` (``.onnx``), ``openvino`` (``.xml``) or
-    ``litert`` (``.tflite``)."""
+    ``litert`` (``.tflite``, run with ``litert_delegate``)."""
     if runtime == "onnxruntime":
         return OrtRunner(onnxruntime_session(str(path), threads), x)
     if runtime == "openvino":
@@ -112,7 +141,7 @@ def file_runner(runtime: str, path, x, threads: int = 1) -> Runner:
         return OpenVinoRunner(core.compile_model(core.read_model(str(path)), "CPU",
                                                  openvino_config(threads)), x)
     if runtime == "litert":
-        return LiteRtRunner(Path(path).read_bytes(), x, threads)
+        return LiteRtRunner(Path(path).read_bytes(), x, threads, litert_delegate)
     raise ValueError(f"runtime {runtime!r}; known: onnxruntime, openvino, litert")
 
 
@@ -224,12 +253,20 @@ class OpenVinoBackend(_RuntimeBackend):
 
 @register_backend("litert")
 class LiteRtBackend(_RuntimeBackend):
-    """LiteRT (TFLite) with the XNNPACK delegate on CPU, converted from the PyTorch subnet by
-    ``litert-torch`` (NCHW input, as exported); fp32 or int8 (ai-edge-quantizer, int8 input:
-    the runner quantizes its input once, as a camera pipeline on a device would)."""
+    """LiteRT (TFLite) on CPU, converted from the PyTorch subnet by ``litert-torch`` (NCHW
+    input, as exported); fp32 or int8 (ai-edge-quantizer, int8 input: the runner quantizes its
+    input once, as a camera pipeline on a device would).
 
-    def __init__(self, threads=1, device="cpu", precision="fp32"):
+    Parameters
+    ----------
+    delegate : {"xnnpack", "none"}
+        ``xnnpack`` (LiteRT's default CPU delegate) or ``none`` (its builtin kernels). Recorded
+        in the rows' versions (``litert_delegate``); a table holds one.
+    """
+
+    def __init__(self, threads=1, device="cpu", precision="fp32", delegate: str = "xnnpack"):
         super().__init__(threads, device, precision)
+        self.delegate = check_litert_delegate(delegate)
         require("ai_edge_litert.interpreter")
         require("litert_torch")
         if precision == "int8":
@@ -252,23 +289,24 @@ class LiteRtBackend(_RuntimeBackend):
         sub = space.validate(subnet)
         shape = (batch_size, 3, sub.image_size, sub.image_size)
         return LiteRtRunner(self.model_bytes(space, sub, batch_size), _example(shape),
-                            self.threads)
+                            self.threads, self.delegate)
 
     def runner_from_file(self, path, input_shape) -> LiteRtRunner:
         """A runner of a saved ``.tflite`` model on input ``input_shape``."""
-        return file_runner("litert", path, _example(input_shape), self.threads)
+        return file_runner("litert", path, _example(input_shape), self.threads, self.delegate)
 
     def prepare_module(self, module, input_shape, batch_size):
         shape = (batch_size, *input_shape)
         data = tflite_bytes(module.eval(), _example(shape), self.precision,
                             calibration_batches(shape))
-        return LiteRtRunner(data, _example(shape), self.threads)
+        return LiteRtRunner(data, _example(shape), self.threads, self.delegate)
 
     def versions(self):
         from importlib.metadata import version
 
         return super().versions() | {"ai_edge_litert": version("ai-edge-litert"),
-                                     "litert_torch": version("litert-torch")}
+                                     "litert_torch": version("litert-torch"),
+                                     "litert_delegate": self.delegate}
 
 
 # --------------------------------------------------------------------------- checks
