@@ -53,7 +53,7 @@ def _cases(d, arch):
         (["profile", "--backend", "fake", "--archs", str(d / "nope.jsonl"), "--out",
           str(d / "p.csv")], "nope.jsonl"),
         (["profile", "--backend", "fake", "--litert-delegate", "none", "--n", "1", "--out",
-          str(d / "p.csv")], "--litert-delegate is a LiteRT setting"),
+          str(d / "p.csv")], "--litert-delegate is a LiteRT setting; the backend is fake"),
         (["train", "--data", data, "--param", "n_estimatorz=5", "--out", str(d / "t1")],
          "no parameter 'n_estimatorz'"),
         (["train", "--data", data, "--param", "n_estimators=abc", "--out", str(d / "t2")],

@@ -126,6 +126,23 @@ def timing_protocol(args, **kw):
                           max_seconds=args.max_seconds, **kw)
 
 
+def add_litert_delegate_option(p, what="litert"):
+    """``--litert-delegate``: XNNPACK (LiteRT's default) or its builtin kernels."""
+    p.add_argument("--litert-delegate", default="xnnpack", choices=["xnnpack", "none"],
+                   help=f"{what}: XNNPACK (default) or LiteRT's builtin kernels (none); "
+                        f"recorded in the rows' versions")
+
+
+def litert_delegate_option(args, backend: str | None) -> dict:
+    """The backend option ``--litert-delegate`` asks for (``{}`` for the default), refused for
+    a backend that is not LiteRT."""
+    if args.litert_delegate == "xnnpack":
+        return {}
+    if backend != "litert":
+        raise UsageError(f"--litert-delegate is a LiteRT setting; the backend is {backend}")
+    return {"delegate": args.litert_delegate}
+
+
 def add_hardware_options(p):
     p.add_argument("--hardware", help=HARDWARE_HELP)
     p.add_argument("--batch-size", type=int, default=None,

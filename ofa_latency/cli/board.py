@@ -8,7 +8,7 @@ import logging
 
 from ..board import __doc__ as BOARD_DOC
 from ..board import profile_folder, profile_layers
-from ._common import add_timing_options, timing_protocol
+from ._common import add_litert_delegate_option, add_timing_options, timing_protocol
 from ._run import run_command
 
 __all__ = ["main"]
@@ -44,8 +44,7 @@ def main(argv=None) -> int:
     pr.add_argument("--device", default=None, help="device name for the table (default: the "
                                                    "CPU model)")
     pr.add_argument("--limit", type=int, default=None, help="profile at most this many")
-    pr.add_argument("--litert-delegate", default="xnnpack", choices=["xnnpack", "none"],
-                    help="a .tflite set: XNNPACK (default) or LiteRT's builtin kernels (none)")
+    add_litert_delegate_option(pr, "a .tflite set")
     add_timing_options(pr)
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_board_profile)

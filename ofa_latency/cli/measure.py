@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from ._common import (add_timing_options, parse_arch, parse_pairs, positive_float,
-                      positive_int, resolutions, subnets_from_args, timing_protocol)
+from ._common import (add_litert_delegate_option, add_timing_options, litert_delegate_option,
+                      parse_arch, parse_pairs, positive_float, positive_int, resolutions,
+                      subnets_from_args, timing_protocol)
 
 
 def _summary_table(df) -> str:
@@ -30,11 +31,7 @@ def cmd_profile(args) -> int:
         if args.backend != "openvino":
             raise UsageError(f"--streams is an OpenVINO setting; --backend is {args.backend}")
         extra["streams"] = args.streams
-    if args.litert_delegate != "xnnpack":
-        if args.backend != "litert":
-            raise UsageError(f"--litert-delegate is a LiteRT setting; --backend is "
-                             f"{args.backend}")
-        extra["delegate"] = args.litert_delegate
+    extra |= litert_delegate_option(args, args.backend)
     backend = create_backend(args.backend, threads=args.threads, device=args.device,
                              precision=args.precision, **extra)
     if args.retime_above is not None and not args.archs and args.n is None:
@@ -265,9 +262,7 @@ def register(sub) -> None:
     pr.add_argument("--streams", type=positive_int, default=1,
                     help="openvino: NUM_STREAMS (default 1, one inference at a time; recorded "
                          "in the rows' versions)")
-    pr.add_argument("--litert-delegate", default="xnnpack", choices=["xnnpack", "none"],
-                    help="litert: XNNPACK (default) or LiteRT's builtin kernels (none); recorded "
-                         "in the rows' versions")
+    add_litert_delegate_option(pr)
     pr.add_argument("--batch-size", type=positive_int, default=1)
     src = pr.add_mutually_exclusive_group()
     src.add_argument("--n", type=int, default=None,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..errors import UsageError
-from ._common import check_out_folder, load_estimator, positive_int, resolutions
+from ._common import (add_litert_delegate_option, check_out_folder, litert_delegate_option,
+                      load_estimator, positive_int, resolutions)
 
 
 def _accuracy_predictor(args, space):
@@ -96,7 +97,8 @@ def cmd_search(args) -> int:
         from ..profiling import create_backend
 
         backend = create_backend(args.verify, threads=args.threads, device=args.device,
-                                 precision=args.precision)
+                                 precision=args.precision,
+                                 **litert_delegate_option(args, args.verify))
     elif args.verify_on:
         from .. import fleet
 
@@ -213,6 +215,7 @@ def register(sub) -> None:
     se.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                     help="with --verify: the precision verified and deployed (int8: "
                          "onnxruntime, openvino, litert)")
+    add_litert_delegate_option(se, "with --verify litert")
     se.add_argument("--batch-size", type=positive_int, default=1)
     se.add_argument("--no-export", action="store_true", help="skip the export")
     se.add_argument("--out", required=True, help="folder for report.json, summary.md, "

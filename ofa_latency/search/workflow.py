@@ -316,10 +316,20 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                     estimators=list(estimators) or [c.name for c in constraints],
                     export=export, accuracy_source=getattr(acc, "source", None),
                     accuracy_note=getattr(acc, "note", None), confirmation=confirmation,
-                    rounds=rounds, verified_with=None if backend is None else {
-                        "backend": backend.name, "device": backend.device,
-                        "threads": backend.threads, "precision": backend.precision})
+                    rounds=rounds,
+                    verified_with=None if backend is None else verification_setting(backend))
     return SearchOutcome(res, rounds, report, out)
+
+
+def verification_setting(backend) -> dict:
+    """What ``report.json`` says the chosen subnet was verified with: the backend's setting
+    and its runtime options (:data:`~ofa_latency.profiling.runtimes.RUNTIME_OPTIONS`)."""
+    from ..profiling.runtimes import RUNTIME_OPTIONS
+
+    versions = backend.versions()
+    return {"backend": backend.name, "device": backend.device, "threads": backend.threads,
+            "precision": backend.precision} | {k: versions[k] for k in RUNTIME_OPTIONS
+                                                if k in versions}
 
 
 def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verification | None,
