@@ -367,12 +367,15 @@ res = fleet.profile_fleet(["board"], get_space("ofa_mbv3_w1.2").sample(16, seed=
                           progress=False, protocol=TimingProtocol(
                               warmup_runs=1, rounds=4, runs_per_round=2, target_ci_pct=None))
 for _ in range(60):  # Ray declares a host dead after its health checks fail (seconds)
-    st = fleet.fleet_status(timeout_s=3)
-    if [d for d in st["devices"] if d["name"] == "far"][0].get("host_gone"):
+    st = fleet.fleet_status(timeout_s=5)
+    if any(d["name"] == "far" and d.get("host_gone") for d in st["devices"]):
         break
     time.sleep(1)
 print("RESULT " + json.dumps({"where": where, "nodes": [n.node_id for n in nodes],
                   "driver": ray.get_runtime_context().get_node_id(),
+                  "journal": ray.get(ray.get_actor(fleet.client._JOURNAL).node_id.remote()),
+                  "head": [n["NodeID"] for n in ray.nodes()
+                           if "node:__internal_head__" in n["Resources"]],
                   "per_device": res["board"]["per_device"], "measured": res["board"]["measured"],
                   "status": st["devices"], "text": fleet.status_text(st)}), flush=True)
 fleet.stop_devices(names=["near"])
@@ -396,6 +399,10 @@ def test_devices_on_other_hosts_and_a_host_that_leaves(mbv3, tmp_path):
     _once_each(tmp_path / "board.csv", mbv3.sample(16, seed=3))
     assert out["measured"] == 16 and out["per_device"]["far"] >= 2
     assert out["per_device"]["near"] >= 1
-    far = [d for d in out["status"] if d["name"] == "far"][0]
+    # the journal (where each device was started) lives on the head, so it outlives the host
+    assert out["head"] == [out["journal"]]
+    far = [d for d in out["status"] if d["name"] == "far"]
+    assert far, out["status"]
+    far = far[0]
     assert far["state"] == "down" and far["host_gone"] and far["label"] == "board"
     assert "its host left the cluster" in out["text"]

@@ -298,12 +298,20 @@ class _Journal:
         for n in names:
             self._devices.pop(n, None)
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+_HEAD_RESOURCE = "node:__internal_head__"
+"""The resource only Ray's head node has: the journal is placed there, so that it outlives
+every device's host (left to Ray, it lands on the first caller's node, often a device's)."""
+
 
 def _journal():
     try:
         return ray.remote(num_cpus=0)(_Journal).options(
             name=_JOURNAL, namespace=NAMESPACE, lifetime="detached",
-            get_if_exists=True).remote()
+            get_if_exists=True, resources={_HEAD_RESOURCE: 0.001}).remote()
     except Exception as exc:  # status is a convenience: never stop a run for it
         logger.debug("no fleet journal: %s", exc)
         return None
@@ -796,18 +804,22 @@ def fleet_status(timeout_s: float = INFO_TIMEOUT_S) -> dict:
     restarts; the counters survive a restart by Ray; a device that does not answer is
     ``down`` with the label, host and setting it was started with, its ``error``, and
     ``host_gone`` True when its host has left the cluster)
-    and ``jobs`` (one per client and label: table, done/total, queued, in flight, errors)."""
+    ``jobs`` (one per client and label: table, done/total, queued, in flight, errors) and
+    ``journal_error`` (why the journal of jobs and registrations did not answer, else None:
+    then the jobs are missing, and so is a device that Ray no longer lists)."""
     now = time.time()
     devices = []
     h = _actor(_JOURNAL)
-    registered, jobs = {}, []
+    registered, jobs, journal_error = {}, [], None
     if h is not None:
         try:
             jobs, registered = ray.get([h.jobs.remote(), h.devices.remote()],
                                        timeout=timeout_s)
             jobs = sorted(jobs, key=lambda r: r["updated"])
-        except (*_GONE, GetTimeoutError):
-            pass
+        except GetTimeoutError:
+            journal_error = f"no answer within {timeout_s:.0f} s"
+        except _GONE as exc:
+            journal_error = _cause(exc)
     listed = list_devices(timeout_s=timeout_s)
     # a device whose host left may be dropped by Ray altogether: it is known from its
     # registration only
@@ -835,7 +847,7 @@ def fleet_status(timeout_s: float = INFO_TIMEOUT_S) -> dict:
             "busy_s": round(i["busy_s"], 1), "uptime_s": round(up_s, 1),
             "per_min": round(60 * i["done"] / up_s, 2), "pid": i["pid"],
             "niceness": i.get("niceness", 0), "restarts": i.get("restarts", 0)})
-    return {"devices": devices, "jobs": jobs}
+    return {"devices": devices, "jobs": jobs, "journal_error": journal_error}
 
 
 def status_text(status: dict) -> str:
@@ -869,6 +881,9 @@ def status_text(status: dict) -> str:
             if d["niceness"]:
                 lines.append(f"{'':16s} times at nice {d['niceness']}: start Ray with "
                              f"RAY_worker_niceness=0")
+    if status.get("journal_error"):
+        lines.append(f"the fleet's journal did not answer ({status['journal_error']}): "
+                     f"jobs, and devices whose host left, are not shown")
     if status["jobs"]:
         lines.append("")
         head = (f"{'label':14s} {'table':40s} {'done':>11s} {'queued':>6s} {'in flight':>9s} "
