@@ -129,6 +129,7 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
     outcome = search_verify_deploy([Constraint(est, budget, "this machine")], acc, out,
                                    backend=backend, batch_size=1, seed=seed, top_k=top_k,
                                    progress=progress, estimators=[str(pred_dir)],
-                                   allow_machine_change=allow_machine_change, refit=refit)
+                                   allow_machine_change=allow_machine_change, refit=refit,
+                                   level_tables=[table])
     say(f"[4/4] exported the chosen subnet -> {out / 'subnet.onnx'} (report.json, summary.md)")
     return outcome

@@ -23,6 +23,25 @@ import time
 from pathlib import Path
 
 
+def table_levels(out: Path) -> dict:
+    """The reference level (ms) of each table of a demo folder (its profiling, verification
+    and the separate re-measurement's), and the range of their windows' fastest rounds: a
+    table whose windows all fell in a slow phase of the machine has a higher level."""
+    from ofa_latency.datasets import read_measurements
+
+    levels = {}
+    for name, key in (("measurements", "profiling"), ("verify", "verification"),
+                      ("confirm", "remeasured")):
+        path = out / f"{name}.csv"
+        if path.exists():
+            df = read_measurements(path)
+            levels[key] = {"level_ms": round(float(df["ref_baseline_ms"].iloc[0]), 4),
+                            "window_min_ms": [round(float(df["ref_min_ms"].min()), 3),
+                                              round(float(df["ref_min_ms"].max()), 3)],
+                            "windows": int(len(df))}
+    return levels
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,6 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     from ofa_latency import get_space
+    from ofa_latency.hardware import describe_hardware
 
     exe = str(Path(sys.executable).parent / "ofa-latency")
     work = Path(tempfile.mkdtemp(prefix="demo-runs-"))
@@ -70,6 +90,7 @@ def main(argv=None) -> int:
                                 int(r_["image_size"]) == chosen.image_size:
                             again = float(r_["latency_ms"])
             budget = rep["budgets_ms"][0]
+            row["table_levels_ms"] = table_levels(out)
             row.update({"budget_ms": budget, "predicted_ms": rep["predicted_ms"][0],
                         "verified_ms": rep["measured_ms"],
                         "verified_upper_ms": rep.get("measured_upper_ms"),
@@ -106,6 +127,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "command": "python scripts/bench_demo_runs.py " + " ".join(argv or sys.argv[1:]),
+            "hardware": describe_hardware("onnxruntime", 1),
             "summary": summary, "rows": rows}, indent=1))
     return 0
 

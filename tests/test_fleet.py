@@ -158,6 +158,25 @@ def test_a_device_that_differs_from_its_label_is_refused(devices, mbv3, tmp_path
         fleet.profile_fleet(["mixed"], subs, tmp_path, progress=False, protocol=_quick())
 
 
+def test_a_device_with_other_runtime_options_is_refused(devices, mbv3, tmp_path):
+    # OpenVINO's streams are a runtime option, not a setting column: a label's table holds
+    # one value, as the profiler's tables do
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    devices("ov1", "ov", backend="openvino", backend_options={}, cores=[0],
+            measure_hardware=False)  # a real runtime: one worker per core
+    devices("ov2", "ov", backend="openvino", backend_options={"streams": 2}, cores=[1],
+            measure_hardware=False)
+    subs = mbv3.sample(1, seed=5)
+    out = fleet.profile_fleet(["ov"], subs, tmp_path, progress=False, protocol=_quick())
+    assert set(out["ov"]["per_device"]) == {"ov1"}
+    assert "openvino_streams = 1 -> 2" in out["ov"]["refused"]["ov2"]
+    fleet.stop_devices(names=["ov1"])
+    with pytest.raises(fleet.FleetError, match="openvino_streams"):  # the table's rows decide
+        fleet.profile_fleet(["ov"], mbv3.sample(2, seed=5), tmp_path, progress=False,
+                            protocol=_quick())
+    assert len(read_measurements(tmp_path / "ov.csv")) == 1
+
+
 def test_unknown_labels_names_and_double_devices_are_refused(devices, mbv3, tmp_path):
     devices("n0", "named")
     with pytest.raises(fleet.FleetError, match="no device with label nosuch"):

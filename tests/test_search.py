@@ -352,3 +352,36 @@ def test_closed_loop_leaves_room_for_a_level_the_refit_cannot_see(acc, fake_est,
     assert rounds[1].search_budget_ms < budget / 1.1
     chosen = rounds[-1].chosen_row
     assert chosen is not None and chosen["measured_upper_ms"] <= budget
+
+
+def test_verification_at_the_level_of_the_runs_profiling_table(acc, fake_est, mbv3, tmp_path):
+    """A shared host moves between a fast state and one 30 % slower for minutes at a time:
+    the run's profiling table (the predictor's level) saw the fast state, its one-minute
+    verification only the slow one. At its own table's level every candidate measures 30 %
+    over its prediction and the loop would search 30 % under the budget; at the profiling
+    table's level (the same machine, the same run: ``level_tables``) the ratios decide."""
+    from ofa_latency.datasets import read_measurements
+    from ofa_latency.profiling import profile_subnets
+    from ofa_latency.search.workflow import confirm, search_and_verify
+
+    est, fast = fake_est
+    prof = tmp_path / "profile.csv"
+    profile_subnets(mbv3, fast, mbv3.sample(12, seed=8), 1, prof, progress=False)
+    slow = create_backend("fake", seed=0, speed=1.3)
+    budget = _budget(est, mbv3, 0.3)
+    kw = dict(top_k=3, progress=False, max_rounds=1, **SMALL)
+    own = search_and_verify([Constraint(est, budget)], acc, slow, 1, tmp_path / "v1.csv",
+                            **kw)[1][0]
+    shared = search_and_verify([Constraint(est, budget)], acc, slow, 1, tmp_path / "v2.csv",
+                               level_tables=[prof], **kw)[1][0]
+    assert own.measured_over_predicted() > 1.2 and own.level_ms is None
+    assert abs(shared.measured_over_predicted() - 1) < 0.05
+    level = float(read_measurements(prof)["ref_baseline_ms"].iloc[0])
+    assert shared.level_ms == pytest.approx(level)
+    assert shared.chosen is not None and shared.chosen_row["measured_upper_ms"] <= budget
+    arch = shared.chosen_row["arch"]
+    truth = fast.true_latency_ms(mbv3, mbv3.validate(arch))
+    at_own = confirm(mbv3, slow, arch, 1, tmp_path / "v2.csv", budget)["measured_ms"]
+    at_run = confirm(mbv3, slow, arch, 1, tmp_path / "v2.csv", budget,
+                     level_tables=[prof])["measured_ms"]
+    assert at_own > 1.2 * truth and abs(at_run / truth - 1) < 0.05

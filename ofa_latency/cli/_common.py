@@ -113,6 +113,9 @@ def add_timing_options(p, max_rounds: int = 40):
                         "their spread is under 6 %%")
     p.add_argument("--max-seconds", type=nonnegative_float, default=3.0,
                    help="timing seconds per subnet and window at most (default 3)")
+    p.add_argument("--runs-per-round", type=positive_int, default=3,
+                   help="runs of the subnet (and of the reference) per round; a round keeps "
+                        "the fastest (default 3)")
 
 
 def timing_protocol(args, **kw):
@@ -123,7 +126,8 @@ def timing_protocol(args, **kw):
         raise UsageError("--max-seconds must be > 0")
     return TimingProtocol(rounds=args.rounds, max_rounds=max(args.rounds, args.max_rounds),
                           target_ci_pct=args.target_ci_pct or None,
-                          max_seconds=args.max_seconds, **kw)
+                          max_seconds=args.max_seconds, runs_per_round=args.runs_per_round,
+                          **kw)
 
 
 def add_litert_delegate_option(p, what="litert"):

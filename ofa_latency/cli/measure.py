@@ -46,7 +46,7 @@ def cmd_profile(args) -> int:
         if args.n is None:
             args.n = 10
         subnets = subnets_from_args(args, space, "profile")
-    protocol = timing_protocol(args, runs_per_round=args.runs_per_round, windows=args.windows,
+    protocol = timing_protocol(args, windows=args.windows,
                                max_windows=max(args.windows, args.max_windows))
     hw = describe_hardware(args.backend, args.threads, args.device,
                            measure=args.backend != "fake", precision=args.precision)
@@ -273,7 +273,6 @@ def register(sub) -> None:
     pr.add_argument("--out", required=True, help="CSV table to append to (resumes if it exists; "
                     "one writer at a time)")
     add_timing_options(pr)
-    pr.add_argument("--runs-per-round", type=positive_int, default=3)
     pr.add_argument("--windows", type=positive_int, default=1,
                     help="time each subnet in this many windows, each with a fresh preparation "
                          "(more are added when two disagree, up to --max-windows)")

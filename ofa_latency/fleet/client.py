@@ -264,12 +264,35 @@ def _row_setting(info) -> dict:
             "threads": s["threads"], "precision": s["precision"]}
 
 
-def _refusal(ref_setting, ref_hw, info) -> Optional[str]:
+def _runtime_options(versions) -> dict:
+    """The runtime options (:data:`~ofa_latency.profiling.runtimes.RUNTIME_OPTIONS`, e.g.
+    LiteRT's delegate) among a backend's or a row's ``versions``."""
+    from ..profiling.runtimes import RUNTIME_OPTIONS
+
+    return {k: versions[k] for k in RUNTIME_OPTIONS if k in (versions or {})}
+
+
+def _table_options(mine, info) -> dict:
+    """The runtime options a label's table holds: those of its first row that records its
+    versions, else (a new table) those of the device ``info`` that opens it."""
+    for text in (mine["versions"].dropna() if len(mine) else ()):
+        try:
+            recorded = json.loads(text)
+        except ValueError:  # an imported table's free text: nothing recorded
+            continue
+        if isinstance(recorded, dict):
+            return _runtime_options(recorded)
+    return _runtime_options(info["versions"])
+
+
+def _refusal(ref_setting, ref_hw, info, ref_options=None) -> Optional[str]:
     from ..hardware import hardware_differences
+    from ..profiling.runtimes import option_conflicts
 
     mine = _row_setting(info)
     diffs = [f"{k}: {ref_setting[k]!r} -> {mine[k]!r}" for k in ref_setting
              if str(ref_setting[k]) != str(mine[k])]
+    diffs += option_conflicts(ref_options or {}, _runtime_options(info["versions"]))
     diffs += hardware_differences(ref_hw, info["hardware"], measured=False)
     return "; ".join(diffs) or None
 
@@ -443,10 +466,10 @@ def _lost_text(groups) -> str:
                      f"({', '.join(d.name for d in g.devices)})" for g in groups if g.todo)
 
 
-def _accepted(label, devices, ref_setting, ref_hw):
+def _accepted(label, devices, ref_setting, ref_hw, ref_options=None):
     accepted, refused = [], {}
     for d in devices:
-        why = _refusal(ref_setting, ref_hw, d.info)
+        why = _refusal(ref_setting, ref_hw, d.info, ref_options)
         if why:
             refused[d.name] = why
             logger.error("device %s refused for label %s: %s", d.name, label, why)
@@ -478,7 +501,10 @@ def _open_label(label, devices, subs, out_dir, check_setting, retime_above_pct=N
         setting = {k: first[k] for k in setting}
         setting["batch_size"], setting["threads"] = int(setting["batch_size"]), \
             int(float(setting["threads"]))
-    accepted, refused = _accepted(label, up, setting, ref_hw)
+    # one setting per table, and one value of each runtime option (a delegate, streams):
+    # rows measured otherwise are another setting, as the profiler refuses them
+    options = _table_options(existing if check_setting else existing.iloc[:0], up[0].info)
+    accepted, refused = _accepted(label, up, setting, ref_hw, options)
     if not accepted:
         log.close()
         raise FleetError(f"every device of label {label!r} differs from {path}'s setting or "

@@ -43,6 +43,7 @@ class Verification:
     table: str
     round: int = 1
     refitted: bool = False  # the search of this round ran on a predictor refitted on earlier rounds
+    level_ms: float | None = None  # the reference level the measurements are expressed at
 
     @property
     def chosen_row(self) -> dict | None:
@@ -71,13 +72,17 @@ def _upper_ms(measured_ms: float, ci_pct) -> float:
 def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: int = 5,
            constraint: int = 0, budget_ms: float | None = None, progress: bool = True,
            owned: bool = False, allow_machine_change: bool = False,
-           protocol: TimingProtocol = VERIFY_PROTOCOL, round_no: int = 1) -> Verification:
+           protocol: TimingProtocol = VERIFY_PROTOCOL, round_no: int = 1,
+           level_tables=()) -> Verification:
     """Profile the ``top_k`` best candidates of ``result`` on ``backend`` (appended to the
     resumable ``table``, each until its own interval is tight: ``protocol``) and choose the
     most accurate whose measured *upper bound* (the measurement plus its 90 % half-width)
     meets the budget of constraint ``constraint`` (or ``budget_ms``). ``owned``: the table was
     created by this run, so appending to it skips the machine-state check; ``round_no``: the
-    loop's round, recorded in each row."""
+    loop's round, recorded in each row; ``level_tables``: tables of the same setting this run
+    measured on the same machine (the profiling table the predictor was fitted on): the
+    measurements are expressed at their reference level
+    (:func:`~ofa_latency.profiling.scale.run_level_ms`), not at the verification table's own."""
     from ..profiling import profile_subnets
 
     cands = result.candidates[:top_k]
@@ -86,6 +91,10 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
     df = profile_subnets(space, backend, subs, batch_size, table, progress=progress,
                          check_machine=not owned, allow_machine_change=allow_machine_change,
                          protocol=protocol)
+    level = _level_ms(df, level_tables)
+    if level is not None:
+        df = df.assign(latency_ms=np.where(df["ratio"].notna(), df["ratio"] * level,
+                                           df["latency_ms"]))
     ci = df["ci_pct"] if "ci_pct" in df.columns else [float("nan")] * len(df)
     measured = {(a, int(r)): (float(v), float(c)) for a, r, v, c in
                 zip(df["arch"], df["image_size"], df["latency_ms"], ci)}
@@ -100,14 +109,27 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
                      "round": round_no})
     return Verification(budget_ms=budget, search_budget_ms=result.budgets_ms[constraint],
                         rows=rows, chosen=_most_accurate(rows), table=str(table),
-                        round=round_no)
+                        round=round_no, level_ms=level)
 
 
-def confirm(space, backend, arch, batch_size: int, table, budget_ms: float) -> dict:
+def _level_ms(df, level_tables) -> float | None:
+    """The reference level ``level_tables`` give the verification rows ``df`` (None without
+    them, or when none of their rows of that setting is drift-corrected)."""
+    from ..datasets import read_measurements
+    from ..profiling.scale import run_level_ms
+
+    if not level_tables or "ratio" not in df.columns:
+        return None
+    level = run_level_ms(df, [read_measurements(t) for t in level_tables if Path(t).exists()])
+    return level if np.isfinite(level) else None
+
+
+def confirm(space, backend, arch, batch_size: int, table, budget_ms: float,
+            level_tables=()) -> dict:
     """Re-measure the chosen subnet in a fresh window (a new preparation, interleaved with the
-    reference) and express it at the verification table's reference level: the confirmation
-    written into ``report.json``. ``meets``: the confirmed latency is within the budget plus
-    :data:`NOISE_FLOOR_PCT`."""
+    reference) and express it at the verification table's reference level (or at
+    ``level_tables``', as :func:`verify` does): the confirmation written into ``report.json``.
+    ``meets``: the confirmed latency is within the budget plus :data:`NOISE_FLOOR_PCT`."""
     from ..datasets import read_measurements
     from ..profiling.timing import measure
     from ..spaces import reference_subnet
@@ -115,7 +137,8 @@ def confirm(space, backend, arch, batch_size: int, table, budget_ms: float) -> d
     sub = space.validate(arch)
     ref = backend.prepare(space, reference_subnet(space), batch_size)
     res = measure(backend.prepare(space, sub, batch_size), ref, None, TimingProtocol())
-    level = float(read_measurements(table)["ref_baseline_ms"].iloc[0])
+    rows = read_measurements(table)
+    level = _level_ms(rows, level_tables) or float(rows["ref_baseline_ms"].iloc[0])
     ms = float(res.ratio * level) if res.ratio == res.ratio else float(res.latency_raw_ms)
     out = {"measured_ms": round(ms, 4), "ratio": round(float(res.ratio), 6),
            "spread_pct": round(float(res.spread_pct), 2),
@@ -161,9 +184,10 @@ def _most_accurate(rows) -> int | None:
 
 def search_and_verify(constraints, acc, backend, batch_size: int, table, finder: str = "fast",
                       seed: int = 0, top_k: int = 5, max_rounds: int = 3, progress: bool = True,
-                      allow_machine_change: bool = False, refit=None, **params):
+                      allow_machine_change: bool = False, refit=None, level_tables=(),
+                      **params):
     """Search, verify the top candidates on the device (constraint 0's budget), and search
-    again, at most ``max_rounds`` searches in all.
+    again, at most ``max_rounds`` searches in all. ``level_tables``: see :func:`verify`.
 
     With ``refit`` (a callable taking the verification table as a DataFrame and returning a
     new estimator for constraint 0, e.g. the fine-tuned predictor refitted with the measured
@@ -200,7 +224,8 @@ def search_and_verify(constraints, acc, backend, batch_size: int, table, finder:
             break
         ver = verify(res, acc.space, backend, batch_size, table, top_k=top_k, budget_ms=budget,
                      progress=progress, owned=owned,
-                     allow_machine_change=allow_machine_change, round_no=k + 1)
+                     allow_machine_change=allow_machine_change, round_no=k + 1,
+                     level_tables=level_tables)
         ver.refitted = bool(k and refit is not None)
         for r in ver.rows:
             pool.setdefault(_key(r), r)
@@ -260,7 +285,7 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                          export: bool = True, progress: bool = True, estimators=(),
                          setting: dict | None = None, hardware: dict | None = None,
                          allow_machine_change: bool = False, refit=None, max_rounds: int = 3,
-                         **params) -> SearchOutcome:
+                         level_tables=(), **params) -> SearchOutcome:
     """The whole search step: search under ``constraints``; with ``backend``, verify the top
     ``top_k`` candidates on the device (:func:`search_and_verify`, table
     ``out_dir/verify.csv``; with ``refit``, the closed loop that refits the predictor on the
@@ -269,6 +294,9 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
     ``report.json`` (with every round's measured/predicted ratio: the winner's curse, before
     and after refitting), ``summary.md`` and (``export``) the subnet in the format of the
     runtime and precision it was verified with (``subnet.onnx`` for onnxruntime fp32).
+    ``level_tables``: tables this run measured of the same setting on the same machine (e.g.
+    the profiling table the predictor was fitted on): the verification and the confirmation
+    are expressed at their reference level, the predictor's (:func:`verify`).
 
     Raises
     ------
@@ -291,7 +319,8 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                                         finder=finder, seed=seed, top_k=top_k,
                                         progress=progress,
                                         allow_machine_change=allow_machine_change,
-                                        refit=refit, max_rounds=max_rounds, **params)
+                                        refit=refit, max_rounds=max_rounds,
+                                        level_tables=level_tables, **params)
         ver = rounds[-1]
         if ver.chosen is None:
             best = min(ver.rows, key=lambda r: r["measured_upper_ms"])
@@ -305,7 +334,7 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                   f"candidate is in {out / 'verify.csv'}")
         arch = ver.chosen_row["arch"]
         confirmation = confirm(first.space, backend, arch, batch_size, out / "verify.csv",
-                               float(constraints[0].latency_ms))
+                               float(constraints[0].latency_ms), level_tables=level_tables)
     else:
         res = search(constraints, acc, finder, seed=seed, top_k=top_k, **params)
         arch, confirmation = res.arch, None
@@ -431,6 +460,8 @@ def summary_text(report: dict) -> str:
             lines.append(f"  - round {r['round']}"
                          + (" (predictor refitted on the measured candidates)"
                             if r["refitted"] else "")
+                         + (f", searched under {r['search_budget_ms']:.3f} ms"
+                            if r.get("search_budget_ms") else "")
                          + f": {r['candidates']} candidates measured "
                            f"{100 * (r['measured_over_predicted'] - 1):+.1f} % against their "
                            f"predictions (median)")
