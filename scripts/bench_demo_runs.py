@@ -3,6 +3,7 @@
     python scripts/bench_demo_runs.py --runs 10 --busy 3 \
         --accuracy-predictor ../shared/data/ofa_acc_predictor/acc_predictor.pth \
         --json data/benchmarks/demo_runs.json
+    python scripts/bench_demo_runs.py --summarise data/benchmarks/demo_runs.json   # again
 
 Runs ``ofa-latency demo`` into a fresh folder ``--runs`` times, the last ``--busy`` of them
 beside a busy-loop process hogging a core. After each finished run, the exported subnet is
@@ -42,15 +43,64 @@ def table_levels(out: Path) -> dict:
     return levels
 
 
+def summarise(rows, companions) -> dict:
+    """The runs' summary. ``remeasured_at_run_level_over_budget_pct``: the re-measurement
+    expressed at the run's profiling table's level (its ratio to the reference, which a
+    machine's slow phase does not move) against the budget: what the separate table says of
+    the subnet itself, without its own level."""
+    import statistics
+
+    ok = [r for r in rows if r["exit_code"] == 0]
+
+    def med(values):
+        return round(statistics.median(values), 4) if values else None
+
+    def at_run_level(r):
+        lv = r.get("table_levels_ms") or {}
+        if "profiling" not in lv or "remeasured" not in lv:
+            return None
+        ms = r["remeasured_ms"] * lv["profiling"]["level_ms"] / lv["remeasured"]["level_ms"]
+        return round(100 * (ms / r["budget_ms"] - 1), 2)
+
+    return {"runs": len(rows), "finished": len(ok), "companions": companions,
+            "finished_with_busy_loop": sum(r["busy_loop"] for r in ok),
+            "remeasured_over_budget_pct": [r["remeasured_over_budget_pct"] for r in ok],
+            "remeasured_at_run_level_over_budget_pct": [at_run_level(r) for r in ok],
+            "wall_s_median": med([r["wall_s"] for r in ok]),
+            "round1_measured_over_predicted_median":
+                med([r["rounds"][0]["measured_over_predicted"] for r in ok if r["rounds"]]),
+            "refitted_measured_over_predicted_median":
+                med([v["measured_over_predicted"] for r in ok for v in r["rounds"]
+                     if v["refitted"]]),
+            "measured_over_predicted_range":
+                [min((v["measured_over_predicted"] for r in ok for v in r["rounds"]),
+                     default=None),
+                 max((v["measured_over_predicted"] for r in ok for v in r["rounds"]),
+                     default=None)]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--busy", type=int, default=3)
     p.add_argument("--companions", type=int, default=14)
-    p.add_argument("--accuracy-predictor", required=True)
+    p.add_argument("--accuracy-predictor", default=None,
+                   help="OFA's accuracy predictor (required to run the demo)")
     p.add_argument("--json", default=None)
+    p.add_argument("--summarise", metavar="JSON", default=None,
+                   help="only (re)write the summary of an earlier run's JSON")
     args = p.parse_args(argv)
+    if args.summarise:
+        path = Path(args.summarise)
+        data = json.loads(path.read_text())
+        data["summary"] = summarise(data["rows"], data.get("summary", {}).get(
+            "companions", args.companions))
+        path.write_text(json.dumps(data, indent=1))
+        print(json.dumps(data["summary"]))
+        return 0
+    if not args.accuracy_predictor:
+        p.error("--accuracy-predictor is required to run the demo")
     from ofa_latency import get_space
     from ofa_latency.hardware import describe_hardware
 
@@ -91,7 +141,8 @@ def main(argv=None) -> int:
                             again = float(r_["latency_ms"])
             budget = rep["budgets_ms"][0]
             row["table_levels_ms"] = table_levels(out)
-            row.update({"budget_ms": budget, "predicted_ms": rep["predicted_ms"][0],
+            row.update({"budget_ms": budget, "accuracy": rep["accuracy"],
+                        "predicted_ms": rep["predicted_ms"][0],
                         "verified_ms": rep["measured_ms"],
                         "verified_upper_ms": rep.get("measured_upper_ms"),
                         # measured / predicted per round: the winner's curse before and after
@@ -108,21 +159,7 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         if args.json:  # after every run: a stopped benchmark keeps what it measured
             Path(args.json).write_text(json.dumps({"rows": rows, "partial": True}, indent=1))
-    ok = [r for r in rows if r["exit_code"] == 0]
-    import statistics
-
-    def med(values):
-        return round(statistics.median(values), 4) if values else None
-
-    summary = {"runs": len(rows), "finished": len(ok), "companions": args.companions,
-               "finished_with_busy_loop": sum(r["busy_loop"] for r in ok),
-               "remeasured_over_budget_pct": [r["remeasured_over_budget_pct"] for r in ok],
-               "wall_s_median": med([r["wall_s"] for r in ok]),
-               "round1_measured_over_predicted_median":
-                   med([r["rounds"][0]["measured_over_predicted"] for r in ok if r["rounds"]]),
-               "refitted_measured_over_predicted_median":
-                   med([v["measured_over_predicted"] for r in ok for v in r["rounds"]
-                        if v["refitted"]])}
+    summary = summarise(rows, args.companions)
     print(json.dumps(summary))
     if args.json:
         Path(args.json).write_text(json.dumps({
