@@ -72,7 +72,8 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
     the measurement table ``out`` with the folder's runtime and precision (a ``.tflite`` set
     with ``litert_delegate``: ``xnnpack`` or LiteRT's builtin kernels, ``none``); returns the
     number of rows now in it for this folder."""
-    from ..profiling.runtimes import check_litert_delegate, option_conflicts, runtime_versions
+    from ..profiling.runtimes import (check_litert_delegate, option_conflicts, runtime_options,
+                                      runtime_versions)
 
     folder = Path(folder)
     manifest = _manifest(folder, "subnets", threads)
@@ -97,7 +98,7 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
                                  f"{row['precision']} {row['threads']} thread(s), batch "
                                  f"{row['batch_size']} on {row['device']}); this folder is "
                                  f"{runtime} {precision}: use another --out")
-            conflicts = option_conflicts(json.loads(row["versions"] or "{}"), options)
+            conflicts = option_conflicts(runtime_options(row["versions"] or "{}") or {}, options)
             if conflicts:
                 raise UsageError(f"{log.path} was measured with other runtime options "
                                  f"({'; '.join(conflicts)}): use another --out")

@@ -264,35 +264,26 @@ def _row_setting(info) -> dict:
             "threads": s["threads"], "precision": s["precision"]}
 
 
-def _runtime_options(versions) -> dict:
-    """The runtime options (:data:`~ofa_latency.profiling.runtimes.RUNTIME_OPTIONS`, e.g.
-    LiteRT's delegate) among a backend's or a row's ``versions``."""
-    from ..profiling.runtimes import RUNTIME_OPTIONS
-
-    return {k: versions[k] for k in RUNTIME_OPTIONS if k in (versions or {})}
-
-
 def _table_options(mine, info) -> dict:
     """The runtime options a label's table holds: those of its first row that records its
     versions, else (a new table) those of the device ``info`` that opens it."""
+    from ..profiling.runtimes import runtime_options
+
     for text in (mine["versions"].dropna() if len(mine) else ()):
-        try:
-            recorded = json.loads(text)
-        except ValueError:  # an imported table's free text: nothing recorded
-            continue
-        if isinstance(recorded, dict):
-            return _runtime_options(recorded)
-    return _runtime_options(info["versions"])
+        recorded = runtime_options(text)
+        if recorded is not None:
+            return recorded
+    return runtime_options(info["versions"]) or {}
 
 
 def _refusal(ref_setting, ref_hw, info, ref_options=None) -> Optional[str]:
     from ..hardware import hardware_differences
-    from ..profiling.runtimes import option_conflicts
+    from ..profiling.runtimes import option_conflicts, runtime_options
 
     mine = _row_setting(info)
     diffs = [f"{k}: {ref_setting[k]!r} -> {mine[k]!r}" for k in ref_setting
              if str(ref_setting[k]) != str(mine[k])]
-    diffs += option_conflicts(ref_options or {}, _runtime_options(info["versions"]))
+    diffs += option_conflicts(ref_options or {}, runtime_options(info["versions"]) or {})
     diffs += hardware_differences(ref_hw, info["hardware"], measured=False)
     return "; ".join(diffs) or None
 

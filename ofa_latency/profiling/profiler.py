@@ -23,7 +23,7 @@ from .timing import TimingProtocol, combine_windows, measure_windows
 logger = logging.getLogger(__name__)
 
 __all__ = ["profile_subnets", "MachineChangedError", "table_hardware_path",
-           "reference_fingerprint_ms"]
+           "reference_fingerprint_ms", "run_level_ms"]
 
 
 class MachineChangedError(UsageError):
@@ -64,21 +64,39 @@ def check_one_setting(log, existing, setting, allow_mixed=False):
                      f"one setting: use another --out, or --allow-mixed-settings to mix them")
 
 
+def run_level_ms(rows: pd.DataFrame, tables) -> float:
+    """The reference level (ms) that the tables ``tables`` (DataFrames) give ``rows``' setting:
+    their windows of that setting together. A run that profiles a machine and then verifies
+    on it (the demo) expresses its verification at its profiling table's level, the level
+    its predictor was fitted at, rather than at the verification table's own.
+
+    Each table alone takes the level of the moments it saw; a shared host that moves between
+    a fast and a 30-45 % slower state for minutes at a time (BENCHMARKS.md 15.1) gives a
+    one-minute table that saw only the slow state a level that far above a longer table's,
+    though their ratios agree. NaN when no row of that setting is drift-corrected."""
+    if not len(rows):
+        return float("nan")
+    setting = {c: rows[c].iloc[0] for c in SETTING_COLUMNS}
+    parts = [o[setting_mask(o, setting)] for o in tables
+             if len(o) and "ref_latency_ms" in o.columns]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return float("nan")
+    return table_level_ms(pd.concat(parts, ignore_index=True))[0]
+
+
 def check_runtime_options(log, mine, versions: dict, allow_mixed=False):
     """Refuse (:class:`UsageError`) to append rows measured with other runtime options
     (:data:`~.runtimes.RUNTIME_OPTIONS`, e.g. LiteRT's delegate) than the table's rows
     ``mine``; ``versions`` is this run's backend's."""
-    from .runtimes import RUNTIME_OPTIONS, option_conflicts
+    from .runtimes import option_conflicts, runtime_options
 
-    options = {k: versions[k] for k in RUNTIME_OPTIONS if k in versions}
+    options = runtime_options(versions)
     if allow_mixed or not options or not len(mine):
         return
     for text in mine["versions"].dropna().unique():
-        try:
-            recorded = json.loads(text)
-        except ValueError:  # an imported table's free text: nothing recorded
-            continue
-        conflicts = option_conflicts(recorded, options) if isinstance(recorded, dict) else []
+        recorded = runtime_options(text)
+        conflicts = option_conflicts(recorded, options) if recorded is not None else []
         if conflicts:
             raise UsageError(f"{log.path} was measured with other runtime options "
                              f"({'; '.join(conflicts)}). A table holds one: use another "

@@ -15,6 +15,7 @@ OpenVINO and LiteRT are optional extras (``pip install 'ofa-latency[openvino]'``
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from ..hardware import cpu_model_name
 
 __all__ = ["OpenVinoBackend", "LiteRtBackend", "OpenVinoRunner", "LiteRtRunner",
            "LITERT_DELEGATES", "check_litert_delegate", "RUNTIME_OPTIONS", "option_conflicts",
+           "runtime_options",
            "openvino_config", "file_runner", "runtime_versions", "RUNTIME_PACKAGES",
            "check_conversion",
            "agreement", "QUANTIZATION"]
@@ -63,6 +65,19 @@ builtin kernels; on some x86 hosts faster for 7x7 depthwise convolutions, BENCHM
 RUNTIME_OPTIONS = {"openvino_streams": 1, "litert_delegate": "xnnpack"}
 """Runtime options a backend records in its rows' versions (not setting columns), with the value
 a row without the key was measured with: a table holds one value of each."""
+
+
+def runtime_options(versions) -> dict | None:
+    """The :data:`RUNTIME_OPTIONS` among a backend's ``versions`` (a dict) or a row's (its JSON
+    text); None for text that is no JSON object (an imported table's: nothing recorded)."""
+    if isinstance(versions, str):
+        try:
+            versions = json.loads(versions)
+        except ValueError:
+            return None
+    if not isinstance(versions, dict):
+        return None
+    return {k: versions[k] for k in RUNTIME_OPTIONS if k in versions}
 
 
 def option_conflicts(recorded: dict, options: dict) -> list[str]:

@@ -27,8 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
-           "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS",
-           "run_level_ms"]
+           "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # the least level change that can mean another machine state
@@ -65,36 +64,6 @@ def table_level_ms(rows: pd.DataFrame) -> tuple[float, str]:
     """The reference level (ms) of one setting's rows, and the window statistic it used."""
     values, statistic = _window_values(rows)
     return reference_level_ms(values), statistic
-
-
-def run_level_ms(rows: pd.DataFrame, tables) -> float:
-    """The reference level (ms) that the tables ``tables`` (DataFrames) give ``rows``' setting:
-    their windows of that setting together. A run that profiles a machine and then verifies
-    on it (the demo) expresses its verification at its profiling table's level, the level
-    its predictor was fitted at, rather than at the verification table's own.
-
-    Each table alone takes the level of the moments it saw; a shared host that moves between
-    a fast and a 30-45 % slower state for minutes at a time (BENCHMARKS.md 15.1) gives a
-    one-minute table that saw only the slow state a level that far above a longer table's,
-    though their ratios agree. NaN when no row of that setting is drift-corrected."""
-    import pandas as pd
-
-    if not len(rows):
-        return float("nan")
-    first = rows.iloc[0]
-    cols = [c for c in _SETTING if c in rows.columns]
-    parts = []
-    for o in tables:
-        if len(o) and all(c in o.columns for c in cols) and "ref_latency_ms" in o.columns:
-            same = np.logical_and.reduce([
-                pd.to_numeric(o[c], errors="coerce") == float(first[c])
-                if c in ("batch_size", "threads") else o[c].astype(str) == str(first[c])
-                for c in cols])
-            parts.append(o[same])
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return float("nan")
-    return table_level_ms(pd.concat(parts, ignore_index=True))[0]
 
 
 def probe_reference_windows_ms(ref_runner, protocol=None, windows: int = PROBE_WINDOWS,

@@ -82,7 +82,7 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
     loop's round, recorded in each row; ``level_tables``: tables of the same setting this run
     measured on the same machine (the profiling table the predictor was fitted on): the
     measurements are expressed at their reference level
-    (:func:`~ofa_latency.profiling.scale.run_level_ms`), not at the verification table's own."""
+    (:func:`~ofa_latency.profiling.profiler.run_level_ms`), not at the verification table's own."""
     from ..profiling import profile_subnets
 
     cands = result.candidates[:top_k]
@@ -116,7 +116,7 @@ def _level_ms(df, level_tables) -> float | None:
     """The reference level ``level_tables`` give the verification rows ``df`` (None without
     them, or when none of their rows of that setting is drift-corrected)."""
     from ..datasets import read_measurements
-    from ..profiling.scale import run_level_ms
+    from ..profiling.profiler import run_level_ms
 
     if not level_tables or "ratio" not in df.columns:
         return None
