@@ -404,25 +404,34 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     """Keep one row per subnet and setting: a subnet measured twice must not count as two
-    samples (it would also make cross-validation look better than it is). Where rows carry
-    their own interval (``ci_pct``), the most certain one is kept (the smallest ``ci_pct``:
-    a subnet re-timed because its first window was noisy, ``profile_subnets(...,
-    retime_above_pct=...)``); otherwise the first measured, with a warning."""
+    samples (it would also make cross-validation look better than it is). A row timed while
+    the machine was in its fast state is preferred to one that never saw it (its fastest
+    reference round more than :data:`~ofa_latency.profiling.scale.OFF_STATE_PCT` above the
+    level in ``ref_baseline_ms``: a subnet timed again by ``profile_subnets`` for that reason);
+    among those, where rows carry their own interval (``ci_pct``), the most certain one (the
+    smallest ``ci_pct``: a subnet re-timed because its first window was noisy,
+    ``profile_subnets(..., retime_above_pct=...)``); otherwise the first measured, with a
+    warning."""
     import pandas as pd
+
+    from .profiling.scale import off_state  # profiling imports this module
 
     cols = [c for c in _ROW_KEY if c in df.columns]
     keys = df[cols].astype(str)
     if not keys.duplicated().any():
         return df
-    ci = pd.to_numeric(df["ci_pct"], errors="coerce").to_numpy(dtype=float) \
-        if "ci_pct" in df.columns else np.full(len(df), np.nan)
-    order = np.lexsort((np.arange(len(df)), np.where(np.isfinite(ci), ci, np.inf)))
+    num = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) if c in df.columns
+           else np.full(len(df), np.nan) for c in ("ci_pct", "ref_min_ms", "ref_baseline_ms")}
+    ci = num["ci_pct"]
+    slow = off_state(num["ref_min_ms"], num["ref_baseline_ms"])
+    order = np.lexsort((np.arange(len(df)), np.where(np.isfinite(ci), ci, np.inf), slow))
     keep = np.zeros(len(df), dtype=bool)
     keep[order[~keys.iloc[order].duplicated(keep="first").to_numpy()]] = True
     dup = keys.duplicated(keep=False).to_numpy()
     if np.isfinite(ci[dup]).any():
-        logger.info("%s: %d subnet(s) measured more than once (re-timed); kept each one's most "
-                    "certain row (smallest ci_pct; %d rows left)", where,
+        logger.info("%s: %d subnet(s) measured more than once (re-timed); kept each one's row "
+                    "from the machine's fast state, then the most certain (smallest ci_pct; "
+                    "%d rows left)", where,
                     int(keys[dup].drop_duplicates().shape[0]), int(keep.sum()))
     else:
         logger.warning("%s: %d row(s) repeat a subnet already measured in the same setting; "

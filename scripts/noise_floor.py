@@ -16,6 +16,8 @@ setting it reports:
     python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_w2   # windows compared
     python scripts/noise_floor.py --n 50 --settings onnxruntime_t1 onnxruntime_t1_fixed torch_t1 torch_t1_fixed
                                     # per-row intervals and adaptive rounds against the fixed protocol
+    python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_noretry
+                                    # off-state windows timed again, or not
 
 With the default seed 0 the subnets are the first ones of the committed tables.
 """
@@ -40,7 +42,10 @@ FIXED = ["--target-ci-pct", "0", "--max-rounds", "10"]
 SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1, 1, []),
             "onnxruntime_t1_w2": ("onnxruntime", 1, 2, []), "torch_t1_w2": ("torch", 1, 2, []),
             "onnxruntime_t1_fixed": ("onnxruntime", 1, 1, FIXED),
-            "torch_t1_fixed": ("torch", 1, 1, FIXED)}
+            "torch_t1_fixed": ("torch", 1, 1, FIXED),
+            # windows that missed the machine's fast state not timed again (before 2026-12-05)
+            "onnxruntime_t1_noretry": ("onnxruntime", 1, 1, ["--off-state-retries", "0"]),
+            "torch_t1_noretry": ("torch", 1, 1, ["--off-state-retries", "0"])}
 
 
 def run_pass(backend, threads, windows, archs, out, extra=()):
@@ -99,6 +104,8 @@ def main(argv=None):
     from ofa_latency import get_space
     from ofa_latency.datasets import read_measurements
     from ofa_latency.hardware import describe_hardware
+    from ofa_latency.profiling.scale import off_state
+    import pandas as pd
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -122,6 +129,11 @@ def main(argv=None):
         res = compare(a, b)
         res["device_seconds_per_subnet"] = round(
             (walls[(name, 1)] + walls[(name, 2)]) / 2 / args.n, 3)
+        # windows timed again because they missed the machine's fast state, and the rows kept
+        # that never met it
+        res["rows_on_disk"] = [len(pd.read_csv(work / f"{name}_pass{k}.csv")) for k in (1, 2)]
+        res["off_state_rows_kept"] = [int(off_state(t.ref_min_ms, t.ref_baseline_ms).sum())
+                                      for t in (a, b)]
         results["settings"][name] = res
         print(name, json.dumps(res))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

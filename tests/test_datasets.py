@@ -242,13 +242,31 @@ def test_the_latency_column_on_disk_is_the_one_the_product_uses(tmp_path):
     out = tmp_path / "t.csv"
     be = create_backend("fake", drift=0.3, phase_runs=7, seed=3)
     profile_subnets(sp, be, sp.sample(15, seed=1), 1, out, progress=False,
-                    protocol=TimingProtocol(rounds=2, max_rounds=2))
+                    protocol=TimingProtocol(rounds=2, max_rounds=2, off_state_retries=0))
     with open(out, newline="") as fh:
         stored = [float(r["latency_ms"]) for r in csv.DictReader(fh)]
     used = read_measurements(out).latency_ms.to_numpy()
     assert np.allclose(stored, used, rtol=0, atol=1e-5)
     levels = {r for r in read_measurements(out).ref_baseline_ms}
     assert len(levels) == 1
+
+
+def test_a_row_from_the_fast_state_is_kept_over_a_tighter_one_from_a_slow_state(tmp_path):
+    """A subnet timed again because its window never saw the machine's fast state keeps the
+    fast-state row, although the slow window's rounds agreed more closely."""
+    p = tmp_path / "s.csv"
+    drift = dict(ref_latency_ms=10.0)
+    with MeasurementLog(p) as log:
+        for i in range(2, 8):  # the table's level: windows at 10 ms
+            log.append(dict(_row(i), ratio=1.0 + i, ref_min_ms=10.0, ci_pct=1.0, **drift))
+        log.append(dict(_row(0), ratio=1.40, ref_min_ms=14.0, ci_pct=0.3, **drift))  # slow
+        log.append(dict(_row(0), ratio=1.50, ref_min_ms=10.1, ci_pct=0.9, **drift))  # fast
+        log.append(dict(_row(1), ratio=2.00, ref_min_ms=10.0, ci_pct=0.8, **drift))
+        log.append(dict(_row(1), ratio=2.10, ref_min_ms=10.2, ci_pct=0.4, **drift))  # tighter
+    df = read_measurements(p).set_index("arch")
+    assert len(df) == 8
+    assert df.loc[_sub(0).arch_json(), "ratio"] == 1.50
+    assert df.loc[_sub(1).arch_json(), "ratio"] == 2.10  # both fast: the most certain
 
 
 def test_repeated_rows_with_intervals_keep_the_most_certain(tmp_path, caplog):

@@ -71,15 +71,24 @@ def filters(args) -> dict:
     return {k: str(v) for k, v in parse_pairs(getattr(args, "filter", None), "--filter").items()}
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _int_at_least(text: str, lowest: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v}: must be >= 1")
+    if v < lowest:
+        raise argparse.ArgumentTypeError(f"{v}: must be >= {lowest}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
 
 
 def _finite_number(text: str, lowest: float, strict: bool) -> float:
@@ -116,6 +125,10 @@ def add_timing_options(p, max_rounds: int = 40):
     p.add_argument("--runs-per-round", type=positive_int, default=3,
                    help="runs of the subnet (and of the reference) per round; a round keeps "
                         "the fastest (default 3)")
+    p.add_argument("--off-state-retries", type=nonnegative_int, default=2,
+                   help="time a subnet again, up to this many times, when its window never saw "
+                        "the machine's fast state (the reference's fastest round more than 25 %% "
+                        "above the table's level; default 2, 0: never)")
 
 
 def timing_protocol(args, **kw):
@@ -127,6 +140,7 @@ def timing_protocol(args, **kw):
     return TimingProtocol(rounds=args.rounds, max_rounds=max(args.rounds, args.max_rounds),
                           target_ci_pct=args.target_ci_pct or None,
                           max_seconds=args.max_seconds, runs_per_round=args.runs_per_round,
+                          off_state_retries=args.off_state_retries,
                           **kw)
 
 

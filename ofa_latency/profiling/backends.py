@@ -375,16 +375,21 @@ class _FakeMachine:
 
 
 class _FakeRunner(Runner):
-    def __init__(self, latency_s, seed, machine, realtime=False):
+    def __init__(self, latency_s, seed, machine, realtime=False, slow_skew=0.0):
         self.latency_s = latency_s
         self.rng = np.random.default_rng(seed)
         self.machine = machine
         self.realtime = realtime
+        self.slow_skew = slow_skew
+
+    def _factor(self):
+        f = self.machine.factor()
+        return f * (1.0 - self.slow_skew) if self.machine.slow else f
 
     def run(self, n):
         # interference only adds time: exponential tail on top of the true latency
         noise = self.rng.exponential(0.01, size=n)
-        out = [self.latency_s * self.machine.factor() * (1.0 + x) for x in noise]
+        out = [self.latency_s * self._factor() * (1.0 + x) for x in noise]
         if self.realtime:
             time.sleep(sum(out))
         return out
@@ -413,6 +418,10 @@ class FakeBackend(ProfilingBackend):
     bad_prepare : float
         Probability that a preparation of a subnet runs persistently 25 % slower (as some
         preparations of real subnets do; the reference subnet is never affected).
+    slow_skew : float
+        In slow phases every subnet but the reference is slowed by ``1 - slow_skew`` times as
+        much as the reference (0.06: its ratio to the reference 6 % lower), as a real host's
+        slow state slows subnets out of proportion.
     machine_seed : int, optional
         Seeds the slow phases and bad preparations (default ``seed``): two backends with the
         same ``seed`` and different ``machine_seed`` are one device on two occasions.
@@ -425,16 +434,17 @@ class FakeBackend(ProfilingBackend):
 
     def __init__(self, threads=1, device="cpu", precision="fp32", seed=0, speed=1.0, drift=0.0,
                  phase_runs=25, bad_prepare=0.0, machine_seed=None, realtime=False,
-                 prepare_s=0.0):
+                 prepare_s=0.0, slow_skew=0.0):
         super().__init__(threads, device, precision)
         if not speed > 0 or not drift >= 0 or phase_runs < 1 or not 0 <= bad_prepare <= 1 \
-                or not prepare_s >= 0:
+                or not prepare_s >= 0 or not 0 <= slow_skew < 1:
             raise ValueError(f"speed = {speed}, drift = {drift}, phase_runs = {phase_runs}, "
-                             f"bad_prepare = {bad_prepare}, prepare_s = {prepare_s}; need "
-                             f"speed > 0, drift >= 0, phase_runs >= 1, 0 <= bad_prepare <= 1, "
-                             f"prepare_s >= 0")
+                             f"bad_prepare = {bad_prepare}, prepare_s = {prepare_s}, "
+                             f"slow_skew = {slow_skew}; need speed > 0, drift >= 0, "
+                             f"phase_runs >= 1, 0 <= bad_prepare <= 1, prepare_s >= 0, "
+                             f"0 <= slow_skew < 1")
         self.seed, self.speed, self.drift, self.phase_runs = seed, speed, drift, phase_runs
-        self.bad_prepare = bad_prepare
+        self.bad_prepare, self.slow_skew = bad_prepare, float(slow_skew)
         self.realtime, self.prepare_s = bool(realtime), float(prepare_s)
         ms = seed if machine_seed is None else machine_seed
         self._machine = _FakeMachine(speed, drift, phase_runs, ms)
@@ -458,8 +468,9 @@ class FakeBackend(ProfilingBackend):
             latency_s *= 1.25
         if self.realtime and self.prepare_s:
             time.sleep(self.prepare_s)
+        skew = 0.0 if subnet == reference_subnet(space) else self.slow_skew
         return _FakeRunner(latency_s, int.from_bytes(h[:8], "little"), self._machine,
-                           self.realtime)
+                           self.realtime, skew)
 
     def true_module_ms(self, module, input_shape, batch_size=1):
         """The fake device's noise-free latency (ms) of one layer at speed 1: ``0.002 +

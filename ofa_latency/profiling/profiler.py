@@ -15,9 +15,9 @@ from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timest
 from ..errors import UsageError
 from ..spaces import reference_subnet
 from ..hardware import hardware_differences
-from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct,
-                    probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
-                    table_level_ms)
+from .scale import (OFF_STATE_PCT, PROBE_MORE_WINDOWS, level_band_pct, level_change_pct,
+                    off_state, probe_reference_level_ms, probe_reference_windows_ms,
+                    reference_level_ms, table_level_ms)
 from .timing import TimingProtocol, combine_windows, measure_windows
 
 logger = logging.getLogger(__name__)
@@ -231,37 +231,93 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                     len(subs) - len(todo), len(subs), len(todo))
         if retime_above_pct is not None and len(mine):
             todo += subnets_to_retime(subs, mine, retime_above_pct, log.path)[0]
+        refs = [float(v) for v in mine["ref_min_ms"].dropna()]
+        # per requested subnet: the fastest reference round of its windows so far (ms)
+        fastest = _fastest_reference_rounds(subs, mine) \
+            if drift_correction and protocol.off_state_retries else {}
+        retry_old = off_state_subnets(fastest, refs)
 
         ref_runner = None
-        if todo and drift_correction:
+        if (todo or retry_old) and drift_correction:
             ref_runner = backend.prepare(space, reference_subnet(space), batch_size)
-        if todo and len(mine) and check_machine:
+        if (todo or retry_old) and len(mine) and check_machine:
             _check_machine(log, hw_path, hardware, mine, ref_runner, protocol,
                            allow_machine_change)
         if hardware is not None and not hw_path.exists():
             hw_path.write_text(json.dumps(hardware, indent=1))
 
-        refs = [float(v) for v in mine["ref_min_ms"].dropna()]
         versions = json.dumps(versions, sort_keys=True)
         bar = tqdm(total=len(subs), initial=len(subs) - len(todo), disable=not progress,
                    unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
                                        f"b{batch_size}")
-        for sub in todo:
+
+        def measure_one(sub):
             windows = measure_windows(lambda: backend.prepare(space, sub, batch_size), ref_runner,
                                       protocol)
             res = combine_windows(windows)
             if not math.isnan(res.ref_min_ms):
                 refs.extend(w.ref_min_ms for w in windows)
+                fastest[sub] = min(fastest.get(sub, math.inf), res.ref_min_ms)
             row = measurement_row(space, setting, sub, res, refs, versions)
             log.append(row)
+            return row, len(windows)
+
+        for sub in todo:
+            row, n_windows = measure_one(sub)
             bar.update(1)
-            bar.set_postfix(last_ms=row["latency_ms"], windows=len(windows))
+            bar.set_postfix(last_ms=row["latency_ms"], windows=n_windows)
+        for attempt in range(protocol.off_state_retries if drift_correction else 0):
+            again = off_state_subnets(fastest, refs)
+            if not again:
+                break
+            logger.info("%s: %d of %d subnets were timed while the machine was in a slower "
+                        "state (the reference's fastest round > %g %% above the table's level "
+                        "%.4g ms): timing them again (%d of %d)", log.path, len(again),
+                        len(fastest), OFF_STATE_PCT, reference_level_ms(refs), attempt + 1,
+                        protocol.off_state_retries)
+            bar.total += len(again)
+            bar.refresh()
+            for sub in again:
+                row, n_windows = measure_one(sub)
+                bar.update(1)
+                bar.set_postfix(last_ms=row["latency_ms"], windows=n_windows, again=attempt + 1)
+        left = off_state_subnets(fastest, refs)
+        if left and protocol.off_state_retries and drift_correction:
+            logger.warning("%s: %d subnet(s) were timed only while the machine was in a "
+                           "slower state, %d tries each; their rows are kept (the same call "
+                           "again tries them again)", log.path, len(left),
+                           protocol.off_state_retries + 1)
         bar.close()
     table = log.read()
     table = table[setting_mask(table, setting)]
     keys = {(s.arch_json(), s.image_size) for s in subs}
     sel = [(a, int(r)) in keys for a, r in zip(table["arch"], table["image_size"])]
     return table[sel].reset_index(drop=True)
+
+
+def _fastest_reference_rounds(subs, rows: pd.DataFrame) -> dict:
+    """Per subnet of ``subs`` with rows in ``rows``: its windows' fastest reference round (ms)."""
+    by_key = {(s.arch_json(), s.image_size): s for s in subs}
+    out = {}
+    if not len(rows) or "ref_min_ms" not in rows.columns:
+        return out
+    ref_min = pd.to_numeric(rows["ref_min_ms"], errors="coerce").to_numpy(dtype=float)
+    for key, v in zip(zip(rows["arch"], rows["image_size"].astype(int)), ref_min):
+        sub = by_key.get(key)
+        if sub is not None and np.isfinite(v):
+            out[sub] = min(out.get(sub, math.inf), float(v))
+    return out
+
+
+def off_state_subnets(fastest: dict, refs) -> list:
+    """The subnets of ``fastest`` (subnet -> the fastest reference round of its windows, ms)
+    none of whose windows met the fast state of a table whose windows' reference minima are
+    ``refs`` (:func:`~.scale.off_state`)."""
+    if not fastest or not refs:
+        return []
+    subs = list(fastest)
+    flags = off_state([fastest[s] for s in subs], reference_level_ms(refs))
+    return [s for s, f in zip(subs, flags) if f]
 
 
 def check_retime_above(retime_above_pct) -> None:

@@ -14,6 +14,11 @@ against 4.3 % for their median and 8.2 % for a short calibration at the start
 windows are the reproducible ones; and the fastest round of a window finds the machine's fast
 state even in a noisy window, where the window's median does not (two tables made 3 minutes
 apart, one in a noisy phase, had window-median levels 2.9 % apart).
+
+A window whose fastest reference round is more than :data:`OFF_STATE_PCT` above its table's
+level never saw the machine's fast state (:func:`off_state`): on a host that jumps between
+states its row's ratio is off by several percent, so the profiler times it again and a table
+keeps each subnet's row from the fast state (BENCHMARKS.md section 14.5).
 """
 
 from __future__ import annotations
@@ -27,12 +32,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
-           "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS"]
+           "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS",
+           "OFF_STATE_PCT", "off_state"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # the least level change that can mean another machine state
 PROBE_WINDOWS = 10  # reference-only windows timed to tell the machine's current level
 PROBE_MORE_WINDOWS = 30  # more of them when the first ones disagree with the table (a busy phase)
+# a window's fastest reference round this far (%) above its table's level: the window never
+# saw the fast state. On host6 the windows' fastest reference rounds fell either within 23 %
+# of the level or 32 % and more above it (BENCHMARKS.md section 14.5)
+OFF_STATE_PCT = 25.0
 
 _SETTING = ["space", "batch_size", "backend", "device_type", "device", "threads", "precision"]
 
@@ -98,6 +108,17 @@ def level_band_pct(rows: pd.DataFrame) -> float:
     if len(v) < 2:
         return MACHINE_CHANGE_PCT
     return max(MACHINE_CHANGE_PCT, 100.0 * (float(np.median(v)) / reference_level_ms(v) - 1.0))
+
+
+def off_state(ref_min_ms, level_ms, pct: float = OFF_STATE_PCT) -> np.ndarray:
+    """Whether windows whose fastest reference rounds were ``ref_min_ms`` missed the fast
+    state of a table whose level is ``level_ms`` (more than ``pct`` percent above it); False
+    where either is unknown (NaN)."""
+    ref_min = np.asarray(ref_min_ms, dtype=np.float64)
+    level = np.asarray(level_ms, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(ref_min > level * (1.0 + pct / 100.0)) & np.isfinite(ref_min) & \
+            np.isfinite(level)
 
 
 def level_change_pct(level_ms: float, table_level_ms: float) -> float:
