@@ -200,3 +200,43 @@ def test_a_board_profiles_its_own_runtime_with_numpy_only(fmt, tmp_path, smalles
                 assert "litert_delegate = xnnpack -> none" in r.stderr
         row = read_measurements(builtin).iloc[0]
         assert json.loads(row.versions)["litert_delegate"] == "none" and row.latency_ms > 0
+
+
+def test_a_board_times_again_a_subnet_that_missed_the_fast_state(tmp_path, mbv3, smallest,
+                                                                   monkeypatch):
+    """As profile_subnets: a subnet whose window's fastest reference round was far above the
+    table's level is timed again, and the table keeps its fast-state row (the timing itself
+    replaced by a scripted machine: slow for the first subnet's first window only)."""
+    import ofa_latency.board as board
+    from ofa_latency.profiling import TimingProtocol
+    from ofa_latency.profiling.timing import TimingResult
+
+    subs = [mbv3.validate(dict(smallest.to_dict(), image_size=r)) for r in (128, 144, 160)]
+    archs = tmp_path / "a.txt"
+    archs.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in subs))
+    folder = tmp_path / "subnets"
+    assert main(["export-set", "--archs", str(archs), "--out", str(folder), "--quiet"]) == 0
+    ref_min = iter([14.0, 10.0, 10.1, 10.2])  # the first window in the slow state
+    ratio = iter([1.40, 1.10, 1.20, 1.50])  # its ratio off by the slow state
+
+    def scripted(prepare, reference, protocol):
+        m, r = next(ref_min), next(ratio)
+        return [TimingResult(latency_ms=r * m, latency_raw_ms=r * m, ref_latency_ms=m,
+                             spread_pct=1.0, n_runs=18, n_rounds=6, ratio=r, ref_min_ms=m,
+                             min_ms=r * m, ci_pct=0.5)]
+
+    monkeypatch.setattr(board, "measure_windows", scripted)
+    out = tmp_path / "b.csv"
+    assert board.profile_folder(folder, out, protocol=TimingProtocol(), progress=False) == 3
+    assert len(out.read_text().strip().splitlines()) == 1 + 4  # the retried row is kept on disk
+    df = read_measurements(out)
+    assert len(df) == 3
+    e = json.loads((folder / "manifest.json").read_text())["subnets"][0]
+    first = (e["arch"], e["image_size"])
+    assert df.set_index(["arch", "image_size"]).loc[first, "ratio"] == 1.50
+    # with retries off the slow row stays
+    ref_min, ratio = iter([14.0, 10.0, 10.1]), iter([1.40, 1.10, 1.20])
+    out2 = tmp_path / "b2.csv"
+    board.profile_folder(folder, out2, protocol=TimingProtocol(off_state_retries=0),
+                         progress=False)
+    assert read_measurements(out2).set_index(["arch", "image_size"]).loc[first, "ratio"] == 1.40

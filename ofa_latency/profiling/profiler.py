@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..spaces import reference_subnet
 from ..hardware import hardware_differences
 from .scale import (OFF_STATE_PCT, PROBE_MORE_WINDOWS, level_band_pct, level_change_pct,
-                    off_state, probe_reference_level_ms, probe_reference_windows_ms,
+                    off_state_keys, probe_reference_level_ms, probe_reference_windows_ms,
                     reference_level_ms, table_level_ms)
 from .timing import TimingProtocol, combine_windows, measure_windows
 
@@ -165,7 +165,9 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     backend, threads; :func:`~ofa_latency.hardware.hardware_differences`) or whose reference
     level the machine no longer reaches (probed for 10 windows, 30 more when they disagree,
     against a band from the table's own window spread: :func:`~.scale.level_band_pct`) raises
-    unless allowed.
+    unless allowed. A requested subnet none of whose windows saw the machine's fast state
+    (:func:`~.scale.off_state`) is timed again at the end, up to
+    ``protocol.off_state_retries`` times; the table keeps its fast-state row.
 
     Parameters
     ----------
@@ -235,7 +237,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         # per requested subnet: the fastest reference round of its windows so far (ms)
         fastest = _fastest_reference_rounds(subs, mine) \
             if drift_correction and protocol.off_state_retries else {}
-        retry_old = off_state_subnets(fastest, refs)
+        retry_old = off_state_keys(fastest, refs)
 
         ref_runner = None
         if (todo or retry_old) and drift_correction:
@@ -267,7 +269,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             bar.update(1)
             bar.set_postfix(last_ms=row["latency_ms"], windows=n_windows)
         for attempt in range(protocol.off_state_retries if drift_correction else 0):
-            again = off_state_subnets(fastest, refs)
+            again = off_state_keys(fastest, refs)
             if not again:
                 break
             logger.info("%s: %d of %d subnets were timed while the machine was in a slower "
@@ -281,7 +283,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                 row, n_windows = measure_one(sub)
                 bar.update(1)
                 bar.set_postfix(last_ms=row["latency_ms"], windows=n_windows, again=attempt + 1)
-        left = off_state_subnets(fastest, refs)
+        left = off_state_keys(fastest, refs)
         if left and protocol.off_state_retries and drift_correction:
             logger.warning("%s: %d subnet(s) were timed only while the machine was in a "
                            "slower state, %d tries each; their rows are kept (the same call "
@@ -307,17 +309,6 @@ def _fastest_reference_rounds(subs, rows: pd.DataFrame) -> dict:
         if sub is not None and np.isfinite(v):
             out[sub] = min(out.get(sub, math.inf), float(v))
     return out
-
-
-def off_state_subnets(fastest: dict, refs) -> list:
-    """The subnets of ``fastest`` (subnet -> the fastest reference round of its windows, ms)
-    none of whose windows met the fast state of a table whose windows' reference minima are
-    ``refs`` (:func:`~.scale.off_state`)."""
-    if not fastest or not refs:
-        return []
-    subs = list(fastest)
-    flags = off_state([fastest[s] for s in subs], reference_level_ms(refs))
-    return [s for s, f in zip(subs, flags) if f]
 
 
 def check_retime_above(retime_above_pct) -> None:

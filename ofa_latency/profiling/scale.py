@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
            "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS",
-           "OFF_STATE_PCT", "off_state"]
+           "OFF_STATE_PCT", "off_state", "off_state_keys"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # the least level change that can mean another machine state
@@ -119,6 +119,17 @@ def off_state(ref_min_ms, level_ms, pct: float = OFF_STATE_PCT) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return np.asarray(ref_min > level * (1.0 + pct / 100.0)) & np.isfinite(ref_min) & \
             np.isfinite(level)
+
+
+def off_state_keys(fastest: dict, refs) -> list:
+    """The keys of ``fastest`` (a subnet -> the fastest reference round of its windows, ms)
+    none of whose windows met the fast state of a table whose windows' fastest reference rounds
+    are ``refs`` (:func:`off_state` against their level), in order."""
+    if not fastest or not len(refs):
+        return []
+    keys = list(fastest)
+    flags = off_state([fastest[k] for k in keys], reference_level_ms(refs))
+    return [k for k, f in zip(keys, flags) if f]
 
 
 def level_change_pct(level_ms: float, table_level_ms: float) -> float:
