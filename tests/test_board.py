@@ -53,7 +53,9 @@ def test_export_then_profile_without_torch_pandas_or_ofa(tmp_path, mbv3, smalles
     assert set(df.arch) == {smallest.arch_json(), other.arch_json()}
     assert (df.backend == "onnxruntime").all() and (df.threads == 1).all()
     assert np.all(df.latency_ms > 0) and np.all(df.ratio > 0)
-    assert list(df.split) == [e["split"] for e in man["subnets"]]
+    # (in any order: a subnet timed again after missing the machine's fast state comes last)
+    assert dict(zip(zip(df.arch, df.image_size), df.split)) == \
+        {(e["arch"], e["image_size"]): e["split"] for e in man["subnets"]}
     # resumable: a second run adds nothing
     assert _board(argv).returncode == 0 and len(read_measurements(out)) == 2
     # another thread count is another setting
