@@ -27,8 +27,9 @@ interruption: measured subnets are skipped. The seconds spent are appended to
 ``--convert-ahead CORE``: a helper process pinned to CPU ``CORE`` converts the next chunk while
 this process times the current one (the host's conversions off the timed core: LiteRT's 11-27 s
 per subnet no longer add to the table's wall time); it hands over every converted model that is
-bytes (ONNX, int8 ONNX, LiteRT flatbuffers; OpenVINO's fp32 ONNX source, not its compiled
-model), which this process only loads. Without it each chunk is converted, then timed.
+bytes (ONNX, int8 ONNX, LiteRT flatbuffers; OpenVINO's fp32 ONNX source, and its int8 model,
+quantized by NNCF in the helper, as IR bytes), which this process only loads. Without it each
+chunk is converted, then timed.
 
 ``--allow-machine-change``: the same machine, whose reference level moves 10-15 % with the load
 of the other core between runs (rows keep their ratio to the reference).
@@ -66,20 +67,48 @@ def convert_ahead(settings, space_name: str, archs, core) -> tuple[dict, float]:
     CACHE._items.clear()
     space = get_space(space_name)
     subs = [space.validate(a) for a in archs]
+    ir = {}  # OpenVINO int8 models (NNCF, the slow part) as IR bytes: ("ov-ir", key) -> (xml, bin)
     for item in settings:
         if item == "onnxruntime:fp32":
             continue
         backend_name, precision = item.split(":")
-        # OpenVINO's converted model is not bytes: only its ONNX source is handed over
-        backend = None if backend_name == "openvino" else \
-            create_backend(backend_name, threads=1, precision=precision)
+        backend = create_backend(backend_name, threads=1, precision=precision)
         for s in subs:
-            if backend is None:
+            if backend_name == "openvino" and precision == "int8":
+                ir[("ov-ir",) + _ov_key(backend, space, s)] = _ov_ir_bytes(backend.model(space, s, 1))
+            elif backend_name == "openvino":
+                # OpenVINO's fp32 model converts quickly from its ONNX source, handed over
                 deployable_onnx_bytes(space, s, 1)
             else:
                 backend.model_bytes(space, s, 1)
     items = {k: v for k, v in CACHE._items.items() if isinstance(v, bytes)}
-    return items, time.perf_counter() - t0
+    return items | ir, time.perf_counter() - t0
+
+
+def _ov_key(backend, space, sub):
+    from ofa_latency.profiling.runtimes import _subnet_key
+
+    return _subnet_key(backend, space, sub, 1)
+
+
+def _ov_ir_bytes(model) -> tuple[bytes, bytes]:
+    """An OpenVINO model as IR (xml, bin) bytes, weights as they are (no fp16 compression)."""
+    import tempfile
+
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="ofa_latency_ir_") as tmp:
+        xml = Path(tmp) / "m.xml"
+        ov.save_model(model, xml, compress_to_fp16=False)
+        return xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
+
+
+def _ov_model(xml: bytes, weights: bytes):
+    """(In the timing process.) The OpenVINO model of IR bytes from :func:`_ov_ir_bytes`."""
+    import numpy as np
+    import openvino as ov
+
+    return ov.Core().read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, dtype=np.uint8)))
 
 
 def main(argv=None) -> int:
@@ -207,7 +236,10 @@ def main(argv=None) -> int:
             (converted, helper_s), n_conv = pending[0].result(), pending[1]
             wait_s = time.perf_counter() - t0
             for key, value in converted.items():
-                CACHE.get(key, lambda value=value: value)
+                if key[0] == "ov-ir":  # an OpenVINO int8 model quantized by the helper
+                    CACHE.get(key[1:], lambda value=value: _ov_model(*value))
+                else:
+                    CACHE.get(key, lambda value=value: value)
             del converted
             pending = submit(work[i + 1]) if i + 1 < len(work) else None
             print(f"chunk {i + 1}/{len(work)}: {n_conv} subnets converted ahead in "
