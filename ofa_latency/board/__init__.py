@@ -40,7 +40,7 @@ from ..errors import UsageError
 from ..hardware import cpu_model_name
 from ..profiling.backends import OrtRunner
 from ..weightless import weightless_session
-from ..profiling.scale import OFF_STATE_PCT, off_state_keys, reference_level_ms
+from ..profiling.scale import reference_level_ms, retry_off_state
 from ..profiling.timing import TimingProtocol, combine_windows, measure_windows
 
 __all__ = ["profile_folder", "profile_layers"]
@@ -140,16 +140,8 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
                 logger.info("%d/%d subnets, %.1f s each, about %.0f min left", k, len(todo), rate,
                             rate * (len(todo) - k) / 60)
         by_key = {(e["arch"], e["image_size"]): e for e in todo}
-        for attempt in range(protocol.off_state_retries):  # as profile_subnets does
-            again = off_state_keys(fastest, refs)
-            if not again:
-                break
-            logger.info("%d of %d subnets were timed while the machine was in a slower state "
-                        "(the reference's fastest round > %g %% above the table's level): "
-                        "timing them again (%d of %d)", len(again), len(fastest), OFF_STATE_PCT,
-                        attempt + 1, protocol.off_state_retries)
-            for key in again:
-                measure_one(by_key[key])
+        retry_off_state(fastest, refs, protocol.off_state_retries,
+                        lambda key: measure_one(by_key[key]), str(log.path))
     return len(done) + len(todo)
 
 

@@ -15,9 +15,9 @@ from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timest
 from ..errors import UsageError
 from ..spaces import reference_subnet
 from ..hardware import hardware_differences
-from .scale import (OFF_STATE_PCT, PROBE_MORE_WINDOWS, level_band_pct, level_change_pct,
-                    off_state_keys, probe_reference_level_ms, probe_reference_windows_ms,
-                    reference_level_ms, table_level_ms)
+from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, off_state_keys,
+                    probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
+                    retry_off_state, table_level_ms)
 from .timing import TimingProtocol, combine_windows, measure_windows
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                    unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
                                        f"b{batch_size}")
 
-        def measure_one(sub):
+        def measure_one(sub, again=False):
             windows = measure_windows(lambda: backend.prepare(space, sub, batch_size), ref_runner,
                                       protocol)
             res = combine_windows(windows)
@@ -262,33 +262,15 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                 fastest[sub] = min(fastest.get(sub, math.inf), res.ref_min_ms)
             row = measurement_row(space, setting, sub, res, refs, versions)
             log.append(row)
-            return row, len(windows)
+            bar.total += again
+            bar.update(1)
+            bar.set_postfix(last_ms=row["latency_ms"], windows=len(windows),
+                            **({"again": True} if again else {}))
 
         for sub in todo:
-            row, n_windows = measure_one(sub)
-            bar.update(1)
-            bar.set_postfix(last_ms=row["latency_ms"], windows=n_windows)
-        for attempt in range(protocol.off_state_retries if drift_correction else 0):
-            again = off_state_keys(fastest, refs)
-            if not again:
-                break
-            logger.info("%s: %d of %d subnets were timed while the machine was in a slower "
-                        "state (the reference's fastest round > %g %% above the table's level "
-                        "%.4g ms): timing them again (%d of %d)", log.path, len(again),
-                        len(fastest), OFF_STATE_PCT, reference_level_ms(refs), attempt + 1,
-                        protocol.off_state_retries)
-            bar.total += len(again)
-            bar.refresh()
-            for sub in again:
-                row, n_windows = measure_one(sub)
-                bar.update(1)
-                bar.set_postfix(last_ms=row["latency_ms"], windows=n_windows, again=attempt + 1)
-        left = off_state_keys(fastest, refs)
-        if left and protocol.off_state_retries and drift_correction:
-            logger.warning("%s: %d subnet(s) were timed only while the machine was in a "
-                           "slower state, %d tries each; their rows are kept (the same call "
-                           "again tries them again)", log.path, len(left),
-                           protocol.off_state_retries + 1)
+            measure_one(sub)
+        retry_off_state(fastest, refs, protocol.off_state_retries if drift_correction else 0,
+                        lambda sub: measure_one(sub, again=True), str(log.path))
         bar.close()
     table = log.read()
     table = table[setting_mask(table, setting)]

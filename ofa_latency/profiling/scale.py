@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
            "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS",
-           "OFF_STATE_PCT", "off_state", "off_state_keys"]
+           "OFF_STATE_PCT", "off_state", "off_state_keys", "retry_off_state"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # the least level change that can mean another machine state
@@ -130,6 +130,32 @@ def off_state_keys(fastest: dict, refs) -> list:
     keys = list(fastest)
     flags = off_state([fastest[k] for k in keys], reference_level_ms(refs))
     return [k for k, f in zip(keys, flags) if f]
+
+
+def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="table") -> list:
+    """Time again, up to ``retries`` times, the subnets of ``fastest`` none of whose windows
+    met the fast state (:func:`off_state_keys`): ``measure(key)`` times one and appends its
+    windows' fastest reference rounds to ``refs`` and lowers ``fastest[key]``. Returns the keys
+    still off the fast state (warned about)."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    for attempt in range(retries):
+        again = off_state_keys(fastest, refs)
+        if not again:
+            return []
+        log.info("%s: %d of %d subnets were timed while the machine was in a slower state (the "
+                 "reference's fastest round > %g %% above the table's level %.4g ms): timing "
+                 "them again (%d of %d)", where, len(again), len(fastest), OFF_STATE_PCT,
+                 reference_level_ms(refs), attempt + 1, retries)
+        for key in again:
+            measure(key)
+    left = off_state_keys(fastest, refs) if retries else []
+    if left:
+        log.warning("%s: %d subnet(s) were timed only while the machine was in a slower state, "
+                    "%d tries each; their rows are kept (the same call again tries them again)",
+                    where, len(left), retries + 1)
+    return left
 
 
 def level_change_pct(level_ms: float, table_level_ms: float) -> float:
