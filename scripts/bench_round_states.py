@@ -43,7 +43,10 @@ def collect(backend_name, n, seed, rounds, runs_per_round, raw_path):
     from ofa_latency.spaces import get_space
     from ofa_latency.spaces.space import reference_subnet
 
+    from ofa_latency.hardware import describe_hardware
+
     raw = json.loads(raw_path.read_text()) if raw_path.exists() else {"passes": [[], []]}
+    raw.setdefault("hardware", describe_hardware(backend_name))
     space = get_space("ofa_mbv3_w1.2")
     backend = create_backend(backend_name, threads=1)
     subs = space.sample(n, seed)
@@ -68,13 +71,30 @@ def collect(backend_name, n, seed, rounds, runs_per_round, raw_path):
     return raw
 
 
+def rounds(w, first=None):
+    """A window's reference and target round minima (ms), its first ``first`` rounds."""
+    return np.array(w["ref"][:first]), np.array(w["tgt"][:first])
+
+
+def median_ratio(w, first=None) -> float:
+    r, t = rounds(w, first)
+    return float(np.median(t / r))
+
+
+def spread_pct(w) -> float:
+    """A window's within-window spread of the ratio: (max - min) / median, percent."""
+    r, t = rounds(w)
+    ratio = t / r
+    return 100 * (ratio.max() - ratio.min()) / np.median(ratio)
+
+
 def estimate(rows, how, tol=None, first=None):
     """Per window: ratio estimate and the reference level of the pass."""
     refs_min = np.array([min(w["ref"][:first]) for w in rows])
     level = float(np.quantile(refs_min, 0.05))
     out, kept = [], []
     for w in rows:
-        r, t = np.array(w["ref"][:first]), np.array(w["tgt"][:first])
+        r, t = rounds(w, first)
         ratio = t / r
         if how == "all":
             keep = np.ones(len(r), bool)
@@ -126,8 +146,8 @@ def windows_by_state(p1, p2, first=None, within=1.15):
         return m / float(np.quantile(m, 0.05))
 
     o1, o2 = over(p1), over(p2)
-    x = np.array([np.median(np.array(w["tgt"][:first]) / np.array(w["ref"][:first])) for w in p1])
-    y = np.array([np.median(np.array(w["tgt"][:first]) / np.array(w["ref"][:first])) for w in p2])
+    x = np.array([median_ratio(w, first) for w in p1])
+    y = np.array([median_ratio(w, first) for w in p2])
     ape = 100 * np.abs(y / float(np.median(y / x)) - x) / x
     both = (o1 <= within) & (o2 <= within)
     worst = np.argsort(-ape)[:5]
@@ -151,7 +171,7 @@ def by_state(p1, p2, first=None, fast=1.15, slow=1.25):
         ratios, states = [], []
         for ps, w in ((p1, w1), (p2, w2)):
             level = float(np.quantile([min(x["ref"][:first]) for x in ps], 0.05))
-            r, t = np.array(w["ref"][:first]), np.array(w["tgt"][:first])
+            r, t = rounds(w, first)
             ratios.append(t / r)
             states.append(np.where(r <= fast * level, 0, np.where(r > slow * level, 1, -1)))
         ratio, state = np.concatenate(ratios), np.concatenate(states)
@@ -172,7 +192,8 @@ def intervals(p1, p2, first=None):
 
     med, hw = [], []
     for w in (*p1, *p2):
-        ratio = np.array(w["tgt"][:first]) / np.array(w["ref"][:first])
+        r, t = rounds(w, first)
+        ratio = t / r
         lo, hi = median_interval(ratio)
         med.append(float(np.median(ratio)))
         hw.append(100 * (hi - lo) / 2 / med[-1])
@@ -202,19 +223,12 @@ def main(argv=None):
         raw = json.loads(args.raw.read_text())
     else:
         raw = collect(args.backend, args.n, args.seed, args.rounds, args.runs_per_round, args.raw)
-    from ofa_latency.hardware import describe_hardware
     out = {"command": " ".join(sys.argv), "backend": args.backend,
            "within_window_spread_pct_median": [
-               round(float(np.median([100 * (np.max(np.array(w["tgt"]) / np.array(w["ref"]))
-                                             - np.min(np.array(w["tgt"]) / np.array(w["ref"])))
-                                      / np.median(np.array(w["tgt"]) / np.array(w["ref"]))
-                                      for w in ps])), 1) for ps in raw["passes"]],
+               round(float(np.median([spread_pct(w) for w in ps])), 1) for ps in raw["passes"]],
            "full": analyse(raw), "first_10_rounds": analyse(raw, 10),
-           "first_20_rounds": analyse(raw, 20)}
-    try:
-        out["hardware"] = describe_hardware(args.backend)
-    except Exception:  # noqa: BLE001 - the descriptor is context, not the result
-        pass
+           "first_20_rounds": analyse(raw, 20),
+           "hardware": raw.get("hardware")}  # the machine the rounds came from
     text = json.dumps(out, indent=1)
     if args.json:
         args.json.write_text(text)
