@@ -61,12 +61,20 @@ def seconds_log(d):
     for r in rows:  # rows-weighted means over every run of the script, per table
         if "table" not in r:  # a --convert-ahead chunk's helper conversion
             continue
-        o = out.setdefault(r["table"], {"rows": 0, "convert": 0.0, "profile": 0.0})
+        o = out.setdefault(r["table"], {"rows": 0, "convert": 0.0, "profile": 0.0,
+                                        "clean_rows": 0, "clean_profile": 0.0})
         o["rows"] += r["rows"]
         o["convert"] += r["rows"] * r["convert_s_per_subnet"]
         o["profile"] += r["rows"] * r["profile_s_per_subnet"]
+        if r.get("conversions_while_profiling") == 0:  # logged, and no conversion was timed
+            o["clean_rows"] += r["rows"]
+            o["clean_profile"] += r["rows"] * r["profile_s_per_subnet"]
     return {k: {"rows": v["rows"], "convert_s_per_subnet": v["convert"] / v["rows"],
-                "profile_s_per_subnet": v["profile"] / v["rows"]} for k, v in out.items()}
+                "profile_s_per_subnet": v["profile"] / v["rows"],
+                # only the chunks known to have timed no conversion (logged since 2026-12-05)
+                "clean_rows": v["clean_rows"],
+                "clean_profile_s_per_subnet": v["clean_profile"] / v["clean_rows"]
+                if v["clean_rows"] else float("nan")} for k, v in out.items()}
 
 
 def part_retest(tabs, d):
