@@ -174,3 +174,53 @@ def test_windows_that_missed_the_fast_state_are_timed_again(tmp_path, mbv3, capl
     assert len(pd.read_csv(steady)) == 20
     with pytest.raises(ValueError, match="off_state_retries"):
         TimingProtocol(off_state_retries=-1)
+
+
+def test_retries_wait_for_the_fast_state(tmp_path, mbv3):
+    """Slow spells long enough to outlast back-to-back retries (host6's, BENCHMARKS.md section
+    14.6): waiting for the fast state before each retry keeps fewer slow-state rows."""
+    subs = mbv3.sample(20, seed=2)
+    bad = {0.0: 0, 10.0: 0}
+    for seed in range(3, 9):
+        for wait_s in bad:
+            be = create_backend("fake", drift=0.4, phase_runs=150, slow_skew=0.06, seed=seed)
+            df = profile_subnets(mbv3, be, subs, 1, tmp_path / f"s{seed}_{wait_s}.csv",
+                                 progress=False, protocol=TimingProtocol(off_state_wait_s=wait_s))
+            bad[wait_s] += int((_ratio_errors_pct(be, mbv3, subs, df) < -3).sum())
+    assert bad[0.0] >= 15
+    assert bad[10.0] <= 0.7 * bad[0.0]
+    with pytest.raises(ValueError, match="off_state_wait_s"):
+        TimingProtocol(off_state_wait_s=-1.0)
+
+
+class _ScriptedReference:
+    """A reference subnet whose runs take ``ms_per_round[i]`` ms in round ``i`` (then the last)."""
+
+    def __init__(self, ms_per_round):
+        self.ms, self.calls = list(ms_per_round), 0
+
+    def run(self, n):
+        ms = self.ms[min(self.calls, len(self.ms) - 1)]
+        self.calls += 1
+        return [ms / 1e3] * n
+
+
+def test_wait_for_fast_state_and_a_spell_that_outlasts_it(caplog):
+    import logging
+
+    from ofa_latency.profiling.scale import retry_off_state, wait_for_fast_state
+
+    came, spent = wait_for_fast_state(_ScriptedReference([15, 15, 10.5]), 10.0, max_s=1.0)
+    assert came and spent == pytest.approx(3 * (15 + 15 + 10.5) / 1e3)
+    came, spent = wait_for_fast_state(_ScriptedReference([15]), 10.0, max_s=0.5)
+    assert not came and 0.5 <= spent < 0.5 + 3 * 15 / 1e3
+    # a spell longer than the wait: nothing is timed again, the keys are returned and warned about
+    fastest, refs, timed = {"a": 14.0, "b": 10.1}, [10.0] * 20, []
+    with caplog.at_level(logging.INFO, logger="ofa_latency"):
+        left = retry_off_state(fastest, refs, 2, timed.append, ref_runner=_ScriptedReference([14]),
+                               wait_s=0.2)
+    assert left == ["a"] and timed == []
+    assert "stayed in its slower state" in caplog.text
+    # without waiting it is timed twice more
+    retry_off_state(fastest, refs, 2, timed.append)
+    assert timed == ["a", "a"]

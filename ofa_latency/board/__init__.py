@@ -141,7 +141,9 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
                             rate * (len(todo) - k) / 60)
         by_key = {(e["arch"], e["image_size"]): e for e in todo}
         retry_off_state(fastest, refs, protocol.off_state_retries,
-                        lambda key: measure_one(by_key[key]), str(log.path))
+                        lambda key: measure_one(by_key[key]), str(log.path),
+                        ref_runner=ref_runner, wait_s=protocol.off_state_wait_s,
+                        runs=protocol.runs_per_round)
     return len(done) + len(todo)
 
 

@@ -129,6 +129,10 @@ def add_timing_options(p, max_rounds: int = 40):
                    help="time a subnet again, up to this many times, when its window never saw "
                         "the machine's fast state (the reference's fastest round more than 25 %% "
                         "above the table's level; default 2, 0: never)")
+    p.add_argument("--off-state-wait-s", type=nonnegative_float, default=10.0,
+                   help="before such a retry, time the reference alone until the machine is "
+                        "back in its fast state, for up to this many seconds of runs; a longer "
+                        "slow spell ends the try (default 10; 0: retry at once)")
 
 
 def timing_protocol(args, **kw):
@@ -141,6 +145,7 @@ def timing_protocol(args, **kw):
                           target_ci_pct=args.target_ci_pct or None,
                           max_seconds=args.max_seconds, runs_per_round=args.runs_per_round,
                           off_state_retries=args.off_state_retries,
+                          off_state_wait_s=args.off_state_wait_s,
                           **kw)
 
 

@@ -167,7 +167,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     against a band from the table's own window spread: :func:`~.scale.level_band_pct`) raises
     unless allowed. A requested subnet none of whose windows saw the machine's fast state
     (:func:`~.scale.off_state`) is timed again at the end, up to
-    ``protocol.off_state_retries`` times; the table keeps its fast-state row.
+    ``protocol.off_state_retries`` times, each once the machine is back in its fast state
+    (waiting up to ``protocol.off_state_wait_s``); the table keeps its fast-state row.
 
     Parameters
     ----------
@@ -270,7 +271,9 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         for sub in todo:
             measure_one(sub)
         retry_off_state(fastest, refs, protocol.off_state_retries if drift_correction else 0,
-                        lambda sub: measure_one(sub, again=True), str(log.path))
+                        lambda sub: measure_one(sub, again=True), str(log.path),
+                        ref_runner=ref_runner, wait_s=protocol.off_state_wait_s,
+                        runs=protocol.runs_per_round)
         bar.close()
     table = log.read()
     table = table[setting_mask(table, setting)]

@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
            "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS",
-           "OFF_STATE_PCT", "off_state", "off_state_keys", "retry_off_state"]
+           "OFF_STATE_PCT", "off_state", "off_state_keys", "retry_off_state",
+           "wait_for_fast_state"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # the least level change that can mean another machine state
@@ -132,29 +133,61 @@ def off_state_keys(fastest: dict, refs) -> list:
     return [k for k, f in zip(keys, flags) if f]
 
 
-def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="table") -> list:
+def wait_for_fast_state(ref_runner, level_ms: float, max_s: float, runs: int = 3,
+                        pct: float = OFF_STATE_PCT) -> tuple[bool, float]:
+    """Time rounds of ``runs`` runs of the prepared reference subnet until one round's fastest
+    run is within ``pct`` percent of ``level_ms`` (the machine is in its fast state again) or
+    ``max_s`` seconds of runs are spent. Returns whether the fast state came and the seconds
+    spent (the runs' own time, so a fake device's simulated time counts as a real one's)."""
+    spent = 0.0
+    while spent < max_s:
+        times = [float(t) for t in ref_runner.run(runs)]
+        spent += sum(times)
+        if not off_state(1e3 * min(times), level_ms, pct):
+            return True, spent
+    return False, spent
+
+
+def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="table",
+                    ref_runner=None, wait_s: float = 0.0, runs: int = 3) -> list:
     """Time again, up to ``retries`` times, the subnets of ``fastest`` none of whose windows
     met the fast state (:func:`off_state_keys`): ``measure(key)`` times one and appends its
-    windows' fastest reference rounds to ``refs`` and lowers ``fastest[key]``. Returns the keys
-    still off the fast state (warned about)."""
+    windows' fastest reference rounds to ``refs`` and lowers ``fastest[key]``. With a prepared
+    ``ref_runner`` and ``wait_s`` > 0, each is timed again only once the machine is back in
+    its fast state (:func:`wait_for_fast_state`, up to ``wait_s`` seconds of reference runs):
+    a slow spell longer than that ends the try, so a long spell costs ``wait_s`` per try
+    rather than windows that cannot meet the fast state. Returns the keys still off the fast
+    state (warned about)."""
     import logging
 
     log = logging.getLogger(__name__)
+    waited = 0.0
     for attempt in range(retries):
         again = off_state_keys(fastest, refs)
         if not again:
-            return []
+            break
         log.info("%s: %d of %d subnets were timed while the machine was in a slower state (the "
                  "reference's fastest round > %g %% above the table's level %.4g ms): timing "
                  "them again (%d of %d)", where, len(again), len(fastest), OFF_STATE_PCT,
                  reference_level_ms(refs), attempt + 1, retries)
-        for key in again:
+        for i, key in enumerate(again):
+            if ref_runner is not None and wait_s > 0:
+                came, spent = wait_for_fast_state(ref_runner, reference_level_ms(refs), wait_s,
+                                                  runs)
+                waited += spent
+                if not came:
+                    log.info("%s: the machine stayed in its slower state for %.3g s of reference "
+                             "runs; %d subnet(s) not timed again in try %d", where, spent,
+                             len(again) - i, attempt + 1)
+                    break
             measure(key)
     left = off_state_keys(fastest, refs) if retries else []
+    if waited:
+        log.info("%s: %.3g s of reference runs spent waiting for the fast state", where, waited)
     if left:
-        log.warning("%s: %d subnet(s) were timed only while the machine was in a slower state, "
-                    "%d tries each; their rows are kept (the same call again tries them again)",
-                    where, len(left), retries + 1)
+        log.warning("%s: %d subnet(s) were timed only while the machine was in a slower state "
+                    "(up to %d tries each); their rows are kept (the same call again tries them "
+                    "again)", where, len(left), retries + 1)
     return left
 
 

@@ -33,6 +33,10 @@ ONNX Runtime on such a host; BENCHMARKS.md section 14.5). A window that never sa
 state (its fastest reference round more than :data:`~.scale.OFF_STATE_PCT` above the table's
 level) is timed again later in the same run, up to ``off_state_retries`` times
 (:func:`~.profiler.profile_subnets`), and a table keeps each subnet's row from the fast state.
+Before each such retry the reference alone is timed until the machine is back in its fast
+state, for up to ``off_state_wait_s`` seconds of runs (:func:`~.scale.wait_for_fast_state`):
+a slow spell longer than that ends the try instead of filling it with windows that cannot
+meet the fast state.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class TimingProtocol:
     target_ci_pct: Optional[float] = 1.0
     max_seconds: float = 3.0
     off_state_retries: int = 2
+    off_state_wait_s: float = 10.0
 
     def __post_init__(self):
         for name in ("warmup_runs", "rounds", "runs_per_round", "max_rounds", "windows",
@@ -82,6 +87,9 @@ class TimingProtocol:
         for name in ("max_spread_pct", "agree_pct", "max_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} = {getattr(self, name)}; must be > 0")
+        if not (self.off_state_wait_s >= 0 and math.isfinite(self.off_state_wait_s)):
+            raise ValueError(f"off_state_wait_s = {self.off_state_wait_s}; must be a finite "
+                             f"number >= 0")
         if self.target_ci_pct is not None and not self.target_ci_pct > 0:
             raise ValueError(f"target_ci_pct = {self.target_ci_pct}; must be > 0 (or None: "
                              f"stop on max_spread_pct)")
