@@ -3,8 +3,8 @@ by the path of the data (:mod:`.measure`: subnets to tables; :mod:`.predictors`:
 predictors; :mod:`.search`: predictors to a deployed subnet).
 
 Exit codes: 0 success, 2 a mistake in what was asked (bad value, unknown name, missing or
-malformed file: ``error: ...`` on stderr, no traceback), 130 interrupted (Ctrl-C), 1 an
-unexpected error (a bug: rerun with ``--debug`` for the traceback).
+malformed file: ``error: ...`` on stderr, no traceback), 130 interrupted (Ctrl-C), 141 the
+reader of the output went away (``ofa-latency list | head``, silent), 1 an unexpected error (a bug: rerun with ``--debug`` for the traceback).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _DESCRIPTION = """Learned latency predictors for Once-for-All: profile subnets o
 fine-tune a shipped predictor, search under a latency budget, verify and export.
 
 Exit codes: 0 success, 2 a mistake in what was asked (error: ... on stderr), 130 interrupted,
-1 a bug (rerun with --debug for the traceback)."""
+141 the reader of the output went away (| head), 1 a bug (rerun with --debug for the traceback)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
