@@ -97,8 +97,11 @@ class LatencyEstimator:
         if not recorded:
             return []
         if hardware is None:
+            # the recorded setting's own fields (backend, threads, precision): only the
+            # machine may differ
             hardware = describe_hardware(recorded.get("backend", "torch"),
-                                         recorded.get("threads_in_use", 1), "cpu", measure=False)
+                                         recorded.get("threads_in_use", 1), "cpu", measure=False,
+                                         precision=recorded.get("precision", "fp32"))
         return hardware_differences(recorded, hardware)
 
     def _single(self, arch) -> float:

@@ -79,6 +79,27 @@ def test_ofa_tutorial_evolution_finder(estimator, mbv3):
     assert estimator.predict_efficiency(spec) == pytest.approx(lat)
 
 
+def test_an_int8_predictor_of_this_cpu_is_not_another_cpu(estimator, caplog):
+    """The recorded precision (a setting field) is not the machine's identity."""
+    import os
+
+    from ofa_latency.hardware import cpu_model_name
+
+    p = estimator.predictor
+    old = getattr(p, "config_", None)
+    p.config_ = {"metadata": {"setting": {"device_type": "cpu", "precision": "int8"},
+                              "hardware": {"cpu_model": cpu_model_name(),
+                                           "logical_cores": os.cpu_count(),
+                                           "backend": "openvino", "threads_in_use": 1,
+                                           "precision": "int8"}}}
+    try:
+        with caplog.at_level("WARNING", logger="ofa_latency"):
+            est = LatencyEstimator(p)
+        assert est.machine_differences() == [] and "another CPU" not in caplog.text
+    finally:
+        p.config_ = old
+
+
 def test_warns_when_a_cpu_predictor_comes_from_another_cpu(estimator, caplog):
     p = estimator.predictor
     p.config_ = {"metadata": {"setting": {"device_type": "cpu"},
