@@ -18,6 +18,8 @@ setting it reports:
                                     # per-row intervals and adaptive rounds against the fixed protocol
     python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_noretry
                                     # off-state windows timed again, or not
+    python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_nowait
+                                    # retries wait for the fast state, or not
 
 With the default seed 0 the subnets are the first ones of the committed tables.
 """
@@ -45,7 +47,10 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             "torch_t1_fixed": ("torch", 1, 1, FIXED),
             # windows that missed the machine's fast state not timed again (before 2026-12-05)
             "onnxruntime_t1_noretry": ("onnxruntime", 1, 1, ["--off-state-retries", "0"]),
-            "torch_t1_noretry": ("torch", 1, 1, ["--off-state-retries", "0"])}
+            "torch_t1_noretry": ("torch", 1, 1, ["--off-state-retries", "0"]),
+            # retried at once, without waiting for the fast state (2026-12-05, morning)
+            "onnxruntime_t1_nowait": ("onnxruntime", 1, 1, ["--off-state-wait-s", "0"]),
+            "torch_t1_nowait": ("torch", 1, 1, ["--off-state-wait-s", "0"])}
 
 
 def run_pass(backend, threads, windows, archs, out, extra=()):
