@@ -740,7 +740,9 @@ WIDE_ROW_PCT = 2.0
 def table_noise(df: pd.DataFrame) -> dict:
     """How certain a table's rows are: the median and 90th percentile of their own interval
     half-widths (``ci_pct``, percent; None for tables measured before rows carried one), the
-    share of rows wider than :data:`WIDE_ROW_PCT` (``wide_rows_pct``), the
+    share of rows wider than :data:`WIDE_ROW_PCT` (``wide_rows_pct``), the share of rows
+    timed only while the machine was in a slower state (``off_state_rows_pct``:
+    :func:`~ofa_latency.profiling.scale.off_state`; None without reference columns), the
     median within-window spread, the rounds per row and the device-seconds per row
     (:func:`profiling_seconds_per_subnet`)."""
     import pandas as pd
@@ -752,11 +754,18 @@ def table_noise(df: pd.DataFrame) -> dict:
         v = values(col)
         return round(float(np.quantile(v, p)), 3) if len(v) else None
 
+    from .profiling.scale import off_state  # profiling imports this module
+
     per = profiling_seconds_per_subnet(df)
     ci = values("ci_pct")
     wide = round(float(100 * (ci > WIDE_ROW_PCT).sum() / len(df)), 1) if len(ci) else None
+    slow = None
+    if len(df) and {"ref_min_ms", "ref_baseline_ms"} <= set(df.columns):
+        flags = off_state(*(pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+                            for c in ("ref_min_ms", "ref_baseline_ms")))
+        slow = round(float(100 * flags.sum() / len(df)), 1)
     return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
-            "wide_rows_pct": wide,
+            "wide_rows_pct": wide, "off_state_rows_pct": slow,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),
             "device_seconds_per_subnet": None if per is None else round(per, 2)}
 
@@ -768,10 +777,14 @@ def noise_text(noise: dict) -> str:
         f"rows known to +-{noise['median_ci_pct']:.2f} % (median; 90th percentile " \
         f"+-{noise['p90_ci_pct']:.2f} %) at 90 %"
     sec = noise["device_seconds_per_subnet"]
-    wide = noise.get("wide_rows_pct")
-    return (f"noise: {ci}; median {noise['median_rounds']:g} rounds, within-window spread "
-            f"{noise['median_spread_pct']:.1f} %"
+    wide, slow = noise.get("wide_rows_pct"), noise.get("off_state_rows_pct")
+    rounds, spread = noise["median_rounds"], noise["median_spread_pct"]
+    return (f"noise: {ci}"
+            + (f"; median {rounds:g} rounds" if rounds is not None else "")
+            + (f"; within-window spread {spread:.1f} %" if spread is not None else "")
             + (f"; {sec:.2f} device-s per subnet" if sec is not None else "")
             + (f"; {wide:.0f} % of rows wider than +-{WIDE_ROW_PCT:g} % (noisy windows: "
                f"'profile --retime-above {WIDE_ROW_PCT:g}' measures them again)"
-               if wide else ""))
+               if wide else "")
+            + (f"; {slow:g} % of rows timed only while the machine was in a slower state "
+               f"(profiling them again into the same table retries them)" if slow else ""))

@@ -269,6 +269,22 @@ def test_a_row_from_the_fast_state_is_kept_over_a_tighter_one_from_a_slow_state(
     assert df.loc[_sub(1).arch_json(), "ratio"] == 2.10  # both fast: the most certain
 
 
+def test_table_noise_counts_rows_timed_only_in_a_slower_state(tmp_path):
+    from ofa_latency.datasets import noise_text, table_noise
+
+    p = tmp_path / "n.csv"
+    with MeasurementLog(p) as log:
+        for i in range(9):  # the table's level: windows whose fastest reference round is 10 ms
+            log.append(dict(_row(i), ratio=1.0 + i, ref_latency_ms=10.5, ref_min_ms=10.0,
+                            ci_pct=1.0))
+        log.append(dict(_row(9), ratio=3.0, ref_latency_ms=14.5, ref_min_ms=14.0, ci_pct=0.5))
+    noise = table_noise(read_measurements(p))
+    assert noise["off_state_rows_pct"] == 10.0
+    assert "10 % of rows timed only while the machine was in a slower state" in noise_text(noise)
+    quiet = table_noise(read_measurements(p).iloc[:9])
+    assert quiet["off_state_rows_pct"] == 0.0 and "slower state" not in noise_text(quiet)
+
+
 def test_repeated_rows_with_intervals_keep_the_most_certain(tmp_path, caplog):
     p = tmp_path / "d.csv"
     with MeasurementLog(p) as log:
