@@ -6,6 +6,7 @@ and an ONNX file that agree."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ofa_latency import LatencyEstimator, create_backend, create_predictor
@@ -152,6 +153,30 @@ def test_cli_search_verifies_on_the_device_and_exports(acc, fake_est, mbv3, tmp_
     r = rep["arch"]["image_size"]
     y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, 3, r, r), np.float32)})[0]
     assert y.shape == (1, 1000)
+
+
+def test_cli_search_verifies_in_the_predictors_own_precision(acc, mbv3, tmp_path, caplog):
+    """An int8 predictor's budgets are verified in int8 unless --precision says otherwise
+    (then with a warning)."""
+    import logging
+
+    import torch
+
+    est, _ = _estimator(mbv3)
+    est.predictor.save(tmp_path / "pred",
+                       metadata={"setting": {"precision": "int8", "device_type": "cpu"}})
+    torch.save({k: torch.from_numpy(v) for k, v in acc.weights.items()}, tmp_path / "acc.pth")
+    common = ["search", "--estimator", str(tmp_path / "pred"), "--latency-ms",
+              f"{_budget(est, mbv3, 0.2):.4f}", "--accuracy-predictor", str(tmp_path / "acc.pth"),
+              "--verify", "fake", "--top-k", "2", "--rounds", "1", "--no-export", "--quiet"]
+    with caplog.at_level(logging.WARNING, logger="ofa_latency"):
+        assert main(common + ["--out", str(tmp_path / "own")]) == 0
+        assert "measured in int8" not in caplog.text
+        assert main(common + ["--precision", "fp32", "--out", str(tmp_path / "asked")]) == 0
+        assert "measured in int8" in caplog.text
+    for name, precision in (("own", "int8"), ("asked", "fp32")):
+        rows = pd.read_csv(next((tmp_path / name).glob("*.csv")))
+        assert set(rows.precision) == {precision}, name
 
 
 def test_polish_only_climbs_within_the_budget(acc, fake_est, mbv3):

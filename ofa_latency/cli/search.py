@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..errors import UsageError
 from ._common import (add_litert_delegate_option, check_out_folder, litert_delegate_option,
                       load_estimator, positive_int, resolutions)
+
+logger = logging.getLogger(__name__)
 
 
 def _accuracy_predictor(args, space):
@@ -97,7 +101,7 @@ def cmd_search(args) -> int:
         from ..profiling import create_backend
 
         backend = create_backend(args.verify, threads=args.threads, device=args.device,
-                                 precision=args.precision,
+                                 precision=_verify_precision(args, ests[0]),
                                  **litert_delegate_option(args, args.verify))
     elif args.verify_on:
         from .. import fleet
@@ -122,6 +126,20 @@ def cmd_search(args) -> int:
           + (f", {outcome.report['deployed']['path']}" if outcome.report.get("deployed") else "")
           + ")")
     return 0
+
+
+def _verify_precision(args, est) -> str:
+    """``--precision``, by default the precision the first predictor was measured in (an int8
+    predictor's budgets are verified in int8), else fp32; a precision other than the
+    predictor's is verified as asked, with a warning."""
+    own = (est.setting or {}).get("precision")
+    if args.precision is None:
+        return own or "fp32"
+    if own and own != args.precision:
+        logger.warning("--precision %s: the predictor was measured in %s; its predictions are "
+                       "verified in %s as asked, where the search's choices may be wrong",
+                       args.precision, own, args.precision)
+    return args.precision
 
 
 def _refitter(spec):
@@ -212,9 +230,10 @@ def register(sub) -> None:
                     help="with --verify: searches at most (default 3)")
     se.add_argument("--threads", type=positive_int, default=1)
     se.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    se.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+    se.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
                     help="with --verify: the precision verified and deployed (int8: "
-                         "onnxruntime, openvino, litert)")
+                         "onnxruntime, openvino, litert; default: the predictor's own, else "
+                         "fp32)")
     add_litert_delegate_option(se, "with --verify litert")
     se.add_argument("--batch-size", type=positive_int, default=1)
     se.add_argument("--no-export", action="store_true", help="skip the export")

@@ -398,7 +398,8 @@ class _FakeRunner(Runner):
 @register_backend("fake")
 class FakeBackend(ProfilingBackend):
     """A deterministic fake device for tests and dry runs; nothing is executed, and nothing
-    is slept unless ``realtime``.
+    is slept unless ``realtime``. Any precision is accepted and recorded (its latencies do
+    not depend on it), so that settings of every precision can be tested.
 
     Its latency (ms) per image is ``0.2 + 0.02 * MMACs + 0.15 * activation MB +
     0.03 * blocks`` times a fixed per-subnet factor in [0.97, 1.03] derived from the subnet's
@@ -431,6 +432,8 @@ class FakeBackend(ProfilingBackend):
     prepare_s : float
         Seconds each preparation sleeps (a model conversion), with ``realtime``.
     """
+
+    precisions = ("fp32", "fp16", "int8")
 
     def __init__(self, threads=1, device="cpu", precision="fp32", seed=0, speed=1.0, drift=0.0,
                  phase_runs=25, bad_prepare=0.0, machine_seed=None, realtime=False,
