@@ -13,7 +13,7 @@ from .spaces.building import ONNX_OPSET, onnx_bytes
 logger = logging.getLogger(__name__)
 
 __all__ = ["export_model", "write_model", "FORMATS", "deploy_format", "onnx_bytes",
-           "export_set"]
+           "export_set", "check_deploy_runtime"]
 
 FORMATS = {
     # format: (runtime, precision, file suffix)
@@ -35,6 +35,30 @@ def deploy_format(backend: str, precision: str = "fp32") -> str:
         if runtime == backend and prec == precision:
             return name
     return "onnx"
+
+
+def check_deploy_runtime(backend: str | None, precision: str = "fp32") -> str:
+    """The format a subnet of the ``backend`` / ``precision`` setting is deployed in
+    (:func:`deploy_format`), after checking that what writes it is installed: a search calls
+    this before it spends its time, not when it exports.
+
+    Raises
+    ------
+    UsageError
+        The runtime's optional extra is not installed (named, with the way to skip the export).
+    """
+    from .errors import UsageError
+    from .profiling import create_backend
+
+    fmt = deploy_format(backend, precision)
+    runtime, prec, _ = FORMATS[fmt]
+    try:
+        create_backend(runtime, threads=1, precision=prec)
+    except ImportError as exc:
+        raise UsageError(f"the chosen subnet is deployed as {fmt} (the {backend} {precision} "
+                         f"setting it is predicted or verified for), but {exc}; or skip the "
+                         f"export (--no-export)") from None
+    return fmt
 
 
 def write_model(space, sub, path, fmt: str, batch_size: int = 1):

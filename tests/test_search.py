@@ -179,6 +179,35 @@ def test_cli_search_verifies_in_the_predictors_own_precision(acc, mbv3, tmp_path
         assert set(rows.precision) == {precision}, name
 
 
+def test_a_missing_deploy_runtime_is_said_before_the_search(acc, fake_est, mbv3, tmp_path,
+                                                           monkeypatch):
+    """An OpenVINO int8 predictor's pick is deployed as OpenVINO IR: without openvino the
+    search stops at once naming the extra, instead of failing at the export after it."""
+    import ofa_latency.profiling.runtimes as runtimes
+    from ofa_latency.search.workflow import search_verify_deploy
+
+    real = runtimes.require
+
+    def require(module):
+        if module.split(".")[0] in ("openvino", "nncf"):
+            raise ImportError(f"{module} is not installed; it comes with the optional extra: "
+                              f"pip install 'ofa-latency[openvino]'")
+        return real(module)
+
+    monkeypatch.setattr(runtimes, "require", require)
+    est, _ = fake_est
+    setting = {"backend": "openvino", "precision": "int8", "device_type": "cpu"}
+    budget = _budget(est, mbv3)
+    with pytest.raises(UsageError, match=r"openvino-int8.*ofa-latency\[openvino\].*--no-export"):
+        search_verify_deploy([Constraint(est, budget)], acc, tmp_path / "o", setting=setting,
+                             **SMALL)
+    assert not (tmp_path / "o" / "search.json").exists()
+    # without the export the search runs
+    search_verify_deploy([Constraint(est, budget)], acc, tmp_path / "o", setting=setting,
+                         export=False, **SMALL)
+    assert (tmp_path / "o" / "search.json").exists()
+
+
 def test_polish_only_climbs_within_the_budget(acc, fake_est, mbv3):
     from ofa_latency.search.finders import _polish
 

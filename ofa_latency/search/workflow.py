@@ -308,9 +308,15 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
     constraints = list(constraints)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise UsageError(f"top_k = {top_k!r}; the number of candidates must be an int >= 1")
+    first = constraints[0].estimator
+    if export:  # a missing runtime is said now, not after the search and the verification
+        from ..export import check_deploy_runtime
+
+        where = {"backend": backend.name, "precision": backend.precision} \
+            if backend is not None else (setting if setting is not None else first.setting) or {}
+        check_deploy_runtime(where.get("backend"), where.get("precision") or "fp32")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    first = constraints[0].estimator
     logger.info("searching %s: %s finder, %d budget(s), %s", first.space.name, finder,
                 len(constraints), acc.label)
     ver, rounds = None, []
