@@ -23,12 +23,15 @@ keeps each subnet's row from the fast state (BENCHMARKS.md section 14.5).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "reference_level_ms",
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
@@ -158,36 +161,33 @@ def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="tab
     a slow spell longer than that ends the try, so a long spell costs ``wait_s`` per try
     rather than windows that cannot meet the fast state. Returns the keys still off the fast
     state (warned about)."""
-    import logging
-
-    log = logging.getLogger(__name__)
     waited = 0.0
     for attempt in range(retries):
         again = off_state_keys(fastest, refs)
         if not again:
             break
-        log.info("%s: %d of %d subnets were timed while the machine was in a slower state (the "
-                 "reference's fastest round > %g %% above the table's level %.4g ms): timing "
-                 "them again (%d of %d)", where, len(again), len(fastest), OFF_STATE_PCT,
-                 reference_level_ms(refs), attempt + 1, retries)
+        logger.info("%s: %d of %d subnets were timed while the machine was in a slower state "
+                    "(the reference's fastest round > %g %% above the table's level %.4g ms): "
+                    "timing them again (%d of %d)", where, len(again), len(fastest),
+                    OFF_STATE_PCT, reference_level_ms(refs), attempt + 1, retries)
         for i, key in enumerate(again):
             if ref_runner is not None and wait_s > 0:
                 came, spent = wait_for_fast_state(ref_runner, reference_level_ms(refs), wait_s,
                                                   runs)
                 waited += spent
                 if not came:
-                    log.info("%s: the machine stayed in its slower state for %.3g s of reference "
-                             "runs; %d subnet(s) not timed again in try %d", where, spent,
-                             len(again) - i, attempt + 1)
+                    logger.info("%s: the machine stayed in its slower state for %.3g s of "
+                                "reference runs; %d subnet(s) not timed again in try %d", where,
+                                spent, len(again) - i, attempt + 1)
                     break
             measure(key)
     left = off_state_keys(fastest, refs) if retries else []
     if waited:
-        log.info("%s: %.3g s of reference runs spent waiting for the fast state", where, waited)
+        logger.info("%s: %.3g s of reference runs spent waiting for the fast state", where, waited)
     if left:
-        log.warning("%s: %d subnet(s) were timed only while the machine was in a slower state "
-                    "(up to %d tries each); their rows are kept (the same call again tries them "
-                    "again)", where, len(left), retries + 1)
+        logger.warning("%s: %d subnet(s) were timed only while the machine was in a slower "
+                       "state (up to %d tries each); their rows are kept (the same call again "
+                       "tries them again)", where, len(left), retries + 1)
     return left
 
 

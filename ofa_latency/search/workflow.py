@@ -309,12 +309,14 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise UsageError(f"top_k = {top_k!r}; the number of candidates must be an int >= 1")
     first = constraints[0].estimator
-    if export:  # a missing runtime is said now, not after the search and the verification
+    setting = setting if setting is not None else first.setting
+    fmt = None
+    if export:  # the format, and a missing runtime said now, not after the search
         from ..export import check_deploy_runtime
 
         where = {"backend": backend.name, "precision": backend.precision} \
-            if backend is not None else (setting if setting is not None else first.setting) or {}
-        check_deploy_runtime(where.get("backend"), where.get("precision") or "fp32")
+            if backend is not None else setting or {}
+        fmt = check_deploy_runtime(where.get("backend"), where.get("precision") or "fp32")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     logger.info("searching %s: %s finder, %d budget(s), %s", first.space.name, finder,
@@ -345,14 +347,14 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
         res = search(constraints, acc, finder, seed=seed, top_k=top_k, **params)
         arch, confirmation = res.arch, None
     (out / "search.json").write_text(json.dumps(res.to_dict(), indent=1))
-    report = deploy(out, first.space, arch, res, ver, batch_size=batch_size,
-                    setting=setting if setting is not None else first.setting,
+    report = deploy(out, first.space, arch, res, ver, batch_size=batch_size, setting=setting,
                     hardware=hardware if hardware is not None else first.hardware,
                     estimators=list(estimators) or [c.name for c in constraints],
                     export=export, accuracy_source=getattr(acc, "source", None),
                     accuracy_note=getattr(acc, "note", None), confirmation=confirmation,
                     rounds=rounds,
-                    verified_with=None if backend is None else verification_setting(backend))
+                    verified_with=None if backend is None else verification_setting(backend),
+                    export_format=fmt)
     return SearchOutcome(res, rounds, report, out)
 
 
