@@ -10,6 +10,10 @@ fp32/int8, LiteRT fp32/int8; CPU, 1 thread, batch 1):
   the runtimes rank the same subnets), and the int8 speed-up of each runtime (median and range
   over subnets; the Spearman correlation of the speed-up with MACs);
 * ``agreement``: each setting's model against PyTorch fp32 on random inputs (a few subnets);
+* ``errors``: where the shipped predictor's held-out error sits: its test MAPE on the rows
+  whose windows missed the machine's fast state and on the others, and per measuring session
+  (rows more than an hour apart); rows on disk against subnets (windows timed again) and the
+  range of the clean chunks' device-seconds per subnet;
 * ``transfer``: the full-data predictor (XGBoost on the table's train rows, MAPE on its test
   rows) against the setting's own test-retest noise, and fine-tuning from the fp32 ONNX Runtime
   predictor shipped from another host (and from every shipped CPU predictor, as ``finetune``
@@ -17,6 +21,7 @@ fp32/int8, LiteRT fp32/int8; CPU, 1 thread, batch 1):
 
     python scripts/bench_runtimes.py --json data/benchmarks/runtimes.json --plot data/benchmarks/runtimes.png
     python scripts/bench_runtimes.py --parts retest ranks      # the cheap parts only
+    python scripts/bench_runtimes.py --host host6 --parts errors --json data/benchmarks/runtimes_host6_openvino500.json
 """
 
 from __future__ import annotations
@@ -75,6 +80,51 @@ def seconds_log(d):
                 "clean_rows": v["clean_rows"],
                 "clean_profile_s_per_subnet": v["clean_profile"] / v["clean_rows"]
                 if v["clean_rows"] else float("nan")} for k, v in out.items()}
+
+
+def _share(ape, mask) -> dict:
+    """How many of the rows ``mask`` selects, and their MAPE (None when none)."""
+    return {"n": int(mask.sum()),
+            "mape_pct": round(float(ape[mask].mean()), 3) if mask.any() else None}
+
+
+def part_errors(tabs, d, gap_h: float = 1.0):
+    from ofa_latency import LatencyEstimator
+    from ofa_latency.profiling.scale import off_state
+
+    log = [json.loads(x) for x in (d / "runtime_tables_log.jsonl").read_text().splitlines()] \
+        if (d / "runtime_tables_log.jsonl").exists() else []
+    out = {}
+    for s, t in tabs.items():
+        try:
+            est = LatencyEstimator.from_pretrained(t["stem"] + "_xgb", check_machine=False)
+        except Exception:  # no shipped predictor for this table
+            continue
+        test = t["main"][t["main"].split == "test"]
+        y = test.latency_ms.to_numpy()
+        ape = 100 * np.abs(est.predictor.predict(test) - y) / y
+        slow = off_state(test.ref_min_ms.to_numpy(float), test.ref_baseline_ms.to_numpy(float))
+        when = pd.to_datetime(test.timestamp, utc=True, format="ISO8601")
+        order = np.argsort(when.to_numpy())
+        gaps = np.diff(when.to_numpy()[order]).astype("timedelta64[s]").astype(float) / 3600
+        session = np.empty(len(test), dtype=int)
+        session[order] = np.concatenate([[0], np.cumsum(gaps > gap_h)])
+        chunks = [r["profile_s_per_subnet"] for r in log if r.get("table") == t["stem"] + ".csv"
+                  and r.get("phase") == "main" and r.get("conversions_while_profiling") == 0]
+        rec = {"test_rows": int(len(test)), "mape_pct": round(float(ape.mean()), 3),
+               "off_state": _share(ape, slow), "fast_state": _share(ape, ~slow),
+               "sessions": [{**_share(ape, session == k), "from": str(when[session == k].min()),
+                             "to": str(when[session == k].max())}
+                            for k in range(session.max() + 1)],
+               "rows_on_disk": int(len(pd.read_csv(d / f"{t['stem']}.csv"))),
+               "subnets": int(len(t["main"])),
+               "clean_chunk_profile_s_per_subnet": [round(min(chunks), 2), round(max(chunks), 2)]
+               if chunks else None}
+        out[s] = rec
+        print(f"errors {s:18s} test {rec['mape_pct']:.2f} %  off-state {rec['off_state']}  "
+              f"fast {rec['fast_state']}  sessions " + ", ".join(
+                  f"{x['n']} rows {x['mape_pct']} %" for x in rec["sessions"]))
+    return out
 
 
 def part_retest(tabs, d):
@@ -290,7 +340,7 @@ def plot(result, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", nargs="*", default=["retest", "ranks", "agreement", "transfer"],
-                   choices=["retest", "ranks", "agreement", "transfer"],
+                   choices=["retest", "ranks", "agreement", "transfer", "errors"],
                    help="none: only replot --json")
     p.add_argument("--space", default="ofa_mbv3_w1.2")
     p.add_argument("--host", default="host3")
@@ -320,6 +370,8 @@ def main(argv=None):
         result["ranks"] = part_ranks(space, tabs)
     if "agreement" in args.parts:
         result["agreement"] = part_agreement(space, args.agreement_subnets)
+    if "errors" in args.parts:
+        result["errors"] = part_errors(tabs, d)
     if "transfer" in args.parts:
         result["transfer"] = part_transfer(tabs, args.n, args.seeds, result.get("retest", {}))
     if args.json:
