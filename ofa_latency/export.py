@@ -12,7 +12,8 @@ from .spaces.building import ONNX_OPSET, onnx_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_model", "write_model", "FORMATS", "deploy_format", "onnx_bytes",
+__all__ = ["export_model", "write_model", "trained_export_source", "check_export_sources", "INT8_CALIBRATION_IMAGES",
+           "CHECK_IMAGES", "FORMATS", "deploy_format", "onnx_bytes",
            "export_set", "check_deploy_runtime"]
 
 FORMATS = {
@@ -61,71 +62,192 @@ def check_deploy_runtime(backend: str | None, precision: str = "fp32") -> str:
     return fmt
 
 
-def write_model(space, sub, path, fmt: str, batch_size: int = 1):
+def write_model(space, sub, path, fmt: str, batch_size: int = 1, module=None, batches=None):
     """Write ``sub`` in format ``fmt`` to ``path`` atomically (an OpenVINO IR with its
-    ``.bin``); return the backend of its runtime and precision (whose caches made it)."""
+    ``.bin``); return the backend of its runtime and precision (whose caches made it).
+
+    With ``module`` (the subnet with its own weights, e.g. :func:`build_trained`'s), that
+    module is converted, int8 calibrated on ``batches`` (default: random ones), bypassing the
+    caches of the random-weight subnets the profilers time."""
     from .profiling import create_backend
+    from .profiling.conversions import module_model
 
     runtime, precision, suffix = FORMATS[fmt]
     path = Path(path)
     backend = create_backend(runtime, threads=1, precision=precision)
     tmp = path.with_name(path.stem + ".tmp" + suffix)
-    if fmt == "onnx":
-        tmp.write_bytes(onnx_bytes(space.build(sub), sub.image_size, batch_size))
+    if module is not None:
+        model = module_model(module, runtime, precision, sub.image_size, batch_size, batches)
+    elif fmt == "onnx":
+        model = onnx_bytes(space.build(sub), sub.image_size, batch_size)
     elif runtime == "openvino":
+        model = backend.model(space, sub, batch_size)
+    else:
+        model = backend.model_bytes(space, sub, batch_size)
+    if runtime == "openvino":
         import openvino as ov
 
-        ov.save_model(backend.model(space, sub, batch_size), str(tmp), compress_to_fp16=False)
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
         tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
     else:
-        tmp.write_bytes(backend.model_bytes(space, sub, batch_size))
+        tmp.write_bytes(model)
     tmp.replace(path)
     return backend
 
 
-def export_model(space, arch, out_path, fmt: str = "onnx", batch_size: int = 1,
-                 n_check_images: int = 8) -> dict:
-    """Write the subnet in deployment format ``fmt`` (:data:`FORMATS`) plus
-    ``<name>.config.json`` (OFA net config, runtime, precision, how int8 was made, the check),
-    and check the written model against PyTorch fp32 on ``n_check_images`` random inputs.
+INT8_CALIBRATION_IMAGES = 100
+"""How many of the user's calibration images calibrate an int8 export's ranges (the rest only
+the batch norms and the check)."""
 
-    ``onnx`` is the subnet as built (OFA's random weights, as the ``onnxruntime`` fp32 backend
-    times it); the other formats
-    start from the subnet with calibrated batch-norm statistics (see
-    :mod:`ofa_latency.profiling.runtimes`), which is also what they are checked against.
+CHECK_IMAGES = 64
+"""How many of the user's images (not among the int8 calibration ones where there are enough)
+an export with trained weights is checked against PyTorch on."""
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_export_sources(space, weights=None, calibration_images=None) -> None:
+    """Check, before any long work, what an export with trained weights needs: the supernet
+    checkpoint loads into ``space``'s supernet (:func:`trained_supernet`; kept in memory for
+    the export) and the folder holds images. Nothing to check without ``weights``.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        A missing or mismatched checkpoint, a missing or empty image folder, or images without
+        weights.
+    """
+    from .profiling.conversions import image_files
+    from .spaces.building import trained_supernet
+
+    if calibration_images is not None and weights is None:
+        raise ValueError("calibration images calibrate a trained subnet's batch norms and "
+                         "int8 ranges: give the supernet's weights too")
+    if weights is not None:
+        trained_supernet(space.ofa_net_id, weights)
+    if calibration_images is not None:
+        image_files(calibration_images)
+
+
+def trained_export_source(space, sub, weights, calibration_images=None,
+                          n_calibration_images: int = 2000, batch_size: int = 1) -> dict:
+    """What an export with trained weights converts: ``module`` (:func:`build_trained`, batch
+    norms recalibrated on up to ``n_calibration_images`` of ``calibration_images`` as OFA does
+    with 2000 training images), int8 calibration ``batches`` (the first
+    :data:`INT8_CALIBRATION_IMAGES` images, else random), ``check_images`` (held-out images,
+    else None: random inputs) and ``provenance`` (what ``<name>.config.json`` records)."""
+    from .profiling.conversions import image_array
+    from .spaces.building import build_trained
+
+    images = None
+    if calibration_images is not None:
+        images = image_array(calibration_images, sub.image_size, n_calibration_images)
+    bn = None if images is None else [images[i:i + 100] for i in range(0, len(images), 100)]
+    module = build_trained(space, sub, weights, bn)
+    provenance = {"path": str(weights), "sha256": _sha256(weights),
+                  "batchnorm": (f"recalibrated on {len(images)} images of {calibration_images}"
+                                if images is not None else
+                                "the supernet's statistics (not recalibrated: give calibration "
+                                "images for the accuracy OFA reports)")}
+    batches, check = None, None
+    if images is not None:
+        k = min(INT8_CALIBRATION_IMAGES, len(images))
+        k -= k % batch_size
+        if k:
+            batches = [images[i:i + batch_size] for i in range(0, k, batch_size)]
+            provenance["int8_calibration"] = f"{k} images of {calibration_images}"
+        rest = images[k:] if len(images) - k >= batch_size else images
+        n_check = min(CHECK_IMAGES, len(rest))
+        n_check -= n_check % batch_size
+        check = rest[:n_check] if n_check else None
+    return {"module": module, "batches": batches, "check_images": check,
+            "provenance": provenance}
+
+
+def export_model(space, arch, out_path, fmt: str = "onnx", batch_size: int = 1,
+                 n_check_images: int = 8, weights=None, calibration_images=None,
+                 n_calibration_images: int = 2000) -> dict:
+    """Write the subnet in deployment format ``fmt`` (:data:`FORMATS`) plus
+    ``<name>.config.json`` (OFA net config, runtime, precision, its weights, how int8 was made,
+    the check), and check the written model against PyTorch fp32.
+
+    Without ``weights`` the subnet has OFA's random (seeded) weights: a stand-in with the
+    deployed network's latency, as the profilers time it. ``onnx`` is the subnet as built
+    (as the ``onnxruntime`` fp32 backend times it); the other formats start from the subnet
+    with calibrated batch-norm statistics (see :mod:`ofa_latency.profiling.runtimes`), which is
+    also what they are checked against, on ``n_check_images`` random inputs.
+
+    Parameters
+    ----------
+    weights : path, optional
+        A checkpoint of the space's OFA supernet (OFA's own file, e.g.
+        ``ofa_mbv3_d234_e346_k357_w1.2``, or a plain state dict): the exported subnet carries
+        its trained weights (:func:`trained_export_source`).
+    calibration_images : path, optional
+        A folder of images (e.g. a few thousand ImageNet training images; needs ``weights``):
+        the batch norms are recalibrated on up to ``n_calibration_images`` of them, int8 ranges
+        on :data:`INT8_CALIBRATION_IMAGES`, and the check runs on others.
 
     Returns
     -------
     dict
         ``path``, ``config_path``, ``format``, ``runtime``, ``precision``, ``size_mb``,
-        ``agreement`` (:func:`~ofa_latency.profiling.runtimes.agreement`) and, for int8,
-        ``quantization``.
+        ``agreement`` (:func:`~ofa_latency.profiling.runtimes.agreement`), ``weights`` and,
+        for int8, ``quantization``.
     """
     from .profiling.runtimes import check_conversion
 
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}; known: {', '.join(FORMATS)}")
+    check_export_sources(space, weights, calibration_images)
     runtime, precision, suffix = FORMATS[fmt]
     sub = space.validate(arch)
     out_path = Path(out_path)
     if out_path.suffix != suffix:
         raise ValueError(f"format {fmt} writes a {suffix} file; got {out_path}")
+    source = None
+    if weights is not None:
+        source = trained_export_source(space, sub, weights, calibration_images,
+                                       n_calibration_images, batch_size)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    backend = write_model(space, sub, out_path, fmt, batch_size)
+    backend = write_model(space, sub, out_path, fmt, batch_size,
+                          module=source and source["module"],
+                          batches=source and source["batches"])
     files = [out_path] + ([out_path.with_suffix(".bin")] if runtime == "openvino" else [])
     size_mb = sum(f.stat().st_size for f in files) / 1e6
+    check_images = source["check_images"] if source else None
     check = check_conversion(backend, space, sub, batch_size, n_images=n_check_images,
-                             model_path=out_path)
+                             model_path=out_path, module=source and source["module"],
+                             images=check_images)
+    check["inputs"] = (f"{len(check_images)} images of {calibration_images}"
+                       if check_images is not None and len(check_images) else "random")
+    if source is None:
+        weights_info = {"source": "random (seeded): a latency stand-in, not a trained "
+                                  "network; give the supernet's weights to deploy one"}
+    else:
+        weights_info = {"source": "trained (the supernet checkpoint)", **source["provenance"]}
     info = {"format": fmt, "runtime": runtime, "precision": precision,
-            "quantization": backend.versions().get("quantization"), "agreement": check}
+            "quantization": backend.versions().get("quantization"), "agreement": check,
+            "weights": weights_info}
     config = {"space": space.name, "arch": sub.to_dict(), "batch_size": batch_size, **info,
               "net_config": space.net_config(sub)}
     if fmt.startswith("onnx"):
         config["onnx_opset"] = ONNX_OPSET
     config_path = out_path.with_name(out_path.stem + ".config.json")
     config_path.write_text(json.dumps(config, indent=1))
-    logger.info("wrote %s (%s, %.1f MB); against PyTorch: top-1 agreement %.2f, relative RMSE "
-                "%.2e", out_path, fmt, size_mb, check["top1_agreement"], check["rel_rmse"])
+    logger.info("wrote %s (%s, %s weights, %.1f MB); against PyTorch on %s: top-1 "
+                "agreement %.2f, relative RMSE %.2e", out_path, fmt,
+                "random" if source is None else "trained", size_mb,
+                f"{check['n']} random inputs" if check["inputs"] == "random" else
+                check["inputs"], check["top1_agreement"], check["rel_rmse"])
     return {"path": str(out_path), "config_path": str(config_path), "size_mb": size_mb, **info}
 
 

@@ -10,7 +10,10 @@ What it changes, and nothing else:
   accuracy predictor; ``get-accuracy-predictor`` gets ``--from`` that copy, offline);
 * ``HOME`` and ``XDG_CACHE_HOME`` point into the fresh folder (no cache of a previous run);
 * lines marked ``# needs a CUDA GPU`` are skipped without a GPU, ``pip install`` lines always;
-* ``theirs.csv`` (another tool's table for ``ofa-latency import``) is written first.
+* ``theirs.csv`` (another tool's table for ``ofa-latency import``) is written first, and so are
+  stand-ins for what a user brings to an export with trained weights (no OFA checkpoint or
+  ImageNet is reachable offline): ``ofa_mbv3_d234_e346_k357_w1.2``, a checkpoint of that
+  supernet in OFA's format with seeded weights, and ``imagenet/train`` with 8 generated images.
 Commands run through the ``ofa-latency`` and ``python`` of the environment that runs this script
 (a virtual environment with the built wheel installed checks the wheel).
 """
@@ -56,6 +59,25 @@ def adapt(line: str, shared: str, has_gpu: bool) -> str | None:
     return line
 
 
+def write_stand_ins(work: Path) -> None:
+    """A checkpoint of OFA's mbv3 w1.2 supernet in OFA's format (seeded weights) and a folder of
+    generated images, where the README's export with trained weights expects a user's."""
+    import numpy as np
+    import torch
+    from ofa.model_zoo import ofa_net
+    from PIL import Image
+
+    torch.manual_seed(5)
+    torch.save({"state_dict": ofa_net("ofa_mbv3_d234_e346_k357_w1.2", pretrained=False)
+                .state_dict()}, work / "ofa_mbv3_d234_e346_k357_w1.2")
+    images = work / "imagenet" / "train" / "n01440764"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (300, 260 + 10 * i, 3), dtype=np.uint8)).save(
+            images / f"img_{i}.JPEG")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +103,7 @@ def main(argv=None) -> int:
         w.writerow(["child_arch", "latency"])
         for i, s in enumerate(subs):
             w.writerow([json.dumps(s.to_tutorial_dict()), 3.0 + i])
+    write_stand_ins(work)
     readme = (ROOT / "README.md").read_text()
     ran, skipped, t_all = 0, 0, time.perf_counter()
     for raw in commands(readme):

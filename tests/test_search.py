@@ -439,3 +439,44 @@ def test_verification_at_the_level_of_the_runs_profiling_table(acc, fake_est, mb
     at_run = confirm(mbv3, slow, arch, 1, tmp_path / "v2.csv", budget,
                      level_tables=[prof])["measured_ms"]
     assert at_own > 1.2 * truth and abs(at_run / truth - 1) < 0.05
+
+
+def test_cli_search_verifies_at_the_level_of_a_table_of_the_session(acc, fake_est, mbv3,
+                                                                    tmp_path, capsys):
+    """`--level-table`: the candidates are expressed at that table's reference level (the
+    profiling table's, the predictor's) rather than the verification table's own; here one made
+    while the machine ran 20 % faster, so every measurement reads 20 % lower."""
+    import torch
+
+    from ofa_latency import create_backend, profile_subnets
+    from ofa_latency.profiling.scale import table_level_ms
+
+    est, _ = fake_est
+    est.predictor.save(tmp_path / "pred")
+    torch.save({k: torch.from_numpy(v) for k, v in acc.weights.items()}, tmp_path / "acc.pth")
+    level = tmp_path / "level.csv"
+    profile_subnets(mbv3, create_backend("fake", threads=1), mbv3.sample(6, seed=3), 1, level,
+                    progress=False)
+    rows = pd.read_csv(level)
+    for c in ("ref_latency_ms", "ref_min_ms", "ref_baseline_ms"):
+        rows[c] *= 0.8
+    rows.to_csv(level, index=False)
+    common = ["search", "--estimator", str(tmp_path / "pred"), "--latency-ms",
+              f"{_budget(est, mbv3, 0.5):.4f}", "--accuracy-predictor", str(tmp_path / "acc.pth"),
+              "--verify", "fake", "--top-k", "2", "--rounds", "1", "--no-export", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "own")]) == 0
+    assert main(common + ["--level-table", str(level), "--out", str(tmp_path / "lvl")]) == 0
+    own = json.loads((tmp_path / "own" / "report.json").read_text())["verification"]
+    lvl = json.loads((tmp_path / "lvl" / "report.json").read_text())["verification"]
+    assert own["level_ms"] is None
+    assert lvl["level_ms"] == pytest.approx(table_level_ms(rows)[0])
+    for a, b in zip(own["rows"], lvl["rows"]):
+        assert a["arch"] == b["arch"]
+        assert b["measured_ms"] / a["measured_ms"] == pytest.approx(0.8, rel=0.05)
+    capsys.readouterr()
+    unverified = [a for a in common if a not in ("--verify", "fake", "--rounds", "1")]
+    assert main(unverified + ["--level-table", str(level), "--out", str(tmp_path / "x")]) == 2
+    assert "give --verify" in capsys.readouterr().err
+    assert main(common + ["--level-table", str(tmp_path / "nope.csv"), "--out",
+                          str(tmp_path / "y")]) == 2
+    assert "no such table" in capsys.readouterr().err

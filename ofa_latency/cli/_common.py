@@ -200,3 +200,18 @@ def resolutions(text):
     except ValueError:
         raise UsageError(f"--resolutions {text!r}: comma-separated integers expected, e.g. "
                          f"160,176,192,208,224") from None
+
+
+def add_weights_options(p):
+    """The options of an export with the trained weights of OFA's supernet."""
+    p.add_argument("--weights", metavar="FILE",
+                   help="a checkpoint of the space's OFA supernet (OFA's own file, e.g. "
+                        "ofa_mbv3_d234_e346_k357_w1.2, or a plain state dict; read without "
+                        "pickle): the exported subnet carries its trained weights (default: "
+                        "random weights, a latency stand-in)")
+    p.add_argument("--calibration-images", metavar="DIR",
+                   help="with --weights: a folder of images (e.g. ImageNet training images) "
+                        "to recalibrate the subnet's batch norms on (as OFA does), calibrate "
+                        "int8 ranges and check the export")
+    p.add_argument("--calibration-count", type=positive_int, default=2000, metavar="N",
+                   help="images used from --calibration-images (default 2000, as OFA)")

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from ._common import (add_litert_delegate_option, add_timing_options, litert_delegate_option,
+from ._common import (add_litert_delegate_option, add_timing_options, add_weights_options,
+                      litert_delegate_option,
                       parse_arch, parse_pairs, positive_float, positive_int, resolutions,
                       subnets_from_args, timing_protocol)
 
@@ -101,13 +102,21 @@ def cmd_export(args) -> int:
         raise UsageError(f"--format {args.format} writes a {suffix} file; --out {out} has "
                          f"another suffix")
     res = export_model(space, parse_arch(args.arch), out, args.format,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, weights=args.weights,
+                       calibration_images=args.calibration_images,
+                       n_calibration_images=args.calibration_count)
     a = res["agreement"]
     print(f"wrote {res['path']} ({args.format}: {res['runtime']} {res['precision']}, "
           f"{res['size_mb']:.1f} MB) and {res['config_path']}")
+    w = res["weights"]
+    print(f"weights: {w['source']}" + (f"; batch norms: {w['batchnorm']}" if "batchnorm" in w
+                                       else ""))
     if res.get("quantization"):
-        print(f"int8: {res['quantization']}")
-    print(f"against PyTorch fp32 on {a['n']} random inputs: top-1 agreement "
+        print(f"int8: {res['quantization']}" + (f", calibrated on {w['int8_calibration']}"
+                                                if "int8_calibration" in w else
+                                                ", calibrated on random inputs"))
+    inputs = f"{a['n']} random inputs" if a["inputs"] == "random" else a["inputs"]
+    print(f"against PyTorch fp32 on {inputs}: top-1 agreement "
           f"{100 * a['top1_agreement']:.0f} %, relative RMSE {a['rel_rmse']:.2e}, max abs "
           f"difference {a['max_abs_diff']:.3e}")
     return 0
@@ -335,6 +344,7 @@ def register(sub) -> None:
                     help="onnx[-int8]: ONNX Runtime; openvino[-int8]: OpenVINO IR (.xml + "
                          ".bin, extra [openvino]); tflite[-int8]: LiteRT (extra [litert])")
     ex.add_argument("--out", required=True, help="output path (.onnx, .xml or .tflite)")
+    add_weights_options(ex)
     ex.set_defaults(func=cmd_export)
 
     es = sub.add_parser("export-set", help="export subnets (and a manifest) for profiling on a "

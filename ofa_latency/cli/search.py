@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ..errors import UsageError
-from ._common import (add_litert_delegate_option, check_out_folder, litert_delegate_option,
+from ._common import (add_litert_delegate_option, add_weights_options, check_out_folder,
+                      litert_delegate_option,
                       load_estimator, positive_int, resolutions)
 
 logger = logging.getLogger(__name__)
@@ -112,12 +114,21 @@ def cmd_search(args) -> int:
         if batch != args.batch_size:
             raise UsageError(f"--batch-size {args.batch_size}, but the devices of "
                              f"{args.verify_on} measure batch {batch}")
+    if args.level_table and not args.verify:
+        raise UsageError("--level-table sets the level --verify measures at; give --verify")
+    missing = [t for t in args.level_table if not Path(t).is_file()]
+    if missing:
+        raise UsageError(f"--level-table {missing[0]}: no such table")
     refit = _refitter(args.estimator[0]) if args.refit else None
     outcome = search_verify_deploy(constraints, acc, args.out, backend=backend,
                                    batch_size=args.batch_size, finder=args.finder,
                                    seed=args.seed, top_k=args.top_k, export=not args.no_export,
                                    progress=not args.quiet, estimators=args.estimator,
-                                   refit=refit, max_rounds=args.rounds, **params)
+                                   refit=refit, max_rounds=args.rounds,
+                                   level_tables=args.level_table,
+                                   weights=args.weights,
+                                   calibration_images=args.calibration_images,
+                                   n_calibration_images=args.calibration_count, **params)
     print_verification(outcome.rounds)
     print(outcome.summary)
     res = outcome.result
@@ -226,6 +237,12 @@ def register(sub) -> None:
                     help="with --verify and a predictor made by 'ofa-latency finetune': refit "
                          "it on the measured candidates between rounds and search again (the "
                          "closed loop)")
+    se.add_argument("--level-table", action="append", default=[], metavar="TABLE",
+                    help="with --verify: a table this session measured of the same setting on "
+                         "this machine (e.g. the one the predictor was fine-tuned on; "
+                         "repeatable): the candidates and the confirmation are expressed at "
+                         "its reference level, the predictor's, not at the verification "
+                         "table's own (a host whose speed moves between states)")
     se.add_argument("--rounds", type=positive_int, default=3,
                     help="with --verify: searches at most (default 3)")
     se.add_argument("--threads", type=positive_int, default=1)
@@ -237,6 +254,7 @@ def register(sub) -> None:
     add_litert_delegate_option(se, "with --verify litert")
     se.add_argument("--batch-size", type=positive_int, default=1)
     se.add_argument("--no-export", action="store_true", help="skip the export")
+    add_weights_options(se)
     se.add_argument("--out", required=True, help="folder for report.json, summary.md, "
                     "the exported subnet (subnet.onnx, .xml or .tflite) and the "
                     "verification table")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["QUANTIZATION", "CALIBRATION_BATCHES", "ConversionCache", "CACHE", "require",
-           "calibration_batches", "deployable_module", "deployable_onnx_bytes",
+           "calibration_batches", "IMAGE_SUFFIXES", "image_files", "image_array", "module_model", "deployable_module", "deployable_onnx_bytes",
            "onnx_int8_bytes", "openvino_model", "tflite_bytes", "agreement"]
 
 CALIBRATION_BATCHES = 4
@@ -61,6 +61,77 @@ def calibration_batches(shape, n: int = CALIBRATION_BATCHES, seed: int = 1) -> l
     """``n`` seeded random N(0, 1) float32 arrays of ``shape`` (int8 calibration data)."""
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(tuple(shape), dtype=np.float32) for _ in range(n)]
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+"""The image files :func:`image_array` reads (any case)."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def image_files(folder) -> list:
+    """The image files (:data:`IMAGE_SUFFIXES`) in ``folder`` and below it, sorted.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        No such folder; no image in it.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"calibration images {folder}: no such folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                   and p.is_file())
+    if not files:
+        raise ValueError(f"calibration images {folder}: no image files "
+                         f"({', '.join(IMAGE_SUFFIXES)}) in it or below it")
+    return files
+
+
+def image_array(folder, image_size: int, n: int, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` images of ``folder`` (searched recursively; a seeded choice when there are
+    more) preprocessed as OFA evaluates ImageNet: resized to ``ceil(image_size / 0.875)``,
+    centre-cropped to ``image_size``, normalised with ImageNet's mean and standard deviation.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, ``(n_read, 3, image_size, image_size)``.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        No such folder; no image in it (:data:`IMAGE_SUFFIXES`); an image that cannot be read.
+    """
+    import math
+
+    from PIL import Image
+
+    files = image_files(folder)
+    if len(files) > n:
+        pick = np.random.default_rng(seed).choice(len(files), size=n, replace=False)
+        files = [files[i] for i in sorted(pick)]
+    side = int(math.ceil(image_size / 0.875))
+    mean = np.array(IMAGENET_MEAN, np.float32)[:, None, None]
+    std = np.array(IMAGENET_STD, np.float32)[:, None, None]
+    out = np.empty((len(files), 3, image_size, image_size), np.float32)
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                scale = side / min(w, h)  # the shorter side to `side`, as transforms.Resize
+                im = im.resize((max(side, round(w * scale)), max(side, round(h * scale))),
+                               Image.BILINEAR)
+                w, h = im.size
+                left, top = (w - image_size) // 2, (h - image_size) // 2
+                im = im.crop((left, top, left + image_size, top + image_size))
+                x = np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0
+        except OSError as exc:
+            raise ValueError(f"calibration image {f} cannot be read: {exc}") from None
+        out[i] = (x - mean) / std
+    return out
 
 
 def deployable_module(space, subnet):
@@ -177,6 +248,29 @@ def tflite_bytes(module, example, precision: str = "fp32", batches=None,
     name = signatures[signature]["inputs"][0]
     calib = qt.calibrate({signature: [{name: b} for b in batches]}, num_threads=1)
     return bytes(qt.quantize(calib, enable_progress_report=False).quantized_model)
+
+
+def module_model(module, runtime: str, precision: str, image_size: int, batch_size: int = 1,
+                 batches=None):
+    """``module`` converted for ``runtime`` at ``precision`` (no cache: a module with its own
+    weights, e.g. a trained subnet): ONNX bytes (``onnxruntime``), an OpenVINO model
+    (``openvino``) or a LiteRT flatbuffer (``litert``). int8 is calibrated on ``batches``
+    (arrays of ``(batch_size, 3, image_size, image_size)``; by default
+    :func:`calibration_batches`) as :data:`QUANTIZATION` says."""
+    from ..spaces.building import onnx_bytes
+
+    shape = (batch_size, 3, image_size, image_size)
+    if batches is None:
+        batches = calibration_batches(shape)
+    module = module.eval()
+    if runtime == "litert":
+        return tflite_bytes(module, np.asarray(batches[0], np.float32), precision, batches)
+    fp32 = onnx_bytes(module, image_size, batch_size)
+    if runtime == "openvino":
+        return openvino_model(fp32, precision, batches)
+    if runtime == "onnxruntime":
+        return fp32 if precision == "fp32" else onnx_int8_bytes(fp32, batches)
+    raise ValueError(f"runtime {runtime!r}; known: onnxruntime, openvino, litert")
 
 
 def agreement(reference, output) -> dict:

@@ -327,23 +327,26 @@ class LiteRtBackend(_RuntimeBackend):
 # --------------------------------------------------------------------------- checks
 
 def check_conversion(backend, space, subnet, batch_size: int = 1, n_images: int = 8,
-                     seed: int = 7, model_path=None) -> dict:
+                     seed: int = 7, model_path=None, module=None, images=None) -> dict:
     """Compare ``backend``'s model of ``subnet`` (or the saved ``model_path``) with PyTorch
-    fp32 (the module it was made from) on ``n_images`` seeded random inputs:
+    fp32 (the module it was made from, or ``module``) on ``n_images`` seeded random inputs, or
+    on ``images`` (an array ``(n, 3, h, w)``: real images say more about a trained network):
     :func:`agreement`'s dict. The backend offers ``source_module`` and ``runner_from_file``,
     its runners ``outputs(x)`` (ONNX Runtime, OpenVINO and LiteRT do)."""
     import torch
 
     sub = space.validate(subnet)
-    module = backend.source_module(space, sub)
+    if module is None:
+        module = backend.source_module(space, sub)
     shape = (batch_size, 3, sub.image_size, sub.image_size)
     runner = backend.prepare(space, sub, batch_size) if model_path is None else \
         backend.runner_from_file(model_path, shape)
     rng = np.random.default_rng(seed)
     refs, outs = [], []
-    for _ in range(max(1, n_images // batch_size)):
-        x = rng.standard_normal((batch_size, 3, sub.image_size, sub.image_size),
-                                dtype=np.float32)
+    n = len(images) if images is not None else n_images
+    for i in range(max(1, n // batch_size)):
+        x = rng.standard_normal(shape, dtype=np.float32) if images is None else \
+            np.ascontiguousarray(images[i * batch_size:(i + 1) * batch_size])
         with torch.no_grad():
             refs.append(module(torch.from_numpy(x)).numpy())
         outs.append(np.asarray(runner.outputs(x)).reshape(refs[-1].shape))

@@ -285,7 +285,8 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                          export: bool = True, progress: bool = True, estimators=(),
                          setting: dict | None = None, hardware: dict | None = None,
                          allow_machine_change: bool = False, refit=None, max_rounds: int = 3,
-                         level_tables=(), **params) -> SearchOutcome:
+                         level_tables=(), weights=None, calibration_images=None,
+                         n_calibration_images: int = 2000, **params) -> SearchOutcome:
     """The whole search step: search under ``constraints``; with ``backend``, verify the top
     ``top_k`` candidates on the device (:func:`search_and_verify`, table
     ``out_dir/verify.csv``; with ``refit``, the closed loop that refits the predictor on the
@@ -293,7 +294,9 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
     meets the budget, then confirm it in a fresh window; write ``search.json``,
     ``report.json`` (with every round's measured/predicted ratio: the winner's curse, before
     and after refitting), ``summary.md`` and (``export``) the subnet in the format of the
-    runtime and precision it was verified with (``subnet.onnx`` for onnxruntime fp32).
+    runtime and precision it was verified with (``subnet.onnx`` for onnxruntime fp32), with
+    the trained ``weights`` of a supernet checkpoint and ``calibration_images`` when given
+    (:func:`ofa_latency.export.export_model`; both checked before the search).
     ``level_tables``: tables this run measured of the same setting on the same machine (e.g.
     the profiling table the predictor was fitted on): the verification and the confirmation
     are expressed at their reference level, the predictor's (:func:`verify`).
@@ -312,11 +315,12 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
     setting = setting if setting is not None else first.setting
     fmt = None
     if export:  # the format, and a missing runtime said now, not after the search
-        from ..export import check_deploy_runtime
+        from ..export import check_deploy_runtime, check_export_sources
 
         where = {"backend": backend.name, "precision": backend.precision} \
             if backend is not None else setting or {}
         fmt = check_deploy_runtime(where.get("backend"), where.get("precision") or "fp32")
+        check_export_sources(first.space, weights, calibration_images)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     logger.info("searching %s: %s finder, %d budget(s), %s", first.space.name, finder,
@@ -354,7 +358,8 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                     accuracy_note=getattr(acc, "note", None), confirmation=confirmation,
                     rounds=rounds,
                     verified_with=None if backend is None else verification_setting(backend),
-                    export_format=fmt)
+                    export_format=fmt, weights=weights, calibration_images=calibration_images,
+                    n_calibration_images=n_calibration_images)
     return SearchOutcome(res, rounds, report, out)
 
 
@@ -373,12 +378,15 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
            batch_size: int = 1, setting: dict | None = None, hardware: dict | None = None,
            estimators=(), export: bool = True, accuracy_source: str | None = None,
            accuracy_note: str | None = None, confirmation: dict | None = None,
-           rounds=(), verified_with: dict | None = None, export_format: str | None = None) -> dict:
+           rounds=(), verified_with: dict | None = None, export_format: str | None = None,
+           weights=None, calibration_images=None, n_calibration_images: int = 2000) -> dict:
     """Write the chosen subnet and its evidence into ``out_dir``; returns the report.
 
     The subnet is exported (``export``) in ``export_format``, by default the format of the
     runtime and precision it was verified with (``verified_with``; else the predictor's
-    ``setting``): :func:`ofa_latency.export.deploy_format`, ONNX fp32 for torch."""
+    ``setting``): :func:`ofa_latency.export.deploy_format`, ONNX fp32 for torch; with random
+    weights, or the trained ``weights`` of a supernet checkpoint (batch norms and int8 ranges
+    calibrated on ``calibration_images``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sub = space.validate(arch)
@@ -424,10 +432,13 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
         fmt = export_format or deploy_format(where.get("backend"), where.get("precision") or
                                              "fp32")
         name = "subnet" + FORMATS[fmt][2]
-        info = export_model(space, sub, out / name, fmt, batch_size=batch_size)
+        info = export_model(space, sub, out / name, fmt, batch_size=batch_size,
+                            weights=weights, calibration_images=calibration_images,
+                            n_calibration_images=n_calibration_images)
         report["deployed"] = {"path": name, "config": "subnet.config.json", "format": fmt,
                               "runtime": info["runtime"], "precision": info["precision"],
                               "quantization": info["quantization"],
+                              "weights": info["weights"],
                               "agreement_with_torch": info["agreement"],
                               "size_mb": round(info["size_mb"], 3)}
         if fmt == "onnx":
@@ -483,11 +494,18 @@ def summary_text(report: dict) -> str:
     if report.get("deployed"):
         o = report["deployed"]
         a = o["agreement_with_torch"]
+        w = o.get("weights") or {}
+        inputs = a.get("inputs", "random")
         lines.append(f"- deployed as {o['format']} ({o['runtime']} {o['precision']}): "
                      f"{o['path']} "
-                     f"({o['size_mb']:.1f} MB; against PyTorch fp32: top-1 agreement "
+                     f"({o['size_mb']:.1f} MB; against PyTorch fp32 on "
+                     f"{'random inputs' if inputs == 'random' else inputs}: top-1 agreement "
                      f"{100 * a['top1_agreement']:.0f} %, max abs difference "
                      f"{a['max_abs_diff']:.1e}); OFA net config: {o['config']}")
+        lines.append(f"  - weights: trained, from {w['path']} (batch norms: {w['batchnorm']})"
+                     if w.get("path") else
+                     "  - weights: random (a stand-in with the deployed network's latency; "
+                     "--weights with OFA's supernet checkpoint exports the trained subnet)")
     lines += ["", "```json", json.dumps(report["arch"]), "```", ""]
     return "\n".join(lines)
 

@@ -1,7 +1,9 @@
 """Building OFA modules: the only part of :mod:`ofa_latency.spaces` that imports torch and ofa.
 
 Subnets are taken from OFA's own supernets (``ofa.model_zoo.ofa_net``) with random, seeded
-weights: latency does not depend on the weight values, and nothing is downloaded.
+weights: latency does not depend on the weight values, and nothing is downloaded. A subnet to
+deploy can instead carry the trained weights of a supernet checkpoint the user has
+(:func:`build_trained`), its batch-norm statistics recalibrated on the user's images.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["supernet", "build", "calibrate_batchnorm", "net_config", "net_config_template", "layer_shapes",
+__all__ = ["supernet", "build", "calibrate_batchnorm", "trained_supernet", "build_trained",
+           "recalibrate_batchnorm", "net_config", "net_config_template", "layer_shapes",
            "layer_module", "onnx_bytes", "ONNX_OPSET"]
 
 
@@ -39,6 +42,98 @@ def build(space, sub) -> "torch.nn.Module":
     net = supernet(space.ofa_net_id)
     net.set_active_subnet(**_ofa_kwargs(space, sub))
     return net.get_active_subnet(preserve_weight=True).eval()
+
+
+def _load_state_dict(path):
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"supernet weights {path}: no such file") from None
+    except Exception as exc:  # not a torch file, or one that needs pickle to load
+        raise ValueError(f"{path} is not a PyTorch checkpoint that loads without pickle "
+                         f"(torch.load(weights_only=True): {exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]  # OFA's checkpoints: {"state_dict": ...}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ValueError(f"{path} holds no state dict (nor {{'state_dict': ...}})")
+    # a checkpoint saved from a DataParallel-wrapped net
+    if data and all(k.startswith("module.") for k in data):
+        data = {k[len("module."):]: v for k, v in data.items()}
+    return data
+
+
+@functools.lru_cache(maxsize=2)
+def _trained_supernet(ofa_net_id: str, path: str, mtime_ns: int):
+    from ofa.model_zoo import ofa_net
+
+    import torch
+
+    net = ofa_net(ofa_net_id, pretrained=False)
+    state = _load_state_dict(path)
+    # OFA's own load_state_dict renames the keys of its older checkpoints but keeps the random
+    # initialisation of whatever the file lacks: mark every value, so that none is left out
+    with torch.no_grad():
+        for t in net.state_dict().values():
+            if t.is_floating_point():
+                t.fill_(float("nan"))
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        lines = str(exc).strip().splitlines()
+        what = next((ln.strip() for ln in lines if "size mismatch" in ln),
+                    f"unexpected key {lines[-1].strip() if lines else exc!r}")
+        raise ValueError(f"{path} is not a checkpoint of OFA's {ofa_net_id} supernet: "
+                         f"{what}") from None
+    missing = [k for k, t in net.state_dict().items()
+               if t.is_floating_point() and bool(torch.isnan(t).all())]
+    if missing:
+        raise ValueError(f"{path} is not a checkpoint of OFA's {ofa_net_id} supernet: "
+                         f"{len(missing)} missing keys (e.g. {missing[0]})")
+    return net.eval()
+
+
+def trained_supernet(ofa_net_id: str, weights):
+    """OFA's supernet ``ofa_net_id`` with the weights of the checkpoint file ``weights`` (OFA's
+    own ``{"state_dict": ...}`` or a plain state dict, loaded without pickle); the two most
+    recent are kept in memory.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        No such file; not a state dict; or not one of this supernet (what does not match).
+    """
+    from pathlib import Path
+
+    path = Path(weights).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"supernet weights {weights}: no such file")
+    return _trained_supernet(ofa_net_id, str(path), path.stat().st_mtime_ns)
+
+
+def recalibrate_batchnorm(module, batches):
+    """Set every batch-norm layer's statistics of the trained subnet ``module`` from
+    ``batches`` (arrays or tensors of images, ``(n, 3, h, w)``, normalised as in training) with
+    OFA's own ``set_running_statistics``, in place; return ``module`` in eval mode. A subnet
+    taken from a supernet needs this for the accuracy OFA reports (its supernet's statistics
+    are those of the largest subnet)."""
+    import torch
+    from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
+
+    loader = [(torch.as_tensor(b), None) for b in batches]
+    set_running_statistics(module, loader)
+    return module.eval()
+
+
+def build_trained(space, sub, weights, batches=None) -> "torch.nn.Module":
+    """The subnet ``sub`` of ``space`` with the trained weights of the supernet checkpoint
+    ``weights`` (:func:`trained_supernet`), its batch-norm statistics recalibrated on
+    ``batches`` of images when given (:func:`recalibrate_batchnorm`), else the supernet's."""
+    net = trained_supernet(space.ofa_net_id, weights)
+    net.set_active_subnet(**_ofa_kwargs(space, sub))
+    module = net.get_active_subnet(preserve_weight=True).eval()
+    return recalibrate_batchnorm(module, batches) if batches is not None else module
 
 
 def calibrate_batchnorm(module, input_shape, n_images: int = 16, seed: int = 0):
