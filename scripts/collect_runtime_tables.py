@@ -60,7 +60,7 @@ def convert_ahead(settings, space_name: str, archs, core) -> tuple[dict, float]:
     if core is not None:
         os.sched_setaffinity(0, {core})
     from ofa_latency import create_backend, get_space
-    from ofa_latency.profiling.conversions import CACHE, deployable_onnx_bytes
+    from ofa_latency.profiling.conversions import CACHE, deployable_onnx_bytes, openvino_ir_bytes
 
     t0 = time.perf_counter()
     CACHE.maxsize = 10 ** 6
@@ -75,7 +75,7 @@ def convert_ahead(settings, space_name: str, archs, core) -> tuple[dict, float]:
         backend = create_backend(backend_name, threads=1, precision=precision)
         for s in subs:
             if backend_name == "openvino" and precision == "int8":
-                ir[("ov-ir",) + _ov_key(backend, space, s)] = _ov_ir_bytes(backend.model(space, s, 1))
+                ir[("ov-ir",) + _ov_key(backend, space, s)] = openvino_ir_bytes(backend.model(space, s, 1))
             elif backend_name == "openvino":
                 # OpenVINO's fp32 model converts quickly from its ONNX source, handed over
                 deployable_onnx_bytes(space, s, 1)
@@ -89,26 +89,6 @@ def _ov_key(backend, space, sub):
     from ofa_latency.profiling.runtimes import _subnet_key
 
     return _subnet_key(backend, space, sub, 1)
-
-
-def _ov_ir_bytes(model) -> tuple[bytes, bytes]:
-    """An OpenVINO model as IR (xml, bin) bytes, weights as they are (no fp16 compression)."""
-    import tempfile
-
-    import openvino as ov
-
-    with tempfile.TemporaryDirectory(prefix="ofa_latency_ir_") as tmp:
-        xml = Path(tmp) / "m.xml"
-        ov.save_model(model, xml, compress_to_fp16=False)
-        return xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
-
-
-def _ov_model(xml: bytes, weights: bytes):
-    """(In the timing process.) The OpenVINO model of IR bytes from :func:`_ov_ir_bytes`."""
-    import numpy as np
-    import openvino as ov
-
-    return ov.Core().read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, dtype=np.uint8)))
 
 
 def main(argv=None) -> int:
@@ -136,7 +116,7 @@ def main(argv=None) -> int:
     from ofa_latency import create_backend, get_space, profile_subnets
     from ofa_latency.datasets import read_measurements
     from ofa_latency.hardware import describe_hardware
-    from ofa_latency.profiling.conversions import CACHE
+    from ofa_latency.profiling.conversions import CACHE, openvino_from_ir_bytes
 
     # a chunk's models must all stay cached from its conversion to its timing: per subnet and
     # setting the converted model and its ONNX source, for the chunk, its share of the retest
@@ -237,7 +217,7 @@ def main(argv=None) -> int:
             wait_s = time.perf_counter() - t0
             for key, value in converted.items():
                 if key[0] == "ov-ir":  # an OpenVINO int8 model quantized by the helper
-                    CACHE.get(key[1:], lambda value=value: _ov_model(*value))
+                    CACHE.get(key[1:], lambda value=value: openvino_from_ir_bytes(*value))
                 else:
                     CACHE.get(key, lambda value=value: value)
             del converted

@@ -20,6 +20,8 @@ setting it reports:
                                     # off-state windows timed again, or not
     python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_nowait
                                     # retries wait for the fast state, or not
+    taskset -c 1 python scripts/noise_floor.py --n 20 --settings openvino_int8_t1 openvino_int8_t1_ahead
+                                    # models converted ahead on the other core, or not
 
 With the default seed 0 the subnets are the first ones of the committed tables.
 """
@@ -50,7 +52,12 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             "torch_t1_noretry": ("torch", 1, 1, ["--off-state-retries", "0"]),
             # retried at once, without waiting for the fast state (2026-12-05, morning)
             "onnxruntime_t1_nowait": ("onnxruntime", 1, 1, ["--off-state-wait-s", "0"]),
-            "torch_t1_nowait": ("torch", 1, 1, ["--off-state-wait-s", "0"])}
+            "torch_t1_nowait": ("torch", 1, 1, ["--off-state-wait-s", "0"]),
+            # a deployment runtime, its models made here one by one or ahead by a helper
+            # process on the other CPUs (`profile --convert-jobs 1`; run this pinned)
+            "openvino_int8_t1": ("openvino", 1, 1, ["--precision", "int8"]),
+            "openvino_int8_t1_ahead": ("openvino", 1, 1, ["--precision", "int8",
+                                                          "--convert-jobs", "1"])}
 
 
 def run_pass(backend, threads, windows, archs, out, extra=()):

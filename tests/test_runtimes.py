@@ -164,3 +164,36 @@ def test_export_formats(fmt, tmp_path, mbv3, smallest, capsys):
                  "--out", str(out)]) == 2
     assert main(["export", "--arch", json.dumps(smallest.to_dict()), "--format", fmt,
                  "--out", str(tmp_path / "net.wrong")]) == 2
+
+
+def test_models_converted_ahead_by_a_helper_process(tmp_path, mbv3, caplog):
+    """`profile_subnets(convert_jobs=1)`: a helper process quantizes the next subnets while one
+    is timed and hands the models over; this process converts only the reference and the
+    first subnet, and the rows are what the profiler writes without the helper."""
+    import logging
+
+    be = _backend("onnxruntime", "int8")
+    subs = [mbv3.validate({"ks": [k] * 20, "e": [e] * 20, "d": [2] * 5, "image_size": 128})
+            for k, e in ((5, 3), (7, 3), (5, 4))]  # small, and converted by no other test
+    quick = TimingProtocol(warmup_runs=1, rounds=2, runs_per_round=1, max_rounds=2,
+                           off_state_retries=0)
+    n0 = CACHE.conversions
+    with caplog.at_level(logging.INFO, logger="ofa_latency"):
+        df = profile_subnets(mbv3, be, subs, 1, tmp_path / "a.csv", protocol=quick,
+                             progress=False, convert_jobs=1)
+    assert len(df) == 3 and set(df.precision) == {"int8"} and df.latency_ms.gt(0).all()
+    assert "2 of 3 subnets' models converted ahead" in caplog.text
+    # the reference (its fp32 source and int8 model) and the first subnet, at most: not all three
+    assert CACHE.conversions - n0 <= 4
+    with pytest.raises(ValueError, match="convert_jobs"):
+        profile_subnets(mbv3, be, subs, 1, tmp_path / "b.csv", convert_jobs=-1)
+
+
+@pytest.mark.parametrize("name,precision,option", [("openvino", "int8", "openvino_streams"),
+                                                   ("litert", "fp32", "litert_delegate")])
+def test_a_backend_is_made_again_from_its_options(name, precision, option):
+    be = _backend(name, precision)
+    kwargs = {"threads": be.threads, "device": be.device, "precision": be.precision,
+              **be.options()}
+    again = create_backend(name, **kwargs)
+    assert again.versions()[option] == be.versions()[option] and again.precision == precision

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ._common import (add_litert_delegate_option, add_timing_options, add_weights_options,
-                      litert_delegate_option,
-                      parse_arch, parse_pairs, positive_float, positive_int, resolutions,
-                      subnets_from_args, timing_protocol)
+                      litert_delegate_option, nonnegative_int, parse_arch, parse_pairs,
+                      positive_float, positive_int, resolutions, subnets_from_args,
+                      timing_protocol)
 
 
 def _summary_table(df) -> str:
@@ -56,7 +56,8 @@ def cmd_profile(args) -> int:
                          progress=not args.quiet, hardware=hw,
                          allow_mixed_settings=args.allow_mixed_settings,
                          allow_machine_change=args.allow_machine_change,
-                         retime_above_pct=args.retime_above)
+                         retime_above_pct=args.retime_above,
+                         convert_jobs=args.convert_jobs)
     print(f"{len(df)} subnets of {space.name} on {backend.device_name()} "
           f"({args.backend}, {args.device}, {args.threads} thread(s), batch {args.batch_size}) "
           f"-> {args.out}")
@@ -296,6 +297,11 @@ def register(sub) -> None:
                     help="measure again the subnets whose row's 90 %% half-width (ci_pct) is "
                          "above PCT %% (noisy windows); the table keeps each subnet's most "
                          "certain row. Without --archs/--n: every subnet of --out")
+    pr.add_argument("--convert-jobs", type=nonnegative_int, default=0, metavar="N",
+                    help="make the next subnets' models (OpenVINO, LiteRT, onnxruntime int8) "
+                         "in N helper processes while the current one is timed, on the CPUs "
+                         "the profiler is not pinned to (run it as taskset -c 1 ofa-latency "
+                         "profile ...); default 0: convert, then time, one subnet at a time")
     pr.add_argument("--show", type=int, default=20, help="print the table when it has at most "
                                                           "this many rows")
     pr.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")

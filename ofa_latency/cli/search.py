@@ -7,8 +7,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ._common import (add_litert_delegate_option, add_weights_options, check_out_folder,
-                      litert_delegate_option,
-                      load_estimator, positive_int, resolutions)
+                      litert_delegate_option, load_estimator, positive_int, resolutions)
 
 logger = logging.getLogger(__name__)
 

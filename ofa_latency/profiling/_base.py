@@ -76,6 +76,18 @@ class ProfilingBackend(abc.ABC):
         single layer raise :class:`NotImplementedError`."""
         raise NotImplementedError(f"backend {self.name!r} cannot time single layers")
 
+    def convert(self, space, subnet, batch_size: int) -> bool:
+        """Make the model ``subnet`` is prepared from and keep it in this process's
+        conversion cache, where making it is slow work that a helper process can do ahead of
+        the timing (:mod:`.ahead`): quantization, OpenVINO or LiteRT conversion. Returns False
+        for a backend that converts nothing (the default)."""
+        return False
+
+    def options(self) -> dict:
+        """Constructor arguments beyond ``threads``, ``device`` and ``precision``: with them
+        :func:`create_backend` makes the same backend in another process."""
+        return {}
+
     @abc.abstractmethod
     def device_name(self) -> str:
         """Human-readable name of the device that runs the model (CPU model or GPU name)."""

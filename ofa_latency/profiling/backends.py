@@ -289,6 +289,14 @@ class OnnxRuntimeBackend(ProfilingBackend):
                                 dtype=np.float32)
         return self._runner(self.session(self.model_bytes(space, subnet, batch_size)), x)
 
+    def convert(self, space, subnet, batch_size) -> bool:
+        """int8: quantize ``subnet`` into the cache (fp32 converts nothing worth doing
+        ahead)."""
+        if self.precision != "int8":
+            return False
+        self.model_bytes(space, subnet, batch_size)
+        return True
+
     def runner_from_file(self, path, input_shape) -> OrtRunner:
         """A runner of a saved ONNX model on a random input of ``input_shape``."""
         x = np.random.default_rng(0).standard_normal(tuple(input_shape), dtype=np.float32)

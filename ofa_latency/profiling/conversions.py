@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["QUANTIZATION", "CALIBRATION_BATCHES", "ConversionCache", "CACHE", "require",
-           "calibration_batches", "IMAGE_SUFFIXES", "image_files", "image_array", "module_model", "deployable_module", "deployable_onnx_bytes",
+           "calibration_batches", "openvino_ir_bytes", "openvino_from_ir_bytes", "IMAGE_SUFFIXES", "image_files", "image_array", "module_model", "deployable_module", "deployable_onnx_bytes",
            "onnx_int8_bytes", "openvino_model", "tflite_bytes", "agreement"]
 
 CALIBRATION_BATCHES = 4
@@ -165,6 +165,20 @@ class ConversionCache:
         self._lock = threading.Lock()
         self.conversions = 0
 
+    def put(self, key, value) -> None:
+        """Keep ``value`` under ``key`` (made elsewhere, e.g. by a helper process)."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def take(self) -> dict:
+        """Every cached model, removed from the cache (what a helper process hands over)."""
+        with self._lock:
+            items, self._items = dict(self._items), collections.OrderedDict()
+        return items
+
     def get(self, key, make):
         with self._lock:
             if key in self._items:
@@ -221,6 +235,22 @@ def openvino_model(model_bytes: bytes, precision: str = "fp32", batches=None):
                               preset=nncf.QuantizationPreset.PERFORMANCE,
                               fast_bias_correction=True)
     return model
+
+
+def openvino_ir_bytes(model) -> tuple[bytes, bytes]:
+    """An OpenVINO model as IR ``(xml, bin)`` bytes, weights as they are (no fp16
+    compression): how an OpenVINO model crosses a process boundary."""
+    ov = require("openvino")
+    with tempfile.TemporaryDirectory(prefix="ofa_latency_ir_") as tmp:
+        xml = Path(tmp) / "m.xml"
+        ov.save_model(model, xml, compress_to_fp16=False)
+        return xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
+
+
+def openvino_from_ir_bytes(xml: bytes, weights: bytes):
+    """The OpenVINO model of :func:`openvino_ir_bytes`'s ``(xml, bin)``."""
+    ov = require("openvino")
+    return ov.Core().read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, dtype=np.uint8)))
 
 
 def tflite_bytes(module, example, precision: str = "fp32", batches=None,

@@ -155,7 +155,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                     allow_mixed_settings: bool = False,
                     allow_machine_change: bool = False,
                     check_machine: bool = True,
-                    retime_above_pct: Optional[float] = None) -> pd.DataFrame:
+                    retime_above_pct: Optional[float] = None,
+                    convert_jobs: int = 0) -> pd.DataFrame:
     """Measure ``subnets`` and append one row each to ``out_path``; resume where it stopped.
 
     Subnets already in the table for the same setting (space, backend, device, threads,
@@ -199,6 +200,11 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         most certain row (:func:`~ofa_latency.datasets.drop_duplicate_rows`). Within one
         machine state (the same session): a later state moves which subnets are fast by
         more than a row's interval sees (BENCHMARKS.md section 16.8).
+    convert_jobs : int
+        For a backend whose models are slow to make (OpenVINO, LiteRT, ONNX Runtime int8:
+        :meth:`~._base.ProfilingBackend.convert`), make the next subnets' models in this many
+        helper processes on the CPUs this process is not pinned to, while it times the
+        current one (:class:`~.ahead.ConvertAhead`). 0: convert each subnet here, then time it.
 
     Returns
     -------
@@ -218,6 +224,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size = {batch_size!r}; must be an int >= 1")
+    if isinstance(convert_jobs, bool) or not isinstance(convert_jobs, int) or convert_jobs < 0:
+        raise ValueError(f"convert_jobs = {convert_jobs!r}; must be an int >= 0")
     check_retime_above(retime_above_pct)
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     with MeasurementLog(out_path) as log:  # the lock is held until every row is written
@@ -268,8 +276,22 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             bar.set_postfix(last_ms=row["latency_ms"], windows=len(windows),
                             **({"again": True} if again else {}))
 
-        for sub in todo:
-            measure_one(sub)
+        ahead = None
+        if convert_jobs and len(todo) > 1 and backend.convert(space, todo[0], batch_size):
+            from .ahead import ConvertAhead
+
+            ahead = ConvertAhead(backend, space, todo[1:], batch_size, convert_jobs)
+        try:
+            for sub in todo:
+                if ahead is not None:
+                    ahead.ready(sub)
+                measure_one(sub)
+        finally:
+            if ahead is not None:
+                ahead.close()
+                logger.info("%s: %d of %d subnets' models converted ahead; %.1f s spent "
+                            "waiting for them", log.path, ahead.handed_over, len(todo),
+                            ahead.seconds_waited)
         retry_off_state(fastest, refs, protocol.off_state_retries if drift_correction else 0,
                         lambda sub: measure_one(sub, again=True), str(log.path),
                         ref_runner=ref_runner, wait_s=protocol.off_state_wait_s,

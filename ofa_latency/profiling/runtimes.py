@@ -248,6 +248,13 @@ class OpenVinoBackend(_RuntimeBackend):
         return self._runner(self.model(space, sub, batch_size),
                             (batch_size, 3, sub.image_size, sub.image_size))
 
+    def convert(self, space, subnet, batch_size) -> bool:
+        self.model(space, subnet, batch_size)
+        return True
+
+    def options(self) -> dict:
+        return {"streams": self.streams}
+
     def runner_from_file(self, path, input_shape) -> OpenVinoRunner:
         """A runner of a saved model (OpenVINO IR ``.xml`` or ONNX) on input ``input_shape``."""
         return self._runner(self._core.read_model(str(path)), tuple(input_shape))
@@ -305,6 +312,13 @@ class LiteRtBackend(_RuntimeBackend):
         shape = (batch_size, 3, sub.image_size, sub.image_size)
         return LiteRtRunner(self.model_bytes(space, sub, batch_size), _example(shape),
                             self.threads, self.delegate)
+
+    def convert(self, space, subnet, batch_size) -> bool:
+        self.model_bytes(space, subnet, batch_size)
+        return True
+
+    def options(self) -> dict:
+        return {"delegate": self.delegate}
 
     def runner_from_file(self, path, input_shape) -> LiteRtRunner:
         """A runner of a saved ``.tflite`` model on input ``input_shape``."""

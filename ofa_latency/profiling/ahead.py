@@ -1,0 +1,154 @@
+"""Converting ahead: helper processes make the next subnets' models while the profiler times
+the current one.
+
+A deployment runtime's model is slow to make (NNCF quantization for OpenVINO int8 several
+seconds per subnet, a LiteRT conversion 11-27 s on a 2-core host, ONNX Runtime's static
+quantization about one) and the timing of a subnet takes one to a few seconds, so a table of
+such a setting is mostly conversion. :class:`ConvertAhead` runs the conversions in ``jobs``
+helper processes (spawned, one thread each) on the CPUs the timing process is *not* pinned to,
+at most ``2 * jobs`` subnets ahead, and hands each model over (bytes; OpenVINO models as IR
+bytes) to this process's conversion cache just before its subnet is timed: the windows then
+prepare it from the cache as they would a model converted here. The rows do not change; what
+runs beside the timing does, so pin the profiler to its own core (``taskset -c 1``): unpinned,
+the helpers share its cores (a warning says so).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+from .conversions import CACHE, openvino_from_ir_bytes, openvino_ir_bytes
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ConvertAhead", "helper_cpus"]
+
+_WORKER: dict = {}
+
+
+def helper_cpus() -> set | None:
+    """The CPUs helper processes run on: those this process is not pinned to (None when it
+    may run on every CPU, or on all but none)."""
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if mine is None:
+        return None
+    rest = set(range(os.cpu_count() or 1)) - set(mine)
+    return rest or None
+
+
+def _init(name: str, kwargs: dict, cpus) -> None:
+    """(In a helper process.) Pin it, one thread, and make the backend."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    import torch
+
+    torch.set_num_threads(1)
+    from . import create_backend
+
+    _WORKER["backend"] = create_backend(name, **kwargs)
+
+
+def _convert(space_name: str, arch: dict, batch_size: int) -> dict:
+    """(In a helper process.) Convert one subnet; return what the cache got, portable."""
+    from ..spaces import get_space
+
+    backend = _WORKER["backend"]
+    space = get_space(space_name)
+    CACHE.take()  # hand over only this subnet's models
+    backend.convert(space, space.validate(arch), batch_size)
+    return {k: v if isinstance(v, bytes) else ("openvino-ir", *openvino_ir_bytes(v))
+            for k, v in CACHE.take().items()}
+
+
+def _adopt(items: dict) -> None:
+    for key, value in items.items():
+        if isinstance(value, tuple) and value and value[0] == "openvino-ir":
+            value = openvino_from_ir_bytes(value[1], value[2])
+        CACHE.put(key, value)
+
+
+class ConvertAhead:
+    """Convert ``subnets`` of ``space`` for ``backend`` in ``jobs`` helper processes, in order,
+    at most ``2 * jobs`` ahead of the one being timed; :meth:`ready` hands a subnet's models
+    to this process's cache (waiting for them if need be). A context manager: leaving it stops
+    the helpers. Helpers that fail (a conversion error) leave that subnet to be converted here,
+    as without them.
+
+    Parameters
+    ----------
+    backend : ProfilingBackend
+        Made again in each helper (``create_backend(name, threads, device, precision,
+        **options())``).
+    """
+
+    def __init__(self, backend, space, subnets, batch_size: int, jobs: int):
+        import multiprocessing
+
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs = {jobs!r}; must be an int >= 1")
+        self.space, self.batch_size, self.jobs = space, batch_size, jobs
+        self._todo = list(subnets)
+        self._next = 0
+        self._futures: dict = {}
+        self.handed_over = 0
+        self.seconds_waited = 0.0
+        cpus = helper_cpus()
+        if cpus is None:
+            logger.warning("converting ahead on the profiler's own CPUs: pin the profiler "
+                           "(e.g. taskset -c 1) so that %d helper(s) run beside it, not on "
+                           "its core", jobs)
+        kwargs = {"threads": backend.threads, "device": backend.device,
+                  "precision": backend.precision, **backend.options()}
+        self._pool = ProcessPoolExecutor(max_workers=jobs,
+                                         mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init,
+                                         initargs=(backend.name, kwargs, cpus))
+        logger.info("converting ahead in %d helper process(es) on CPUs %s", jobs,
+                    sorted(cpus) if cpus else "shared with the profiler")
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._next < len(self._todo) and len(self._futures) < 2 * self.jobs:
+            sub = self._todo[self._next]
+            self._next += 1
+            self._futures[sub] = self._pool.submit(_convert, self.space.name, sub.to_dict(),
+                                                   self.batch_size)
+
+    def ready(self, sub) -> bool:
+        """Hand ``sub``'s models to this process's cache; False when no helper made them
+        (not submitted, or its conversion failed: the profiler converts it itself)."""
+        import time
+
+        fut = self._futures.pop(sub, None)
+        if fut is None:
+            return False
+        t0 = time.perf_counter()
+        try:
+            items = fut.result()
+        except Exception as exc:  # the profiler converts it itself and says what failed
+            logger.warning("converting %s ahead failed (%s: %s); converting it here",
+                           sub.arch_json(), type(exc).__name__, exc)
+            items = None
+        self.seconds_waited += time.perf_counter() - t0
+        self._fill()
+        if not items:
+            return False
+        _adopt(items)
+        self.handed_over += 1
+        return True
+
+    def close(self) -> None:
+        """Stop the helpers (conversions not yet started are dropped)."""
+        for fut in self._futures.values():
+            fut.cancel()
+        self._futures.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
