@@ -22,6 +22,7 @@ setting it reports:
                                     # retries wait for the fast state, or not
     taskset -c 1 python scripts/noise_floor.py --n 20 --settings openvino_int8_t1 openvino_int8_t1_ahead
                                     # models converted ahead on the other core, or not
+                                    # (with two settings: also each pass's two tables compared)
 
 With the default seed 0 the subnets are the first ones of the committed tables.
 """
@@ -146,8 +147,16 @@ def main(argv=None):
         res["rows_on_disk"] = [len(pd.read_csv(work / f"{name}_pass{k}.csv")) for k in (1, 2)]
         res["off_state_rows_kept"] = [int(off_state(t.ref_min_ms, t.ref_baseline_ms).sum())
                                       for t in (a, b)]
+        res["wall_seconds_per_subnet_by_pass"] = [round(walls[(name, k)] / args.n, 3)
+                                                  for k in (1, 2)]
         results["settings"][name] = res
         print(name, json.dumps(res))
+    if len(args.settings) == 2:  # the two settings' tables of each pass, against each other
+        x, y = args.settings
+        results["between_settings"] = {
+            f"pass{k}": compare(read_measurements(work / f"{x}_pass{k}.csv"),
+                                read_measurements(work / f"{y}_pass{k}.csv")) for k in (1, 2)}
+        print("between", json.dumps(results["between_settings"]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print("->", args.out)

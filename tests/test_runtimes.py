@@ -197,3 +197,25 @@ def test_a_backend_is_made_again_from_its_options(name, precision, option):
               **be.options()}
     again = create_backend(name, **kwargs)
     assert again.versions()[option] == be.versions()[option] and again.precision == precision
+
+
+def test_a_helper_that_dies_leaves_the_conversions_to_the_profiler(mbv3, smallest, caplog):
+    """A helper killed mid-table (out of memory, say): the subnets it held and the rest are
+    converted in the profiling process, with a warning, instead of failing the table."""
+    import logging
+    import os
+    import signal
+
+    from ofa_latency.profiling.ahead import ConvertAhead
+
+    be = _backend("onnxruntime", "int8")
+    subs = [mbv3.validate({"ks": [3] * 20, "e": [e] * 20, "d": [d] * 5, "image_size": 128})
+            for e, d in ((4, 2), (6, 2), (3, 3), (4, 3))]
+    with caplog.at_level(logging.WARNING, logger="ofa_latency"), \
+            ConvertAhead(be, mbv3, subs, 1, jobs=1) as ahead:
+        assert ahead.ready(subs[0])
+        for pid in list(ahead._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        assert not any(ahead.ready(s) for s in subs[1:])
+    assert "converting it here" in caplog.text or "converted here" in caplog.text
+    assert ahead.handed_over == 1

@@ -110,11 +110,19 @@ class ConvertAhead:
         self._fill()
 
     def _fill(self) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
         while self._next < len(self._todo) and len(self._futures) < 2 * self.jobs:
             sub = self._todo[self._next]
+            try:
+                self._futures[sub] = self._pool.submit(_convert, self.space.name, sub.to_dict(),
+                                                       self.batch_size)
+            except (BrokenProcessPool, RuntimeError) as exc:  # a helper died (e.g. memory)
+                logger.warning("the conversion helpers stopped (%s); the remaining subnets "
+                               "are converted here", exc)
+                self._next = len(self._todo)
+                return
             self._next += 1
-            self._futures[sub] = self._pool.submit(_convert, self.space.name, sub.to_dict(),
-                                                   self.batch_size)
 
     def ready(self, sub) -> bool:
         """Hand ``sub``'s models to this process's cache; False when no helper made them
