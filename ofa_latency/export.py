@@ -12,8 +12,8 @@ from .spaces.building import ONNX_OPSET, onnx_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_model", "write_model", "trained_export_source", "check_export_sources", "INT8_CALIBRATION_IMAGES",
-           "CHECK_IMAGES", "FORMATS", "deploy_format", "onnx_bytes",
+__all__ = ["export_model", "write_model", "trained_export_source", "check_export_sources",
+           "INT8_CALIBRATION_IMAGES", "CHECK_IMAGES", "FORMATS", "deploy_format", "onnx_bytes",
            "export_set", "check_deploy_runtime"]
 
 FORMATS = {
@@ -234,6 +234,8 @@ def export_model(space, arch, out_path, fmt: str = "onnx", batch_size: int = 1,
                                   "network; give the supernet's weights to deploy one"}
     else:
         weights_info = {"source": "trained (the supernet checkpoint)", **source["provenance"]}
+        if precision != "int8":
+            weights_info.pop("int8_calibration", None)
     info = {"format": fmt, "runtime": runtime, "precision": precision,
             "quantization": backend.versions().get("quantization"), "agreement": check,
             "weights": weights_info}

@@ -75,7 +75,8 @@ def convert_ahead(settings, space_name: str, archs, core) -> tuple[dict, float]:
         backend = create_backend(backend_name, threads=1, precision=precision)
         for s in subs:
             if backend_name == "openvino" and precision == "int8":
-                ir[("ov-ir",) + _ov_key(backend, space, s)] = openvino_ir_bytes(backend.model(space, s, 1))
+                ir[("ov-ir",) + _ov_key(backend, space, s)] = openvino_ir_bytes(
+                    backend.model(space, s, 1))
             elif backend_name == "openvino":
                 # OpenVINO's fp32 model converts quickly from its ONNX source, handed over
                 deployable_onnx_bytes(space, s, 1)

@@ -8,7 +8,8 @@ Every conversion starts from the subnet with calibrated batch-norm statistics
 outputs that do not depend on the input, which leaves nothing to check a conversion against
 and gives int8 calibration degenerate ranges. int8 is post-training static quantization with
 each runtime's own tool, calibrated on :data:`CALIBRATION_BATCHES` seeded random N(0, 1)
-batches; :data:`QUANTIZATION` says how.
+batches; :data:`QUANTIZATION` says how. A subnet to deploy with trained weights is converted
+as it is (:func:`module_model`), int8 calibrated on the user's images (:func:`image_array`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["QUANTIZATION", "CALIBRATION_BATCHES", "ConversionCache", "CACHE", "require",
-           "calibration_batches", "openvino_ir_bytes", "openvino_from_ir_bytes", "IMAGE_SUFFIXES", "image_files", "image_array", "module_model", "deployable_module", "deployable_onnx_bytes",
-           "onnx_int8_bytes", "openvino_model", "tflite_bytes", "agreement"]
+           "calibration_batches", "IMAGE_SUFFIXES", "image_files", "image_array",
+           "deployable_module", "deployable_onnx_bytes", "module_model", "onnx_int8_bytes",
+           "openvino_model", "openvino_ir_bytes", "openvino_from_ir_bytes", "tflite_bytes",
+           "agreement"]
 
 CALIBRATION_BATCHES = 4
 """Random N(0, 1) batches each int8 model is calibrated on (seeded)."""

@@ -121,7 +121,12 @@ def _level_ms(df, level_tables) -> float | None:
     if not level_tables or "ratio" not in df.columns:
         return None
     level = run_level_ms(df, [read_measurements(t) for t in level_tables if Path(t).exists()])
-    return level if np.isfinite(level) else None
+    if not np.isfinite(level):
+        logger.warning("%s: no drift-corrected row of the verified setting; the measurements "
+                       "stay at the verification table's own level",
+                       ", ".join(str(t) for t in level_tables))
+        return None
+    return level
 
 
 def confirm(space, backend, arch, batch_size: int, table, budget_ms: float,
