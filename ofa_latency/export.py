@@ -104,16 +104,6 @@ CHECK_IMAGES = 64
 an export with trained weights is checked against PyTorch on."""
 
 
-def _sha256(path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_export_sources(space, weights=None, calibration_images=None) -> None:
     """Check, before any long work, what an export with trained weights needs: the supernet
     checkpoint loads into ``space``'s supernet (:func:`trained_supernet`; kept in memory for
@@ -144,6 +134,7 @@ def trained_export_source(space, sub, weights, calibration_images=None,
     with 2000 training images), int8 calibration ``batches`` (the first
     :data:`INT8_CALIBRATION_IMAGES` images, else random), ``check_images`` (held-out images,
     else None: random inputs) and ``provenance`` (what ``<name>.config.json`` records)."""
+    from ._folders import sha256_of
     from .profiling.conversions import image_array
     from .spaces.building import build_trained
 
@@ -152,7 +143,7 @@ def trained_export_source(space, sub, weights, calibration_images=None,
         images = image_array(calibration_images, sub.image_size, n_calibration_images)
     bn = None if images is None else [images[i:i + 100] for i in range(0, len(images), 100)]
     module = build_trained(space, sub, weights, bn)
-    provenance = {"path": str(weights), "sha256": _sha256(weights),
+    provenance = {"path": str(weights), "sha256": sha256_of(weights),
                   "batchnorm": (f"recalibrated on {len(images)} images of {calibration_images}"
                                 if images is not None else
                                 "the supernet's statistics (not recalibrated: give calibration "
