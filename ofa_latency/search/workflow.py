@@ -510,7 +510,8 @@ def summary_text(report: dict) -> str:
         lines.append(f"  - weights: trained, from {w['path']} (batch norms: {w['batchnorm']})"
                      if w.get("path") else
                      "  - weights: random (a stand-in with the deployed network's latency; "
-                     "--weights with OFA's supernet checkpoint exports the trained subnet)")
+                     "'ofa-latency export' or 'search' with --weights and OFA's supernet "
+                     "checkpoint export the trained subnet)")
     lines += ["", "```json", json.dumps(report["arch"]), "```", ""]
     return "\n".join(lines)
 
