@@ -141,6 +141,8 @@ def trained_export_source(space, sub, weights, calibration_images=None,
     images = None
     if calibration_images is not None:
         images = image_array(calibration_images, sub.image_size, n_calibration_images)
+        logger.info("recalibrating the subnet's batch norms on %d images of %s (%d px)",
+                    len(images), calibration_images, sub.image_size)
     bn = None if images is None else [images[i:i + 100] for i in range(0, len(images), 100)]
     module = build_trained(space, sub, weights, bn)
     provenance = {"path": str(weights), "sha256": sha256_of(weights),
