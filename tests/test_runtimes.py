@@ -182,7 +182,7 @@ def test_models_converted_ahead_by_a_helper_process(tmp_path, mbv3, caplog):
         df = profile_subnets(mbv3, be, subs, 1, tmp_path / "a.csv", protocol=quick,
                              progress=False, convert_jobs=1)
     assert len(df) == 3 and set(df.precision) == {"int8"} and df.latency_ms.gt(0).all()
-    assert "2 of 3 subnets' models converted ahead" in caplog.text
+    assert "2 subnets' models converted ahead (of 3 timed" in caplog.text
     # the reference (its fp32 source and int8 model) and the first subnet, at most: not all three
     assert CACHE.conversions - n0 <= 4
     with pytest.raises(ValueError, match="convert_jobs"):
@@ -219,3 +219,18 @@ def test_a_helper_that_dies_leaves_the_conversions_to_the_profiler(mbv3, smalles
         assert not any(ahead.ready(s) for s in subs[1:])
     assert "converting it here" in caplog.text or "converted here" in caplog.text
     assert ahead.handed_over == 1
+
+
+def test_subnets_added_later_are_converted_ahead_once(mbv3):
+    """What the profiler will time again (windows that missed the fast state) is added to the
+    helper's queue; a subnet already queued is not converted twice."""
+    from ofa_latency.profiling.ahead import ConvertAhead
+
+    be = _backend("onnxruntime", "int8")
+    a, b = (mbv3.validate({"ks": [k] * 20, "e": [6] * 20, "d": [2] * 5, "image_size": 128})
+            for k in (3, 7))
+    with ConvertAhead(be, mbv3, [a], 1, jobs=1) as ahead:
+        ahead.add([b, a, b])
+        assert ahead._todo == [a, b]
+        assert ahead.ready(a) and ahead.ready(b) and not ahead.ready(a)
+    assert ahead.handed_over == 2 and ahead.timed == 3

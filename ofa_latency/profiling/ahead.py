@@ -93,6 +93,7 @@ class ConvertAhead:
         self._next = 0
         self._futures: dict = {}
         self.handed_over = 0
+        self.timed = 0
         self.seconds_waited = 0.0
         cpus = helper_cpus()
         if cpus is None:
@@ -124,11 +125,19 @@ class ConvertAhead:
                 return
             self._next += 1
 
+    def add(self, subnets) -> None:
+        """Convert ``subnets`` too, after those given so far (e.g. the ones the profiler will
+        time again); subnets already waiting for :meth:`ready` are not converted twice."""
+        queued = set(self._todo[self._next:]) | set(self._futures)
+        self._todo += [s for s in dict.fromkeys(subnets) if s not in queued]
+        self._fill()
+
     def ready(self, sub) -> bool:
         """Hand ``sub``'s models to this process's cache; False when no helper made them
         (not submitted, or its conversion failed: the profiler converts it itself)."""
         import time
 
+        self.timed += 1
         fut = self._futures.pop(sub, None)
         if fut is None:
             return False

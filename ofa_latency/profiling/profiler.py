@@ -281,21 +281,28 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             from .ahead import ConvertAhead
 
             ahead = ConvertAhead(backend, space, todo[1:], batch_size, convert_jobs)
+
+        def ready_then_measure(sub, again=False):
+            if ahead is not None:
+                ahead.ready(sub)
+            measure_one(sub, again)
+
         try:
             for sub in todo:
-                if ahead is not None:
-                    ahead.ready(sub)
-                measure_one(sub)
+                ready_then_measure(sub)
+            if ahead is not None and drift_correction and protocol.off_state_retries:
+                # the subnets about to be timed again: their models left the cache long ago
+                ahead.add(off_state_keys(fastest, refs))
+            retry_off_state(fastest, refs, protocol.off_state_retries if drift_correction else 0,
+                            lambda sub: ready_then_measure(sub, again=True), str(log.path),
+                            ref_runner=ref_runner, wait_s=protocol.off_state_wait_s,
+                            runs=protocol.runs_per_round)
         finally:
             if ahead is not None:
                 ahead.close()
-                logger.info("%s: %d of %d subnets' models converted ahead; %.1f s spent "
-                            "waiting for them", log.path, ahead.handed_over, len(todo),
-                            ahead.seconds_waited)
-        retry_off_state(fastest, refs, protocol.off_state_retries if drift_correction else 0,
-                        lambda sub: measure_one(sub, again=True), str(log.path),
-                        ref_runner=ref_runner, wait_s=protocol.off_state_wait_s,
-                        runs=protocol.runs_per_round)
+                logger.info("%s: %d subnets' models converted ahead (of %d timed, retries "
+                            "included); %.1f s spent waiting for them", log.path,
+                            ahead.handed_over, ahead.timed, ahead.seconds_waited)
         bar.close()
     table = log.read()
     table = table[setting_mask(table, setting)]
