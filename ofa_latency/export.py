@@ -77,7 +77,8 @@ def write_model(space, sub, path, fmt: str, batch_size: int = 1, module=None, ba
     backend = create_backend(runtime, threads=1, precision=precision)
     tmp = path.with_name(path.stem + ".tmp" + suffix)
     if module is not None:
-        model = module_model(module, runtime, precision, sub.image_size, batch_size, batches)
+        model = module_model(module, runtime, precision, (3, sub.image_size, sub.image_size),
+                             batch_size, batches)
     elif fmt == "onnx":
         model = onnx_bytes(space.build(sub), sub.image_size, batch_size)
     elif runtime == "openvino":
@@ -104,6 +105,12 @@ CHECK_IMAGES = 64
 an export with trained weights is checked against PyTorch on."""
 
 
+def _check_images_need_weights(weights, calibration_images) -> None:
+    if calibration_images is not None and weights is None:
+        raise ValueError("calibration images calibrate a trained subnet's batch norms and "
+                         "int8 ranges: give the supernet's weights too")
+
+
 def check_export_sources(space, weights=None, calibration_images=None) -> None:
     """Check, before any long work, what an export with trained weights needs: the supernet
     checkpoint loads into ``space``'s supernet (:func:`trained_supernet`; kept in memory for
@@ -118,9 +125,7 @@ def check_export_sources(space, weights=None, calibration_images=None) -> None:
     from .profiling.conversions import image_files
     from .spaces.building import trained_supernet
 
-    if calibration_images is not None and weights is None:
-        raise ValueError("calibration images calibrate a trained subnet's batch norms and "
-                         "int8 ranges: give the supernet's weights too")
+    _check_images_need_weights(weights, calibration_images)
     if weights is not None:
         trained_supernet(space.ofa_net_id, weights)
     if calibration_images is not None:
@@ -200,7 +205,9 @@ def export_model(space, arch, out_path, fmt: str = "onnx", batch_size: int = 1,
 
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}; known: {', '.join(FORMATS)}")
-    check_export_sources(space, weights, calibration_images)
+    # the checkpoint and the images are checked as they are read, before anything is written
+    # (a search calls check_export_sources before it starts)
+    _check_images_need_weights(weights, calibration_images)
     runtime, precision, suffix = FORMATS[fmt]
     sub = space.validate(arch)
     out_path = Path(out_path)

@@ -303,15 +303,11 @@ class OnnxRuntimeBackend(ProfilingBackend):
         return OrtRunner(onnxruntime_session(str(path), self.threads, self.device), x)
 
     def prepare_module(self, module, input_shape, batch_size):
-        from ..spaces.building import onnx_bytes
-        from .conversions import calibration_batches, onnx_int8_bytes
+        from .conversions import module_model
 
-        model_bytes = onnx_bytes(module, None, batch_size, input_shape=input_shape)
+        model_bytes = module_model(module, "onnxruntime", self.precision, input_shape, batch_size)
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
-        if self.precision == "int8":
-            model_bytes = onnx_int8_bytes(model_bytes,
-                                          calibration_batches((batch_size, *input_shape)))
         return self._runner(self.session(model_bytes), x)
 
     def device_name(self):

@@ -283,22 +283,23 @@ def tflite_bytes(module, example, precision: str = "fp32", batches=None,
     return bytes(qt.quantize(calib, enable_progress_report=False).quantized_model)
 
 
-def module_model(module, runtime: str, precision: str, image_size: int, batch_size: int = 1,
+def module_model(module, runtime: str, precision: str, input_shape, batch_size: int = 1,
                  batches=None):
     """``module`` converted for ``runtime`` at ``precision`` (no cache: a module with its own
-    weights, e.g. a trained subnet): ONNX bytes (``onnxruntime``), an OpenVINO model
+    weights, e.g. a trained subnet, or one layer of a lookup table) for inputs of shape
+    ``(batch_size, *input_shape)``: ONNX bytes (``onnxruntime``), an OpenVINO model
     (``openvino``) or a LiteRT flatbuffer (``litert``). int8 is calibrated on ``batches``
-    (arrays of ``(batch_size, 3, image_size, image_size)``; by default
-    :func:`calibration_batches`) as :data:`QUANTIZATION` says."""
+    (arrays of that shape; by default :func:`calibration_batches`) as :data:`QUANTIZATION`
+    says."""
     from ..spaces.building import onnx_bytes
 
-    shape = (batch_size, 3, image_size, image_size)
+    shape = (batch_size, *input_shape)
     if batches is None:
         batches = calibration_batches(shape)
     module = module.eval()
     if runtime == "litert":
         return tflite_bytes(module, np.asarray(batches[0], np.float32), precision, batches)
-    fp32 = onnx_bytes(module, image_size, batch_size)
+    fp32 = onnx_bytes(module, None, batch_size, input_shape=input_shape)
     if runtime == "openvino":
         return openvino_model(fp32, precision, batches)
     if runtime == "onnxruntime":

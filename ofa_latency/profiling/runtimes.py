@@ -24,7 +24,7 @@ from ._base import ProfilingBackend, Runner, TimedRunner, register_backend
 from .backends import OrtRunner, _torch_versions, onnxruntime_session
 from .conversions import (CACHE, CALIBRATION_BATCHES, QUANTIZATION, agreement,
                           calibration_batches, deployable_module, deployable_onnx_bytes,
-                          openvino_model, require, tflite_bytes)
+                          module_model, openvino_model, require, tflite_bytes)
 from ..hardware import cpu_model_name
 
 __all__ = ["OpenVinoBackend", "LiteRtBackend", "OpenVinoRunner", "LiteRtRunner",
@@ -260,13 +260,8 @@ class OpenVinoBackend(_RuntimeBackend):
         return self._runner(self._core.read_model(str(path)), tuple(input_shape))
 
     def prepare_module(self, module, input_shape, batch_size):
-        from ..spaces.building import onnx_bytes
-
-        shape = (batch_size, *input_shape)
-        model = openvino_model(onnx_bytes(module.eval(), None, batch_size,
-                                          input_shape=input_shape),
-                               self.precision, calibration_batches(shape))
-        return self._runner(model, shape)
+        model = module_model(module, "openvino", self.precision, input_shape, batch_size)
+        return self._runner(model, (batch_size, *input_shape))
 
     def versions(self):
         return super().versions() | {"openvino": self._ov.__version__,
@@ -326,8 +321,7 @@ class LiteRtBackend(_RuntimeBackend):
 
     def prepare_module(self, module, input_shape, batch_size):
         shape = (batch_size, *input_shape)
-        data = tflite_bytes(module.eval(), _example(shape), self.precision,
-                            calibration_batches(shape))
+        data = module_model(module, "litert", self.precision, input_shape, batch_size)
         return LiteRtRunner(data, _example(shape), self.threads, self.delegate)
 
     def versions(self):
