@@ -14,6 +14,14 @@ data are few. The candidate methods, from the fewest free parameters to the most
 ``affine``
     ``a * B + b * MACs + c * activations + d``: an affine map of the base table and the
     analytic cost terms (minimum MAPE, L1 pull towards ``s * B``).
+``costs``
+    a table of the device's own per-operation costs, not the base's:
+    ``a * pointwise MACs + sum_k b_k * depthwise MACs of kernel size k + c * activations
+    + d * active blocks + e`` (the depthwise convolutions apart, one cost per kernel size, because
+    runtimes and precisions speed them up least and unevenly: BENCHMARKS.md section 16.18),
+    fitted by minimum MAPE with a light L1 pull towards zero; where the base's device runs the
+    subnets' operations in other proportions (another runtime or precision) it transfers better
+    than any map of the base.
 ``residual``
     the linear additive table fitted to what ``s * B`` misses, every term shrunk towards it,
     with a penalty that fades as samples grow (:func:`~.predictors.fit_linear_table` with a
@@ -54,8 +62,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["finetune", "adapt_table", "TABLE_METHODS", "list_methods", "AdaptationReport",
            "CHOICES"]
 
-TABLE_METHODS = ("scale", "stage_scales", "affine", "residual")
+TABLE_METHODS = ("scale", "stage_scales", "affine", "costs", "residual")
 _PULL = 1.0  # L1 pull towards the global scale, per sample (fades as 1/n)
+_COST_PULL = 0.1  # the costs method's L1 pull towards zero, per sample (unit-free coefficients)
 
 
 @dataclasses.dataclass
@@ -161,6 +170,33 @@ def _affine_table(base: AdditiveTable, w) -> AdditiveTable:
     return AdditiveTable(base.space, fixed, block)
 
 
+def cost_basis(space) -> list[AdditiveTable]:
+    """The ``costs`` method's terms, each as an additive table of ``space`` (1 ms per unit):
+    pointwise MACs (M; every MAC outside the depthwise convolutions, the fixed stem and head
+    included), depthwise MACs (M) of each kernel size, activation memory (MB), one per active
+    block, one per subnet."""
+    g = space.cost_grid
+    zero_fixed = np.zeros_like(g["fixed_macs_m"])
+    zero_block = np.zeros_like(g["macs_m"])
+    ks_of_choice = np.repeat(np.arange(len(space.ks_choices)), len(space.e_choices))
+    out = [AdditiveTable(space, g["fixed_macs_m"], g["macs_m"] - g["dw_macs_m"])]
+    for k in range(len(space.ks_choices)):
+        out.append(AdditiveTable(space, zero_fixed, g["dw_macs_m"] * (ks_of_choice == k)))
+    out.append(AdditiveTable(space, g["fixed_activation_mb"], g["activation_mb"]))
+    out.append(AdditiveTable(space, zero_fixed, zero_block + 1.0))
+    out.append(AdditiveTable(space, zero_fixed + 1.0, zero_block))
+    return out
+
+
+def _cost_table(space, enc: Encoded, y) -> AdditiveTable:
+    basis = cost_basis(space)
+    F = np.stack([t.predict_encoded(enc) for t in basis], axis=1)
+    col = np.abs(F).mean(axis=0) + 1e-12  # unit-free pull: coefficients scaled by columns
+    w = _min_mape_pulled(F / col, y, np.zeros(F.shape[1]), _COST_PULL / len(y)) / col
+    return AdditiveTable(space, sum(wj * t.fixed_ms for wj, t in zip(w, basis)),
+                         sum(wj * t.block_ms for wj, t in zip(w, basis)))
+
+
 def adapt_table(base: AdditiveTable, enc: Encoded, y, method: str) -> AdditiveTable:
     """The adapted table of one of :data:`TABLE_METHODS` fitted on ``(enc, y)``."""
     y = np.asarray(y, dtype=np.float64)
@@ -177,6 +213,8 @@ def adapt_table(base: AdditiveTable, enc: Encoded, y, method: str) -> AdditiveTa
         col = np.abs(F).mean(axis=0) + 1e-12  # unit-free pull: coefficients scaled by columns
         w = _min_mape_pulled(F / col, y, np.array([s, 0.0, 0.0, 0.0]) * col, _PULL / n) / col
         return _affine_table(base, w)
+    if method == "costs":
+        return _cost_table(base.space, enc, y)
     if method == "residual":
         return fit_linear_table(base.space, enc, y, alpha=1.0, base=_scaled(base, s))
     raise UsageError(f"unknown table method {method!r}; known: {', '.join(TABLE_METHODS)}")

@@ -157,3 +157,42 @@ def test_scratch_waits_for_ten_samples(base, pool):
     assert "scratch" not in few.adaptation_.cv_mape_pct and few.adaptation_.repeats == 1
     asked = finetune(base, train[:8], 1.1 * base.predict(train[:8]), methods=["scale", "scratch"])
     assert "scratch" in asked.adaptation_.cv_mape_pct
+
+
+def test_cost_basis_adds_up_to_the_analytic_costs(mbv3, pool):
+    """The costs method's terms are the subnet's MACs split into pointwise and depthwise (one
+    term per kernel size), its activations, its active blocks and a constant."""
+    from ofa_latency.adapt import cost_basis
+
+    train, _ = pool
+    enc = mbv3.encode(train[:50])
+    terms = np.stack([t.predict_encoded(enc) for t in cost_basis(mbv3)], axis=1)
+    f = mbv3.features(train[:50])
+    np.testing.assert_allclose(terms[:, 0] + terms[:, 1:4].sum(1), f["macs_m"], rtol=1e-9)
+    np.testing.assert_allclose(terms[:, 4], f["activation_mb"], rtol=1e-9)
+    np.testing.assert_array_equal(terms[:, 5], f["n_blocks"])
+    np.testing.assert_array_equal(terms[:, 6], 1.0)
+    # each kernel size's depthwise MACs come from the blocks of that kernel size only
+    ks7 = np.array([[k == 7 for k in s.ks] for s in train[:50]])
+    assert np.all((terms[:, 3] > 0) == ks7.any(axis=1))
+    assert np.all(terms[:, 1:4] < 0.2 * f["macs_m"].to_numpy()[:, None])
+
+
+def test_a_runtime_with_slow_large_kernels_is_recovered_by_its_costs(base, pool, mbv3):
+    """A device that runs the same operations in other proportions than the base's (here the
+    7x7 depthwise convolutions 8x slower per MAC than the 3x3 ones, as XNNPACK's are,
+    BENCHMARKS.md section 16.13): no map of the base's table fits it, its own per-operation
+    costs do, and the automatic choice finds them from 20 samples."""
+    from ofa_latency.adapt import cost_basis
+
+    train, test = pool
+    basis = cost_basis(mbv3)
+    w = np.array([0.004, 0.02, 0.03, 0.16, 0.05, 0.03, 0.8])  # ms per unit of each term
+    new = lambda s: np.stack([t.predict_encoded(mbv3.encode(s)) for t in basis], 1) @ w  # noqa: E731
+    y = new(train[:20]) * np.random.default_rng(1).lognormal(0, 0.005, 20)
+    ft = finetune(base, train[:20], y)
+    only = {m: finetune(base, train[:20], y, methods=[m]) for m in ("costs", "affine", "residual")}
+    assert _mape(only["costs"], test, new(test)) < 0.01
+    assert _mape(only["affine"], test, new(test)) > 3 * _mape(only["costs"], test, new(test))
+    assert ft.adaptation_.weights.get("costs", 0) > 0.5 or ft.adaptation_.method == "costs"
+    assert _mape(ft, test, new(test)) < 0.02

@@ -111,18 +111,24 @@ def cost_grid(space) -> dict:
     """Every block choice's cost at every resolution: ``macs_m``, ``activation_mb`` and
     ``dw_elements_m`` (the depthwise convolution's output elements, millions; its kernel size is
     the choice's) of shape ``(n_res, n_blocks, n_ks * n_e)`` (choice ``ks_idx * n_e + e_idx``,
-    as the predictors' tables), ``params_m`` of shape ``(n_blocks, n_ks * n_e)``, and the fixed
-    parts ``fixed_macs_m`` / ``fixed_activation_mb`` per resolution and ``fixed_params_m``."""
+    as the predictors' tables), ``dw_macs_m`` (the part of ``macs_m`` in the depthwise
+    convolution: its output elements times the kernel's area), ``params_m`` of shape
+    ``(n_blocks, n_ks * n_e)``, and the fixed parts ``fixed_macs_m`` / ``fixed_activation_mb``
+    per resolution and ``fixed_params_m``."""
     t = space.costs
     nb = space.n_blocks
     hin2 = (t.h_in.T.astype(np.float64) ** 2)[:, :, None]    # (n_res, n_blocks, 1)
     hout2 = (t.h_out.T.astype(np.float64) ** 2)[:, :, None]
     per = lambda a: a.reshape(1, nb, -1)  # noqa: E731  (n_blocks, nk, ne) -> choices
+    dw_elements_m = per(t.act_in) * hout2 / 1e6  # act_in: the block's mid channels
+    ks_area = np.repeat(np.asarray(space.ks_choices, dtype=np.float64) ** 2,
+                        len(space.e_choices))
     return {
         "macs_m": (per(t.a) * hin2 + per(t.b) * hout2 + per(t.c)) / 1e6,
         "activation_mb": (per(t.act_in) * hin2 + per(t.act_out) * hout2)
         * BYTES_PER_FLOAT32 / 1e6,
-        "dw_elements_m": per(t.act_in) * hout2 / 1e6,  # act_in: the block's mid channels
+        "dw_elements_m": dw_elements_m,
+        "dw_macs_m": dw_elements_m * ks_area,
         "params_m": t.params.reshape(nb, -1) / 1e6,
         "fixed_macs_m": np.asarray(t.fixed_macs, dtype=np.float64) / 1e6,
         "fixed_activation_mb": np.asarray(t.fixed_act, dtype=np.float64) * BYTES_PER_FLOAT32 / 1e6,
