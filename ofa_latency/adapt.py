@@ -21,7 +21,7 @@ data are few. The candidate methods, from the fewest free parameters to the most
     runtimes and precisions speed them up least and unevenly: BENCHMARKS.md section 16.18),
     fitted by minimum MAPE with a light L1 pull towards zero; where the base's device runs the
     subnets' operations in other proportions (another runtime or precision) it transfers better
-    than any map of the base.
+    than any map of the base. A default candidate from :data:`COSTS_MIN_SAMPLES` samples.
 ``residual``
     the linear additive table fitted to what ``s * B`` misses, every term shrunk towards it,
     with a penalty that fades as samples grow (:func:`~.predictors.fit_linear_table` with a
@@ -254,6 +254,10 @@ CHOICE_TEMPERATURE = 2.0
 MIN_WEIGHT = 0.01
 DUPLICATE_TOLERANCE = 1e-3  # candidates whose out-of-fold predictions agree this closely are one
 SCRATCH_MIN_SAMPLES = 10  # below this, "scratch" is no default candidate
+# below this, "costs" (7 free parameters, no base) is no default candidate either: at N = 5 its
+# leave-one-out score chose it where it tested 2-6x worse (BENCHMARKS.md section 16.18)
+COSTS_MIN_SAMPLES = 10
+_MIN_SAMPLES = {"scratch": SCRATCH_MIN_SAMPLES, "costs": COSTS_MIN_SAMPLES}
 CHOICES = ("average", "one_se")
 
 
@@ -310,9 +314,9 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     of one winning on noise (candidates whose out-of-fold predictions agree within
     :data:`DUPLICATE_TOLERANCE` count once). ``choice="one_se"`` keeps the older rule: the simplest candidate
     within one standard error of the best. The default candidates are :func:`list_methods`
-    plus the global scale of each of ``others`` (``scale:<name>``); ``scratch`` joins them
-    from :data:`SCRATCH_MIN_SAMPLES` samples (below, its leave-one-out score is too noisy to
-    trust: BENCHMARKS.md section 5.6).
+    plus the global scale of each of ``others`` (``scale:<name>``); ``scratch`` and ``costs``
+    join them from :data:`SCRATCH_MIN_SAMPLES` and :data:`COSTS_MIN_SAMPLES` samples (below,
+    their leave-one-out scores are too noisy to trust: BENCHMARKS.md sections 5.6 and 16.18).
 
     Parameters
     ----------
@@ -372,7 +376,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     if methods:
         methods = list(methods)
     else:
-        methods = [m for m in known if m != "scratch" or len(y) >= SCRATCH_MIN_SAMPLES]
+        methods = [m for m in known if len(y) >= _MIN_SAMPLES.get(m, 0)]
         methods = methods[:1] + scales + methods[1:]
     unknown = [m for m in methods if m not in known + scales]
     if unknown:

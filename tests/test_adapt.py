@@ -151,10 +151,11 @@ def test_candidates_share_the_result_by_their_cross_validated_scores(base, pool,
         finetune(base, train[:5], base.predict(train[:5]), others=[other], other_names=[])
 
 
-def test_scratch_waits_for_ten_samples(base, pool):
+def test_scratch_and_costs_wait_for_ten_samples(base, pool):
     train, _ = pool
     few = finetune(base, train[:8], 1.1 * base.predict(train[:8]))
     assert "scratch" not in few.adaptation_.cv_mape_pct and few.adaptation_.repeats == 1
+    assert "costs" not in few.adaptation_.cv_mape_pct
     asked = finetune(base, train[:8], 1.1 * base.predict(train[:8]), methods=["scale", "scratch"])
     assert "scratch" in asked.adaptation_.cv_mape_pct
 
