@@ -234,3 +234,19 @@ def test_subnets_added_later_are_converted_ahead_once(mbv3):
         assert ahead._todo == [a, b]
         assert ahead.ready(a) and ahead.ready(b) and not ahead.ready(a)
     assert ahead.handed_over == 2 and ahead.timed == 3
+
+
+def test_openvino_int8_conversion_prints_nothing(capfd, mbv3, smallest):
+    """NNCF draws progress bars on stdout whatever the log level; a table of 500 subnets (and
+    --quiet) must not get one per subnet."""
+    pytest.importorskip("nncf")
+    from ofa_latency.profiling.conversions import calibration_batches, openvino_model
+    from ofa_latency.spaces.building import onnx_bytes
+
+    module = mbv3.build(smallest)
+    capfd.readouterr()
+    model = openvino_model(onnx_bytes(module, smallest.image_size), "int8",
+                           calibration_batches((1, 3, smallest.image_size, smallest.image_size)))
+    assert model is not None
+    out = capfd.readouterr().out
+    assert "Statistics collection" not in out and out.strip() == ""

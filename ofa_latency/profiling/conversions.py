@@ -15,7 +15,9 @@ as it is (:func:`module_model`), int8 calibrated on the user's images (:func:`im
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
+import io
 import logging
 import os
 import tempfile
@@ -23,6 +25,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["QUANTIZATION", "CALIBRATION_BATCHES", "ConversionCache", "CACHE", "require",
            "calibration_batches", "IMAGE_SUFFIXES", "image_files", "image_array",
@@ -226,17 +230,20 @@ def onnx_int8_bytes(model_bytes: bytes, batches) -> bytes:
 
 def openvino_model(model_bytes: bytes, precision: str = "fp32", batches=None):
     """An OpenVINO model from fp32 ONNX bytes; ``precision="int8"`` quantizes it with NNCF on
-    ``batches`` (see :data:`QUANTIZATION`)."""
-    import io
-
+    ``batches`` (see :data:`QUANTIZATION`; NNCF's progress bars go to the debug log)."""
     ov = require("openvino")
     model = ov.convert_model(io.BytesIO(model_bytes))
     if precision == "int8":
         nncf = require("nncf")
         logging.getLogger("nncf").setLevel(logging.WARNING)
-        model = nncf.quantize(model, nncf.Dataset(list(batches)), subset_size=len(batches),
-                              preset=nncf.QuantizationPreset.PERFORMANCE,
-                              fast_bias_correction=True)
+        # NNCF draws rich progress bars on stdout for every model, whatever the log level:
+        # one per subnet of a table would bury the profiler's own progress and --quiet
+        with contextlib.redirect_stdout(io.StringIO()) as shown:
+            model = nncf.quantize(model, nncf.Dataset(list(batches)), subset_size=len(batches),
+                                  preset=nncf.QuantizationPreset.PERFORMANCE,
+                                  fast_bias_correction=True)
+        if shown.getvalue().strip():
+            logger.debug("NNCF: %s", " | ".join(shown.getvalue().split("\n")[-3:]))
     return model
 
 
