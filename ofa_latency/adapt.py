@@ -59,8 +59,8 @@ from .spaces import Encoded
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["finetune", "adapt_table", "TABLE_METHODS", "list_methods", "AdaptationReport",
-           "CHOICES"]
+__all__ = ["finetune", "adapt_table", "cost_basis", "TABLE_METHODS", "list_methods",
+           "AdaptationReport", "CHOICES"]
 
 TABLE_METHODS = ("scale", "stage_scales", "affine", "costs", "residual")
 _PULL = 1.0  # L1 pull towards the global scale, per sample (fades as 1/n)
@@ -171,10 +171,20 @@ def _affine_table(base: AdditiveTable, w) -> AdditiveTable:
 
 
 def cost_basis(space) -> list[AdditiveTable]:
-    """The ``costs`` method's terms, each as an additive table of ``space`` (1 ms per unit):
-    pointwise MACs (M; every MAC outside the depthwise convolutions, the fixed stem and head
-    included), depthwise MACs (M) of each kernel size, activation memory (MB), one per active
-    block, one per subnet."""
+    """The ``costs`` method's terms, each as an additive table of ``space`` (1 ms per unit).
+
+    Parameters
+    ----------
+    space : SearchSpace
+
+    Returns
+    -------
+    list of AdditiveTable
+        In order: pointwise MACs (M; every MAC outside the depthwise convolutions, the fixed
+        stem and head included), depthwise MACs (M) of each kernel size in
+        ``space.ks_choices``, activation memory (MB), one per active block, one per subnet.
+        The ``costs`` method's result is their weighted sum.
+    """
     g = space.cost_grid
     zero_fixed = np.zeros_like(g["fixed_macs_m"])
     zero_block = np.zeros_like(g["macs_m"])
