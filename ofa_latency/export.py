@@ -133,12 +133,14 @@ def check_export_sources(space, weights=None, calibration_images=None) -> None:
 
 
 def trained_export_source(space, sub, weights, calibration_images=None,
-                          n_calibration_images: int = 2000, batch_size: int = 1) -> dict:
+                          n_calibration_images: int = 2000, batch_size: int = 1,
+                          precision: str = "int8") -> dict:
     """What an export with trained weights converts: ``module`` (:func:`build_trained`, batch
     norms recalibrated on up to ``n_calibration_images`` of ``calibration_images`` as OFA does
     with 2000 training images), int8 calibration ``batches`` (the first
     :data:`INT8_CALIBRATION_IMAGES` images, else random), ``check_images`` (held-out images,
-    else None: random inputs) and ``provenance`` (what ``<name>.config.json`` records)."""
+    else None: random inputs) and ``provenance`` (what ``<name>.config.json`` records; the
+    int8 calibration only for ``precision="int8"``)."""
     from ._folders import sha256_of
     from .profiling.conversions import image_array
     from .spaces.building import build_trained
@@ -161,7 +163,8 @@ def trained_export_source(space, sub, weights, calibration_images=None,
         k -= k % batch_size
         if k:
             batches = [images[i:i + batch_size] for i in range(0, k, batch_size)]
-            provenance["int8_calibration"] = f"{k} images of {calibration_images}"
+            if precision == "int8":
+                provenance["int8_calibration"] = f"{k} images of {calibration_images}"
         rest = images[k:] if len(images) - k >= batch_size else images
         n_check = min(CHECK_IMAGES, len(rest))
         n_check -= n_check % batch_size
@@ -216,7 +219,7 @@ def export_model(space, arch, out_path, fmt: str = "onnx", batch_size: int = 1,
     source = None
     if weights is not None:
         source = trained_export_source(space, sub, weights, calibration_images,
-                                       n_calibration_images, batch_size)
+                                       n_calibration_images, batch_size, precision)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     backend = write_model(space, sub, out_path, fmt, batch_size,
                           module=source and source["module"],
@@ -234,8 +237,6 @@ def export_model(space, arch, out_path, fmt: str = "onnx", batch_size: int = 1,
                                   "network; give the supernet's weights to deploy one"}
     else:
         weights_info = {"source": "trained (the supernet checkpoint)", **source["provenance"]}
-        if precision != "int8":
-            weights_info.pop("int8_calibration", None)
     info = {"format": fmt, "runtime": runtime, "precision": precision,
             "quantization": backend.versions().get("quantization"), "agreement": check,
             "weights": weights_info}
