@@ -268,7 +268,7 @@ SCRATCH_MIN_SAMPLES = 10  # below this, "scratch" is no default candidate
 # leave-one-out score chose it where it tested 2-6x worse (BENCHMARKS.md section 16.18)
 COSTS_MIN_SAMPLES = 10
 _MIN_SAMPLES = {"scratch": SCRATCH_MIN_SAMPLES, "costs": COSTS_MIN_SAMPLES}
-CHOICES = ("average", "one_se")
+CHOICES = ("average", "stack", "blend", "one_se")
 
 
 def _fit_candidate(base, m, archs, y, params, others, kind, other_names):
@@ -290,22 +290,100 @@ def _weights(cv_mape: dict, cv_se: dict) -> dict:
     return {m: round(v / total, 4) for m, v in sorted(w.items(), key=lambda kv: -kv[1])}
 
 
-def _choice_blind_oof(oof: dict, y, folds, candidates) -> np.ndarray:
+def _stack_weights(oof: dict, y, rows=None) -> dict:
+    """Non-negative weights summing to one whose weighted sum of the candidates' out-of-fold
+    predictions has the lowest MAPE on ``rows`` of the samples (every repeat's predictions
+    count; a linear programme), those under :data:`MIN_WEIGHT` dropped."""
+    from scipy.optimize import linprog
+    from scipy.sparse import bmat, csr_matrix, identity
+
+    names = list(oof)
+    rows = np.arange(len(y)) if rows is None else np.asarray(rows)
+    P = np.stack([oof[m][:, rows] for m in names], axis=-1)  # repeats x rows x candidates
+    M = P.shape[-1]
+    P = P.reshape(-1, M)
+    yy = np.tile(np.asarray(y, float)[rows], len(P) // len(rows))
+    k = len(yy)
+    # variables: the weights, then each prediction's absolute error t >= |P w - y|
+    c = np.concatenate([np.zeros(M), 1.0 / yy])
+    eye = identity(k, format="csr")
+    A = bmat([[csr_matrix(P), -eye], [csr_matrix(-P), -eye]], format="csr")
+    res = linprog(c, A_ub=A, b_ub=np.concatenate([yy, -yy]),
+                  A_eq=np.concatenate([np.ones(M), np.zeros(k)])[None], b_eq=[1.0],
+                  bounds=(0, None), method="highs")
+    if not res.success:  # cannot happen for a feasible simplex, but never fail a fine-tuning on it
+        logger.warning("stacking weights failed (%s); equal weights", res.message)
+        w = np.full(M, 1.0 / M)
+    else:
+        w = np.clip(res.x[:M], 0, None)
+    w = w / w.sum()
+    keep = {m: float(v) for m, v in zip(names, w) if v >= MIN_WEIGHT}
+    total = sum(keep.values())
+    return {m: round(v / total, 4) for m, v in sorted(keep.items(), key=lambda kv: -kv[1])}
+
+
+def _choice_weights(choice: str, oof: dict, y, rows=None) -> dict:
+    """The weights of a weighting ``choice`` ("average", "stack" or "blend") from the
+    candidates' out-of-fold predictions on ``rows`` of the samples (default all)."""
+    rows = np.arange(len(y)) if rows is None else np.asarray(rows)
+    weights = {}
+    if choice in ("average", "blend"):
+        ape = {m: (100 * np.abs(p[:, rows] - y[rows]) / y[rows]).mean(axis=0)
+               for m, p in oof.items()}
+        se = {m: float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
+              for m, a in ape.items()}
+        weights = _weights({m: float(a.mean()) for m, a in ape.items()}, se)
+    if choice in ("stack", "blend"):
+        stacked = _stack_weights(oof, y, rows)
+        if choice == "stack":
+            return stacked
+        half = {m: 0.5 * weights.get(m, 0.0) + 0.5 * stacked.get(m, 0.0)
+                for m in set(weights) | set(stacked)}
+        return {m: round(v, 4) for m, v in sorted(half.items(), key=lambda kv: -kv[1])}
+    return weights
+
+
+def _choice_blind_oof(oof: dict, y, folds, candidates, choice: str = "average") -> np.ndarray:
     """Out-of-fold predictions of the *whole* choice, for the interval: each fold's samples
-    predicted by the candidates weighted on the other folds' scores only (the weights the
-    choice would have made without them), so the residuals carry the choice's own optimism
+    predicted by the candidates weighted on the other folds only (the weights the choice
+    would have made without them), so the residuals carry the choice's own optimism
     (selecting on the same residuals understates the error at small N; BENCHMARKS.md
     section 10.0.2). Candidates' predictions are those of the first repeat's folds."""
-    ape = {m: (100 * np.abs(oof[m] - y) / y).mean(axis=0) for m in candidates}
     out = np.empty(len(y))
+    cand = {m: oof[m] for m in candidates}
     for test in folds:
         rest = np.setdiff1d(np.arange(len(y)), test)
-        cv = {m: float(a[rest].mean()) for m, a in ape.items()}
-        se = {m: float(a[rest].std(ddof=1) / np.sqrt(len(rest))) if len(rest) > 1 else 0.0
-              for m, a in ape.items()}
-        w = _weights(cv, se)
+        w = _choice_weights(choice, cand, y, rest)
         out[test] = sum(v * oof[m][0, test] for m, v in w.items())
     return out
+
+
+def _cross_validate(base, methods, archs, y, params, others, kind, other_names, cv,
+                    random_state, repeats):
+    """Every candidate's out-of-fold predictions (repeats x samples), its cross-validated MAPE
+    (per sample, averaged over the repeats, then over the samples) and that MAPE's standard
+    error; the folds (leave-one-out, once, below 10 samples; none below 3)."""
+    n = len(y)
+    fold_sets = [] if n < 3 else [_folds(n, cv, random_state + 1000 * r)
+                                  for r in range(1 if n < 10 else repeats)]
+    cv_mape, cv_se, oof = {}, {}, {}
+    for m in methods:
+        if not fold_sets:
+            break
+        pred_oof = np.empty((len(fold_sets), n))
+        for r, folds in enumerate(fold_sets):
+            for test in folds:
+                train = np.setdiff1d(np.arange(n), test)
+                pred = _fit_candidate(base, m, [archs[i] for i in train], y[train], params,
+                                      others, kind, other_names)
+                pred_oof[r, test] = pred.predict([archs[i] for i in test])
+        oof[m] = pred_oof
+        if len(methods) == 1:
+            break  # the out-of-fold predictions are for the interval only
+        ape = (100 * np.abs(pred_oof - y) / y).mean(axis=0)  # per sample, over the repeats
+        cv_mape[m] = round(float(ape.mean()), 4)
+        cv_se[m] = float(ape.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    return fold_sets, cv_mape, cv_se, oof
 
 
 def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
@@ -353,7 +431,12 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         Names of ``others`` (shipped names or folders) for the report.
     repeats : int
         Repetitions of the cross-validation (different folds), at least 1.
-    choice : {"average", "one_se"}
+    choice : {"average", "stack", "blend", "one_se"}
+        How the candidates are combined: ``"average"`` weights them by their scores as above;
+        ``"stack"`` takes the non-negative weights, summing to one, whose weighted sum of the
+        candidates' out-of-fold predictions has the lowest MAPE (stacking; candidates that
+        err in opposite directions share the result); ``"blend"`` is half of each;
+        ``"one_se"`` keeps one candidate.
 
     Returns
     -------
@@ -400,42 +483,27 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     if "random_state" in params:
         params["random_state"] = random_state
     n = len(y)
-    fold_sets = [] if n < 3 else [_folds(n, cv, random_state + 1000 * r)
-                                  for r in range(1 if n < 10 else repeats)]
-    cv_mape, cv_se, oof = {}, {}, {}
-    for m in methods:
-        if not fold_sets:
-            break
-        pred_oof = np.empty((len(fold_sets), n))
-        for r, folds in enumerate(fold_sets):
-            for test in folds:
-                train = np.setdiff1d(np.arange(n), test)
-                pred = _fit_candidate(base, m, [archs[i] for i in train], y[train], params,
-                                      others, kind, other_names)
-                pred_oof[r, test] = pred.predict([archs[i] for i in test])
-        oof[m] = pred_oof
-        if len(methods) == 1:
-            break  # the out-of-fold predictions are for the interval only
-        ape = (100 * np.abs(pred_oof - y) / y).mean(axis=0)  # per sample, over the repeats
-        cv_mape[m] = round(float(ape.mean()), 4)
-        cv_se[m] = float(ape.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    fold_sets, cv_mape, cv_se, oof = _cross_validate(
+        base, methods, archs, y, params, others, kind, other_names, cv, random_state, repeats)
     folds_txt = (f"{len(fold_sets[0])}-fold cross-validation"
                  + (f" repeated {len(fold_sets)} times" if len(fold_sets) > 1 else "")) \
         if fold_sets else ""
     weights, same = {}, []
-    if cv_mape and choice == "average":
+    if cv_mape and choice != "one_se":
         # a candidate that predicts what a simpler one does (e.g. affine reduced to the scale
         # by its pull on few samples) is the same candidate: counted once
         same = [m for i, m in enumerate(methods) if m in cv_mape and any(
             k in cv_mape and np.max(np.abs(oof[m] / oof[k] - 1)) <= DUPLICATE_TOLERANCE
             for k in methods[:i])]
-        weights = _weights({m: v for m, v in cv_mape.items() if m not in same},
-                           {m: v for m, v in cv_se.items() if m not in same})
-        lowest = next(iter(weights))
-        reason = (f"weighted by {folds_txt} (weights exp(-(MAPE - best) / "
-                  f"{CHOICE_TEMPERATURE:g} standard errors), best {lowest}: "
+        weights = _choice_weights(choice, {m: oof[m] for m in cv_mape if m not in same}, y)
+        lowest = min((m for m in cv_mape if m not in same), key=cv_mape.get)
+        how = {"average": f"exp(-(MAPE - best) / {CHOICE_TEMPERATURE:g} standard errors)",
+               "stack": "the non-negative weights of least out-of-fold MAPE, summing to one",
+               "blend": f"half exp(-(MAPE - best) / {CHOICE_TEMPERATURE:g} standard errors), "
+                        "half the non-negative weights of least out-of-fold MAPE"}[choice]
+        reason = (f"weighted by {folds_txt} (weights {how}; best single {lowest}: "
                   f"{cv_mape[lowest]:.2f} % +- {cv_se[lowest]:.2f})")
-        best = lowest if len(weights) == 1 else "average"
+        best = next(iter(weights)) if len(weights) == 1 else "average"
     elif cv_mape:
         # the one-standard-error rule: the simplest method (candidates are ordered from the
         # fewest free parameters) whose CV MAPE is within one standard error of the best
@@ -472,9 +540,10 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         if best == "average":
             cv_mape["average"] = round(float(ape.mean()), 4)
         honest = combined[0]
-        if choice == "average" and len(cv_mape) > 1:
+        if choice != "one_se" and len(cv_mape) > 1:
             honest = _choice_blind_oof(oof, y, fold_sets[0], [m for m in cv_mape
-                                                              if m != "average" and m not in same])
+                                                              if m != "average" and m not in same],
+                                       choice)
         # a fold's fit may predict a latency <= 0 (maximally wrong; its score says so): the
         # interval takes it as the smallest positive latency instead
         final.interval_ = IntervalCalibration.from_predictions(

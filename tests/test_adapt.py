@@ -151,6 +151,56 @@ def test_candidates_share_the_result_by_their_cross_validated_scores(base, pool,
         finetune(base, train[:5], base.predict(train[:5]), others=[other], other_names=[])
 
 
+def test_stacking_weights_recover_a_mixture_of_candidates():
+    """The stacked weights are the convex combination of the candidates' out-of-fold
+    predictions with the lowest MAPE: a device that is 0.3 A + 0.7 B gets those weights,
+    where weights on the candidates' own scores cannot (each alone is 10-20 % off)."""
+    from ofa_latency.adapt import _choice_weights, _stack_weights
+
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(5, 15, 40), rng.uniform(5, 15, 40)
+    y = 0.3 * a + 0.7 * b
+    oof = {"A": np.stack([a, a]), "B": np.stack([b, b]), "C": np.stack([1.1 * a, 1.1 * a])}
+    w = _stack_weights(oof, y)
+    assert set(w) == {"A", "B"} and abs(w["A"] - 0.3) < 0.01 and abs(w["B"] - 0.7) < 0.01
+    half = _stack_weights(oof, y, rows=np.arange(20))  # the rows it is fitted on
+    assert abs(half["B"] - 0.7) < 0.01
+    avg = _choice_weights("average", oof, y)
+    assert abs(sum(avg.values()) - 1) < 1e-3 and avg.get("B", 0) > 0.9  # the best single
+    blend = _choice_weights("blend", oof, y)
+    for m in ("A", "B"):
+        assert abs(blend.get(m, 0) - (avg.get(m, 0) + w.get(m, 0)) / 2) < 1e-3
+    combined = sum(v * oof[m][0] for m, v in w.items())
+    assert np.mean(np.abs(combined / y - 1)) < 0.005
+
+
+@pytest.mark.parametrize("choice", ["stack", "blend"])
+def test_finetune_with_stacked_weights(base, pool, mbv3, choice):
+    """``choice="stack"`` / ``"blend"``: the result is the weighted sum of the members, the
+    blend's weights are half the averaged and half the stacked ones (same folds), and the
+    interval comes from out-of-fold predictions weighted without each fold."""
+    be2 = create_backend("fake", seed=5)
+    train, test = pool
+    other = create_predictor("xgb", n_estimators=40).fit(
+        train[:200], [be2.true_latency_ms(mbv3, s) for s in train[:200]])
+    new = lambda s: 0.5 * base.predict(s) + 0.5 * other.predict(s)  # noqa: E731
+    y = new(train[200:230]) * np.random.default_rng(1).lognormal(0, 0.01, 30)
+    kw = dict(others=[other], other_names=["dev_b"], random_state=2)
+    ft = finetune(base, train[200:230], y, choice=choice, **kw)
+    rep = ft.adaptation_
+    assert abs(sum(rep.weights.values()) - 1) < 1e-3 if rep.weights else rep.method != "average"
+    assert "out-of-fold MAPE" in rep.reason
+    assert _mape(ft, test, new(test)) < 0.01
+    lo, hi = rep.expected_error["interval_90_pct"]
+    assert lo < 0 < hi
+    if choice == "blend":
+        avg, stack = (finetune(base, train[200:230], y, choice=c, **kw).adaptation_
+                      for c in ("average", "stack"))
+        avg, stack = (r.weights or {r.method: 1.0} for r in (avg, stack))  # one member: {}
+        for m in set(avg) | set(stack):
+            assert abs(rep.weights.get(m, 0) - (avg.get(m, 0) + stack.get(m, 0)) / 2) < 2e-3
+
+
 def test_scratch_and_costs_wait_for_ten_samples(base, pool):
     train, _ = pool
     few = finetune(base, train[:8], 1.1 * base.predict(train[:8]))

@@ -1,0 +1,243 @@
+"""How the fine-tuning candidates are weighted: every rule of :data:`ofa_latency.adapt.CHOICES`
+but ``one_se`` judged on the *same* out-of-fold predictions and the same refitted candidates,
+so the rules differ only in their weights.
+
+    python scripts/bench_choice.py --resume data/benchmarks/choice_rules.jsonl \\
+        --json data/benchmarks/choice_rules.json --plot data/benchmarks/choice_rules.png
+    python scripts/bench_choice.py --cases runtimes --hosts host6 --n 20 --seeds 2   # a quick look
+
+Cases (each as ``ofa-latency finetune`` runs it; the N samples from the train split, seeded;
+the test MAPE on the whole test split):
+* ``help``: HELP leave one GPU out, batch 1/32/64, N = 5..100 (``scripts/bench_finetune.py``'s
+  cases: every shipped GPU predictor but the target GPU's own);
+* ``cpu``: the committed host's onnxruntime/torch tables and host2's, each from the other's
+  shipped predictor (``bench_finetune.py``'s CPU cases);
+* ``runtimes``: every runtime table of ``--hosts`` (``scripts/bench_runtimes.py``'s transfer
+  part), from the fp32 ONNX Runtime predictor alone (``fp32``) and from every shipped CPU
+  predictor but the table's own (``all``), N = 10..100.
+
+Per (case, N, seed): each rule's test MAPE, and every candidate's alone. Per cell (mean over
+seeds): each rule against the best single method in hindsight (``scale:<base>`` candidates
+excepted, as in ``bench_finetune.py``), the worst seed against that method on the same seed,
+and each rule against ``average`` (the geometric mean over cells).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+RULES = ("average", "stack", "blend")
+HOSTS = ("host6", "host5", "host4", "host3")
+
+
+def run_one(case, how, n, seed, base, others, names, rows, test):
+    """One fine-tuning's candidates, cross-validated once, weighted by every rule."""
+    from ofa_latency.adapt import (_MIN_SAMPLES, DUPLICATE_TOLERANCE, _choice_weights,
+                                   _cross_validate, _fit_candidate, list_methods)
+    from ofa_latency.predictors import training_data
+
+    t0 = time.perf_counter()
+    space = base.space_
+    archs, y = training_data(space, rows, None)
+    archs = [space.validate(a) for a in archs]
+    known = list_methods(base, others, None)
+    methods = [m for m in known if len(y) >= _MIN_SAMPLES.get(m, 0)]
+    methods = methods[:1] + [f"scale:{x}" for x in names] + methods[1:]  # as finetune orders
+    params = base.get_params()
+    if "random_state" in params:
+        params["random_state"] = seed
+    _, cv_mape, _, oof = _cross_validate(base, methods, archs, y, params, others, None, names,
+                                         5, seed, 3)
+    same = [m for i, m in enumerate(methods) if any(
+        np.max(np.abs(oof[m] / oof[k] - 1)) <= DUPLICATE_TOLERANCE for k in methods[:i])]
+    cand = {m: oof[m] for m in methods if m not in same}
+    weights = {r: _choice_weights(r, cand, y) for r in RULES}
+    yt = test.latency_ms.to_numpy()
+    preds = {m: _fit_candidate(base, m, archs, y, params, others, None, names).predict(test)
+             for m in methods}
+
+    def mape(p):
+        return float(100 * np.mean(np.abs(p - yt) / yt))
+
+    return {"case": case, "how": how, "n": n, "seed": seed,
+            "single": {("residual_kind" if m.startswith("residual_") else m): mape(p)
+                       for m, p in preds.items()},
+            "rules": {r: mape(sum(v * preds[m] for m, v in w.items()))
+                      for r, w in weights.items()},
+            "weights": weights, "cv_mape_pct": cv_mape,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def help_and_cpu(which):
+    from bench_finetune import cpu_cases, help_cases
+
+    from ofa_latency import LatencyEstimator
+
+    cases = (help_cases([32, 64, 1]) if "help" in which else []) + \
+        (cpu_cases() if "cpu" in which else [])
+    for name, base_names, df in cases:
+        bases = {b: LatencyEstimator.from_pretrained(b, check_machine=False).predictor
+                 for b in base_names}
+        yield name, "all", bases, df, None
+
+
+def runtimes(hosts):
+    from bench_runtimes import FP32_BASE, tables
+
+    from ofa_latency import LatencyEstimator, list_pretrained
+
+    cpu = [e["name"] for e in list_pretrained() if e.get("device_type") == "cpu"
+           and e.get("space") == "ofa_mbv3_w1.2" and e["name"].endswith("_xgb")]
+    bases = {b: LatencyEstimator.from_pretrained(b, check_machine=False).predictor for b in cpu}
+    for host in hosts:
+        for s, t in tables("ofa_mbv3_w1.2", host, ROOT / "data" / "measurements").items():
+            mine = {b for b in bases if b.startswith(t["stem"] + "_")}
+            yield f"{host}_{s}", "fp32", {FP32_BASE: bases[FP32_BASE]}, t["main"], FP32_BASE
+            yield f"{host}_{s}", "all", {b: m for b, m in bases.items() if b not in mine}, \
+                t["main"], None
+
+
+def summarise(records):
+    cells = {}
+    for r in records:
+        cells.setdefault((r["case"], r["how"], r["n"]), []).append(r)
+    out = []
+    for (case, how, n), rs in sorted(cells.items()):
+        singles = {m: float(np.mean([r["single"][m] for r in rs])) for m in rs[0]["single"]
+                   if not m.startswith("scale:") and all(m in r["single"] for r in rs)}
+        best = min(singles, key=singles.get)
+        rules = {u: float(np.mean([r["rules"][u] for r in rs])) for u in RULES}
+        out.append({"case": case, "how": how, "n": n, "seeds": len(rs), "mape_mean": rules,
+                    "best_single": best, "best_single_mape": singles[best],
+                    "over_best": {u: rules[u] / singles[best] for u in RULES},
+                    "worst_seed_over_best": {u: max(r["rules"][u] / r["single"][best]
+                                                    for r in rs) for u in RULES}})
+    return out
+
+
+def groups(summary):
+    """Per group of cells (HELP, CPU cross-host, runtimes from fp32, runtimes from all)."""
+    def group(s):
+        if s["case"].startswith("help_"):
+            return "help"
+        return f"runtimes_{s['how']}" if s["case"].startswith("host") else "cpu"
+
+    out = {}
+    for g in sorted({group(s) for s in summary}):
+        ss = [s for s in summary if group(s) == g]
+        out[g] = {"cells": len(ss)}
+        for u in RULES:
+            ratio = np.array([s["over_best"][u] for s in ss])
+            worst = np.array([s["worst_seed_over_best"][u] for s in ss])
+            vs_avg = np.array([s["mape_mean"][u] / s["mape_mean"]["average"] for s in ss])
+            out[g][u] = {"over_best_max": float(ratio.max()),
+                         "cells_over_1.1": int((ratio > 1.1).sum()),
+                         "worst_seed_max": float(worst.max()),
+                         "cells_worst_seed_over_1.5": int((worst > 1.5).sum()),
+                         "geo_mean_vs_average": float(np.exp(np.log(vs_avg).mean())),
+                         "vs_average_min_max": [float(vs_avg.min()), float(vs_avg.max())]}
+    return out
+
+
+def plot(summary, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for u, mk in zip(RULES[1:], ("o", "s")):
+        x = [s["over_best"]["average"] for s in summary]
+        ax.scatter(x, [s["over_best"][u] for s in summary], marker=mk, s=14, alpha=0.7,
+                   label=u)
+    lim = [0.8, max(max(s["over_best"][u] for s in summary) for u in RULES) * 1.03]
+    ax.plot(lim, lim, color="gray", lw=0.8)
+    ax.axhline(1.1, color="red", lw=0.6, ls="--")
+    ax.axvline(1.1, color="red", lw=0.6, ls="--")
+    ax.set_xlabel("average: mean test MAPE / best single method")
+    ax.set_ylabel("rule: mean test MAPE / best single method")
+    ax.set_title("fine-tuning choice per cell (case, N)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print("plot ->", path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", nargs="+", default=["help", "cpu", "runtimes"],
+                   choices=["help", "cpu", "runtimes"])
+    p.add_argument("--hosts", nargs="+", default=list(HOSTS))
+    p.add_argument("--n", nargs="+", type=int, default=[5, 10, 20, 50, 100],
+                   help="the runtimes cases skip N < 10 and N above their train rows")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--resume", default=None, help="JSON lines: finished runs are appended "
+                                                   "and not run again")
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None)
+    args = p.parse_args(argv)
+
+    from ofa_latency.training import base_and_others
+
+    records, done = [], set()
+    if args.resume and Path(args.resume).exists():
+        records = [json.loads(x) for x in Path(args.resume).read_text().splitlines() if x.strip()]
+        done = {(r["case"], r["how"], r["n"], r["seed"]) for r in records}
+    sources = []
+    if {"help", "cpu"} & set(args.cases):
+        sources.append(help_and_cpu(args.cases))
+    if "runtimes" in args.cases:
+        sources.append(runtimes(args.hosts))
+    for source in sources:
+        for case, how, bases, df, fixed in source:
+            train, test = df[df.split == "train"], df[df.split == "test"]
+            for n in args.n:
+                if case.startswith("host") and (n < 10 or n > len(train)):
+                    continue
+                for seed in range(args.seeds):
+                    if (case, how, n, seed) in done:
+                        continue
+                    rows = train.sample(n=min(n, len(train)), random_state=seed)
+                    name, others = (fixed, []) if fixed else base_and_others(bases, rows)
+                    rec = run_one(case, how, n, seed, bases[name], [bases[o] for o in others],
+                                  others, rows, test)
+                    records.append(rec)
+                    if args.resume:
+                        with open(args.resume, "a") as fh:
+                            fh.write(json.dumps(rec) + "\n")
+                    print(case, how, n, seed, {u: round(v, 2) for u, v in rec["rules"].items()},
+                          f"{rec['seconds']} s", flush=True)
+    summary = summarise(records)
+    agg = groups(summary)
+    for s in summary:
+        print(f"{s['case']:24s} {s['how']:4s} N {s['n']:4d}  " + "  ".join(
+            f"{u} {s['mape_mean'][u]:6.2f} % ({s['over_best'][u]:.2f}x, worst seed "
+            f"{s['worst_seed_over_best'][u]:.2f}x)" for u in RULES)
+            + f"  best single {s['best_single']} {s['best_single_mape']:.2f} %")
+    for g, a in agg.items():
+        for u in RULES:
+            print(f"{g:16s} {u:8s} cells {a['cells']:3d}  mean/best max {a[u]['over_best_max']:.2f} "
+                  f"({a[u]['cells_over_1.1']} over 1.1)  worst seed max {a[u]['worst_seed_max']:.2f} "
+                  f"({a[u]['cells_worst_seed_over_1.5']} over 1.5)  vs average "
+                  f"{a[u]['geo_mean_vs_average']:.3f} (geo), {a[u]['vs_average_min_max'][0]:.3f}-"
+                  f"{a[u]['vs_average_min_max'][1]:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cells": summary, "groups": agg}, indent=1))
+    if args.plot:
+        plot(summary, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
