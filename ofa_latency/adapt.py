@@ -35,10 +35,11 @@ data are few. The candidate methods, from the fewest free parameters to the most
 
 :func:`finetune` scores every candidate (and the global scale of each other base given) by
 repeated K-fold cross-validation on the samples (MAPE, leave-one-out below 10 samples) and
-returns their weighted sum, each refitted on all samples, weighted by how far each candidate's
-score is from the best in units of its standard error: with few samples the scores are noisy,
-and candidates the samples cannot tell apart share the result instead of one of them winning
-its folds by chance. The result is an ordinary predictor (kind ``table`` when several share it)
+returns their weighted sum, each refitted on all samples. Each weight is half a weight on how
+far the candidate's score is from the best in units of its standard error (with few samples
+the scores are noisy, and candidates the samples cannot tell apart share the result instead of
+one of them winning its folds by chance) and half a stacked weight (the convex combination of
+the candidates' out-of-fold predictions with the lowest MAPE). The result is an ordinary predictor (kind ``table`` when several share it)
 whose ``adaptation_`` attribute, saved in its config, names the base, every candidate's
 cross-validated MAPE, the weights and the expected error of the result.
 """
@@ -268,7 +269,7 @@ SCRATCH_MIN_SAMPLES = 10  # below this, "scratch" is no default candidate
 # leave-one-out score chose it where it tested 2-6x worse (BENCHMARKS.md section 16.18)
 COSTS_MIN_SAMPLES = 10
 _MIN_SAMPLES = {"scratch": SCRATCH_MIN_SAMPLES, "costs": COSTS_MIN_SAMPLES}
-CHOICES = ("average", "stack", "blend", "one_se")
+CHOICES = ("blend", "average", "stack", "one_se")
 
 
 def _fit_candidate(base, m, archs, y, params, others, kind, other_names):
@@ -389,18 +390,22 @@ def _cross_validate(base, methods, archs, y, params, others, kind, other_names, 
 def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
              random_state: int = 0, base_name: str | None = None,
              others=(), kind: str | None = None, other_names=None, repeats: int = 3,
-             choice: str = "average") -> LatencyPredictor:
+             choice: str = "blend") -> LatencyPredictor:
     """Adapt ``base`` to a new device from measured subnets, the method chosen (or the
     methods averaged) by repeated cross-validation.
 
     Every candidate is scored by ``repeats`` times repeated ``cv``-fold cross-validation on
     the samples (MAPE per sample averaged over the repeats; leave-one-out, once, below 10
-    samples). With ``choice="average"`` (the default) the result is the weighted sum of the
-    candidates' tables, each refitted on all samples, with weights
-    ``exp(-(cv_m - cv_best) / (2 * se_best))`` (``se_best``: the standard error of the best
-    candidate's score), so candidates the samples cannot tell apart share the result instead
-    of one winning on noise (candidates whose out-of-fold predictions agree within
-    :data:`DUPLICATE_TOLERANCE` count once). ``choice="one_se"`` keeps the older rule: the simplest candidate
+    samples). The result is the weighted sum of the candidates' tables, each refitted on all
+    samples (candidates whose out-of-fold predictions agree within :data:`DUPLICATE_TOLERANCE`
+    count once). With ``choice="blend"`` (the default) each weight is half of two: the score
+    weight ``exp(-(cv_m - cv_best) / (2 * se_best))`` (``se_best``: the standard error of the
+    best candidate's score), so candidates the samples cannot tell apart share the result
+    instead of one winning on noise, and the stacked weight, the non-negative weights summing
+    to one whose weighted sum of the out-of-fold predictions has the lowest MAPE, so
+    candidates that err in opposite directions cancel and many alike (e.g. the global scales
+    of many bases) count as one. Either half alone (``"average"``, ``"stack"``) is worse in
+    more cases (BENCHMARKS.md section 5.7). ``choice="one_se"`` keeps the older rule: the simplest candidate
     within one standard error of the best. The default candidates are :func:`list_methods`
     plus the global scale of each of ``others`` (``scale:<name>``); ``scratch`` and ``costs``
     join them from :data:`SCRATCH_MIN_SAMPLES` and :data:`COSTS_MIN_SAMPLES` samples (below,
@@ -431,12 +436,8 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         Names of ``others`` (shipped names or folders) for the report.
     repeats : int
         Repetitions of the cross-validation (different folds), at least 1.
-    choice : {"average", "stack", "blend", "one_se"}
-        How the candidates are combined: ``"average"`` weights them by their scores as above;
-        ``"stack"`` takes the non-negative weights, summing to one, whose weighted sum of the
-        candidates' out-of-fold predictions has the lowest MAPE (stacking; candidates that
-        err in opposite directions share the result); ``"blend"`` is half of each;
-        ``"one_se"`` keeps one candidate.
+    choice : {"blend", "average", "stack", "one_se"}
+        How the candidates are combined (see above).
 
     Returns
     -------

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     from bench_finetune import cpu_cases, help_cases
 
     from ofa_latency import LatencyEstimator
-    from ofa_latency.adapt import finetune
+    from ofa_latency.adapt import CHOICES, finetune
     from ofa_latency.training import base_and_others
 
     p = argparse.ArgumentParser(description=__doc__,
@@ -40,8 +40,11 @@ def main(argv=None) -> int:
     p.add_argument("--n", nargs="+", type=int, default=[10, 20, 50])
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--coverage", type=float, default=0.9)
+    p.add_argument("--choice", default=None, choices=list(CHOICES),
+                   help="finetune's choice among its candidates (default: finetune's default)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    choice = {} if args.choice is None else {"choice": args.choice}
     cases = (help_cases(args.batches) if "help" in args.cases else []) + \
         (cpu_cases() if "cpu" in args.cases else [])
     rows_out = []
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
                 rows = train.sample(n=min(n, len(train)), random_state=seed)
                 base_name, names = base_and_others(bases, rows)  # finetune without --base
                 ft = finetune(bases[base_name], rows, random_state=seed,
-                              others=[bases[b] for b in names], other_names=names)
+                              others=[bases[b] for b in names], other_names=names, **choice)
                 pred = ft.predict(test)
                 lo, hi = ft.interval_factors(args.coverage)
                 _, up1 = ft.interval_factors(2 * args.coverage - 1)

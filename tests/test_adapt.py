@@ -127,7 +127,8 @@ def test_candidates_share_the_result_by_their_cross_validated_scores(base, pool,
         train[:200], [be2.true_latency_ms(mbv3, s) for s in train[:200]])
     new = lambda s: 0.5 * base.predict(s) + 0.5 * other.predict(s)  # noqa: E731
     y = new(train[200:240]) * np.random.default_rng(0).lognormal(0, 0.01, 40)
-    ft = finetune(base, train[200:240], y, others=[other], other_names=["dev_b"])
+    ft = finetune(base, train[200:240], y, others=[other], other_names=["dev_b"],
+                  choice="average")
     rep = ft.adaptation_
     assert "scale:dev_b" in rep.cv_mape_pct and "scratch" in rep.cv_mape_pct
     assert rep.method == "average" and ft.kind == "table"
@@ -176,7 +177,7 @@ def test_stacking_weights_recover_a_mixture_of_candidates():
 
 @pytest.mark.parametrize("choice", ["stack", "blend"])
 def test_finetune_with_stacked_weights(base, pool, mbv3, choice):
-    """``choice="stack"`` / ``"blend"``: the result is the weighted sum of the members, the
+    """``choice="stack"`` / ``"blend"`` (the default): the result is the weighted sum of the members, the
     blend's weights are half the averaged and half the stacked ones (same folds), and the
     interval comes from out-of-fold predictions weighted without each fold."""
     be2 = create_backend("fake", seed=5)
@@ -193,7 +194,8 @@ def test_finetune_with_stacked_weights(base, pool, mbv3, choice):
     assert _mape(ft, test, new(test)) < 0.01
     lo, hi = rep.expected_error["interval_90_pct"]
     assert lo < 0 < hi
-    if choice == "blend":
+    if choice == "blend":  # the default
+        assert finetune(base, train[200:230], y, **kw).adaptation_.weights == rep.weights
         avg, stack = (finetune(base, train[200:230], y, choice=c, **kw).adaptation_
                       for c in ("average", "stack"))
         avg, stack = (r.weights or {r.method: 1.0} for r in (avg, stack))  # one member: {}
