@@ -39,9 +39,10 @@ returns their weighted sum, each refitted on all samples. Each weight is half a 
 far the candidate's score is from the best in units of its standard error (with few samples
 the scores are noisy, and candidates the samples cannot tell apart share the result instead of
 one of them winning its folds by chance) and half a stacked weight (the convex combination of
-the candidates' out-of-fold predictions with the lowest MAPE). The result is an ordinary predictor (kind ``table`` when several share it)
-whose ``adaptation_`` attribute, saved in its config, names the base, every candidate's
-cross-validated MAPE, the weights and the expected error of the result.
+the candidates' out-of-fold predictions with the lowest MAPE). The result is an ordinary
+predictor (kind ``table`` when several share it) whose ``adaptation_`` attribute, saved in its
+config, names the base, every candidate's cross-validated MAPE, the weights and the expected
+error of the result.
 """
 
 from __future__ import annotations
@@ -404,10 +405,10 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     instead of one winning on noise, and the stacked weight, the non-negative weights summing
     to one whose weighted sum of the out-of-fold predictions has the lowest MAPE, so
     candidates that err in opposite directions cancel and many alike (e.g. the global scales
-    of many bases) count as one. Either half alone (``"average"``, ``"stack"``) is worse in
-    more cases (BENCHMARKS.md section 5.7). ``choice="one_se"`` keeps the older rule: the simplest candidate
-    within one standard error of the best. The default candidates are :func:`list_methods`
-    plus the global scale of each of ``others`` (``scale:<name>``); ``scratch`` and ``costs``
+    of many bases) count as one. Either half alone (``"average"``, ``"stack"``) leaves more
+    cases far from the best single candidate (BENCHMARKS.md section 5.7).
+    ``choice="one_se"`` keeps the older rule: the simplest candidate within one standard
+    error of the best. The default candidates are :func:`list_methods` plus the global scale of each of ``others`` (``scale:<name>``); ``scratch`` and ``costs``
     join them from :data:`SCRATCH_MIN_SAMPLES` and :data:`COSTS_MIN_SAMPLES` samples (below,
     their leave-one-out scores are too noisy to trust: BENCHMARKS.md sections 5.6 and 16.18).
 

@@ -227,11 +227,12 @@ def main(argv=None):
             + f"  best single {s['best_single']} {s['best_single_mape']:.2f} %")
     for g, a in agg.items():
         for u in RULES:
-            print(f"{g:16s} {u:8s} cells {a['cells']:3d}  mean/best max {a[u]['over_best_max']:.2f} "
-                  f"({a[u]['cells_over_1.1']} over 1.1)  worst seed max {a[u]['worst_seed_max']:.2f} "
-                  f"({a[u]['cells_worst_seed_over_1.5']} over 1.5)  vs average "
-                  f"{a[u]['geo_mean_vs_average']:.3f} (geo), {a[u]['vs_average_min_max'][0]:.3f}-"
-                  f"{a[u]['vs_average_min_max'][1]:.3f}")
+            r = a[u]
+            print(f"{g:16s} {u:8s} cells {a['cells']:3d}  mean/best max {r['over_best_max']:.2f} "
+                  f"({r['cells_over_1.1']} over 1.1)  worst seed max {r['worst_seed_max']:.2f} "
+                  f"({r['cells_worst_seed_over_1.5']} over 1.5)  vs average "
+                  f"{r['geo_mean_vs_average']:.3f} (geo), {r['vs_average_min_max'][0]:.3f}-"
+                  f"{r['vs_average_min_max'][1]:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"cells": summary, "groups": agg}, indent=1))
     if args.plot:

@@ -26,6 +26,16 @@ def pool(mbv3):
     return subs[:300], subs[300:]
 
 
+@pytest.fixture(scope="module")
+def between(base, pool, mbv3):
+    """A second fake device's predictor and a new device halfway between it and ``base``."""
+    be2 = create_backend("fake", seed=5)
+    train, _ = pool
+    other = create_predictor("xgb", n_estimators=40).fit(
+        train[:200], [be2.true_latency_ms(mbv3, s) for s in train[:200]])
+    return other, lambda s: 0.5 * base.predict(s) + 0.5 * other.predict(s)
+
+
 def _mape(pred, subs, y):
     return float(np.mean(np.abs(pred.predict(subs) / y - 1)))
 
@@ -117,15 +127,12 @@ def test_mix_of_bases_recovers_a_device_between_two(base, pool, mbv3):
         finetune(base, train[:5], base.predict(train[:5]), others=["x"])
 
 
-def test_candidates_share_the_result_by_their_cross_validated_scores(base, pool, mbv3):
+def test_candidates_share_the_result_by_their_cross_validated_scores(base, pool, between):
     """Two candidates the samples cannot tell apart share the result; the weights follow the
     scores, sum to 1, and the result's expected error comes from its own out-of-fold
     residuals. The older one-standard-error rule keeps one candidate."""
-    be2 = create_backend("fake", seed=5)
     train, test = pool
-    other = create_predictor("xgb", n_estimators=40).fit(
-        train[:200], [be2.true_latency_ms(mbv3, s) for s in train[:200]])
-    new = lambda s: 0.5 * base.predict(s) + 0.5 * other.predict(s)  # noqa: E731
+    other, new = between
     y = new(train[200:240]) * np.random.default_rng(0).lognormal(0, 0.01, 40)
     ft = finetune(base, train[200:240], y, others=[other], other_names=["dev_b"],
                   choice="average")
@@ -176,15 +183,12 @@ def test_stacking_weights_recover_a_mixture_of_candidates():
 
 
 @pytest.mark.parametrize("choice", ["stack", "blend"])
-def test_finetune_with_stacked_weights(base, pool, mbv3, choice):
-    """``choice="stack"`` / ``"blend"`` (the default): the result is the weighted sum of the members, the
-    blend's weights are half the averaged and half the stacked ones (same folds), and the
-    interval comes from out-of-fold predictions weighted without each fold."""
-    be2 = create_backend("fake", seed=5)
+def test_finetune_with_stacked_weights(base, pool, between, choice):
+    """``choice="stack"`` / ``"blend"`` (the default): the result is the weighted sum of the
+    members, the blend's weights are half the averaged and half the stacked ones (same
+    folds), and the interval comes from out-of-fold predictions weighted without each fold."""
     train, test = pool
-    other = create_predictor("xgb", n_estimators=40).fit(
-        train[:200], [be2.true_latency_ms(mbv3, s) for s in train[:200]])
-    new = lambda s: 0.5 * base.predict(s) + 0.5 * other.predict(s)  # noqa: E731
+    other, new = between
     y = new(train[200:230]) * np.random.default_rng(1).lognormal(0, 0.01, 30)
     kw = dict(others=[other], other_names=["dev_b"], random_state=2)
     ft = finetune(base, train[200:230], y, choice=choice, **kw)
@@ -194,6 +198,10 @@ def test_finetune_with_stacked_weights(base, pool, mbv3, choice):
     assert _mape(ft, test, new(test)) < 0.01
     lo, hi = rep.expected_error["interval_90_pct"]
     assert lo < 0 < hi
+    weights = rep.weights or {rep.method: 1.0}
+    members = [finetune(base, train[200:230], y, methods=[m], **kw) for m in weights]
+    mixed = sum(w * m.predict(test) for w, m in zip(weights.values(), members))
+    np.testing.assert_allclose(ft.predict(test), mixed, rtol=1e-3)
     if choice == "blend":  # the default
         assert finetune(base, train[200:230], y, **kw).adaptation_.weights == rep.weights
         avg, stack = (finetune(base, train[200:230], y, choice=c, **kw).adaptation_
