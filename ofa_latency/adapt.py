@@ -409,8 +409,9 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     cases far from the best single candidate (BENCHMARKS.md section 5.7).
     ``choice="one_se"`` keeps the older rule: the simplest candidate within one standard
     error of the best. The default candidates are :func:`list_methods` plus the global scale
-    of each of ``others`` (``scale:<name>``); ``scratch`` and ``costs`` join them from :data:`SCRATCH_MIN_SAMPLES` and :data:`COSTS_MIN_SAMPLES` samples (below,
-    their leave-one-out scores are too noisy to trust: BENCHMARKS.md sections 5.6 and 16.18).
+    of each of ``others`` (``scale:<name>``); ``scratch`` and ``costs`` join them from
+    :data:`SCRATCH_MIN_SAMPLES` and :data:`COSTS_MIN_SAMPLES` samples (below, their
+    leave-one-out scores are too noisy to trust: BENCHMARKS.md sections 5.6 and 16.18).
 
     Parameters
     ----------
