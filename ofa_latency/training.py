@@ -339,7 +339,7 @@ def base_and_others(bases: dict, df) -> tuple[str, list[str]]:
 def finetune_on_table(base, path, out=None, filters: dict | None = None, methods=None,
                       cv: int = 5, seed: int = 0, mix=(), hardware=None,
                       batch_size: int | None = None, split: str = "all", extra=None,
-                      luts=()):
+                      luts=(), choice: str | None = None):
     """Fine-tune the predictor ``base`` names (:func:`~ofa_latency.resolve.locate_predictor`)
     to the device of the table at ``path`` (:func:`~ofa_latency.adapt.finetune`) and save it
     with what it was fitted on.
@@ -348,19 +348,22 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
     table itself: its reference level and its rows of the model's reference subnets), and its
     members join ``mix``. With ``base=None``, every shipped predictor of the table's space and
     device type is a candidate (all settings): the one whose global scale fits the rows best is
-    the base, the others join ``mix``.
+    the base, the others join ``mix``. ``choice`` is :func:`~ofa_latency.adapt.finetune`'s
+    (its default when None); it is recorded, so a refit combines the candidates the same way.
 
     Returns
     -------
     LatencyPredictor
         With ``adaptation_``.
     """
-    from .adapt import finetune, save_adapted
+    from .adapt import CHOICES, finetune, save_adapted
     from .predictors import list_predictors
     from .resolve import locate_predictor, resolve_predictor
 
     if split not in ("all", "train", "test"):
         raise UsageError(f"split = {split!r}; one of all, train, test")
+    if choice is not None and choice not in CHOICES:
+        raise UsageError(f"choice = {choice!r}; one of {', '.join(CHOICES)}")
     df = read_measurements(path, filters)
     setting = single_setting(df, str(path))
     if split != "all":
@@ -403,7 +406,8 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
             base_pred = resolve_predictor(base, hardware=hardware, batch_size=batch_size)
     names = [n if names.count(n) == 1 else f"{n}#{k}" for k, n in enumerate(names)]
     pred = finetune(base_pred, df, methods=methods, cv=cv, random_state=seed,
-                    base_name=str(base), others=others, kind=kind, other_names=names)
+                    base_name=str(base), others=others, kind=kind, other_names=names,
+                    **({} if choice is None else {"choice": choice}))
     if out is not None:
         save_adapted(pred, out, metadata={
             "setting": setting, "hardware": _hardware_of(path),
@@ -414,7 +418,7 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
             "refit": {"base": None if given_base is None else str(given_base),
                       "mix": [str(m) for m in mix], "luts": [str(d) for d in luts],
                       "methods": list(methods) if methods else None,
-                      "cv": cv, "seed": seed,
+                      "cv": cv, "seed": seed, "choice": choice,
                       "hardware": None if hardware is None else str(hardware),
                       "batch_size": batch_size}})
     return pred
@@ -460,7 +464,7 @@ def refit_with(predictor_dir, rows):
                              methods=how["methods"], cv=how["cv"], seed=how["seed"],
                              mix=how["mix"], hardware=how["hardware"],
                              batch_size=how["batch_size"], split=data.get("split", "all"),
-                             extra=rows, luts=how.get("luts") or ())
+                             extra=rows, luts=how.get("luts") or (), choice=how.get("choice"))
 
 
 def lut_build_seconds(lut_dir) -> float | None:

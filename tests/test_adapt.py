@@ -111,6 +111,24 @@ def test_cli_finetune(base, pool, tmp_path, capsys, mbv3):
     assert main(["finetune", "--base", str(tmp_path / "base"), "--mix", str(tmp_path / "base"),
                  "--data", str(tmp_path / "new.csv"), "--out", str(tmp_path / "ft3")]) == 0
     assert "mix" in capsys.readouterr().out
+    # the choice is recorded, and a refit combines the candidates the same way
+    from ofa_latency.training import refit_with
+
+    assert main(["finetune", "--base", str(tmp_path / "base"), "--data", str(tmp_path / "new.csv"),
+                 "--choice", "one_se", "--out", str(tmp_path / "ft4")]) == 0
+    cfg = json.loads((tmp_path / "ft4" / "config.json").read_text())
+    assert cfg["metadata"]["refit"]["choice"] == "one_se"
+    from ofa_latency.datasets import read_measurements
+
+    pd.DataFrame({"arch": [json.dumps(s.to_dict()) for s in train[30:35]],
+                  "latency_ms": 1.2 * base.predict(train[30:35])}
+                 ).to_csv(tmp_path / "more.csv", index=False)
+    again = refit_with(tmp_path / "ft4", read_measurements(tmp_path / "more.csv"))
+    assert again.adaptation_.n_samples == 35 and not again.adaptation_.weights
+    assert "simplest" in again.adaptation_.reason  # one_se's rule, not the default's weights
+    assert main(["finetune", "--base", str(tmp_path / "base"), "--data", str(tmp_path / "new.csv"),
+                 "--choice", "best", "--out", str(tmp_path / "ft5")]) == 2
+    assert "choice" in capsys.readouterr().err
 
 
 def test_mix_of_bases_recovers_a_device_between_two(base, pool, mbv3):

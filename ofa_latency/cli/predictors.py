@@ -81,7 +81,8 @@ def cmd_finetune(args) -> int:
     check_out_folder(args.out)
     pred = finetune_on_table(args.base, args.data, args.out, filters(args), args.methods,
                              args.cv, args.seed, mix=args.mix or (), hardware=args.hardware,
-                             batch_size=args.batch_size, split=args.split, luts=args.lut)
+                             batch_size=args.batch_size, split=args.split, luts=args.lut,
+                             choice=args.choice)
     rep = pred.adaptation_
     if rep.cv_mape_pct:
         print(f"{rep.folds}-fold cross-validated MAPE on {rep.n_samples} subnets"
@@ -236,6 +237,9 @@ def register(sub) -> None:
     ft.add_argument("--lut", nargs="+", metavar="DIR", default=(),
                     help="OFA-format lookup tables built on the device ('ofa-latency build-lut'): "
                          "each joins the mix and is a candidate by its own scale")
+    ft.add_argument("--choice", default=None, metavar="{blend,average,stack,one_se}",
+                    help="how the candidates are combined (default blend: half weights on "
+                         "their cross-validated scores, half stacked weights; one_se keeps one)")
     ft.add_argument("--cv", type=int, default=5, help="cross-validation folds")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--out", required=True, help="predictor folder to write")
