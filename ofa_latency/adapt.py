@@ -273,6 +273,32 @@ _MIN_SAMPLES = {"scratch": SCRATCH_MIN_SAMPLES, "costs": COSTS_MIN_SAMPLES}
 CHOICES = ("blend", "average", "stack", "one_se")
 
 
+def _default_methods(base, others, other_names, kind, n) -> list[str]:
+    """The default candidates for ``n`` samples, from the fewest free parameters: the first of
+    :func:`list_methods`, each other base's global scale, then the rest (``scratch`` and
+    ``costs`` from their minimum samples)."""
+    methods = [m for m in list_methods(base, others, kind) if n >= _MIN_SAMPLES.get(m, 0)]
+    return methods[:1] + [f"scale:{x}" for x in other_names] + methods[1:]
+
+
+def _candidate_params(base, kind, random_state) -> dict:
+    """Parameters of the ``residual_<kind>`` and ``scratch`` candidates, seeded."""
+    params = base.get_params() if kind in (None, base.kind) else \
+        create_predictor(kind, space=base.space).get_params()  # the registry names bad kinds
+    if "random_state" in params:
+        params["random_state"] = random_state
+    return params
+
+
+def _same_candidates(methods, oof) -> list[str]:
+    """Candidates whose out-of-fold predictions agree with an earlier (simpler) one's within
+    :data:`DUPLICATE_TOLERANCE` (e.g. affine reduced to the scale by its pull on few samples):
+    the same candidate, counted once."""
+    return [m for i, m in enumerate(methods) if m in oof and any(
+        k in oof and np.max(np.abs(oof[m] / oof[k] - 1)) <= DUPLICATE_TOLERANCE
+        for k in methods[:i])]
+
+
 def _fit_candidate(base, m, archs, y, params, others, kind, other_names):
     if m.startswith("scale:"):  # the global scale of another base
         o = others[other_names.index(m[len("scale:"):])]
@@ -469,11 +495,8 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         raise UsageError(f"other_names must name each of the {len(others)} others once")
     known = list_methods(base, others, kind)
     scales = [f"scale:{n}" for n in other_names]
-    if methods:
-        methods = list(methods)
-    else:
-        methods = [m for m in known if len(y) >= _MIN_SAMPLES.get(m, 0)]
-        methods = methods[:1] + scales + methods[1:]
+    methods = list(methods) if methods else _default_methods(base, others, other_names, kind,
+                                                              len(y))
     unknown = [m for m in methods if m not in known + scales]
     if unknown:
         raise UsageError(f"unknown fine-tuning methods {unknown}; known for a {base.kind!r} base: "
@@ -481,10 +504,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     if np.ptp(y) <= 1e-9 * np.median(y) and "scale" in methods and len(methods) > 1:
         methods = ["scale"]  # equal latencies rank nothing: keep the base's ranking, rescaled
         warnings.append("kept the global scale: equal latencies cannot choose among methods")
-    params = base.get_params() if kind in (None, base.kind) else \
-        create_predictor(kind, space=base.space).get_params()  # the registry names bad kinds
-    if "random_state" in params:
-        params["random_state"] = random_state
+    params = _candidate_params(base, kind, random_state)
     n = len(y)
     fold_sets, cv_mape, cv_se, oof = _cross_validate(
         base, methods, archs, y, params, others, kind, other_names, cv, random_state, repeats)
@@ -493,11 +513,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         if fold_sets else ""
     weights, same = {}, []
     if cv_mape and choice != "one_se":
-        # a candidate that predicts what a simpler one does (e.g. affine reduced to the scale
-        # by its pull on few samples) is the same candidate: counted once
-        same = [m for i, m in enumerate(methods) if m in cv_mape and any(
-            k in cv_mape and np.max(np.abs(oof[m] / oof[k] - 1)) <= DUPLICATE_TOLERANCE
-            for k in methods[:i])]
+        same = _same_candidates(methods, {m: oof[m] for m in cv_mape})
         weights = _choice_weights(choice, {m: oof[m] for m in cv_mape if m not in same}, y)
         lowest = min((m for m in cv_mape if m not in same), key=cv_mape.get)
         how = {"average": f"exp(-(MAPE - best) / {CHOICE_TEMPERATURE:g} standard errors)",

@@ -356,14 +356,12 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
     LatencyPredictor
         With ``adaptation_``.
     """
-    from .adapt import CHOICES, finetune, save_adapted
+    from .adapt import finetune, save_adapted
     from .predictors import list_predictors
     from .resolve import locate_predictor, resolve_predictor
 
     if split not in ("all", "train", "test"):
         raise UsageError(f"split = {split!r}; one of all, train, test")
-    if choice is not None and choice not in CHOICES:
-        raise UsageError(f"choice = {choice!r}; one of {', '.join(CHOICES)}")
     df = read_measurements(path, filters)
     setting = single_setting(df, str(path))
     if split != "all":

@@ -42,24 +42,19 @@ HOSTS = ("host6", "host5", "host4", "host3")
 
 def run_one(case, how, n, seed, base, others, names, rows, test):
     """One fine-tuning's candidates, cross-validated once, weighted by every rule."""
-    from ofa_latency.adapt import (_MIN_SAMPLES, DUPLICATE_TOLERANCE, _choice_weights,
-                                   _cross_validate, _fit_candidate, list_methods)
+    from ofa_latency.adapt import (_candidate_params, _choice_weights, _cross_validate,
+                                   _default_methods, _fit_candidate, _same_candidates)
     from ofa_latency.predictors import training_data
 
     t0 = time.perf_counter()
     space = base.space_
     archs, y = training_data(space, rows, None)
     archs = [space.validate(a) for a in archs]
-    known = list_methods(base, others, None)
-    methods = [m for m in known if len(y) >= _MIN_SAMPLES.get(m, 0)]
-    methods = methods[:1] + [f"scale:{x}" for x in names] + methods[1:]  # as finetune orders
-    params = base.get_params()
-    if "random_state" in params:
-        params["random_state"] = seed
+    methods = _default_methods(base, others, names, None, len(y))  # as finetune chooses them
+    params = _candidate_params(base, None, seed)
     _, cv_mape, _, oof = _cross_validate(base, methods, archs, y, params, others, None, names,
                                          5, seed, 3)
-    same = [m for i, m in enumerate(methods) if any(
-        np.max(np.abs(oof[m] / oof[k] - 1)) <= DUPLICATE_TOLERANCE for k in methods[:i])]
+    same = _same_candidates(methods, oof)
     cand = {m: oof[m] for m in methods if m not in same}
     weights = {r: _choice_weights(r, cand, y) for r in RULES}
     yt = test.latency_ms.to_numpy()
@@ -92,13 +87,9 @@ def help_and_cpu(which):
 
 
 def runtimes(hosts):
-    from bench_runtimes import FP32_BASE, tables
+    from bench_runtimes import FP32_BASE, shipped_cpu_bases, tables
 
-    from ofa_latency import LatencyEstimator, list_pretrained
-
-    cpu = [e["name"] for e in list_pretrained() if e.get("device_type") == "cpu"
-           and e.get("space") == "ofa_mbv3_w1.2" and e["name"].endswith("_xgb")]
-    bases = {b: LatencyEstimator.from_pretrained(b, check_machine=False).predictor for b in cpu}
+    bases = shipped_cpu_bases()
     for host in hosts:
         for s, t in tables("ofa_mbv3_w1.2", host, ROOT / "data" / "measurements").items():
             mine = {b for b in bases if b.startswith(t["stem"] + "_")}

@@ -240,14 +240,22 @@ def _mape(pred, df):
     return float(100 * np.mean(np.abs(pred.predict(df) - y) / y))
 
 
-def part_transfer(tabs, ns, seeds, retest):
-    from ofa_latency import LatencyEstimator, create_predictor, list_pretrained
-    from ofa_latency.adapt import finetune
-    from ofa_latency.training import base_and_others
+def shipped_cpu_bases() -> dict:
+    """Every shipped CPU xgb predictor of ``ofa_mbv3_w1.2``, by name: the bases ``finetune``
+    without ``--base`` considers for a CPU table."""
+    from ofa_latency import LatencyEstimator, list_pretrained
 
     cpu = [e["name"] for e in list_pretrained() if e.get("device_type") == "cpu"
            and e.get("space") == "ofa_mbv3_w1.2" and e["name"].endswith("_xgb")]
-    bases = {b: LatencyEstimator.from_pretrained(b, check_machine=False).predictor for b in cpu}
+    return {b: LatencyEstimator.from_pretrained(b, check_machine=False).predictor for b in cpu}
+
+
+def part_transfer(tabs, ns, seeds, retest):
+    from ofa_latency import create_predictor
+    from ofa_latency.adapt import finetune
+    from ofa_latency.training import base_and_others
+
+    bases = shipped_cpu_bases()
     out = {}
     for s, t in tabs.items():
         df = t["main"]
