@@ -40,10 +40,19 @@ RULES = ("average", "stack", "blend")
 HOSTS = ("host6", "host5", "host4", "host3")
 
 
-def run_one(case, how, n, seed, base, others, names, rows, test):
-    """One fine-tuning's candidates, cross-validated once, weighted by every rule."""
-    from ofa_latency.adapt import (_candidate_params, _choice_weights, _cross_validate,
-                                   _default_methods, _fit_candidate, _same_candidates)
+def fit_one(base, others, names, rows, test, seed, cache=None):
+    """One fine-tuning's candidates, cross-validated once, and every candidate refitted on all
+    the samples and predicting the test split: ``{"methods", "y", "oof", "yt", "preds",
+    "seconds"}``. With ``cache`` (a ``.npz`` path) read from there when it exists, else written
+    there, so new rules can be judged without refitting (``--rejudge``)."""
+    if cache is not None and Path(cache).exists():
+        with np.load(cache, allow_pickle=False) as z:
+            methods = [str(m) for m in z["methods"]]
+            return {"methods": methods, "y": z["y"], "yt": z["yt"], "seconds": float(z["seconds"]),
+                    "oof": {m: z[f"oof_{i}"] for i, m in enumerate(methods) if f"oof_{i}" in z},
+                    "preds": {m: z[f"pred_{i}"] for i, m in enumerate(methods)}}
+    from ofa_latency.adapt import (_candidate_params, _cross_validate, _default_methods,
+                                   _fit_candidate)
     from ofa_latency.predictors import training_data
 
     t0 = time.perf_counter()
@@ -52,25 +61,45 @@ def run_one(case, how, n, seed, base, others, names, rows, test):
     archs = [space.validate(a) for a in archs]
     methods = _default_methods(base, others, names, None, len(y))  # as finetune chooses them
     params = _candidate_params(base, None, seed)
-    _, cv_mape, _, oof = _cross_validate(base, methods, archs, y, params, others, None, names,
-                                         5, seed, 3)
-    same = _same_candidates(methods, oof)
-    cand = {m: oof[m] for m in methods if m not in same}
-    weights = {r: _choice_weights(r, cand, y) for r in RULES}
-    yt = test.latency_ms.to_numpy()
+    _, _, _, oof = _cross_validate(base, methods, archs, y, params, others, None, names, 5,
+                                   seed, 3)
     preds = {m: _fit_candidate(base, m, archs, y, params, others, None, names).predict(test)
              for m in methods}
+    out = {"methods": methods, "y": np.asarray(y, float), "oof": oof, "preds": preds,
+           "yt": test.latency_ms.to_numpy(), "seconds": round(time.perf_counter() - t0, 1)}
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"oof_{i}": out["oof"][m] for i, m in enumerate(methods) if m in out["oof"]}
+        arrays.update({f"pred_{i}": out["preds"][m] for i, m in enumerate(methods)})
+        tmp = Path(str(cache) + ".tmp.npz")
+        np.savez_compressed(tmp, methods=np.array(methods), y=out["y"], yt=out["yt"],
+                            seconds=out["seconds"], **arrays)
+        tmp.replace(cache)
+    return out
+
+
+def judge(case, how, n, seed, fit, rules=None):
+    """Every rule's test MAPE on one fine-tuning's candidates (:func:`fit_one`), and every
+    candidate's alone."""
+    from ofa_latency.adapt import _choice_weights, _same_candidates
+
+    methods, y, oof, preds, yt = (fit[k] for k in ("methods", "y", "oof", "preds", "yt"))
+    same = _same_candidates(methods, oof)
+    cand = {m: oof[m] for m in methods if m not in same}
+    weights = {r: _choice_weights(r, cand, y) for r in (rules or RULES)}
 
     def mape(p):
         return float(100 * np.mean(np.abs(p - yt) / yt))
 
+    ape = {m: (100 * np.abs(p - y) / y).mean(axis=0) for m, p in oof.items()}
     return {"case": case, "how": how, "n": n, "seed": seed,
             "single": {("residual_kind" if m.startswith("residual_") else m): mape(p)
                        for m, p in preds.items()},
             "rules": {r: mape(sum(v * preds[m] for m, v in w.items()))
                       for r, w in weights.items()},
-            "weights": weights, "cv_mape_pct": cv_mape,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "weights": weights, "cv_mape_pct": {m: round(float(a.mean()), 4)
+                                                for m, a in ape.items()},
+            "seconds": fit["seconds"]}
 
 
 def help_and_cpu(which):
@@ -175,13 +204,22 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--resume", default=None, help="JSON lines: finished runs are appended "
                                                    "and not run again")
+    p.add_argument("--cache", default=None, help="a folder for each fine-tuning's out-of-fold "
+                   "and test predictions (.npz, a few hundred kB each): a rerun reads them "
+                   "instead of refitting")
+    p.add_argument("--rejudge", action="store_true", help="judge the resumed runs again from "
+                   "--cache (after a rule changed) instead of skipping them")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
 
     from ofa_latency.training import base_and_others
 
+    if args.rejudge and not args.cache:
+        p.error("--rejudge needs --cache")
     records, done = [], set()
+    if args.rejudge and args.resume and Path(args.resume).exists():
+        Path(args.resume).write_text("")  # judged again from the cache below
     if args.resume and Path(args.resume).exists():
         records = [json.loads(x) for x in Path(args.resume).read_text().splitlines() if x.strip()]
         done = {(r["case"], r["how"], r["n"], r["seed"]) for r in records}
@@ -201,8 +239,11 @@ def main(argv=None):
                         continue
                     rows = train.sample(n=min(n, len(train)), random_state=seed)
                     name, others = (fixed, []) if fixed else base_and_others(bases, rows)
-                    rec = run_one(case, how, n, seed, bases[name], [bases[o] for o in others],
-                                  others, rows, test)
+                    cache = (Path(args.cache) / f"{case}_{how}_{n}_{seed}.npz"
+                             if args.cache else None)
+                    fit = fit_one(bases[name], [bases[o] for o in others], others, rows, test,
+                                  seed, cache)
+                    rec = judge(case, how, n, seed, fit)
                     records.append(rec)
                     if args.resume:
                         with open(args.resume, "a") as fh:
