@@ -20,6 +20,10 @@ setting it reports:
                                     # off-state windows timed again, or not
     python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_nowait
                                     # retries wait for the fast state, or not
+    taskset -c 1 python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_half torch_t1_half_b \
+        --combine torch_t1_half torch_t1_half_b
+                                    # one 3 s window per subnet, or two of 1.5 s minutes apart
+                                    # (the same device time; rows combined by geometric mean)
     taskset -c 1 python scripts/noise_floor.py --n 20 --settings openvino_int8_t1 openvino_int8_t1_ahead
                                     # models converted ahead on the other core, or not
                                     # (with two settings: also each pass's two tables compared)
@@ -54,6 +58,12 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             # retried at once, without waiting for the fast state (2026-12-05, morning)
             "onnxruntime_t1_nowait": ("onnxruntime", 1, 1, ["--off-state-wait-s", "0"]),
             "torch_t1_nowait": ("torch", 1, 1, ["--off-state-wait-s", "0"]),
+            # half the timing seconds per window: two such tables, made minutes apart, give
+            # each subnet two spaced windows for the device time of one (--combine)
+            "torch_t1_half": ("torch", 1, 1, ["--max-seconds", "1.5"]),
+            "torch_t1_half_b": ("torch", 1, 1, ["--max-seconds", "1.5"]),
+            "onnxruntime_t1_half": ("onnxruntime", 1, 1, ["--max-seconds", "1.5"]),
+            "onnxruntime_t1_half_b": ("onnxruntime", 1, 1, ["--max-seconds", "1.5"]),
             # a deployment runtime, its models made here one by one or ahead by a helper
             # process on the other CPUs (`profile --convert-jobs 1`; run this pinned)
             "openvino_int8_t1": ("openvino", 1, 1, ["--precision", "int8"]),
@@ -104,15 +114,35 @@ def compare(a, b) -> dict:
     return out
 
 
+def combined(a, b):
+    """Two tables of the same subnets as one: each row the geometric mean of its two
+    measurements (its interval that of a mean of two: the half-widths added in quadrature,
+    halved), its rounds summed."""
+    m = a.merge(b, on=["arch", "image_size"], suffixes=("_a", "_b"))
+    out = m[["arch", "image_size"]].copy()
+    for c in ("latency_ms", "latency_raw_ms", "ref_baseline_ms"):
+        out[c] = np.sqrt(m[f"{c}_a"] * m[f"{c}_b"])
+    out["spread_pct"] = np.maximum(m.spread_pct_a, m.spread_pct_b)
+    out["n_rounds"] = m.n_rounds_a + m.n_rounds_b
+    out["ci_pct"] = np.sqrt(m.ci_pct_a ** 2 + m.ci_pct_b ** 2) / 2
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--settings", nargs="+", default=["onnxruntime_t1", "torch_t1"],
                    choices=list(SETTINGS))
+    p.add_argument("--combine", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="also compare, pass against pass, settings A and B's tables combined "
+                        "(each subnet's two rows by geometric mean)")
     p.add_argument("--workdir", default=str(ROOT / "runs" / "noise"))
     p.add_argument("--out", default=str(ROOT / "data" / "benchmarks" / "noise_floor.json"))
     args = p.parse_args(argv)
+    for pair in args.combine:
+        if not set(pair) <= set(args.settings):
+            p.error(f"--combine {' '.join(pair)}: both must be among --settings")
 
     from ofa_latency import get_space
     from ofa_latency.datasets import read_measurements
@@ -151,6 +181,14 @@ def main(argv=None):
                                                   for k in (1, 2)]
         results["settings"][name] = res
         print(name, json.dumps(res))
+    for x, y in args.combine:  # two spaced windows per subnet, each table's rows combined
+        tables = [combined(read_measurements(work / f"{x}_pass{k}.csv"),
+                           read_measurements(work / f"{y}_pass{k}.csv")) for k in (1, 2)]
+        res = compare(*tables)
+        res["device_seconds_per_subnet"] = round(
+            sum(walls[(n, k)] for n in (x, y) for k in (1, 2)) / 2 / args.n, 3)
+        results["settings"][f"{x}+{y}"] = res
+        print(f"{x}+{y}", json.dumps(res))
     if len(args.settings) == 2:  # the two settings' tables of each pass, against each other
         x, y = args.settings
         results["between_settings"] = {
