@@ -735,6 +735,9 @@ def profiling_seconds_per_subnet(df: pd.DataFrame) -> float | None:
 # machine states predictors erred about twice as much on such rows (BENCHMARKS.md section
 # 16.8); within one state about as much as on the others (section 16.9)
 WIDE_ROW_PCT = 2.0
+# other processes below this share of the profiled CPUs (percent) leave the machine's noise
+# to what this system cannot see
+_QUIET_OTHERS_PCT = 5.0
 
 
 def table_noise(df: pd.DataFrame) -> dict:
@@ -743,8 +746,10 @@ def table_noise(df: pd.DataFrame) -> dict:
     share of rows wider than :data:`WIDE_ROW_PCT` (``wide_rows_pct``), the share of rows
     timed only while the machine was in a slower state (``off_state_rows_pct``:
     :func:`~ofa_latency.profiling.scale.off_state`; None without reference columns), the
-    median within-window spread, the rounds per row and the device-seconds per row
-    (:func:`profiling_seconds_per_subnet`)."""
+    median within-window spread, the rounds per row, the device-seconds per row
+    (:func:`profiling_seconds_per_subnet`) and, for the rows a profiling call just returned,
+    how busy other processes kept its CPUs (``others_busy_pct``, from ``df.attrs``: None for a
+    table read from disk)."""
     import pandas as pd
 
     def values(col):
@@ -767,7 +772,8 @@ def table_noise(df: pd.DataFrame) -> dict:
     return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
             "wide_rows_pct": wide, "off_state_rows_pct": slow,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),
-            "device_seconds_per_subnet": None if per is None else round(per, 2)}
+            "device_seconds_per_subnet": None if per is None else round(per, 2),
+            "others_busy_pct": df.attrs.get("others_busy_pct")}
 
 
 def noise_text(noise: dict) -> str:
@@ -778,6 +784,8 @@ def noise_text(noise: dict) -> str:
         f"+-{noise['p90_ci_pct']:.2f} %) at 90 %"
     sec = noise["device_seconds_per_subnet"]
     wide, slow = noise.get("wide_rows_pct"), noise.get("off_state_rows_pct")
+    busy = noise.get("others_busy_pct")
+    from .hardware import OTHERS_BUSY_WARN_PCT
     rounds, spread = noise["median_rounds"], noise["median_spread_pct"]
     return (f"noise: {ci}"
             + (f"; median {rounds:g} rounds" if rounds is not None else "")
@@ -787,4 +795,10 @@ def noise_text(noise: dict) -> str:
                f"'profile --retime-above {WIDE_ROW_PCT:g}' measures them again)"
                if wide else "")
             + (f"; {slow:g} % of rows timed only while the machine was in a slower state "
-               f"(profiling them again into the same table retries them)" if slow else ""))
+               f"(profiling them again into the same table retries them)" if slow else "")
+            + (f"; other processes kept {busy:.0f} % of the profiled CPUs busy"
+               + (" (stop them, or pin the profiler to an idle CPU: taskset -c N)"
+                  if busy >= OTHERS_BUSY_WARN_PCT else
+                  " (so the noise comes from below this system: other tenants of a shared "
+                  "host, clock changes)" if busy < _QUIET_OTHERS_PCT and (wide or 0) >= 25
+                  else "") if busy is not None else ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -18,14 +19,92 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs", 
-           "hardware_differences", "DESCRIPTOR_CHANGE_PCT"]
+__all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs",
+           "hardware_differences", "DESCRIPTOR_CHANGE_PCT", "CpuSnapshot", "cpu_snapshot",
+           "others_busy_pct", "OTHERS_BUSY_WARN_PCT"]
 
 DESCRIPTOR_CHANGE_PCT = 30.0  # measured throughput this far from a recorded one: another machine
 _IDENTITY_KEYS = ("cpu_model", "logical_cores", "gpu_name", "backend", "device",
                   "threads_in_use", "precision")
 _MEASURED_KEYS = ("matmul_gflops", "memory_bandwidth_gbs", "gpu_bandwidth_gbs",
                   "gpu_matmul_fp32_gflops")
+
+
+# other processes keeping this share (percent) of the profiler's CPUs busy: a warning
+OTHERS_BUSY_WARN_PCT = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU time counters at one moment (:func:`cpu_snapshot`), in seconds.
+
+    Attributes
+    ----------
+    busy_s, total_s : dict
+        Per CPU index: time spent busy (user, nice, system, irq, softirq and steal: time the
+        hypervisor gave to others) and in all (busy, idle and iowait).
+    own_s : float
+        This process's CPU time (user + system, every thread).
+    """
+
+    busy_s: dict
+    total_s: dict
+    own_s: float
+
+
+def cpu_snapshot(stat_path="/proc/stat", own_s: float | None = None) -> CpuSnapshot | None:
+    """The machine's per-CPU time counters (Linux ``/proc/stat``) and this process's CPU time
+    (``own_s``, default :func:`os.times`); None where there is no such file."""
+    try:
+        lines = Path(stat_path).read_text().splitlines()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy, total = {}, {}
+    for line in lines:
+        name, *fields = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit()) or len(fields) < 5:
+            continue
+        v = [float(x) / tick for x in fields[:8]] + [0.0] * (8 - min(8, len(fields)))
+        user, nice, system, idle, iowait, irq, softirq, steal = v
+        b = user + nice + system + irq + softirq + steal
+        busy[int(name[3:])], total[int(name[3:])] = b, b + idle + iowait
+    if not busy:
+        return None
+    if own_s is None:
+        t = os.times()
+        own_s = t.user + t.system
+    return CpuSnapshot(busy, total, float(own_s))
+
+
+def others_busy_pct(before: CpuSnapshot | None, after: CpuSnapshot | None,
+                    cpus=None) -> float | None:
+    """How busy other processes kept ``cpus`` between two snapshots, in percent of their time:
+    the CPUs' busy time less this process's own CPU time, over their elapsed time.
+
+    Parameters
+    ----------
+    before, after : CpuSnapshot or None
+    cpus : iterable of int, optional
+        Default: the CPUs this process may run on (:func:`os.sched_getaffinity`), so a
+        profiler pinned to one CPU (``taskset -c 1``) is told about that CPU alone.
+
+    Returns
+    -------
+    float or None
+        None without snapshots or without elapsed time.
+    """
+    if before is None or after is None:
+        return None
+    if cpus is None:
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else after.busy_s
+    cpus = [c for c in cpus if c in before.busy_s and c in after.busy_s]
+    total = sum(after.total_s[c] - before.total_s[c] for c in cpus)
+    if not total > 0:
+        return None
+    busy = sum(after.busy_s[c] - before.busy_s[c] for c in cpus)
+    others = busy - (after.own_s - before.own_s)
+    return round(float(min(100.0, max(0.0, 100.0 * others / total))), 1)
 
 
 @functools.lru_cache(maxsize=None)

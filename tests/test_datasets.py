@@ -285,6 +285,28 @@ def test_table_noise_counts_rows_timed_only_in_a_slower_state(tmp_path):
     assert quiet["off_state_rows_pct"] == 0.0 and "slower state" not in noise_text(quiet)
 
 
+def test_table_noise_says_how_busy_other_processes_kept_the_cpus(tmp_path):
+    from ofa_latency.datasets import noise_text, table_noise
+
+    p = tmp_path / "b.csv"
+    with MeasurementLog(p) as log:
+        for i in range(4):
+            log.append(dict(_row(i), ratio=1.0 + i, ref_latency_ms=10.5, ref_min_ms=10.0,
+                            ci_pct=1.0 if i else 3.0))  # one row of four wider than 2 %
+    df = read_measurements(p)
+    assert table_noise(df)["others_busy_pct"] is None  # read from disk: unknown, not said
+    assert "other processes" not in noise_text(table_noise(df))
+    df.attrs["others_busy_pct"] = 45.0  # as profile_subnets returns it
+    text = noise_text(table_noise(df))
+    assert "other processes kept 45 % of the profiled CPUs busy" in text and "taskset" in text
+    df.attrs["others_busy_pct"] = 1.0  # nobody else busy, rows still wide: below the system
+    text = noise_text(table_noise(df))
+    assert "kept 1 %" in text and "below this system" in text and "taskset" not in text
+    df.attrs["others_busy_pct"] = 10.0  # in between: the figure, no advice
+    text = noise_text(table_noise(df))
+    assert "kept 10 %" in text and "below this system" not in text and "taskset" not in text
+
+
 def test_repeated_rows_with_intervals_keep_the_most_certain(tmp_path, caplog):
     p = tmp_path / "d.csv"
     with MeasurementLog(p) as log:

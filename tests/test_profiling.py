@@ -5,6 +5,7 @@ import pytest
 
 from ofa_latency import create_backend, list_backends, profile_subnets
 from ofa_latency.datasets import COLUMNS, read_measurements
+from ofa_latency.hardware import cpu_snapshot
 from ofa_latency.profiling import TimingProtocol
 
 
@@ -56,6 +57,10 @@ def test_fake_pipeline_rows_and_resume(tmp_path, mbv3):
     df = profile_subnets(mbv3, be, subs, 1, out, progress=False)
     table = read_measurements(out)
     assert len(table) == 12 and len(df) == 12
+    if cpu_snapshot() is not None:  # Linux: how busy other processes kept its CPUs
+        assert 0 <= df.attrs["others_busy_pct"] <= 100
+    assert profile_subnets(mbv3, be, subs, 1, out, progress=False).attrs[
+        "others_busy_pct"] is None  # nothing left to time
     assert not table.duplicated(["arch", "image_size"]).any()
     assert set(table.split) <= {"train", "test"}
     # the fake latency is recovered through the protocol within its 1 % noise

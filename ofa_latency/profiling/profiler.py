@@ -14,7 +14,8 @@ import pandas as pd
 from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timestamp
 from ..errors import UsageError
 from ..spaces import reference_subnet
-from ..hardware import hardware_differences
+from ..hardware import (OTHERS_BUSY_WARN_PCT, cpu_snapshot, hardware_differences,
+                        others_busy_pct)
 from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, off_state_keys,
                     probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
                     retry_off_state, table_level_ms)
@@ -210,7 +211,10 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     -------
     pandas.DataFrame
         The rows of this setting for the requested subnets (old and new), with the table's
-        current scale.
+        current scale. ``attrs["others_busy_pct"]``: how busy other processes kept the CPUs
+        this process ran on while it timed (percent of their time,
+        :func:`~ofa_latency.hardware.others_busy_pct`; None where unknown or nothing was
+        timed), logged as a warning from :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT`.
 
     Raises
     ------
@@ -287,6 +291,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                 ahead.ready(sub)
             measure_one(sub, again)
 
+        before = cpu_snapshot() if todo or retry_old else None
         try:
             for sub in todo:
                 ready_then_measure(sub)
@@ -304,11 +309,20 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                             "included); %.1f s spent waiting for them", log.path,
                             ahead.handed_over, ahead.timed, ahead.seconds_waited)
         bar.close()
+        busy = others_busy_pct(before, cpu_snapshot())
+        if busy is not None:
+            (logger.warning if busy >= OTHERS_BUSY_WARN_PCT else logger.info)(
+                "%s: other processes kept %.0f %% of the CPU time of the CPUs this profiler ran "
+                "on while it timed%s", log.path, busy,
+                ": its rows are noisier and cost more device time; stop them, or pin the "
+                "profiler to an idle CPU (taskset -c N)" if busy >= OTHERS_BUSY_WARN_PCT else "")
     table = log.read()
     table = table[setting_mask(table, setting)]
     keys = {(s.arch_json(), s.image_size) for s in subs}
     sel = [(a, int(r)) in keys for a, r in zip(table["arch"], table["image_size"])]
-    return table[sel].reset_index(drop=True)
+    out = table[sel].reset_index(drop=True)
+    out.attrs["others_busy_pct"] = busy
+    return out
 
 
 def _fastest_reference_rounds(subs, rows: pd.DataFrame) -> dict:
