@@ -62,7 +62,7 @@ def cpu_snapshot(stat_path="/proc/stat", own_s: float | None = None) -> CpuSnaps
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     busy, total = {}, {}
     for line in lines:
-        name, *fields = line.split()
+        name, *fields = line.split() or [""]
         if not (name.startswith("cpu") and name[3:].isdigit()) or len(fields) < 5:
             continue
         v = [float(x) / tick for x in fields[:8]] + [0.0] * (8 - min(8, len(fields)))
@@ -80,7 +80,8 @@ def cpu_snapshot(stat_path="/proc/stat", own_s: float | None = None) -> CpuSnaps
 def others_busy_pct(before: CpuSnapshot | None, after: CpuSnapshot | None,
                     cpus=None) -> float | None:
     """How busy other processes kept ``cpus`` between two snapshots, in percent of their time:
-    the CPUs' busy time less this process's own CPU time, over their elapsed time.
+    the CPUs' busy time less this process's own CPU time (this process is taken to have run on
+    ``cpus``), over their elapsed time. Helper processes of this one count as others.
 
     Parameters
     ----------

@@ -37,7 +37,7 @@ def _stat(tmp_path, name, cpus):
     lines = ["cpu  1 0 0 1 0 0 0 0 0 0"] + [f"cpu{i} {b} 0 0 {i_} 0 0 0 0 0 0"
                                            for i, (b, i_) in enumerate(cpus)]
     p = tmp_path / name
-    p.write_text("\n".join(lines + ["intr 5 0", "ctxt 7"]) + "\n")
+    p.write_text("\n".join(lines + ["", "intr 5 0", "ctxt 7"]) + "\n")
     return p
 
 
