@@ -55,6 +55,7 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
     from .adapt import finetune, save_adapted
     from .estimator import LatencyEstimator
     from .hardware import describe_hardware
+    from .datasets import noise_text, table_noise
     from .profiling import create_backend, profile_subnets, table_hardware_path
     from .search import Constraint, MacsProxy, accuracy_predictor_or_proxy
     from .search.workflow import search_verify_deploy
@@ -92,6 +93,7 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
                          allow_machine_change=allow_machine_change)
     say(f"      {len(df)} subnets: {df.latency_ms.min():.2f} .. {df.latency_ms.max():.2f} ms "
         f"(median {df.latency_ms.median():.2f})")
+    say("      " + noise_text(table_noise(df)))
     pred_dir = out / "predictor"
     say(f"[2/4] fine-tuning the shipped {base} to this machine -> {pred_dir}")
     ft = finetune(base_est.predictor, df, random_state=seed, base_name=base)

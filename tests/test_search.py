@@ -12,6 +12,7 @@ import pytest
 from ofa_latency import LatencyEstimator, create_backend, create_predictor
 from ofa_latency.cli import main
 from ofa_latency.errors import UsageError
+from ofa_latency.hardware import cpu_snapshot
 from ofa_latency.search import Constraint, OFAAccuracyPredictor, find_accuracy_predictor, search
 
 SMALL = dict(population_size=24, max_time_budget=15)
@@ -141,6 +142,8 @@ def test_cli_search_verifies_on_the_device_and_exports(acc, fake_est, mbv3, tmp_
     cfg = json.loads((out / "subnet.config.json").read_text())
     assert rep["arch"] == cfg["arch"] and rep["meets_budget_measured"] is True
     assert rep["measured_ms"] <= budget and len(rep["verification"]["rows"]) == 3
+    busy = rep["verification"]["others_busy_pct"]  # how busy the machine was (Linux)
+    assert (busy is None) == (cpu_snapshot() is None) and (busy is None or 0 <= busy <= 100)
     # the chosen one re-measured in a fresh window, at the verification table's scale
     conf = rep["confirmation"]
     assert conf["measured_ms"] == pytest.approx(rep["measured_ms"], rel=0.05)
@@ -276,6 +279,11 @@ def test_demo_offline_without_an_accuracy_predictor_walks_the_whole_path(tmp_pat
     assert "MACs proxy" in (tmp_path / "demo" / "summary.md").read_text().split("\n")[2]
     assert (tmp_path / "demo" / "subnet.onnx").stat().st_size > 0
     assert outcome.report["meets_budget_measured"] is True
+    # the profiling step says how noisy the machine was, and who else was busy (Linux)
+    noise = [s for s in steps if s.strip().startswith("noise: rows known to")]
+    assert len(noise) == 1
+    if cpu_snapshot() is not None:
+        assert "other processes kept" in noise[0]
 
 
 def test_cli_search_defaults_to_the_upper_bound_without_verification(tmp_path, capsys):

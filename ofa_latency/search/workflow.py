@@ -44,6 +44,9 @@ class Verification:
     round: int = 1
     refitted: bool = False  # the search of this round ran on a predictor refitted on earlier rounds
     level_ms: float | None = None  # the reference level the measurements are expressed at
+    # how busy other processes kept the profiled CPUs while the candidates were timed (percent;
+    # :func:`~ofa_latency.hardware.others_busy_pct`, None where unknown)
+    others_busy_pct: float | None = None
 
     @property
     def chosen_row(self) -> dict | None:
@@ -109,7 +112,8 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
                      "round": round_no})
     return Verification(budget_ms=budget, search_budget_ms=result.budgets_ms[constraint],
                         rows=rows, chosen=_most_accurate(rows), table=str(table),
-                        round=round_no, level_ms=level)
+                        round=round_no, level_ms=level,
+                        others_busy_pct=df.attrs.get("others_busy_pct"))
 
 
 def _level_ms(df, level_tables) -> float | None:
