@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # GPU settings of issue 17, for a session lent a CUDA GPU (the device tool). NOT run yet: no
-# GPU was lent when this was written, so the onnxruntime-tensorrt backend is untested on a GPU.
-# Each table is resumable; sizes fit a 15-minute device budget (200 subnets per setting).
+# GPU was lent when this was written, so the onnxruntime-tensorrt and tensorrt backends are
+# untested on a GPU.
+# Each table is resumable; sizes fit a 15-minute device budget (200 subnets per setting; 50 for
+# the tensorrt backend, which builds an engine per subnet).
 #
-#   pip install -e '.[test]' && pip uninstall -y onnxruntime && pip install onnxruntime-gpu tensorrt
+#   pip install -e '.[test,tensorrt]' && pip uninstall -y onnxruntime && pip install onnxruntime-gpu
 #   bash scripts/gpu_runtimes.sh data/measurements
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +19,7 @@ for b in 1 64; do
   for p in fp16 int8; do
     ofa-latency $G --backend onnxruntime-tensorrt --precision $p --batch-size $b \
       --out $D/ofa_mbv3_w1.2_onnxruntime-tensorrt_${p}_cuda_${gpu}_b$b.csv
+    ofa-latency $G --n 50 --backend tensorrt --precision $p --batch-size $b \
+      --out $D/ofa_mbv3_w1.2_tensorrt_${p}_cuda_${gpu}_b$b.csv
   done
 done

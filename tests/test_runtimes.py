@@ -124,6 +124,40 @@ def test_a_missing_runtime_names_its_extra(monkeypatch):
         require("openvino")
 
 
+def test_tensorrt_models_and_what_it_says_without_a_gpu(mbv3, smallest):
+    """The tensorrt backend's models run here (ONNX Runtime on CPU): fp16 halves the weights,
+    keeps float32 input and output and computes the same network; the backend itself needs
+    TensorRT's package and a GPU, and says which is missing."""
+    import onnx
+    import onnxruntime as ort
+
+    from ofa_latency.profiling.runtimes import tensorrt_engine_bytes, tensorrt_onnx_bytes
+
+    fp32 = tensorrt_onnx_bytes(mbv3, smallest, 1, "fp32")
+    fp16 = tensorrt_onnx_bytes(mbv3, smallest, 1, "fp16")
+    m = onnx.load_from_string(fp16)
+    assert {i.data_type for i in m.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert len(fp16) < 0.6 * len(fp32)
+    r = smallest.image_size
+    x = np.random.default_rng(0).standard_normal((1, 3, r, r), dtype=np.float32)
+    y32, y16 = (ort.InferenceSession(b, providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0] for b in (fp32, fp16))
+    assert y16.dtype == np.float32 and agreement(y32, y16)["rel_rmse"] < 1e-2
+    int8 = onnx.load_from_string(tensorrt_onnx_bytes(mbv3, smallest, 1, "int8"))
+    assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)  # explicit quantization
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(ImportError, match=r"ofa-latency\[tensorrt\]"):
+            create_backend("tensorrt", precision="fp16")
+        with pytest.raises(ImportError, match=r"ofa-latency\[tensorrt\]"):
+            tensorrt_engine_bytes(fp32)
+    with pytest.raises(ValueError, match="device = 'cpu'"):
+        create_backend("tensorrt", device="cpu")
+    with pytest.raises(ValueError, match="precision"):
+        create_backend("tensorrt", precision="int4")
+
+
 def test_agreement():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((6, 10))

@@ -1,6 +1,6 @@
 """The runtimes subnets are deployed with, behind the backend contract of :mod:`._base`:
 OpenVINO and LiteRT (TFLite with XNNPACK), fp32 and int8 (ONNX Runtime int8 is in
-:mod:`.backends`); runners of saved model files (the board workflow); the check of a
+:mod:`.backends`); TensorRT on a CUDA GPU, fp32, fp16 and int8; runners of saved model files (the board workflow); the check of a
 converted model against PyTorch.
 
 How the models are made is in :mod:`.conversions`. Conversions are slow (LiteRT about 10 s per
@@ -9,8 +9,9 @@ each backend keeps its recent conversions (:class:`.conversions.ConversionCache`
 process): a fresh preparation is a new session, compiled model or interpreter from the cached
 model, never a new conversion.
 
-OpenVINO and LiteRT are optional extras (``pip install 'ofa-latency[openvino]'``,
-``'ofa-latency[litert]'``); a backend whose runtime is missing says which extra to install.
+OpenVINO, LiteRT and TensorRT are optional extras (``pip install 'ofa-latency[openvino]'``,
+``'ofa-latency[litert]'``, ``'ofa-latency[tensorrt]'``); a backend whose runtime is missing says
+which extra to install.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .conversions import (CACHE, CALIBRATION_BATCHES, QUANTIZATION, agreement,
 from ..hardware import cpu_model_name
 
 __all__ = ["OpenVinoBackend", "LiteRtBackend", "OpenVinoRunner", "LiteRtRunner",
+           "TensorRTBackend", "TensorRTRunner", "tensorrt_engine_bytes", "tensorrt_onnx_bytes",
+           "onnx_fp16_bytes",
            "LITERT_DELEGATES", "check_litert_delegate", "RUNTIME_OPTIONS", "option_conflicts",
            "runtime_options",
            "openvino_config", "file_runner", "runtime_versions", "RUNTIME_PACKAGES",
@@ -330,6 +333,164 @@ class LiteRtBackend(_RuntimeBackend):
         return super().versions() | {"ai_edge_litert": version("ai-edge-litert"),
                                      "litert_torch": version("litert-torch"),
                                      "litert_delegate": self.delegate}
+
+
+def onnx_fp16_bytes(onnx_model: bytes) -> bytes:
+    """The ONNX model with float16 weights and computation, float32 input and output
+    (``onnxruntime.transformers.float16``): what a strongly typed TensorRT network runs in
+    fp16."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load_from_string(onnx_model), keep_io_types=True)
+    return model.SerializeToString()
+
+
+def tensorrt_engine_bytes(onnx_model: bytes, workspace_mb: int = 1024) -> bytes:
+    """A serialized TensorRT engine of an ONNX model (fixed shapes, as the project exports
+    them), built for this machine's GPU as a strongly typed network: each layer runs in the
+    type the model gives it (fp32, fp16 from :func:`onnx_fp16_bytes`, int8 where the model has
+    QDQ nodes: explicit quantization). TensorRT 11 has only strong typing; 10 is asked for it.
+
+    Raises
+    ------
+    ImportError
+        Without TensorRT's Python package (it names the extra).
+    RuntimeError
+        When TensorRT cannot parse the model or build an engine (its parser's errors).
+    """
+    trt = require("tensorrt")
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    strong = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    major = int(trt.__version__.split(".")[0])
+    network = builder.create_network(1 << int(strong) if strong is not None and major < 11
+                                     else 0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_model):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse the ONNX model: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    blob = builder.build_serialized_network(network, config)
+    if blob is None:
+        raise RuntimeError("TensorRT built no engine; its log above says why")
+    return bytes(blob)
+
+
+class TensorRTRunner(Runner):
+    """A TensorRT engine in one execution context, its inputs (seeded N(0, 1)) and outputs on
+    the GPU, timed per run with CUDA events on its own stream (each run synchronised)."""
+
+    def __init__(self, engine_bytes: bytes):
+        import torch
+
+        trt = require("tensorrt")
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise RuntimeError("TensorRT could not load the engine (built by another TensorRT "
+                               "or for another GPU?)")
+        self.context = self.engine.create_execution_context()
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        self.buffers = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            dtype = torch.from_numpy(np.empty(0, trt.nptype(self.engine.get_tensor_dtype(name))))
+            shape = tuple(self.context.get_tensor_shape(name))
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                t = torch.randn(shape, generator=gen, device="cuda").to(dtype.dtype)
+            else:
+                t = torch.empty(shape, dtype=dtype.dtype, device="cuda")
+            self.context.set_tensor_address(name, t.data_ptr())
+            self.buffers[name] = t
+        self.stream = torch.cuda.Stream()
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def run(self, n):
+        out = []
+        for _ in range(n):
+            self.start.record(self.stream)
+            self.context.execute_async_v3(self.stream.cuda_stream)
+            self.end.record(self.stream)
+            self.end.synchronize()
+            out.append(self.start.elapsed_time(self.end) / 1e3)
+        return out
+
+
+def tensorrt_onnx_bytes(space, subnet, batch_size: int, precision: str) -> bytes:
+    """The ONNX model the ``tensorrt`` backend builds ``subnet``'s engine from, for
+    ``precision``: fp32 (OFA's module as built), fp16 (its conversion) or int8 (the static QDQ
+    model ONNX Runtime's int8 runs, batch norms calibrated; cached)."""
+    from ..spaces.building import onnx_bytes
+    from .backends import OnnxRuntimeBackend
+
+    sub = space.validate(subnet)
+    if precision == "int8":  # the same quantized model as ONNX Runtime's int8
+        return OnnxRuntimeBackend(precision="int8").model_bytes(space, sub, batch_size)
+    model = onnx_bytes(space.build(sub), sub.image_size, batch_size)
+    return onnx_fp16_bytes(model) if precision == "fp16" else model
+
+
+@register_backend("tensorrt")
+class TensorRTBackend(ProfilingBackend):
+    """TensorRT directly (its Python API) on a CUDA GPU: a strongly typed engine built from the
+    subnet's ONNX export (fp32; fp16: the export converted to float16, input and output
+    float32; int8: the static QDQ model of the ``onnxruntime`` backend, explicit quantization,
+    its other layers fp32), timed with CUDA events
+    (:class:`TensorRTRunner`). Engines are kept per subnet (:data:`CACHE`), so a fresh window
+    deserializes one instead of building it again. Needs TensorRT's Python package (``pip
+    install 'ofa-latency[tensorrt]'``) and a GPU; written for a lent GPU, on a machine without
+    one it says so."""
+
+    devices = ("cuda",)
+    precisions = ("fp32", "fp16", "int8")
+    cache = CACHE
+
+    def __init__(self, threads=1, device="cuda", precision="fp32"):
+        super().__init__(threads, device, precision)
+        self._trt = require("tensorrt")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("the tensorrt backend runs on a CUDA GPU, and torch sees none")
+
+    def model_bytes(self, space, subnet, batch_size) -> bytes:
+        """The ONNX model the engine is built from: the fp32 export, its fp16 conversion
+        (:func:`onnx_fp16_bytes`) or the int8 QDQ model of the ``onnxruntime`` backend
+        (cached)."""
+        return tensorrt_onnx_bytes(space, subnet, batch_size, self.precision)
+
+    def engine_bytes(self, space, subnet, batch_size) -> bytes:
+        """This GPU's serialized engine of ``subnet`` (built once per process, then cached)."""
+        return self.cache.get(_subnet_key(self, space, subnet, batch_size),
+                              lambda: tensorrt_engine_bytes(
+                                  self.model_bytes(space, subnet, batch_size)))
+
+    def prepare(self, space, subnet, batch_size):
+        return TensorRTRunner(self.engine_bytes(space, subnet, batch_size))
+
+    def convert(self, space, subnet, batch_size) -> bool:
+        self.engine_bytes(space, subnet, batch_size)
+        return True
+
+    def device_name(self):
+        import torch
+
+        return torch.cuda.get_device_name()
+
+    def versions(self):
+        import torch
+
+        v = super().versions() | _torch_versions() | {"tensorrt": self._trt.__version__,
+                                                      "cuda": torch.version.cuda}
+        if self.precision == "int8":
+            v |= {"quantization": QUANTIZATION["onnxruntime"] + ", run by TensorRT",
+                  "calibration_batches": CALIBRATION_BATCHES}
+        if self.precision == "fp16":
+            v["fp16"] = "onnxruntime.transformers.float16 (float32 input and output)"
+        return v
 
 
 # --------------------------------------------------------------------------- checks
