@@ -1,7 +1,7 @@
 """The runtimes subnets are deployed with, behind the backend contract of :mod:`._base`:
 OpenVINO and LiteRT (TFLite with XNNPACK), fp32 and int8 (ONNX Runtime int8 is in
-:mod:`.backends`); TensorRT on a CUDA GPU, fp32, fp16 and int8; runners of saved model files (the board workflow); the check of a
-converted model against PyTorch.
+:mod:`.backends`); TensorRT on a CUDA GPU, fp32, fp16 and int8; runners of saved model files
+(the board workflow); the check of a converted model against PyTorch.
 
 How the models are made is in :mod:`.conversions`. Conversions are slow (LiteRT about 10 s per
 subnet on a 2-core host) and a measurement prepares the same subnet in several windows, so
