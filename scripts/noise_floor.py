@@ -20,10 +20,10 @@ setting it reports:
                                     # off-state windows timed again, or not
     python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_nowait
                                     # retries wait for the fast state, or not
-    taskset -c 1 python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_half torch_t1_half_b \
-        --combine torch_t1_half torch_t1_half_b
+    taskset -c 1 python scripts/noise_floor.py --n 50 \
+        --settings torch_t1 torch_t1_half torch_t1_half_b --combine torch_t1_half torch_t1_half_b
                                     # one 3 s window per subnet, or two of 1.5 s minutes apart
-                                    # (the same device time; rows combined by geometric mean)
+                                    # (the same timing per subnet; rows by geometric mean)
     taskset -c 1 python scripts/noise_floor.py --n 20 --settings openvino_int8_t1 openvino_int8_t1_ahead
                                     # models converted ahead on the other core, or not
                                     # (with two settings: also each pass's two tables compared)
