@@ -144,6 +144,14 @@ def test_cli_search_verifies_on_the_device_and_exports(acc, fake_est, mbv3, tmp_
     assert rep["measured_ms"] <= budget and len(rep["verification"]["rows"]) == 3
     busy = rep["verification"]["others_busy_pct"]  # how busy the machine was (Linux)
     assert (busy is None) == (cpu_snapshot() is None) and (busy is None or 0 <= busy <= 100)
+    assert rep["rounds"][-1]["others_busy_pct"] == busy
+    from ofa_latency.search.workflow import summary_text
+
+    def said(pct):
+        return "other processes kept" in summary_text(
+            dict(rep, rounds=[dict(rep["rounds"][-1], others_busy_pct=pct)]))
+
+    assert said(45.0) and not said(5.0) and not said(None)  # said where it matters
     # the chosen one re-measured in a fresh window, at the verification table's scale
     conf = rep["confirmation"]
     assert conf["measured_ms"] == pytest.approx(rep["measured_ms"], rel=0.05)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hardware import OTHERS_BUSY_WARN_PCT
 from ..profiling.timing import TimingProtocol
 from .finders import SearchResult, search
 
@@ -426,7 +427,8 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
         "rounds": [{"round": v.round, "refitted": v.refitted,
                     "search_budget_ms": v.search_budget_ms,
                     "candidates": sum(r.get("round") == v.round for r in v.rows) or len(v.rows),
-                    "measured_over_predicted": round(v.measured_over_predicted(), 4)}
+                    "measured_over_predicted": round(v.measured_over_predicted(), 4),
+                    "others_busy_pct": v.others_busy_pct}
                    for v in rounds],
         "batch_size": batch_size, "setting": setting, "hardware": hardware,
         "search_seconds": result.seconds, "search_extra": result.extra,
@@ -492,7 +494,10 @@ def summary_text(report: dict) -> str:
                             if r.get("search_budget_ms") else "")
                          + f": {r['candidates']} candidates measured "
                            f"{100 * (r['measured_over_predicted'] - 1):+.1f} % against their "
-                           f"predictions (median)")
+                           f"predictions (median)"
+                         + (f"; other processes kept {r['others_busy_pct']:.0f} % of the "
+                            f"profiled CPUs busy" if (r.get("others_busy_pct") or 0)
+                            >= OTHERS_BUSY_WARN_PCT else ""))
     else:
         lines.append("- not verified on the device")
     if report.get("confirmation"):
