@@ -5,6 +5,9 @@ so the rules differ only in their weights.
     python scripts/bench_choice.py --resume data/benchmarks/choice_rules.jsonl \\
         --json data/benchmarks/choice_rules.json --plot data/benchmarks/choice_rules.png
     python scripts/bench_choice.py --cases runtimes --hosts host6 --n 20 --seeds 2   # a quick look
+    python scripts/bench_choice.py --cache /tmp/choice_cache --resume /tmp/choice_extra.jsonl \
+        --rules average blend nested grow20 growM bagstack bagblend \
+        --json data/benchmarks/choice_rules_extra.json   # other shares (BENCHMARKS.md 5.7.1)
 
 Cases (each as ``ofa-latency finetune`` runs it; the N samples from the train split, seeded;
 the test MAPE on the whole test split):
@@ -37,6 +40,53 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 RULES = ("average", "stack", "blend")
+# other ways to share the weight between the scores and the stacking, judged with --rules
+# (not in the library): the stacked share chosen by a second level of cross-validation over
+# the first repeat's folds (0, 0.25, ..., 1), a share growing with the samples (n / (n + 20),
+# n / (n + candidates)), and stacking weights averaged over 20 bootstrap resamples of the rows
+EXTRA_RULES = ("nested", "grow20", "growM", "bagstack", "bagblend")
+_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _mixed(score_w, stack_w, share):
+    out = {m: (1 - share) * v for m, v in score_w.items()}
+    for m, v in stack_w.items():
+        out[m] = out.get(m, 0.0) + share * v
+    return out
+
+
+def _nested_share(cand, y, seed):
+    """The stacked share whose weights, fitted on the other folds, predict each fold best."""
+    from ofa_latency.adapt import _choice_weights, _folds
+
+    n, err = len(y), np.zeros(len(_SHARES))
+    for r in range(next(iter(cand.values())).shape[0]):
+        for test in _folds(n, 5, seed + 1000 * r):
+            rest = np.setdiff1d(np.arange(n), test)
+            wa, ws = (_choice_weights(c, cand, y, rest) for c in ("average", "stack"))
+            for i, share in enumerate(_SHARES):
+                p = sum(v * cand[m][r, test] for m, v in _mixed(wa, ws, share).items())
+                err[i] += np.sum(np.abs(p - y[test]) / y[test])
+    return _SHARES[int(np.argmin(err))]
+
+
+def rule_weights(rule, cand, y, seed):
+    """The candidates' weights under ``rule`` (:data:`RULES` or :data:`EXTRA_RULES`)."""
+    from ofa_latency.adapt import _choice_weights, _stack_weights
+
+    if rule in RULES:
+        return _choice_weights(rule, cand, y)
+    wa = _choice_weights("average", cand, y)
+    if rule.startswith("bag"):
+        rng, acc = np.random.default_rng(seed), {}
+        for _ in range(20):
+            for m, v in _stack_weights(cand, y, rng.integers(0, len(y), len(y))).items():
+                acc[m] = acc.get(m, 0.0) + v / 20
+        return acc if rule == "bagstack" else _mixed(wa, acc, 0.5)
+    share = {"nested": lambda: _nested_share(cand, y, seed),
+             "grow20": lambda: len(y) / (len(y) + 20),
+             "growM": lambda: len(y) / (len(y) + len(cand))}[rule]()
+    return _mixed(wa, _choice_weights("stack", cand, y), share)
 HOSTS = ("host6", "host5", "host4", "host3")
 
 
@@ -81,12 +131,12 @@ def fit_one(base, others, names, rows, test, seed, cache=None):
 def judge(case, how, n, seed, fit, rules=None):
     """Every rule's test MAPE on one fine-tuning's candidates (:func:`fit_one`), and every
     candidate's alone."""
-    from ofa_latency.adapt import _choice_weights, _same_candidates
+    from ofa_latency.adapt import _same_candidates
 
     methods, y, oof, preds, yt = (fit[k] for k in ("methods", "y", "oof", "preds", "yt"))
     same = _same_candidates(methods, oof)
     cand = {m: oof[m] for m in methods if m not in same}
-    weights = {r: _choice_weights(r, cand, y) for r in (rules or RULES)}
+    weights = {r: rule_weights(r, cand, y, seed) for r in (rules or RULES)}
 
     def mape(p):
         return float(100 * np.mean(np.abs(p - yt) / yt))
@@ -127,7 +177,7 @@ def runtimes(hosts):
                 t["main"], None
 
 
-def summarise(records):
+def summarise(records, rules=RULES):
     cells = {}
     for r in records:
         cells.setdefault((r["case"], r["how"], r["n"]), []).append(r)
@@ -136,16 +186,16 @@ def summarise(records):
         singles = {m: float(np.mean([r["single"][m] for r in rs])) for m in rs[0]["single"]
                    if not m.startswith("scale:") and all(m in r["single"] for r in rs)}
         best = min(singles, key=singles.get)
-        rules = {u: float(np.mean([r["rules"][u] for r in rs])) for u in RULES}
-        out.append({"case": case, "how": how, "n": n, "seeds": len(rs), "mape_mean": rules,
+        mean = {u: float(np.mean([r["rules"][u] for r in rs])) for u in rules}
+        out.append({"case": case, "how": how, "n": n, "seeds": len(rs), "mape_mean": mean,
                     "best_single": best, "best_single_mape": singles[best],
-                    "over_best": {u: rules[u] / singles[best] for u in RULES},
+                    "over_best": {u: mean[u] / singles[best] for u in rules},
                     "worst_seed_over_best": {u: max(r["rules"][u] / r["single"][best]
-                                                    for r in rs) for u in RULES}})
+                                                    for r in rs) for u in rules}})
     return out
 
 
-def groups(summary):
+def groups(summary, rules=RULES):
     """Per group of cells (HELP, CPU cross-host, runtimes from fp32, runtimes from all)."""
     def group(s):
         if s["case"].startswith("help_"):
@@ -156,7 +206,7 @@ def groups(summary):
     for g in sorted({group(s) for s in summary}):
         ss = [s for s in summary if group(s) == g]
         out[g] = {"cells": len(ss)}
-        for u in RULES:
+        for u in rules:
             ratio = np.array([s["over_best"][u] for s in ss])
             worst = np.array([s["worst_seed_over_best"][u] for s in ss])
             vs_avg = np.array([s["mape_mean"][u] / s["mape_mean"]["average"] for s in ss])
@@ -169,18 +219,18 @@ def groups(summary):
     return out
 
 
-def plot(summary, path):
+def plot(summary, path, rules=RULES):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for u, mk in zip(RULES[1:], ("o", "s")):
+    for u, mk in zip(rules[1:], ("o", "s", "^", "v", "D", "x", "+")):
         x = [s["over_best"]["average"] for s in summary]
         ax.scatter(x, [s["over_best"][u] for s in summary], marker=mk, s=14, alpha=0.7,
                    label=u)
-    lim = [0.8, max(max(s["over_best"][u] for s in summary) for u in RULES) * 1.03]
+    lim = [0.8, max(max(s["over_best"][u] for s in summary) for u in rules) * 1.03]
     ax.plot(lim, lim, color="gray", lw=0.8)
     ax.axhline(1.1, color="red", lw=0.6, ls="--")
     ax.axvline(1.1, color="red", lw=0.6, ls="--")
@@ -209,9 +259,13 @@ def main(argv=None):
                    "instead of refitting")
     p.add_argument("--rejudge", action="store_true", help="judge the resumed runs again from "
                    "--cache (after a rule changed) instead of skipping them")
+    p.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES + EXTRA_RULES,
+                   help="the weighting rules judged (average first: the others are compared "
+                        "with it); the extra ones are this script's, not the library's")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
+    rules = ["average"] + [u for u in args.rules if u != "average"]
 
     from ofa_latency.training import base_and_others
 
@@ -243,22 +297,23 @@ def main(argv=None):
                              if args.cache else None)
                     fit = fit_one(bases[name], [bases[o] for o in others], others, rows, test,
                                   seed, cache)
-                    rec = judge(case, how, n, seed, fit)
+                    rec = judge(case, how, n, seed, fit, rules)
                     records.append(rec)
                     if args.resume:
                         with open(args.resume, "a") as fh:
                             fh.write(json.dumps(rec) + "\n")
                     print(case, how, n, seed, {u: round(v, 2) for u, v in rec["rules"].items()},
                           f"{rec['seconds']} s", flush=True)
-    summary = summarise(records)
-    agg = groups(summary)
+    records = [r for r in records if all(u in r["rules"] for u in rules)]
+    summary = summarise(records, rules)
+    agg = groups(summary, rules)
     for s in summary:
         print(f"{s['case']:24s} {s['how']:4s} N {s['n']:4d}  " + "  ".join(
             f"{u} {s['mape_mean'][u]:6.2f} % ({s['over_best'][u]:.2f}x, worst seed "
-            f"{s['worst_seed_over_best'][u]:.2f}x)" for u in RULES)
+            f"{s['worst_seed_over_best'][u]:.2f}x)" for u in rules)
             + f"  best single {s['best_single']} {s['best_single_mape']:.2f} %")
     for g, a in agg.items():
-        for u in RULES:
+        for u in rules:
             r = a[u]
             print(f"{g:16s} {u:8s} cells {a['cells']:3d}  mean/best max {r['over_best_max']:.2f} "
                   f"({r['cells_over_1.1']} over 1.1)  worst seed max {r['worst_seed_max']:.2f} "
@@ -268,7 +323,7 @@ def main(argv=None):
     if args.json:
         Path(args.json).write_text(json.dumps({"cells": summary, "groups": agg}, indent=1))
     if args.plot:
-        plot(summary, args.plot)
+        plot(summary, args.plot, rules)
     return 0
 
 
