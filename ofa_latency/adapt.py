@@ -365,10 +365,16 @@ def _choice_weights(choice: str, oof: dict, y, rows=None) -> dict:
         stacked = _stack_weights(oof, y, rows)
         if choice == "stack":
             return stacked
-        half = {m: 0.5 * weights.get(m, 0.0) + 0.5 * stacked.get(m, 0.0)
-                for m in set(weights) | set(stacked)}
+        half = _shared(weights, stacked, 0.5)
         return {m: round(v, 4) for m, v in sorted(half.items(), key=lambda kv: -kv[1])}
     return weights
+
+
+def _shared(score_weights: dict, stacked: dict, share: float) -> dict:
+    """Weights with ``share`` of the weight on the stacked weights, the rest on the score
+    weights (``"blend"``: half)."""
+    return {m: (1 - share) * score_weights.get(m, 0.0) + share * stacked.get(m, 0.0)
+            for m in set(score_weights) | set(stacked)}
 
 
 def _choice_blind_oof(oof: dict, y, folds, candidates, choice: str = "average") -> np.ndarray:

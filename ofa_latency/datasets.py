@@ -785,7 +785,7 @@ def noise_text(noise: dict) -> str:
     sec = noise["device_seconds_per_subnet"]
     wide, slow = noise.get("wide_rows_pct"), noise.get("off_state_rows_pct")
     busy = noise.get("others_busy_pct")
-    from .hardware import OTHERS_BUSY_WARN_PCT
+    from .hardware import others_busy_text
     rounds, spread = noise["median_rounds"], noise["median_spread_pct"]
     return (f"noise: {ci}"
             + (f"; median {rounds:g} rounds" if rounds is not None else "")
@@ -796,9 +796,7 @@ def noise_text(noise: dict) -> str:
                if wide else "")
             + (f"; {slow:g} % of rows timed only while the machine was in a slower state "
                f"(profiling them again into the same table retries them)" if slow else "")
-            + (f"; other processes kept {busy:.0f} % of the profiled CPUs busy"
-               + (" (stop them, or pin the profiler to an idle CPU: taskset -c N)"
-                  if busy >= OTHERS_BUSY_WARN_PCT else
-                  " (so the noise comes from below this system: other tenants of a shared "
+            + (f"; {others_busy_text(busy)}"
+               + (" (so the noise comes from below this system: other tenants of a shared "
                   "host, clock changes)" if busy < _QUIET_OTHERS_PCT and (wide or 0) >= 25
                   else "") if busy is not None else ""))

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs",
            "hardware_differences", "DESCRIPTOR_CHANGE_PCT", "CpuSnapshot", "cpu_snapshot",
-           "others_busy_pct", "OTHERS_BUSY_WARN_PCT"]
+           "others_busy_pct", "others_busy_text", "OTHERS_BUSY_WARN_PCT"]
 
 DESCRIPTOR_CHANGE_PCT = 30.0  # measured throughput this far from a recorded one: another machine
 _IDENTITY_KEYS = ("cpu_model", "logical_cores", "gpu_name", "backend", "device",
@@ -106,6 +106,14 @@ def others_busy_pct(before: CpuSnapshot | None, after: CpuSnapshot | None,
     busy = sum(after.busy_s[c] - before.busy_s[c] for c in cpus)
     others = busy - (after.own_s - before.own_s)
     return round(float(min(100.0, max(0.0, 100.0 * others / total))), 1)
+
+
+def others_busy_text(pct: float) -> str:
+    """How :func:`others_busy_pct` is said: the share, and from :data:`OTHERS_BUSY_WARN_PCT`
+    the remedy."""
+    return (f"other processes kept {pct:.0f} % of the profiled CPUs busy"
+            + (" (stop them, or pin the profiler to an idle CPU: taskset -c N)"
+               if pct >= OTHERS_BUSY_WARN_PCT else ""))
 
 
 @functools.lru_cache(maxsize=None)

@@ -48,16 +48,9 @@ EXTRA_RULES = ("nested", "grow20", "growM", "bagstack", "bagblend")
 _SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _mixed(score_w, stack_w, share):
-    out = {m: (1 - share) * v for m, v in score_w.items()}
-    for m, v in stack_w.items():
-        out[m] = out.get(m, 0.0) + share * v
-    return out
-
-
 def _nested_share(cand, y, seed):
     """The stacked share whose weights, fitted on the other folds, predict each fold best."""
-    from ofa_latency.adapt import _choice_weights, _folds
+    from ofa_latency.adapt import _choice_weights, _folds, _shared
 
     n, err = len(y), np.zeros(len(_SHARES))
     for r in range(next(iter(cand.values())).shape[0]):
@@ -65,14 +58,14 @@ def _nested_share(cand, y, seed):
             rest = np.setdiff1d(np.arange(n), test)
             wa, ws = (_choice_weights(c, cand, y, rest) for c in ("average", "stack"))
             for i, share in enumerate(_SHARES):
-                p = sum(v * cand[m][r, test] for m, v in _mixed(wa, ws, share).items())
+                p = sum(v * cand[m][r, test] for m, v in _shared(wa, ws, share).items())
                 err[i] += np.sum(np.abs(p - y[test]) / y[test])
     return _SHARES[int(np.argmin(err))]
 
 
 def rule_weights(rule, cand, y, seed):
     """The candidates' weights under ``rule`` (:data:`RULES` or :data:`EXTRA_RULES`)."""
-    from ofa_latency.adapt import _choice_weights, _stack_weights
+    from ofa_latency.adapt import _choice_weights, _shared, _stack_weights
 
     if rule in RULES:
         return _choice_weights(rule, cand, y)
@@ -82,11 +75,11 @@ def rule_weights(rule, cand, y, seed):
         for _ in range(20):
             for m, v in _stack_weights(cand, y, rng.integers(0, len(y), len(y))).items():
                 acc[m] = acc.get(m, 0.0) + v / 20
-        return acc if rule == "bagstack" else _mixed(wa, acc, 0.5)
+        return acc if rule == "bagstack" else _shared(wa, acc, 0.5)
     share = {"nested": lambda: _nested_share(cand, y, seed),
              "grow20": lambda: len(y) / (len(y) + 20),
              "growM": lambda: len(y) / (len(y) + len(cand))}[rule]()
-    return _mixed(wa, _choice_weights("stack", cand, y), share)
+    return _shared(wa, _choice_weights("stack", cand, y), share)
 HOSTS = ("host6", "host5", "host4", "host3")
 
 

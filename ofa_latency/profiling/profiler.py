@@ -15,7 +15,7 @@ from ..datasets import SETTING_COLUMNS, MeasurementLog, assign_split, utc_timest
 from ..errors import UsageError
 from ..spaces import reference_subnet
 from ..hardware import (OTHERS_BUSY_WARN_PCT, cpu_snapshot, hardware_differences,
-                        others_busy_pct)
+                        others_busy_pct, others_busy_text)
 from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, off_state_keys,
                     probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
                     retry_off_state, table_level_ms)
@@ -312,10 +312,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         busy = others_busy_pct(before, cpu_snapshot())
         if busy is not None:
             (logger.warning if busy >= OTHERS_BUSY_WARN_PCT else logger.info)(
-                "%s: other processes kept %.0f %% of the CPU time of the CPUs this profiler ran "
-                "on while it timed%s", log.path, busy,
-                ": its rows are noisier and cost more device time; stop them, or pin the "
-                "profiler to an idle CPU (taskset -c N)" if busy >= OTHERS_BUSY_WARN_PCT else "")
+                "%s: while it timed, %s", log.path, others_busy_text(busy))
     table = log.read()
     table = table[setting_mask(table, setting)]
     keys = {(s.arch_json(), s.image_size) for s in subs}

@@ -423,13 +423,11 @@ def tensorrt_onnx_bytes(space, subnet, batch_size: int, precision: str) -> bytes
     """The ONNX model the ``tensorrt`` backend builds ``subnet``'s engine from, for
     ``precision``: fp32 (OFA's module as built), fp16 (its conversion) or int8 (the static QDQ
     model ONNX Runtime's int8 runs, batch norms calibrated; cached)."""
-    from ..spaces.building import onnx_bytes
     from .backends import OnnxRuntimeBackend
 
-    sub = space.validate(subnet)
-    if precision == "int8":  # the same quantized model as ONNX Runtime's int8
-        return OnnxRuntimeBackend(precision="int8").model_bytes(space, sub, batch_size)
-    model = onnx_bytes(space.build(sub), sub.image_size, batch_size)
+    # ONNX Runtime's own fp32 export or int8 model (cached), fp16 converted from the fp32 one
+    ort = OnnxRuntimeBackend(precision="int8" if precision == "int8" else "fp32")
+    model = ort.model_bytes(space, subnet, batch_size)
     return onnx_fp16_bytes(model) if precision == "fp16" else model
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hardware import OTHERS_BUSY_WARN_PCT
+from ..hardware import OTHERS_BUSY_WARN_PCT, others_busy_text
 from ..profiling.timing import TimingProtocol
 from .finders import SearchResult, search
 
@@ -495,9 +495,8 @@ def summary_text(report: dict) -> str:
                          + f": {r['candidates']} candidates measured "
                            f"{100 * (r['measured_over_predicted'] - 1):+.1f} % against their "
                            f"predictions (median)"
-                         + (f"; other processes kept {r['others_busy_pct']:.0f} % of the "
-                            f"profiled CPUs busy" if (r.get("others_busy_pct") or 0)
-                            >= OTHERS_BUSY_WARN_PCT else ""))
+                         + (f"; {others_busy_text(r['others_busy_pct'])}"
+                            if (r.get("others_busy_pct") or 0) >= OTHERS_BUSY_WARN_PCT else ""))
     else:
         lines.append("- not verified on the device")
     if report.get("confirmation"):
