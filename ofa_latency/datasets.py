@@ -25,6 +25,9 @@ spread_pct          (max - min) / median of the per-round estimates (%)
 ci_pct              the row's own uncertainty: half-width of a distribution-free 90 % interval
                     of its ratio, percent of it (with two or more windows, also half their
                     gap); empty in tables measured before it existed and for foreign data
+others_busy_pct     how busy other processes kept the profiler's CPUs while it timed the row,
+                    percent of their time (:func:`ofa_latency.hardware.others_busy_pct`;
+                    empty where unknown, in older tables and for foreign data)
 n_runs, n_rounds    timed runs of the subnet and rounds they were grouped in
 ref_latency_ms      the reference subnet's latency in the same window (ms): median round minimum
 ref_min_ms          the reference subnet's fastest round minimum in the same window (ms)
@@ -76,12 +79,13 @@ __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "Me
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
            "threads", "precision", "latency_ms", "latency_raw_ms", "ratio", "spread_pct",
-           "ci_pct", "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms", "ref_baseline_ms", "split",
-           "timestamp", "versions", "source"]
+           "ci_pct", "others_busy_pct", "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms",
+           "ref_baseline_ms", "split", "timestamp", "versions", "source"]
 # tables written before ``ratio`` and ``ref_min_ms`` existed: read by deriving the ratio
 # (latency_ms / ref_baseline_ms); their level comes from ``ref_latency_ms``; tables written
-# before ``ci_pct`` (a row's own uncertainty) existed: read with it empty
-_ADDED_COLUMNS = ("ratio", "ref_min_ms", "ci_pct")
+# before ``ci_pct`` (a row's own uncertainty) or ``others_busy_pct`` existed: read with them
+# empty
+_ADDED_COLUMNS = ("ratio", "ref_min_ms", "ci_pct", "others_busy_pct")
 LEGACY_COLUMNS = [c for c in COLUMNS if c not in _ADDED_COLUMNS]
 
 
@@ -120,8 +124,8 @@ def utc_timestamp() -> str:
 
 
 _NUMERIC_COLUMNS = ("image_size", "batch_size", "threads", "latency_ms", "latency_raw_ms", "ratio",
-                    "spread_pct", "ci_pct", "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms",
-                    "ref_baseline_ms")
+                    "spread_pct", "ci_pct", "others_busy_pct", "n_runs", "n_rounds",
+                    "ref_latency_ms", "ref_min_ms", "ref_baseline_ms")
 _SCALE_KEY = ("space", "batch_size", "backend", "device_type", "device", "threads", "precision")
 _ROW_KEY = (*_SCALE_KEY, "arch", "image_size")
 
@@ -747,9 +751,12 @@ def table_noise(df: pd.DataFrame) -> dict:
     timed only while the machine was in a slower state (``off_state_rows_pct``:
     :func:`~ofa_latency.profiling.scale.off_state`; None without reference columns), the
     median within-window spread, the rounds per row, the device-seconds per row
-    (:func:`profiling_seconds_per_subnet`) and, for the rows a profiling call just returned,
-    how busy other processes kept its CPUs (``others_busy_pct``, from ``df.attrs``: None for a
-    table read from disk)."""
+    (:func:`profiling_seconds_per_subnet`), how busy other processes kept the profiler's CPUs
+    (``others_busy_pct``: for the rows a profiling call just returned, over the whole call,
+    from ``df.attrs``; otherwise the mean of the rows' own ``others_busy_pct``; None where no
+    row knows it) and the share of the rows that know it timed while others kept at least
+    :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``busy_rows_pct``)."""
+    from .hardware import OTHERS_BUSY_WARN_PCT
     import pandas as pd
 
     def values(col):
@@ -769,11 +776,17 @@ def table_noise(df: pd.DataFrame) -> dict:
         flags = off_state(*(pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
                             for c in ("ref_min_ms", "ref_baseline_ms")))
         slow = round(float(100 * flags.sum() / len(df)), 1)
+    row_busy = values("others_busy_pct")
+    busy = df.attrs.get("others_busy_pct")
+    if busy is None and len(row_busy):
+        busy = round(float(np.mean(row_busy)), 1)
+    busy_rows = round(float(100 * (row_busy >= OTHERS_BUSY_WARN_PCT).mean()), 1) \
+        if len(row_busy) else None
     return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
             "wide_rows_pct": wide, "off_state_rows_pct": slow,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),
             "device_seconds_per_subnet": None if per is None else round(per, 2),
-            "others_busy_pct": df.attrs.get("others_busy_pct")}
+            "others_busy_pct": busy, "busy_rows_pct": busy_rows}
 
 
 def noise_text(noise: dict) -> str:
@@ -784,8 +797,8 @@ def noise_text(noise: dict) -> str:
         f"+-{noise['p90_ci_pct']:.2f} %) at 90 %"
     sec = noise["device_seconds_per_subnet"]
     wide, slow = noise.get("wide_rows_pct"), noise.get("off_state_rows_pct")
-    busy = noise.get("others_busy_pct")
-    from .hardware import others_busy_text
+    busy, busy_rows = noise.get("others_busy_pct"), noise.get("busy_rows_pct")
+    from .hardware import OTHERS_BUSY_WARN_PCT, others_busy_text
     rounds, spread = noise["median_rounds"], noise["median_spread_pct"]
     return (f"noise: {ci}"
             + (f"; median {rounds:g} rounds" if rounds is not None else "")
@@ -799,4 +812,6 @@ def noise_text(noise: dict) -> str:
             + (f"; {others_busy_text(busy)}"
                + (" (so the noise comes from below this system: other tenants of a shared "
                   "host, clock changes)" if busy < _QUIET_OTHERS_PCT and (wide or 0) >= 25
-                  else "") if busy is not None else ""))
+                  else "") if busy is not None else "")
+            + (f"; {busy_rows:g} % of rows timed while they kept >= "
+               f"{OTHERS_BUSY_WARN_PCT:g} % busy (column others_busy_pct)" if busy_rows else ""))

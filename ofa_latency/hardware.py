@@ -78,7 +78,7 @@ def cpu_snapshot(stat_path="/proc/stat", own_s: float | None = None) -> CpuSnaps
 
 
 def others_busy_pct(before: CpuSnapshot | None, after: CpuSnapshot | None,
-                    cpus=None) -> float | None:
+                    cpus=None, min_seconds: float = 0.1) -> float | None:
     """How busy other processes kept ``cpus`` between two snapshots, in percent of their time:
     the CPUs' busy time less this process's own CPU time (this process is taken to have run on
     ``cpus``), over their elapsed time. Helper processes of this one count as others.
@@ -89,11 +89,14 @@ def others_busy_pct(before: CpuSnapshot | None, after: CpuSnapshot | None,
     cpus : iterable of int, optional
         Default: the CPUs this process may run on (:func:`os.sched_getaffinity`), so a
         profiler pinned to one CPU (``taskset -c 1``) is told about that CPU alone.
+    min_seconds : float
+        Less time than this between the snapshots (per CPU) says nothing: the kernel counts
+        in ticks of 10 ms.
 
     Returns
     -------
     float or None
-        None without snapshots or without elapsed time.
+        None without snapshots or with under ``min_seconds`` elapsed.
     """
     if before is None or after is None:
         return None
@@ -101,7 +104,7 @@ def others_busy_pct(before: CpuSnapshot | None, after: CpuSnapshot | None,
         cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else after.busy_s
     cpus = [c for c in cpus if c in before.busy_s and c in after.busy_s]
     total = sum(after.total_s[c] - before.total_s[c] for c in cpus)
-    if not total > 0:
+    if not (total > 0 and total >= min_seconds * len(cpus)):
         return None
     busy = sum(after.busy_s[c] - before.busy_s[c] for c in cpus)
     others = busy - (after.own_s - before.own_s)

@@ -306,6 +306,16 @@ def test_table_noise_says_how_busy_other_processes_kept_the_cpus(tmp_path):
     text = noise_text(table_noise(df))
     assert "kept 10 %" in text and "below this system" not in text and "taskset" not in text
 
+    # a table read later: each row says how busy the others were while it was timed
+    q = tmp_path / "rows.csv"
+    with MeasurementLog(q) as log:
+        for i, busy in enumerate([0.0, 2.0, 40.0, None]):
+            log.append(dict(_row(i), ratio=1.0 + i, ref_latency_ms=10.5, ref_min_ms=10.0,
+                            ci_pct=1.0, others_busy_pct=busy))
+    noise = table_noise(read_measurements(q))
+    assert noise["others_busy_pct"] == 14.0 and noise["busy_rows_pct"] == pytest.approx(33.3)
+    assert "33.3 % of rows timed while they kept >= 20 % busy" in noise_text(noise)
+
 
 def test_repeated_rows_with_intervals_keep_the_most_certain(tmp_path, caplog):
     p = tmp_path / "d.csv"

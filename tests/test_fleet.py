@@ -339,10 +339,16 @@ def test_a_real_onnxruntime_worker_pinned_to_a_core(devices, mbv3, tmp_path):
         devices("ort-c0-again", "ort", backend="onnxruntime", cores=[0], backend_options={},
                 measure_hardware=False)
     subs = mbv3.sample(2, seed=7)
-    out = fleet.profile_fleet(["ort"], subs, tmp_path, progress=False, protocol=_quick())
+    from ofa_latency.profiling import TimingProtocol
+
+    # windows long enough (10 rounds) for the kernel's counters to say how busy others were
+    out = fleet.profile_fleet(["ort"], subs, tmp_path, progress=False,
+                              protocol=TimingProtocol(warmup_runs=1, rounds=10, runs_per_round=2,
+                                                      target_ci_pct=None))
     df = _once_each(tmp_path / "ort.csv", subs)
     assert out["ort"]["measured"] == 2 and set(df["backend"]) == {"onnxruntime"}
     assert (df["ratio"] > 0).all() and df["ref_min_ms"].notna().all()
+    assert df["others_busy_pct"].between(0, 100).all()  # measured by the worker, on core 0
 
 
 _MULTI_NODE = r'''

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -57,8 +60,9 @@ def test_fake_pipeline_rows_and_resume(tmp_path, mbv3):
     df = profile_subnets(mbv3, be, subs, 1, out, progress=False)
     table = read_measurements(out)
     assert len(table) == 12 and len(df) == 12
-    if cpu_snapshot() is not None:  # Linux: how busy other processes kept its CPUs
-        assert 0 <= df.attrs["others_busy_pct"] <= 100
+    # the fake device's windows are shorter than the kernel's counters can see: how busy
+    # other processes were is unknown, not 0 or 100 (test_rows_say_how_busy_others_were)
+    assert table["others_busy_pct"].dropna().between(0, 100).all()
     assert profile_subnets(mbv3, be, subs, 1, out, progress=False).attrs[
         "others_busy_pct"] is None  # nothing left to time
     assert not table.duplicated(["arch", "image_size"]).any()
@@ -229,3 +233,27 @@ def test_wait_for_fast_state_and_a_spell_that_outlasts_it(caplog):
     # without waiting it is timed twice more
     retry_off_state(fastest, refs, 2, timed.append)
     assert timed == ["a", "a"]
+
+
+def test_rows_say_how_busy_other_processes_kept_the_profiled_cpu(tmp_path, mbv3):
+    from ofa_latency.datasets import noise_text, table_noise
+
+    if cpu_snapshot() is None or not hasattr(os, "sched_setaffinity"):
+        pytest.skip("needs Linux /proc/stat and CPU affinity")
+    be = create_backend("fake", threads=1, realtime=True)  # sleeps its latencies
+    cpu, old = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(loop.pid, {cpu})
+        os.sched_setaffinity(0, {cpu})  # the profiler shares its CPU with a spinning process
+        df = profile_subnets(mbv3, be, mbv3.sample(3, seed=1), 1, tmp_path / "b.csv",
+                             progress=False)
+    finally:
+        loop.kill()
+        loop.wait()
+        os.sched_setaffinity(0, old)
+    assert df.attrs["others_busy_pct"] > 60
+    rows = read_measurements(tmp_path / "b.csv")  # read later: each row still says it
+    assert (rows["others_busy_pct"] > 60).all(), rows["others_busy_pct"].tolist()
+    text = noise_text(table_noise(rows))
+    assert "100 % of rows timed while they kept >= 20 % busy" in text and "taskset" in text

@@ -142,8 +142,11 @@ def test_cli_search_verifies_on_the_device_and_exports(acc, fake_est, mbv3, tmp_
     cfg = json.loads((out / "subnet.config.json").read_text())
     assert rep["arch"] == cfg["arch"] and rep["meets_budget_measured"] is True
     assert rep["measured_ms"] <= budget and len(rep["verification"]["rows"]) == 3
-    busy = rep["verification"]["others_busy_pct"]  # how busy the machine was (Linux)
-    assert (busy is None) == (cpu_snapshot() is None) and (busy is None or 0 <= busy <= 100)
+    # how busy the machine was (Linux; unknown too for a fake device's timings, shorter
+    # than the kernel's 10 ms counters can see)
+    busy = rep["verification"]["others_busy_pct"]
+    assert "others_busy_pct" in rep["verification"] and (busy is None or 0 <= busy <= 100)
+    assert busy is None or cpu_snapshot() is not None
     assert rep["rounds"][-1]["others_busy_pct"] == busy
     from ofa_latency.search.workflow import summary_text
 
@@ -287,11 +290,11 @@ def test_demo_offline_without_an_accuracy_predictor_walks_the_whole_path(tmp_pat
     assert "MACs proxy" in (tmp_path / "demo" / "summary.md").read_text().split("\n")[2]
     assert (tmp_path / "demo" / "subnet.onnx").stat().st_size > 0
     assert outcome.report["meets_budget_measured"] is True
-    # the profiling step says how noisy the machine was, and who else was busy (Linux)
+    # the profiling step says how noisy the machine was (who else was busy too, where its
+    # timings are long enough for the kernel's counters: not the fake device's,
+    # test_profiling.py::test_rows_say_how_busy_other_processes_kept_the_profiled_cpu)
     noise = [s for s in steps if s.strip().startswith("noise: rows known to")]
-    assert len(noise) == 1
-    if cpu_snapshot() is not None:
-        assert "other processes kept" in noise[0]
+    assert len(noise) == 1 and "device-s per subnet" in noise[0]
 
 
 def test_cli_search_defaults_to_the_upper_bound_without_verification(tmp_path, capsys):

@@ -1,3 +1,9 @@
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -148,3 +154,51 @@ def test_combined_windows_carry_their_gap_in_the_interval():
     c = combine_windows([a, b])
     assert c.ratio == pytest.approx(1.02) and c.ci_pct == pytest.approx(2.0)
     assert c.columns(10.0)["ci_pct"] == 2.0
+
+
+class Sleeper(Runner):
+    """A runner that waits instead of computing: its CPU's busy time is someone else's."""
+
+    def run(self, n):
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            time.sleep(0.01)
+            out.append(time.perf_counter() - t)
+        return out
+
+
+def test_a_window_says_how_busy_other_processes_kept_its_cpu():
+    from ofa_latency.hardware import cpu_snapshot
+
+    if cpu_snapshot() is None or not hasattr(os, "sched_setaffinity"):
+        pytest.skip("needs Linux /proc/stat and CPU affinity")
+    proto = TimingProtocol(rounds=5, max_rounds=5, warmup_runs=0)
+    cpu = min(os.sched_getaffinity(0))
+    old = os.sched_getaffinity(0)
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(loop.pid, {cpu})
+        os.sched_setaffinity(0, {cpu})  # the window's CPUs are this process's
+        time.sleep(0.2)
+        busy = measure(Sleeper(), Sleeper(), protocol=proto)
+    finally:
+        loop.kill()
+        loop.wait()
+        os.sched_setaffinity(0, old)
+    assert busy.others_busy_pct > 60, busy.others_busy_pct
+    assert busy.columns(10.0)["others_busy_pct"] == round(busy.others_busy_pct, 1)
+
+
+def test_combined_windows_average_how_busy_others_were_over_their_seconds():
+    a = TimingResult(1.0, 1.0, 1.0, 2.0, 9, 3, ratio=1.00, seconds=3.0, others_busy_pct=0.0)
+    b = TimingResult(1.0, 1.0, 1.0, 2.0, 9, 3, ratio=1.01, seconds=1.0, others_busy_pct=80.0)
+    assert combine_windows([a, b]).others_busy_pct == 20.0
+    unknown = TimingResult(1.0, 1.0, 1.0, 2.0, 9, 3, ratio=1.01, seconds=1.0)
+    assert combine_windows([a, unknown]).others_busy_pct == 0.0  # only the windows that know
+    assert combine_windows([unknown, unknown]).columns(10.0)["others_busy_pct"] is None
+    # a worker of another version sends fields this one does not know, or lacks new ones
+    sent = {**dataclasses.asdict(b), "joules": 3.0}
+    assert TimingResult.from_dict(sent) == b
+    sent.pop("others_busy_pct")
+    assert np.isnan(TimingResult.from_dict(sent).others_busy_pct)

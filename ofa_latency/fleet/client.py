@@ -621,7 +621,7 @@ def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
 
     def make_accept(log, setting, refs):
         def accept(d, sub, out):
-            res = combine_windows([TimingResult(**w) for w in out["windows"]])
+            res = combine_windows([TimingResult.from_dict(w) for w in out["windows"]])
             if res.ref_min_ms == res.ref_min_ms:
                 refs.extend(w["ref_min_ms"] for w in out["windows"])
             log.append(measurement_row(space, setting, sub, res, refs,
@@ -714,7 +714,7 @@ def build_lut_fleet(label: str, resolutions, out_dir, protocol=None, pipeline: i
         fh.write(LAYER_LOG_HEADER)
 
     def accept(d, lay, res):
-        fh.write(layer_row(lay.key, combine_windows([TimingResult(**w)
+        fh.write(layer_row(lay.key, combine_windows([TimingResult.from_dict(w)
                                                       for w in res["windows"]])))
         fh.flush()
         os.fsync(fh.fileno())

@@ -17,7 +17,10 @@ The protocol is built for a noisy shared machine:
    added until that half-width reaches the target, up to ``max_rounds`` or ``max_seconds`` of
    timing per window, so a noisy machine costs more device time and a quiet one less. Without
    a target the older rule applies: rounds are added while the round ratios disagree by more
-   than ``max_spread_pct`` (max - min over median), up to ``max_rounds``.
+   than ``max_spread_pct`` (max - min over median), up to ``max_rounds``;
+6. each window also records how busy other processes kept this process's CPUs while it
+   timed (``others_busy_pct``, from the kernel's counters), so a table read later says which
+   rows were measured beside other work.
 
 Windows: a subnet can be timed in ``windows`` independent windows, each with a freshly
 prepared copy of the subnet (a new module, new buffers). Some preparations run a subnet
@@ -48,6 +51,8 @@ import time
 from typing import Optional, Sequence
 
 import numpy as np
+
+from ..hardware import cpu_snapshot, others_busy_pct
 
 __all__ = ["TimingProtocol", "TimingResult", "measure", "measure_windows", "combine_windows",
            "windows_agree", "median_interval", "INTERVAL_COVERAGE"]
@@ -111,6 +116,9 @@ class TimingResult:
     ref_min_ms: float = float("nan")  # fastest round minimum of the reference (nan if none)
     ci_pct: float = float("nan")      # half-width of the 90 % interval of the estimate, percent
     seconds: float = float("nan")     # wall time of the timed rounds
+    # how busy other processes kept this process's CPUs during the timed rounds, percent of
+    # their time (:func:`~ofa_latency.hardware.others_busy_pct`; nan where unknown)
+    others_busy_pct: float = float("nan")
 
     def columns(self, level_ms: float) -> dict:
         """The measurement columns of a table row: ``latency_ms`` is ``ratio * level_ms``
@@ -124,7 +132,15 @@ class TimingResult:
                 "spread_pct": r(self.spread_pct, 3), "ci_pct": r(self.ci_pct, 3),
                 "n_runs": self.n_runs,
                 "n_rounds": self.n_rounds, "ref_latency_ms": r(self.ref_latency_ms, 5),
-                "ref_min_ms": r(self.ref_min_ms, 5), "ref_baseline_ms": r(level_ms, 5)}
+                "ref_min_ms": r(self.ref_min_ms, 5), "ref_baseline_ms": r(level_ms, 5),
+                "others_busy_pct": r(self.others_busy_pct, 1)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TimingResult":
+        """A result from its :func:`dataclasses.asdict` (e.g. sent by a fleet worker); fields
+        this version does not know are left out, missing ones take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def _round_min(runner, n):
@@ -187,6 +203,7 @@ def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
         if reference is not None:
             reference.run(max(1, protocol.warmup_runs // 2))
     tgt, ref = [], []
+    before = cpu_snapshot()
     t0 = time.perf_counter()
     while True:
         if reference is not None:
@@ -203,6 +220,7 @@ def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
         elif _spread_pct(est) <= protocol.max_spread_pct:
             break
     seconds = time.perf_counter() - t0
+    busy = others_busy_pct(before, cpu_snapshot())
     raw = statistics.median(tgt)
     if reference is not None:
         ratio = statistics.median(est)
@@ -213,7 +231,8 @@ def measure(runner, reference=None, ref_baseline_ms: Optional[float] = None,
     return TimingResult(latency_ms=latency, latency_raw_ms=raw, ref_latency_ms=ref_ms,
                         spread_pct=_spread_pct(est), n_runs=len(tgt) * protocol.runs_per_round,
                         n_rounds=len(tgt), ratio=ratio, min_ms=min(tgt), ref_min_ms=ref_min,
-                        ci_pct=_ci_pct(est), seconds=seconds)
+                        ci_pct=_ci_pct(est), seconds=seconds,
+                        others_busy_pct=float("nan") if busy is None else busy)
 
 
 def _key(r: TimingResult) -> float:
@@ -247,7 +266,16 @@ def combine_windows(results: Sequence[TimingResult]) -> TimingResult:
         ratio=mean(a.ratio, b.ratio), n_windows=len(results),
         min_ms=min(r.min_ms for r in results), ref_min_ms=min(r.ref_min_ms for r in results),
         ci_pct=max(a.ci_pct, b.ci_pct, 50 * (gaps[i] - 1)),
-        seconds=sum(r.seconds for r in results))
+        seconds=sum(r.seconds for r in results), others_busy_pct=_busy_mean(results))
+
+
+def _busy_mean(results: Sequence[TimingResult]) -> float:
+    """The windows' others-busy shares averaged over their timed seconds (nan if none)."""
+    known = [(r.others_busy_pct, r.seconds if r.seconds > 0 else 1.0) for r in results
+             if np.isfinite(r.others_busy_pct)]
+    if not known:
+        return float("nan")
+    return round(sum(p * w for p, w in known) / sum(w for _, w in known), 1)
 
 
 def measure_windows(prepare, reference=None,
