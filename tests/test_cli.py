@@ -17,6 +17,7 @@ def test_profile_fake_prints_table(tmp_path, capsys):
     assert main(["profile", "--backend", "fake", "--n", "4", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "4 subnets of ofa_mbv3_w1.2" in text and "latency_ms" in text
+    assert "others_busy_pct" in text  # each row: how busy other processes kept the CPUs
     assert len(pd.read_csv(out)) == 4
 
 

@@ -14,7 +14,8 @@ from ._common import (add_litert_delegate_option, add_timing_options, add_weight
 
 
 def _summary_table(df) -> str:
-    cols = ["image_size", "latency_ms", "ci_pct", "spread_pct", "n_runs", "split"]
+    cols = ["image_size", "latency_ms", "ci_pct", "spread_pct", "others_busy_pct", "n_runs",
+            "split"]
     view = df[cols].copy()
     view.insert(0, "arch", [a if len(a) <= 40 else a[:37] + "..." for a in df["arch"]])
     return view.to_string(index=False, float_format=lambda v: f"{v:.3f}")
