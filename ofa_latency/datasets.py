@@ -411,7 +411,9 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     samples (it would also make cross-validation look better than it is). A row timed while
     the machine was in its fast state is preferred to one that never saw it (its fastest
     reference round more than :data:`~ofa_latency.profiling.scale.OFF_STATE_PCT` above the
-    level in ``ref_baseline_ms``: a subnet timed again by ``profile_subnets`` for that reason);
+    level in ``ref_baseline_ms``: a subnet timed again by ``profile_subnets`` for that reason),
+    then one timed while other processes kept the CPUs less than
+    :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``others_busy_pct``);
     among those, where rows carry their own interval (``ci_pct``), the most certain one (the
     smallest ``ci_pct``: a subnet re-timed because its first window was noisy,
     ``profile_subnets(..., retime_above_pct=...)``); otherwise the first measured, with a
@@ -424,17 +426,23 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     keys = df[cols].astype(str)
     if not keys.duplicated().any():
         return df
+    from .hardware import OTHERS_BUSY_WARN_PCT
+
     num = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) if c in df.columns
-           else np.full(len(df), np.nan) for c in ("ci_pct", "ref_min_ms", "ref_baseline_ms")}
+           else np.full(len(df), np.nan) for c in ("ci_pct", "ref_min_ms", "ref_baseline_ms",
+                                                   "others_busy_pct")}
     ci = num["ci_pct"]
     slow = off_state(num["ref_min_ms"], num["ref_baseline_ms"])
-    order = np.lexsort((np.arange(len(df)), np.where(np.isfinite(ci), ci, np.inf), slow))
+    with np.errstate(invalid="ignore"):
+        busy = num["others_busy_pct"] >= OTHERS_BUSY_WARN_PCT  # False where unknown
+    order = np.lexsort((np.arange(len(df)), np.where(np.isfinite(ci), ci, np.inf), busy, slow))
     keep = np.zeros(len(df), dtype=bool)
     keep[order[~keys.iloc[order].duplicated(keep="first").to_numpy()]] = True
     dup = keys.duplicated(keep=False).to_numpy()
     if np.isfinite(ci[dup]).any():
         logger.info("%s: %d subnet(s) measured more than once (re-timed); kept each one's row "
-                    "from the machine's fast state, then the most certain (smallest ci_pct; "
+                    "from the machine's fast state, then timed beside the least other work, "
+                    "then the most certain (smallest ci_pct; "
                     "%d rows left)", where,
                     int(keys[dup].drop_duplicates().shape[0]), int(keep.sum()))
     else:

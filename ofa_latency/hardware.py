@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs",
            "hardware_differences", "DESCRIPTOR_CHANGE_PCT", "CpuSnapshot", "cpu_snapshot",
-           "others_busy_pct", "others_busy_text", "OTHERS_BUSY_WARN_PCT"]
+           "others_busy_pct", "others_busy_text", "OTHERS_BUSY_WARN_PCT", "wait_until_quiet"]
 
 DESCRIPTOR_CHANGE_PCT = 30.0  # measured throughput this far from a recorded one: another machine
 _IDENTITY_KEYS = ("cpu_model", "logical_cores", "gpu_name", "backend", "device",
@@ -109,6 +109,26 @@ def others_busy_pct(before: CpuSnapshot | None, after: CpuSnapshot | None,
     busy = sum(after.busy_s[c] - before.busy_s[c] for c in cpus)
     others = busy - (after.own_s - before.own_s)
     return round(float(min(100.0, max(0.0, 100.0 * others / total))), 1)
+
+
+def wait_until_quiet(busy_pct: float, max_s: float, probe_s: float = 0.5,
+                     stat_path="/proc/stat") -> tuple[bool, float]:
+    """Sleep in probes of ``probe_s`` seconds until other processes keep this process's CPUs
+    less than ``busy_pct`` percent busy over one probe (:func:`others_busy_pct`), or
+    ``max_s`` seconds have passed. Returns whether it came quiet (True where the share cannot
+    be known) and the seconds spent."""
+    t0 = time.perf_counter()
+    while True:
+        before = cpu_snapshot(stat_path)
+        if before is None:
+            return True, time.perf_counter() - t0
+        time.sleep(probe_s)
+        busy = others_busy_pct(before, cpu_snapshot(stat_path), min_seconds=probe_s / 2)
+        spent = time.perf_counter() - t0
+        if busy is None or busy < busy_pct:
+            return True, spent
+        if spent >= max_s:
+            return False, spent
 
 
 def others_busy_text(pct: float) -> str:

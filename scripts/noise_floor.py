@@ -27,6 +27,13 @@ setting it reports:
     taskset -c 1 python scripts/noise_floor.py --n 20 --settings openvino_int8_t1 openvino_int8_t1_ahead
                                     # models converted ahead on the other core, or not
                                     # (with two settings: also each pass's two tables compared)
+    taskset -c 1 python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_rpr1 torch_t1_rpr6
+                                    # a round's minimum over 3 runs, or 1, or 6
+    taskset -c 1 python scripts/noise_floor.py --n 50 --settings onnxruntime_t1 --busy-pass2 15 15
+                                    # pass 2 beside a process spinning on the same CPU 15 s
+                                    # of every 30: do the rows it shared retest worse?
+    taskset -c 1 python scripts/noise_floor.py --n 50 --settings onnxruntime_t1 onnxruntime_t1_nobusy \
+        --busy-pass2 15 15          # the same, with and without timing those rows again
 
 With the default seed 0 the subnets are the first ones of the committed tables.
 """
@@ -64,11 +71,22 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             "torch_t1_half_b": ("torch", 1, 1, ["--max-seconds", "1.5"]),
             "onnxruntime_t1_half": ("onnxruntime", 1, 1, ["--max-seconds", "1.5"]),
             "onnxruntime_t1_half_b": ("onnxruntime", 1, 1, ["--max-seconds", "1.5"]),
+            # each round's minimum over 1 or 6 runs instead of 3 (the same 3 s per window)
+            "torch_t1_rpr1": ("torch", 1, 1, ["--runs-per-round", "1"]),
+            "torch_t1_rpr6": ("torch", 1, 1, ["--runs-per-round", "6"]),
+            # subnets timed only beside other work not timed again (before section 14.9)
+            "onnxruntime_t1_nobusy": ("onnxruntime", 1, 1, ["--busy-retry-pct", "0"]),
+            "torch_t1_nobusy": ("torch", 1, 1, ["--busy-retry-pct", "0"]),
             # a deployment runtime, its models made here one by one or ahead by a helper
             # process on the other CPUs (`profile --convert-jobs 1`; run this pinned)
             "openvino_int8_t1": ("openvino", 1, 1, ["--precision", "int8"]),
             "openvino_int8_t1_ahead": ("openvino", 1, 1, ["--precision", "int8",
                                                           "--convert-jobs", "1"])}
+
+
+BUSY_PCT = 20.0  # a row timed while others kept its CPU this busy (OTHERS_BUSY_WARN_PCT)
+_SPIN = ("import time\nwhile True:\n    t = time.time()\n    while time.time() - t < {on}: pass"
+         "\n    time.sleep({off})\n")
 
 
 def run_pass(backend, threads, windows, archs, out, extra=()):
@@ -104,6 +122,18 @@ def compare(a, b) -> dict:
         "median_latency_ms": round(float(np.median(x)), 3),
         "median_rounds": [float(a.n_rounds.median()), float(b.n_rounds.median())],
     }
+    if "others_busy_pct_2" in m.columns and m["others_busy_pct_2"].notna().any():
+        # the retest of the rows pass 2 timed beside other work, against the others
+        busy = m["others_busy_pct_2"].to_numpy(dtype=float)
+        out["others_busy_pct"] = [round(float(np.nanmean(t)), 1) if t.notna().any() else None
+                                  for t in (m["others_busy_pct_1"], m["others_busy_pct_2"])]
+        for name, sel in (("quiet", busy < BUSY_PCT), ("busy", busy >= BUSY_PCT)):
+            out[f"retest_{name}_rows"] = {
+                "n": int(sel.sum()),
+                "scale_free_mape_pct": round(float(ape_free[sel].mean()), 3) if sel.any()
+                else None,
+                "p95_ape_pct": round(float(np.percentile(ape_free[sel], 95)), 3)
+                if sel.any() else None}
     if m["ci_pct_1"].notna().all() and m["ci_pct_2"].notna().all():
         # do the rows' own intervals explain the retest? the difference of two measurements,
         # each known to +-ci at 90 %, is within sqrt(ci1^2 + ci2^2) for most subnets
@@ -137,6 +167,9 @@ def main(argv=None):
     p.add_argument("--combine", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="also compare, pass against pass, settings A and B's tables combined "
                         "(each subnet's two rows by geometric mean)")
+    p.add_argument("--busy-pass2", nargs=2, type=float, metavar=("ON_S", "OFF_S"),
+                   help="during pass 2, a process spinning ON_S seconds then sleeping OFF_S, "
+                        "on the CPUs this script may run on (run it pinned: taskset -c N)")
     p.add_argument("--workdir", default=str(ROOT / "runs" / "noise"))
     p.add_argument("--out", default=str(ROOT / "data" / "benchmarks" / "noise_floor.json"))
     args = p.parse_args(argv)
@@ -157,14 +190,23 @@ def main(argv=None):
                              for s in get_space("ofa_mbv3_w1.2").sample(args.n, args.seed)))
     walls = {}
     for pas in (1, 2):
-        for name in args.settings:
-            backend, threads, windows, extra = SETTINGS[name]
-            out = work / f"{name}_pass{pas}.csv"
-            out.unlink(missing_ok=True)
-            out.with_name(out.name + ".hardware.json").unlink(missing_ok=True)
-            walls[(name, pas)] = run_pass(backend, threads, windows, archs, out, extra)
+        spin = None
+        if pas == 2 and args.busy_pass2:
+            on, off = args.busy_pass2
+            spin = subprocess.Popen([sys.executable, "-c", _SPIN.format(on=on, off=off)])
+        try:
+            for name in args.settings:
+                backend, threads, windows, extra = SETTINGS[name]
+                out = work / f"{name}_pass{pas}.csv"
+                out.unlink(missing_ok=True)
+                out.with_name(out.name + ".hardware.json").unlink(missing_ok=True)
+                walls[(name, pas)] = run_pass(backend, threads, windows, archs, out, extra)
+        finally:
+            if spin is not None:
+                spin.kill()
+                spin.wait()
 
-    results = {"n_subnets": args.n, "seed": args.seed,
+    results = {"n_subnets": args.n, "seed": args.seed, "busy_pass2": args.busy_pass2,
                "hardware": describe_hardware("onnxruntime", 1), "settings": {}}
     for name in args.settings:
         a = read_measurements(work / f"{name}_pass1.csv")

@@ -288,3 +288,17 @@ def test_finetune_without_a_base_uses_every_shipped_predictor_of_the_device_type
     assert base in cpu and "mix" in out  # the others are offered as a mix
     cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert cfg["metadata"]["adaptation"]["base"] == base
+
+
+def test_timing_options_reach_the_protocol():
+    from ofa_latency.cli import build_parser
+    from ofa_latency.cli._common import timing_protocol
+
+    def proto(*extra):
+        return timing_protocol(build_parser().parse_args(["profile", "--out", "t.csv",
+                                                          *extra]))
+
+    assert proto().busy_retry_pct == 20.0 and proto().off_state_retries == 2
+    assert proto("--busy-retry-pct", "0").busy_retry_pct is None  # never
+    assert proto("--busy-retry-pct", "35", "--off-state-wait-s", "4").busy_retry_pct == 35.0
+    assert proto("--off-state-wait-s", "4").off_state_wait_s == 4.0

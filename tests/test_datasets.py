@@ -328,3 +328,12 @@ def test_repeated_rows_with_intervals_keep_the_most_certain(tmp_path, caplog):
     assert len(df) == 2
     assert sorted(df.ci_pct) == [0.5, 1.0]
     assert "repeat a subnet already measured" not in caplog.text
+    # a row timed beside other work gives way to a quieter one, even a looser one
+    q = tmp_path / "busy.csv"
+    with MeasurementLog(q) as log:
+        log.append(dict(_row(0), ci_pct=0.5, others_busy_pct=45.0))
+        log.append(dict(_row(0), latency_ms=9.0, ci_pct=1.5, others_busy_pct=3.0))
+        log.append(dict(_row(1), ci_pct=0.5, others_busy_pct=None))  # unknown: not busy
+        log.append(dict(_row(1), latency_ms=7.0, ci_pct=1.5, others_busy_pct=2.0))
+    df = read_measurements(q)
+    assert sorted(zip(df.ci_pct, df.others_busy_pct.fillna(-1))) == [(0.5, -1.0), (1.5, 3.0)]

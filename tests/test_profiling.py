@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ofa_latency import create_backend, list_backends, profile_subnets
@@ -235,25 +236,66 @@ def test_wait_for_fast_state_and_a_spell_that_outlasts_it(caplog):
     assert timed == ["a", "a"]
 
 
-def test_rows_say_how_busy_other_processes_kept_the_profiled_cpu(tmp_path, mbv3):
+def _beside_a_spinner(seconds, fn):
+    """``fn()`` run on one CPU shared with a process spinning for ``seconds`` (None: until
+    ``fn`` returns)."""
+    cpu, old = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
+    code = "while True: pass" if seconds is None else \
+        f"import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass"
+    loop = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        os.sched_setaffinity(loop.pid, {cpu})
+        os.sched_setaffinity(0, {cpu})  # the profiler shares its CPU with a spinning process
+        return fn()
+    finally:
+        loop.kill()
+        loop.wait()
+        os.sched_setaffinity(0, old)
+
+
+def test_rows_say_how_busy_other_processes_kept_the_profiled_cpu(tmp_path, mbv3, caplog):
+    import logging
+
     from ofa_latency.datasets import noise_text, table_noise
 
     if cpu_snapshot() is None or not hasattr(os, "sched_setaffinity"):
         pytest.skip("needs Linux /proc/stat and CPU affinity")
     be = create_backend("fake", threads=1, realtime=True)  # sleeps its latencies
-    cpu, old = min(os.sched_getaffinity(0)), os.sched_getaffinity(0)
-    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        os.sched_setaffinity(loop.pid, {cpu})
-        os.sched_setaffinity(0, {cpu})  # the profiler shares its CPU with a spinning process
-        df = profile_subnets(mbv3, be, mbv3.sample(3, seed=1), 1, tmp_path / "b.csv",
-                             progress=False)
-    finally:
-        loop.kill()
-        loop.wait()
-        os.sched_setaffinity(0, old)
+    # beside a process spinning throughout: no quieter moment to time them again in
+    with caplog.at_level(logging.INFO, logger="ofa_latency"):
+        df = _beside_a_spinner(None, lambda: profile_subnets(
+            mbv3, be, mbv3.sample(3, seed=1), 1, tmp_path / "b.csv", progress=False,
+            protocol=TimingProtocol(off_state_wait_s=0.6)))
     assert df.attrs["others_busy_pct"] > 60
+    assert "not timed again" in caplog.text and "timed only beside other processes" in caplog.text
+    assert len(pd.read_csv(tmp_path / "b.csv")) == 3  # nothing timed again
     rows = read_measurements(tmp_path / "b.csv")  # read later: each row still says it
     assert (rows["others_busy_pct"] > 60).all(), rows["others_busy_pct"].tolist()
     text = noise_text(table_noise(rows))
     assert "100 % of rows timed while they kept >= 20 % busy" in text and "taskset" in text
+
+
+def test_subnets_timed_beside_other_work_are_timed_again_once_it_stops(tmp_path, mbv3):
+    if cpu_snapshot() is None or not hasattr(os, "sched_setaffinity"):
+        pytest.skip("needs Linux /proc/stat and CPU affinity")
+    subs = mbv3.sample(4, seed=2)
+    be = create_backend("fake", threads=1, realtime=True)
+    kept = {}
+    for name, pct in (("retry", 20.0), ("never", None)):
+        out = tmp_path / f"{name}.csv"
+        # a process spinning for the first second or so of a ~2 s profile
+        _beside_a_spinner(1.0, lambda: profile_subnets(
+            mbv3, be, subs, 1, out, progress=False,
+            protocol=TimingProtocol(busy_retry_pct=pct)))
+        on_disk = pd.read_csv(out)
+        assert (on_disk["others_busy_pct"] >= 20).any(), on_disk["others_busy_pct"].tolist()
+        kept[name] = read_measurements(out)["others_busy_pct"]
+        assert len(kept[name]) == 4
+        if pct is not None:  # the busy ones were timed again, after the spinner stopped
+            assert len(on_disk) > 4
+        else:
+            assert len(on_disk) == 4
+    assert (kept["retry"] < 20).all(), kept["retry"].tolist()  # their quiet rows are kept
+    assert (kept["never"] >= 20).any()
+    with pytest.raises(ValueError, match="busy_retry_pct"):
+        TimingProtocol(busy_retry_pct=0)

@@ -118,6 +118,7 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
         t_start = time.perf_counter()
         every = max(1, len(todo) // 20)
         fastest = {}  # per subnet of this call: its windows' fastest reference round (ms)
+        quietest = {}  # and the lowest share of its CPUs other processes kept busy (percent)
 
         def measure_one(e):
             windows = measure_windows(
@@ -128,6 +129,9 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
             refs.extend(w.ref_min_ms for w in windows)
             key = (e["arch"], e["image_size"])
             fastest[key] = min(fastest.get(key, float("inf")), res.ref_min_ms)
+            shares = [w.others_busy_pct for w in windows if w.others_busy_pct == w.others_busy_pct]
+            if shares:
+                quietest[key] = min(quietest.get(key, float("inf")), *shares)
             log.append({**setting, "arch": e["arch"], "image_size": e["image_size"],
                         **res.columns(reference_level_ms(refs)), "split": e["split"],
                         "timestamp": utc_timestamp(), "versions": versions,
@@ -143,7 +147,8 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
         retry_off_state(fastest, refs, protocol.off_state_retries,
                         lambda key: measure_one(by_key[key]), str(log.path),
                         ref_runner=ref_runner, wait_s=protocol.off_state_wait_s,
-                        runs=protocol.runs_per_round)
+                        runs=protocol.runs_per_round, quietest=quietest,
+                        busy_pct=protocol.busy_retry_pct)
     return len(done) + len(todo)
 
 

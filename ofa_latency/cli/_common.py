@@ -133,6 +133,11 @@ def add_timing_options(p, max_rounds: int = 40):
                    help="before such a retry, time the reference alone until the machine is "
                         "back in its fast state, for up to this many seconds of runs; a longer "
                         "slow spell ends the try (default 10; 0: retry at once)")
+    p.add_argument("--busy-retry-pct", type=nonnegative_float, default=20.0,
+                   help="also time a subnet again when other processes kept the profiled CPUs "
+                        "at least this busy (percent) in all its windows, each try once they "
+                        "have been quieter for half a second (waiting up to --off-state-wait-s; "
+                        "default 20, 0: never)")
 
 
 def timing_protocol(args, **kw):
@@ -146,6 +151,7 @@ def timing_protocol(args, **kw):
                           max_seconds=args.max_seconds, runs_per_round=args.runs_per_round,
                           off_state_retries=args.off_state_retries,
                           off_state_wait_s=args.off_state_wait_s,
+                          busy_retry_pct=min(args.busy_retry_pct, 100.0) or None,
                           **kw)
 
 

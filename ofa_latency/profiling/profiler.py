@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..spaces import reference_subnet
 from ..hardware import (OTHERS_BUSY_WARN_PCT, cpu_snapshot, hardware_differences,
                         others_busy_pct, others_busy_text)
-from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, off_state_keys,
+from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, retry_keys,
                     probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
                     retry_off_state, table_level_ms)
 from .timing import TimingProtocol, combine_windows, measure_windows
@@ -170,7 +170,10 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     unless allowed. A requested subnet none of whose windows saw the machine's fast state
     (:func:`~.scale.off_state`) is timed again at the end, up to
     ``protocol.off_state_retries`` times, each once the machine is back in its fast state
-    (waiting up to ``protocol.off_state_wait_s``); the table keeps its fast-state row.
+    (waiting up to ``protocol.off_state_wait_s``); the table keeps its fast-state row. So is
+    one all of whose windows shared their CPUs with other processes keeping them at least
+    ``protocol.busy_retry_pct`` busy, each try once they are quieter; the table keeps its
+    quietest-timed row.
 
     Parameters
     ----------
@@ -247,10 +250,14 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         if retime_above_pct is not None and len(mine):
             todo += subnets_to_retime(subs, mine, retime_above_pct, log.path)[0]
         refs = [float(v) for v in mine["ref_min_ms"].dropna()]
-        # per requested subnet: the fastest reference round of its windows so far (ms)
-        fastest = _fastest_reference_rounds(subs, mine) \
+        # per requested subnet: the fastest reference round of its windows so far (ms), and
+        # the lowest share of its CPUs other processes kept busy in them (percent)
+        fastest = _lowest_per_subnet(subs, mine, "ref_min_ms") \
             if drift_correction and protocol.off_state_retries else {}
-        retry_old = off_state_keys(fastest, refs)
+        busy_pct = protocol.busy_retry_pct if protocol.off_state_retries else None
+        quietest = _lowest_per_subnet(subs, mine, "others_busy_pct") \
+            if busy_pct is not None else {}
+        retry_old = retry_keys(fastest, refs, quietest, busy_pct)
 
         ref_runner = None
         if (todo or retry_old) and drift_correction:
@@ -273,6 +280,9 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             if not math.isnan(res.ref_min_ms):
                 refs.extend(w.ref_min_ms for w in windows)
                 fastest[sub] = min(fastest.get(sub, math.inf), res.ref_min_ms)
+            shares = [w.others_busy_pct for w in windows if not math.isnan(w.others_busy_pct)]
+            if shares and busy_pct is not None:
+                quietest[sub] = min(quietest.get(sub, math.inf), *shares)
             row = measurement_row(space, setting, sub, res, refs, versions)
             log.append(row)
             bar.total += again
@@ -295,13 +305,13 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         try:
             for sub in todo:
                 ready_then_measure(sub)
-            if ahead is not None and drift_correction and protocol.off_state_retries:
+            if ahead is not None and protocol.off_state_retries:
                 # the subnets about to be timed again: their models left the cache long ago
-                ahead.add(off_state_keys(fastest, refs))
-            retry_off_state(fastest, refs, protocol.off_state_retries if drift_correction else 0,
+                ahead.add(retry_keys(fastest, refs, quietest, busy_pct))
+            retry_off_state(fastest, refs, protocol.off_state_retries,
                             lambda sub: ready_then_measure(sub, again=True), str(log.path),
                             ref_runner=ref_runner, wait_s=protocol.off_state_wait_s,
-                            runs=protocol.runs_per_round)
+                            runs=protocol.runs_per_round, quietest=quietest, busy_pct=busy_pct)
         finally:
             if ahead is not None:
                 ahead.close()
@@ -322,14 +332,15 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     return out
 
 
-def _fastest_reference_rounds(subs, rows: pd.DataFrame) -> dict:
-    """Per subnet of ``subs`` with rows in ``rows``: its windows' fastest reference round (ms)."""
+def _lowest_per_subnet(subs, rows: pd.DataFrame, column: str) -> dict:
+    """Per subnet of ``subs`` with a value of ``column`` in ``rows``: its lowest (e.g. its
+    windows' fastest reference round, ``ref_min_ms``)."""
     by_key = {(s.arch_json(), s.image_size): s for s in subs}
     out = {}
-    if not len(rows) or "ref_min_ms" not in rows.columns:
+    if not len(rows) or column not in rows.columns:
         return out
-    ref_min = pd.to_numeric(rows["ref_min_ms"], errors="coerce").to_numpy(dtype=float)
-    for key, v in zip(zip(rows["arch"], rows["image_size"].astype(int)), ref_min):
+    values = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float)
+    for key, v in zip(zip(rows["arch"], rows["image_size"].astype(int)), values):
         sub = by_key.get(key)
         if sub is not None and np.isfinite(v):
             out[sub] = min(out.get(sub, math.inf), float(v))

@@ -37,7 +37,7 @@ __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "referen
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
            "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS",
            "OFF_STATE_PCT", "off_state", "off_state_keys", "retry_off_state",
-           "wait_for_fast_state"]
+           "wait_for_fast_state", "busy_keys", "retry_keys"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # the least level change that can mean another machine state
@@ -151,27 +151,65 @@ def wait_for_fast_state(ref_runner, level_ms: float, max_s: float, runs: int = 3
     return False, spent
 
 
+def busy_keys(quietest: dict, busy_pct: float | None) -> list:
+    """The keys of ``quietest`` (a subnet -> the lowest share of its CPUs other processes kept
+    busy in any of its windows, percent) that never had them under ``busy_pct``, in order;
+    none where ``busy_pct`` is None."""
+    if busy_pct is None:
+        return []
+    return [k for k, v in quietest.items() if v >= busy_pct]
+
+
+def retry_keys(fastest: dict, refs, quietest: dict | None = None,
+               busy_pct: float | None = None) -> list:
+    """What :func:`retry_off_state` times again: the subnets off the fast state
+    (:func:`off_state_keys`), then those timed only beside other work (:func:`busy_keys`)."""
+    off = off_state_keys(fastest, refs)
+    return off + [k for k in busy_keys(quietest or {}, busy_pct) if k not in set(off)]
+
+
 def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="table",
-                    ref_runner=None, wait_s: float = 0.0, runs: int = 3) -> list:
+                    ref_runner=None, wait_s: float = 0.0, runs: int = 3,
+                    quietest: dict | None = None, busy_pct: float | None = None) -> list:
     """Time again, up to ``retries`` times, the subnets of ``fastest`` none of whose windows
-    met the fast state (:func:`off_state_keys`): ``measure(key)`` times one and appends its
-    windows' fastest reference rounds to ``refs`` and lowers ``fastest[key]``. With a prepared
-    ``ref_runner`` and ``wait_s`` > 0, each is timed again only once the machine is back in
-    its fast state (:func:`wait_for_fast_state`, up to ``wait_s`` seconds of reference runs):
-    a slow spell longer than that ends the try, so a long spell costs ``wait_s`` per try
-    rather than windows that cannot meet the fast state. Returns the keys still off the fast
-    state (warned about)."""
+    met the fast state (:func:`off_state_keys`) and, with ``busy_pct``, those of ``quietest``
+    all of whose windows shared their CPUs with other processes at least that busy
+    (:func:`busy_keys`): ``measure(key)`` times one, appends its windows' fastest reference
+    rounds to ``refs``, lowers ``fastest[key]`` and ``quietest[key]``. With a prepared
+    ``ref_runner`` and ``wait_s`` > 0, an off-state subnet is timed again only once the
+    machine is back in its fast state (:func:`wait_for_fast_state`, up to ``wait_s`` seconds
+    of reference runs), and a busy one only once the others have been quieter than
+    ``busy_pct`` for a probe (:func:`~ofa_latency.hardware.wait_until_quiet`, up to
+    ``wait_s``): a spell longer than that ends the try, so it costs ``wait_s`` per try rather
+    than windows that cannot do better. Returns the keys still off the fast state or busy
+    (warned about)."""
+    from ..hardware import wait_until_quiet
+
+    quietest = {} if quietest is None else quietest
     waited = 0.0
     for attempt in range(retries):
-        again = off_state_keys(fastest, refs)
-        if not again:
+        off = off_state_keys(fastest, refs)
+        off_set = set(off)
+        busy = [k for k in busy_keys(quietest, busy_pct) if k not in off_set]
+        if not off and not busy:
             break
-        logger.info("%s: %d of %d subnets were timed while the machine was in a slower state "
-                    "(the reference's fastest round > %g %% above the table's level %.4g ms): "
-                    "timing them again (%d of %d)", where, len(again), len(fastest),
-                    OFF_STATE_PCT, reference_level_ms(refs), attempt + 1, retries)
+        logger.info("%s: of %d subnets, %d were timed while the machine was in a slower state "
+                    "(the reference's fastest round > %g %% above the table's level %.4g ms) "
+                    "and %d beside other processes keeping their CPUs >= %g %% busy: timing "
+                    "them again (%d of %d)", where, len(fastest), len(off), OFF_STATE_PCT,
+                    reference_level_ms(refs) if len(refs) else float("nan"), len(busy),
+                    busy_pct if busy_pct is not None else float("nan"), attempt + 1, retries)
+        again = off + busy
         for i, key in enumerate(again):
-            if ref_runner is not None and wait_s > 0:
+            if wait_s > 0 and busy_pct is not None and quietest.get(key, -1.0) >= busy_pct:
+                came, spent = wait_until_quiet(busy_pct, wait_s)
+                waited += spent
+                if not came:
+                    logger.info("%s: other processes kept the CPUs >= %g %% busy for %.3g s; "
+                                "%d subnet(s) not timed again in try %d", where, busy_pct,
+                                spent, len(again) - i, attempt + 1)
+                    break
+            if ref_runner is not None and wait_s > 0 and key in off_set:
                 came, spent = wait_for_fast_state(ref_runner, reference_level_ms(refs), wait_s,
                                                   runs)
                 waited += spent
@@ -181,13 +219,21 @@ def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="tab
                                 spent, len(again) - i, attempt + 1)
                     break
             measure(key)
-    left = off_state_keys(fastest, refs) if retries else []
+    left = retry_keys(fastest, refs, quietest, busy_pct) if retries else []
+    off = [k for k in left if k in set(off_state_keys(fastest, refs))]
+    busy = [k for k in left if k not in set(off)]
     if waited:
-        logger.info("%s: %.3g s of reference runs spent waiting for the fast state", where, waited)
-    if left:
+        logger.info("%s: %.3g s spent waiting for the fast state or for quieter CPUs", where,
+                    waited)
+    if off:
         logger.warning("%s: %d subnet(s) were timed only while the machine was in a slower "
                        "state (up to %d tries each); their rows are kept (the same call again "
-                       "tries them again)", where, len(left), retries + 1)
+                       "tries them again)", where, len(off), retries + 1)
+    if busy:
+        logger.warning("%s: %d subnet(s) were timed only beside other processes keeping their "
+                       "CPUs >= %g %% busy (up to %d tries each); their rows are kept (the same "
+                       "call again, once the machine is quiet, tries them again)", where,
+                       len(busy), busy_pct, retries + 1)
     return left
 
 

@@ -40,6 +40,12 @@ Before each such retry the reference alone is timed until the machine is back in
 state, for up to ``off_state_wait_s`` seconds of runs (:func:`~.scale.wait_for_fast_state`):
 a slow spell longer than that ends the try instead of filling it with windows that cannot
 meet the fast state.
+
+Other work: a subnet all of whose windows shared their CPUs with other processes keeping them
+at least ``busy_retry_pct`` percent busy is timed again the same way, each try once the others
+have been quieter than that for a probe (:func:`~ofa_latency.hardware.wait_until_quiet`, up to
+``off_state_wait_s``), and a table keeps each subnet's quietest-timed row (BENCHMARKS.md
+section 14.9: such rows retested 5x worse with ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..hardware import cpu_snapshot, others_busy_pct
+from ..hardware import OTHERS_BUSY_WARN_PCT, cpu_snapshot, others_busy_pct
 
 __all__ = ["TimingProtocol", "TimingResult", "measure", "measure_windows", "combine_windows",
            "windows_agree", "median_interval", "INTERVAL_COVERAGE"]
@@ -77,6 +83,7 @@ class TimingProtocol:
     max_seconds: float = 3.0
     off_state_retries: int = 2
     off_state_wait_s: float = 10.0
+    busy_retry_pct: Optional[float] = OTHERS_BUSY_WARN_PCT
 
     def __post_init__(self):
         for name in ("warmup_runs", "rounds", "runs_per_round", "max_rounds", "windows",
@@ -95,6 +102,9 @@ class TimingProtocol:
         if not (self.off_state_wait_s >= 0 and math.isfinite(self.off_state_wait_s)):
             raise ValueError(f"off_state_wait_s = {self.off_state_wait_s}; must be a finite "
                              f"number >= 0")
+        if self.busy_retry_pct is not None and not 0 < self.busy_retry_pct <= 100:
+            raise ValueError(f"busy_retry_pct = {self.busy_retry_pct}; must be in (0, 100] "
+                             f"(percent) or None: never")
         if self.target_ci_pct is not None and not self.target_ci_pct > 0:
             raise ValueError(f"target_ci_pct = {self.target_ci_pct}; must be > 0 (or None: "
                              f"stop on max_spread_pct)")
