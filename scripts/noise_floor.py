@@ -29,6 +29,8 @@ setting it reports:
                                     # (with two settings: also each pass's two tables compared)
     taskset -c 1 python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_rpr1 torch_t1_rpr6
                                     # a round's minimum over 3 runs, or 1, or 6
+    taskset -c 1 python scripts/noise_floor.py --n 50 \
+        --settings torch_t1 torch_t1_rpr1 onnxruntime_t1 onnxruntime_t1_rpr1
     taskset -c 1 python scripts/noise_floor.py --n 50 --settings onnxruntime_t1 --busy-pass2 15 15
                                     # pass 2 beside a process spinning on the same CPU 15 s
                                     # of every 30: do the rows it shared retest worse?
@@ -74,6 +76,7 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             # each round's minimum over 1 or 6 runs instead of 3 (the same 3 s per window)
             "torch_t1_rpr1": ("torch", 1, 1, ["--runs-per-round", "1"]),
             "torch_t1_rpr6": ("torch", 1, 1, ["--runs-per-round", "6"]),
+            "onnxruntime_t1_rpr1": ("onnxruntime", 1, 1, ["--runs-per-round", "1"]),
             # subnets timed only beside other work not timed again (before section 14.9)
             "onnxruntime_t1_nobusy": ("onnxruntime", 1, 1, ["--busy-retry-pct", "0"]),
             "torch_t1_nobusy": ("torch", 1, 1, ["--busy-retry-pct", "0"]),

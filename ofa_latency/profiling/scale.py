@@ -188,18 +188,18 @@ def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="tab
     quietest = {} if quietest is None else quietest
     waited = 0.0
     for attempt in range(retries):
-        off = off_state_keys(fastest, refs)
-        off_set = set(off)
-        busy = [k for k in busy_keys(quietest, busy_pct) if k not in off_set]
-        if not off and not busy:
+        again = retry_keys(fastest, refs, quietest, busy_pct)
+        if not again:
             break
+        off_set = set(off_state_keys(fastest, refs))
         logger.info("%s: of %d subnets, %d were timed while the machine was in a slower state "
                     "(the reference's fastest round > %g %% above the table's level %.4g ms) "
-                    "and %d beside other processes keeping their CPUs >= %g %% busy: timing "
-                    "them again (%d of %d)", where, len(fastest), len(off), OFF_STATE_PCT,
-                    reference_level_ms(refs) if len(refs) else float("nan"), len(busy),
-                    busy_pct if busy_pct is not None else float("nan"), attempt + 1, retries)
-        again = off + busy
+                    "and %d only beside other processes keeping their CPUs >= %g %% busy: "
+                    "timing them again (%d of %d)", where, max(len(fastest), len(quietest)),
+                    len(off_set), OFF_STATE_PCT,
+                    reference_level_ms(refs) if len(refs) else float("nan"),
+                    len(again) - len(off_set), busy_pct if busy_pct is not None else float("nan"),
+                    attempt + 1, retries)
         for i, key in enumerate(again):
             if wait_s > 0 and busy_pct is not None and quietest.get(key, -1.0) >= busy_pct:
                 came, spent = wait_until_quiet(busy_pct, wait_s)
@@ -220,20 +220,20 @@ def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="tab
                     break
             measure(key)
     left = retry_keys(fastest, refs, quietest, busy_pct) if retries else []
-    off = [k for k in left if k in set(off_state_keys(fastest, refs))]
-    busy = [k for k in left if k not in set(off)]
+    off = len(set(left) & set(off_state_keys(fastest, refs)))
+    busy = len(left) - off
     if waited:
         logger.info("%s: %.3g s spent waiting for the fast state or for quieter CPUs", where,
                     waited)
     if off:
         logger.warning("%s: %d subnet(s) were timed only while the machine was in a slower "
                        "state (up to %d tries each); their rows are kept (the same call again "
-                       "tries them again)", where, len(off), retries + 1)
+                       "tries them again)", where, off, retries + 1)
     if busy:
         logger.warning("%s: %d subnet(s) were timed only beside other processes keeping their "
                        "CPUs >= %g %% busy (up to %d tries each); their rows are kept (the same "
                        "call again, once the machine is quiet, tries them again)", where,
-                       len(busy), busy_pct, retries + 1)
+                       busy, busy_pct, retries + 1)
     return left
 
 
