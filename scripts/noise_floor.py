@@ -83,6 +83,8 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             # a deployment runtime, its models made here one by one or ahead by a helper
             # process on the other CPUs (`profile --convert-jobs 1`; run this pinned)
             "openvino_int8_t1": ("openvino", 1, 1, ["--precision", "int8"]),
+            "openvino_t1": ("openvino", 1, 1, []),
+            "onnxruntime_int8_t1": ("onnxruntime", 1, 1, ["--precision", "int8"]),
             "openvino_int8_t1_ahead": ("openvino", 1, 1, ["--precision", "int8",
                                                           "--convert-jobs", "1"])}
 
