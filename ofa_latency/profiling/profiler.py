@@ -19,7 +19,7 @@ from ..hardware import (OTHERS_BUSY_WARN_PCT, cpu_snapshot, hardware_differences
 from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, retry_keys,
                     probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
                     retry_off_state, table_level_ms)
-from .timing import TimingProtocol, combine_windows, measure_windows
+from .timing import TimingProtocol, busy_mean, combine_windows, measure_windows
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     pandas.DataFrame
         The rows of this setting for the requested subnets (old and new), with the table's
         current scale. ``attrs["others_busy_pct"]``: how busy other processes kept the CPUs
-        this process ran on while it timed (percent of their time,
+        this process ran on while it timed (percent of their time, over this call's windows,
+        or over the whole call where no window knows it;
         :func:`~ofa_latency.hardware.others_busy_pct`; None where unknown or nothing was
         timed), logged as a warning from :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT`.
 
@@ -280,6 +281,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             if not math.isnan(res.ref_min_ms):
                 refs.extend(w.ref_min_ms for w in windows)
                 fastest[sub] = min(fastest.get(sub, math.inf), res.ref_min_ms)
+            timed.extend(w for w in windows if not math.isnan(w.others_busy_pct))
             shares = [w.others_busy_pct for w in windows if not math.isnan(w.others_busy_pct)]
             if shares and busy_pct is not None:
                 quietest[sub] = min(quietest.get(sub, math.inf), *shares)
@@ -302,6 +304,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             measure_one(sub, again)
 
         before = cpu_snapshot() if todo or retry_old else None
+        timed = []  # this call's windows that know how busy the others were
         try:
             for sub in todo:
                 ready_then_measure(sub)
@@ -319,7 +322,9 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                             "included); %.1f s spent waiting for them", log.path,
                             ahead.handed_over, ahead.timed, ahead.seconds_waited)
         bar.close()
-        busy = others_busy_pct(before, cpu_snapshot())
+        # what the timings shared their CPUs with: the windows' own shares (a conversion
+        # between them, in a helper process, is not), else the whole call's
+        busy = busy_mean(timed) if timed else others_busy_pct(before, cpu_snapshot())
         if busy is not None:
             (logger.warning if busy >= OTHERS_BUSY_WARN_PCT else logger.info)(
                 "%s: while it timed, %s", log.path, others_busy_text(busy))

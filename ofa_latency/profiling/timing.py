@@ -61,7 +61,7 @@ import numpy as np
 from ..hardware import OTHERS_BUSY_WARN_PCT, cpu_snapshot, others_busy_pct
 
 __all__ = ["TimingProtocol", "TimingResult", "measure", "measure_windows", "combine_windows",
-           "windows_agree", "median_interval", "INTERVAL_COVERAGE"]
+           "windows_agree", "median_interval", "INTERVAL_COVERAGE", "busy_mean"]
 
 # the coverage of a measurement's own interval (``ci_pct``)
 INTERVAL_COVERAGE = 0.9
@@ -276,11 +276,12 @@ def combine_windows(results: Sequence[TimingResult]) -> TimingResult:
         ratio=mean(a.ratio, b.ratio), n_windows=len(results),
         min_ms=min(r.min_ms for r in results), ref_min_ms=min(r.ref_min_ms for r in results),
         ci_pct=max(a.ci_pct, b.ci_pct, 50 * (gaps[i] - 1)),
-        seconds=sum(r.seconds for r in results), others_busy_pct=_busy_mean(results))
+        seconds=sum(r.seconds for r in results), others_busy_pct=busy_mean(results))
 
 
-def _busy_mean(results: Sequence[TimingResult]) -> float:
-    """The windows' others-busy shares averaged over their timed seconds (nan if none)."""
+def busy_mean(results: Sequence[TimingResult]) -> float:
+    """The windows' ``others_busy_pct`` averaged over their timed seconds, percent (nan where
+    no window knows it)."""
     known = [(r.others_busy_pct, r.seconds if r.seconds > 0 else 1.0) for r in results
              if np.isfinite(r.others_busy_pct)]
     if not known:
