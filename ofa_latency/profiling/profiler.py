@@ -281,10 +281,11 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             if not math.isnan(res.ref_min_ms):
                 refs.extend(w.ref_min_ms for w in windows)
                 fastest[sub] = min(fastest.get(sub, math.inf), res.ref_min_ms)
-            timed.extend(w for w in windows if not math.isnan(w.others_busy_pct))
-            shares = [w.others_busy_pct for w in windows if not math.isnan(w.others_busy_pct)]
-            if shares and busy_pct is not None:
-                quietest[sub] = min(quietest.get(sub, math.inf), *shares)
+            known = [w for w in windows if not math.isnan(w.others_busy_pct)]
+            timed.extend(known)
+            if known and busy_pct is not None:
+                quietest[sub] = min(quietest.get(sub, math.inf),
+                                    *(w.others_busy_pct for w in known))
             row = measurement_row(space, setting, sub, res, refs, versions)
             log.append(row)
             bar.total += again
