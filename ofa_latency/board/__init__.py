@@ -40,7 +40,7 @@ from ..errors import UsageError
 from ..hardware import cpu_model_name
 from ..profiling.backends import OrtRunner
 from ..weightless import weightless_session
-from ..profiling.scale import reference_level_ms, retry_off_state
+from ..profiling.scale import note_quietest, reference_level_ms, retry_off_state
 from ..profiling.timing import TimingProtocol, combine_windows, measure_windows
 
 __all__ = ["profile_folder", "profile_layers"]
@@ -129,9 +129,7 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
             refs.extend(w.ref_min_ms for w in windows)
             key = (e["arch"], e["image_size"])
             fastest[key] = min(fastest.get(key, float("inf")), res.ref_min_ms)
-            shares = [w.others_busy_pct for w in windows if w.others_busy_pct == w.others_busy_pct]
-            if shares:
-                quietest[key] = min(quietest.get(key, float("inf")), *shares)
+            note_quietest(quietest, key, windows)
             log.append({**setting, "arch": e["arch"], "image_size": e["image_size"],
                         **res.columns(reference_level_ms(refs)), "split": e["split"],
                         "timestamp": utc_timestamp(), "versions": versions,

@@ -16,9 +16,9 @@ from ..errors import UsageError
 from ..spaces import reference_subnet
 from ..hardware import (OTHERS_BUSY_WARN_PCT, cpu_snapshot, hardware_differences,
                         others_busy_pct, others_busy_text)
-from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, retry_keys,
+from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, note_quietest,
                     probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
-                    retry_off_state, table_level_ms)
+                    retry_keys, retry_off_state, table_level_ms)
 from .timing import TimingProtocol, busy_mean, combine_windows, measure_windows
 
 logger = logging.getLogger(__name__)
@@ -281,11 +281,9 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             if not math.isnan(res.ref_min_ms):
                 refs.extend(w.ref_min_ms for w in windows)
                 fastest[sub] = min(fastest.get(sub, math.inf), res.ref_min_ms)
-            known = [w for w in windows if not math.isnan(w.others_busy_pct)]
-            timed.extend(known)
-            if known and busy_pct is not None:
-                quietest[sub] = min(quietest.get(sub, math.inf),
-                                    *(w.others_busy_pct for w in known))
+            timed.extend(w for w in windows if not math.isnan(w.others_busy_pct))
+            if busy_pct is not None:
+                note_quietest(quietest, sub, windows)
             row = measurement_row(space, setting, sub, res, refs, versions)
             log.append(row)
             bar.total += again

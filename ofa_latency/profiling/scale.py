@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..hardware import wait_until_quiet
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -37,7 +39,7 @@ __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "referen
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
            "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS",
            "OFF_STATE_PCT", "off_state", "off_state_keys", "retry_off_state",
-           "wait_for_fast_state", "busy_keys", "retry_keys"]
+           "wait_for_fast_state", "busy_keys", "retry_keys", "note_quietest"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # the least level change that can mean another machine state
@@ -165,7 +167,16 @@ def retry_keys(fastest: dict, refs, quietest: dict | None = None,
     """What :func:`retry_off_state` times again: the subnets off the fast state
     (:func:`off_state_keys`), then those timed only beside other work (:func:`busy_keys`)."""
     off = off_state_keys(fastest, refs)
-    return off + [k for k in busy_keys(quietest or {}, busy_pct) if k not in set(off)]
+    off_set = set(off)
+    return off + [k for k in busy_keys(quietest or {}, busy_pct) if k not in off_set]
+
+
+def note_quietest(quietest: dict, key, windows) -> None:
+    """Lower ``quietest[key]`` to the lowest ``others_busy_pct`` among ``windows`` (timing
+    results of ``key``) that know it (:func:`busy_keys`' input)."""
+    known = [w.others_busy_pct for w in windows if not np.isnan(w.others_busy_pct)]
+    if known:
+        quietest[key] = min(quietest.get(key, np.inf), *known)
 
 
 def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="table",
@@ -183,8 +194,6 @@ def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="tab
     ``wait_s``): a spell longer than that ends the try, so it costs ``wait_s`` per try rather
     than windows that cannot do better. Returns the keys still off the fast state or busy
     (warned about)."""
-    from ..hardware import wait_until_quiet
-
     quietest = {} if quietest is None else quietest
     waited = 0.0
     for attempt in range(retries):
