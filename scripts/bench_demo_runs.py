@@ -4,6 +4,9 @@
         --accuracy-predictor ../shared/data/ofa_acc_predictor/acc_predictor.pth \
         --json data/benchmarks/demo_runs.json
     python scripts/bench_demo_runs.py --summarise data/benchmarks/demo_runs.json   # again
+    python scripts/bench_demo_runs.py --runs 10 --busy 3 --resume --json data/benchmarks/demo_runs.json \
+        --accuracy-predictor ../shared/data/ofa_acc_predictor/acc_predictor.pth
+                                    # keep the runs already in the JSON, make the rest
 
 Runs ``ofa-latency demo`` into a fresh folder ``--runs`` times, the last ``--busy`` of them
 beside a busy-loop process hogging a core. After each finished run, the exported subnet is
@@ -88,6 +91,8 @@ def main(argv=None) -> int:
     p.add_argument("--accuracy-predictor", default=None,
                    help="OFA's accuracy predictor (required to run the demo)")
     p.add_argument("--json", default=None)
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --json and make only the rest of --runs")
     p.add_argument("--summarise", metavar="JSON", default=None,
                    help="only (re)write the summary of an earlier run's JSON")
     args = p.parse_args(argv)
@@ -107,8 +112,11 @@ def main(argv=None) -> int:
     exe = str(Path(sys.executable).parent / "ofa-latency")
     work = Path(tempfile.mkdtemp(prefix="demo-runs-"))
     rows = []
-    for i in range(args.runs):
-        busy = i >= args.runs - args.busy
+    if args.resume and args.json and Path(args.json).exists():
+        rows = json.loads(Path(args.json).read_text())["rows"]
+    busy_left = max(0, args.busy - sum(r["busy_loop"] for r in rows))
+    for i in range(len(rows), args.runs):
+        busy = i >= args.runs - busy_left
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         out = work / f"demo_{i}"
         t0 = time.perf_counter()
