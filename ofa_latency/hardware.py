@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["cpu_model_name", "describe_hardware", "load_gpu_specs",
            "hardware_differences", "DESCRIPTOR_CHANGE_PCT", "CpuSnapshot", "cpu_snapshot",
-           "others_busy_pct", "others_busy_text", "OTHERS_BUSY_WARN_PCT", "wait_until_quiet"]
+           "others_busy_pct", "others_busy_text", "OTHERS_BUSY_WARN_PCT", "wait_until_quiet",
+           "cpu_has_vnni"]
 
 DESCRIPTOR_CHANGE_PCT = 30.0  # measured throughput this far from a recorded one: another machine
 _IDENTITY_KEYS = ("cpu_model", "logical_cores", "gpu_name", "backend", "device",
@@ -150,6 +151,17 @@ def cpu_model_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX);
+    None where ``cpuinfo`` cannot be read (not Linux)."""
+    try:
+        flags = set(Path(cpuinfo).read_text().split())
+    except OSError:
+        return None
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def _best_of(fn, repeats):

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
@@ -44,11 +45,17 @@ def estimators(ref):
 
 
 def _window_min(df):
-    v = pd.to_numeric(df["ref_min_ms"], errors="coerce") if "ref_min_ms" in df else None
-    if v is None or v.isna().all():
-        v = pd.to_numeric(df["ref_latency_ms"], errors="coerce")
-    v = v.to_numpy(dtype=float)
+    """A table's per-window reference values, as the product takes them (``ref_min_ms``)."""
+    from ofa_latency.profiling.scale import _window_values
+
+    v = _window_values(df)[0].to_numpy(dtype=float)
     return v[np.isfinite(v) & (v > 0)]
+
+
+def _product_level(v):
+    from ofa_latency.profiling.scale import reference_level_ms
+
+    return reference_level_ms(v)
 
 
 def _fast_state(v, pct):
@@ -56,7 +63,7 @@ def _fast_state(v, pct):
     return v[v <= v.min() * (1 + pct / 100)]
 
 
-LEVELS = {"q05 (product)": lambda v: np.quantile(v, 0.05),
+LEVELS = {"q05 (product)": lambda v: _product_level(v),
           "q01": lambda v: np.quantile(v, 0.01),
           "min": lambda v: v.min(),
           "2nd smallest": lambda v: np.sort(v)[1],
@@ -109,6 +116,8 @@ def main(argv=None):
         ref = df["ref_latency_ms"].to_numpy(dtype=float)
         ref = ref[np.isfinite(ref)]
         chunks = [ref[i:i + args.chunk] for i in range(0, len(ref) - args.chunk + 1, args.chunk)]
+        if not chunks:  # shorter than one chunk (a few re-timed rows)
+            continue
         levels = pd.DataFrame([estimators(c) for c in chunks])
         names = list(levels.columns)
         cv = 100 * levels.std(ddof=1) / levels.mean()

@@ -75,3 +75,15 @@ def test_a_busy_loop_on_the_same_cpu_is_seen():
         loop.kill()
         loop.wait()
     assert busy > 60, busy  # a spinning process holds an otherwise idle CPU
+
+
+def test_cpu_has_vnni_reads_the_flags(tmp_path):
+    """VNNI from the CPU flags; None where they cannot be read."""
+    from ofa_latency.hardware import cpu_has_vnni
+
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("flags\t\t: fpu sse2 avx avx2 fma\n")
+    vnni = tmp_path / "vnni"
+    vnni.write_text("flags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n")
+    assert cpu_has_vnni(str(avx2)) is False and cpu_has_vnni(str(vnni)) is True
+    assert cpu_has_vnni(str(tmp_path / "missing")) is None

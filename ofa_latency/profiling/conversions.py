@@ -26,13 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hardware import cpu_has_vnni
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["QUANTIZATION", "CALIBRATION_BATCHES", "ConversionCache", "CACHE", "require",
            "calibration_batches", "IMAGE_SUFFIXES", "image_files", "image_array",
            "deployable_module", "deployable_onnx_bytes", "module_model", "onnx_int8_bytes",
            "openvino_model", "openvino_ir_bytes", "openvino_from_ir_bytes", "tflite_bytes",
-           "agreement", "cpu_has_vnni"]
+           "agreement"]
 
 CALIBRATION_BATCHES = 4
 """Random N(0, 1) batches each int8 model is calibrated on (seeded)."""
@@ -228,17 +230,7 @@ def onnx_int8_bytes(model_bytes: bytes, batches) -> bytes:
         return Path(out).read_bytes()
 
 
-def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
-    """Whether this CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX);
-    None where ``cpuinfo`` cannot be read (not Linux)."""
-    try:
-        flags = set(Path(cpuinfo).read_text().split())
-    except OSError:
-        return None
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def _overflow_fix(nncf) -> dict:
+def _overflow_fix() -> dict:
     """NNCF's overflow fix for every layer where the CPU lacks VNNI. Without VNNI, OpenVINO
     multiplies u8 activations by s8 weights with AVX2's saturating 16-bit sums, and 8-bit
     weights overflow them; NNCF's default fixes only the first layer. On such a host (AMD EPYC,
@@ -267,7 +259,7 @@ def openvino_model(model_bytes: bytes, precision: str = "fp32", batches=None):
         with contextlib.redirect_stdout(io.StringIO()) as shown:
             model = nncf.quantize(model, nncf.Dataset(list(batches)), subset_size=len(batches),
                                   preset=nncf.QuantizationPreset.PERFORMANCE,
-                                  fast_bias_correction=True, **_overflow_fix(nncf))
+                                  fast_bias_correction=True, **_overflow_fix())
         if shown.getvalue().strip():
             logger.debug("NNCF: %s", " | ".join(shown.getvalue().split("\n")[-3:]))
     return model
