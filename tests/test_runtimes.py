@@ -301,3 +301,74 @@ def test_openvino_int8_fixes_overflow_on_every_layer_only_without_vnni(monkeypat
     for flags in (True, None):
         monkeypatch.setattr(conv, "cpu_has_vnni", lambda flags=flags: flags)
         assert conv._overflow_fix() == {}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_openvino_models_compile_as_convert_model_would(precision, mbv3, smallest):
+    """The product reads ONNX with OpenVINO's reader and its offline transformations, skipping
+    ``convert_model``'s slow pre-processing step: compiled, the model runs the same
+    operations at the same precisions and gives the same fp32 outputs; int8 after NNCF
+    differs only within quantization noise."""
+    import io
+
+    import ofa_latency.profiling.conversions as conv
+
+    if not HAVE["openvino"]:
+        pytest.skip("the 'openvino' extra is not installed (pip install 'ofa-latency[openvino]')")
+    import openvino as ov
+
+    model_bytes = conv.deployable_onnx_bytes(mbv3, smallest, 1)
+    shape = (1, 3, smallest.image_size, smallest.image_size)
+    batches = conv.calibration_batches(shape)
+    ours = conv.openvino_model(model_bytes, precision, batches)
+    theirs = ov.convert_model(io.BytesIO(model_bytes))
+    if precision == "int8":
+        import nncf
+
+        theirs = nncf.quantize(theirs, nncf.Dataset(batches), subset_size=len(batches),
+                               preset=nncf.QuantizationPreset.PERFORMANCE,
+                               fast_bias_correction=True, **conv._overflow_fix())
+    core = ov.Core()
+    compiled = [core.compile_model(m, "CPU", {"INFERENCE_NUM_THREADS": 1}) for m in (ours, theirs)]
+
+    def operations(c):
+        return sorted((i["layerType"].astype(str), i["runtimePrecision"].astype(str))
+                      for i in (n.get_rt_info() for n in c.get_runtime_model().get_ops()))
+
+    assert operations(compiled[0]) == operations(compiled[1])
+    assert any("FakeQuantize" in t or "u8" in p or "i8" in p
+               for t, p in operations(compiled[0])) == (precision == "int8")
+    x = conv.calibration_batches(shape, n=1, seed=5)[0]
+    y0, y1 = (c.create_infer_request().infer({0: x})[0] for c in compiled)
+    scale = float(np.sqrt(np.mean(y1 ** 2)))
+    rel = float(np.sqrt(np.mean((y0 - y1) ** 2))) / scale
+    assert rel < (1e-5 if precision == "fp32" else 0.2), rel
+
+
+def test_openvino_falls_back_to_convert_model_without_its_transformations(monkeypatch, mbv3,
+                                                                          smallest):
+    """Where OpenVINO's offline transformations cannot be imported, the public converter
+    makes the model."""
+    import builtins
+
+    import ofa_latency.profiling.conversions as conv
+
+    if not HAVE["openvino"]:
+        pytest.skip("the 'openvino' extra is not installed (pip install 'ofa-latency[openvino]')")
+    import openvino as ov
+
+    real_import, calls = builtins.__import__, []
+
+    def no_transformations(name, globals=None, *args, **kwargs):
+        # only the product's import fails: convert_model itself imports the module too
+        if (name == "openvino._offline_transformations"
+                and (globals or {}).get("__name__") == conv.__name__):
+            raise ImportError(name)
+        return real_import(name, globals, *args, **kwargs)
+
+    real_convert = ov.convert_model
+    monkeypatch.setattr(builtins, "__import__", no_transformations)
+    monkeypatch.setattr(ov, "convert_model",
+                        lambda *a, **k: calls.append(1) or real_convert(*a, **k))
+    model = conv.openvino_model(conv.deployable_onnx_bytes(mbv3, smallest, 1))
+    assert calls == [1] and len(model.inputs) == 1
