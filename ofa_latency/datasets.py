@@ -29,6 +29,9 @@ others_busy_pct     how busy other processes kept the profiler's CPUs while it t
                     percent of their time (:func:`ofa_latency.hardware.others_busy_pct`;
                     empty where unknown, in older tables and for foreign data)
 n_runs, n_rounds    timed runs of the subnet and rounds they were grouped in
+timed_s             seconds the row's timed rounds took on the device (the subnet's and the
+                    reference's runs, every window; warm-up, model making and waits left
+                    out); empty in older tables and for foreign data
 ref_latency_ms      the reference subnet's latency in the same window (ms): median round minimum
 ref_min_ms          the reference subnet's fastest round minimum in the same window (ms)
 ref_baseline_ms     the table's reference level (ms): the 5 % quantile of its windows'
@@ -79,13 +82,13 @@ __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "Me
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
            "threads", "precision", "latency_ms", "latency_raw_ms", "ratio", "spread_pct",
-           "ci_pct", "others_busy_pct", "n_runs", "n_rounds", "ref_latency_ms", "ref_min_ms",
-           "ref_baseline_ms", "split", "timestamp", "versions", "source"]
+           "ci_pct", "others_busy_pct", "n_runs", "n_rounds", "timed_s", "ref_latency_ms",
+           "ref_min_ms", "ref_baseline_ms", "split", "timestamp", "versions", "source"]
 # tables written before ``ratio`` and ``ref_min_ms`` existed: read by deriving the ratio
 # (latency_ms / ref_baseline_ms); their level comes from ``ref_latency_ms``; tables written
-# before ``ci_pct`` (a row's own uncertainty) or ``others_busy_pct`` existed: read with them
-# empty
-_ADDED_COLUMNS = ("ratio", "ref_min_ms", "ci_pct", "others_busy_pct")
+# before ``ci_pct`` (a row's own uncertainty), ``others_busy_pct`` or ``timed_s`` existed: read
+# with them empty
+_ADDED_COLUMNS = ("ratio", "ref_min_ms", "ci_pct", "others_busy_pct", "timed_s")
 LEGACY_COLUMNS = [c for c in COLUMNS if c not in _ADDED_COLUMNS]
 
 
@@ -124,7 +127,7 @@ def utc_timestamp() -> str:
 
 
 _NUMERIC_COLUMNS = ("image_size", "batch_size", "threads", "latency_ms", "latency_raw_ms", "ratio",
-                    "spread_pct", "ci_pct", "others_busy_pct", "n_runs", "n_rounds",
+                    "spread_pct", "ci_pct", "others_busy_pct", "n_runs", "n_rounds", "timed_s",
                     "ref_latency_ms", "ref_min_ms", "ref_baseline_ms")
 _SCALE_KEY = ("space", "batch_size", "backend", "device_type", "device", "threads", "precision")
 _ROW_KEY = (*_SCALE_KEY, "arch", "image_size")
@@ -759,7 +762,9 @@ def table_noise(df: pd.DataFrame) -> dict:
     timed only while the machine was in a slower state (``off_state_rows_pct``:
     :func:`~ofa_latency.profiling.scale.off_state`; None without reference columns), the
     median within-window spread, the rounds per row, the device-seconds per row
-    (:func:`profiling_seconds_per_subnet`), how busy other processes kept the profiler's CPUs
+    (:func:`profiling_seconds_per_subnet`: wall time, models made and retries included) and
+    the mean seconds of a row's timed rounds (``timed_seconds_per_subnet``, column
+    ``timed_s``; None where no row knows it), how busy other processes kept the profiler's CPUs
     (``others_busy_pct``: for the rows a profiling call just returned, over the whole call,
     from ``df.attrs``; otherwise the mean of the rows' own ``others_busy_pct``; None where no
     row knows it) and the share of the rows that know it timed while others kept at least
@@ -777,6 +782,7 @@ def table_noise(df: pd.DataFrame) -> dict:
     from .profiling.scale import off_state  # profiling imports this module
 
     per = profiling_seconds_per_subnet(df)
+    timed = values("timed_s")
     ci = values("ci_pct")
     wide = round(float(100 * (ci > WIDE_ROW_PCT).sum() / len(df)), 1) if len(ci) else None
     slow = None
@@ -794,6 +800,7 @@ def table_noise(df: pd.DataFrame) -> dict:
             "wide_rows_pct": wide, "off_state_rows_pct": slow,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),
             "device_seconds_per_subnet": None if per is None else round(per, 2),
+            "timed_seconds_per_subnet": round(float(np.mean(timed)), 2) if len(timed) else None,
             "others_busy_pct": busy, "busy_rows_pct": busy_rows}
 
 
@@ -803,7 +810,7 @@ def noise_text(noise: dict) -> str:
         if noise["median_ci_pct"] is None else \
         f"rows known to +-{noise['median_ci_pct']:.2f} % (median; 90th percentile " \
         f"+-{noise['p90_ci_pct']:.2f} %) at 90 %"
-    sec = noise["device_seconds_per_subnet"]
+    sec, timed = noise["device_seconds_per_subnet"], noise.get("timed_seconds_per_subnet")
     wide, slow = noise.get("wide_rows_pct"), noise.get("off_state_rows_pct")
     busy, busy_rows = noise.get("others_busy_pct"), noise.get("busy_rows_pct")
     from .hardware import OTHERS_BUSY_WARN_PCT, others_busy_text
@@ -812,6 +819,9 @@ def noise_text(noise: dict) -> str:
             + (f"; median {rounds:g} rounds" if rounds is not None else "")
             + (f"; within-window spread {spread:.1f} %" if spread is not None else "")
             + (f"; {sec:.2f} device-s per subnet" if sec is not None else "")
+            + (f" ({timed:.2f} s of them in timed rounds; the rest making models, warming "
+               f"up, waiting and timing again)" if sec is not None and timed is not None
+               else "")
             + (f"; {wide:.0f} % of rows wider than +-{WIDE_ROW_PCT:g} % (noisy windows: "
                f"'profile --retime-above {WIDE_ROW_PCT:g}' measures them again)"
                if wide else "")

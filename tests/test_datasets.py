@@ -337,3 +337,35 @@ def test_repeated_rows_with_intervals_keep_the_most_certain(tmp_path, caplog):
         log.append(dict(_row(1), latency_ms=7.0, ci_pct=1.5, others_busy_pct=2.0))
     df = read_measurements(q)
     assert sorted(zip(df.ci_pct, df.others_busy_pct.fillna(-1))) == [(0.5, -1.0), (1.5, 3.0)]
+
+
+def test_rows_say_how_long_their_timed_rounds_took_and_the_noise_line_splits_it(tmp_path):
+    """Each profiled row records the seconds of its timed rounds (``timed_s``); the table's
+    noise line tells them apart from the wall time per subnet, which also pays for making
+    models, warm-up and waits."""
+    import time
+
+    from ofa_latency import create_backend, get_space, profile_subnets
+    from ofa_latency.datasets import noise_text, table_noise
+    from ofa_latency.profiling import TimingProtocol
+
+    sp = get_space("ofa_mbv3_w1.2")
+    out = tmp_path / "t.csv"
+    be = create_backend("fake", seed=3, realtime=True, prepare_s=0.05)  # runs take their time
+    start = time.perf_counter()
+    df = profile_subnets(sp, be, sp.sample(6, seed=2), 1, out, progress=False,
+                         protocol=TimingProtocol(rounds=3, max_rounds=3, off_state_retries=0))
+    wall = time.perf_counter() - start
+    timed = df["timed_s"].to_numpy(dtype=float)
+    # the models' making (0.05 s a subnet) is not in the timed rounds
+    assert len(timed) == 6 and (timed > 0).all() and timed.sum() + 6 * 0.05 <= wall
+    noise = table_noise(df.assign(timestamp=[f"2026-01-01T00:00:{2 * i:02d}+00:00"
+                                             for i in range(6)]))
+    assert noise["device_seconds_per_subnet"] == 2.0
+    assert noise["timed_seconds_per_subnet"] == round(float(timed.mean()), 2)
+    assert "2.00 device-s per subnet (" in noise_text(noise) and "in timed rounds" in \
+        noise_text(noise)
+    # an older table (no such column) says nothing about it
+    older = table_noise(df.drop(columns="timed_s"))
+    assert older["timed_seconds_per_subnet"] is None
+    assert "timed rounds" not in noise_text(older)
