@@ -247,12 +247,13 @@ def _overflow_fix() -> dict:
 
 
 def _openvino_from_onnx(model_bytes: bytes):
-    """An OpenVINO model of fp32 ONNX bytes, as ``openvino.convert_model`` makes it, in a tenth
-    of the time: OpenVINO's ONNX reader and the offline transformations ``convert_model``
-    applies, without its input pre-processing step, which builds nothing for a model without
-    layouts or means yet took 1.0-1.3 s of its 1.6-2.5 s per subnet (OpenVINO 2026.4).
-    Compiled, the two are the same operations at the same precisions, fp32 and NNCF int8
-    alike, and time the same (``scripts/openvino_read_speed.py``)."""
+    """An OpenVINO model of fp32 ONNX bytes, as ``openvino.convert_model`` makes it, in about a
+    tenth of the time: OpenVINO's ONNX reader and the offline transformations
+    ``convert_model`` applies, without its input pre-processing step, which adds nothing to a
+    model without layouts or means yet took most of its time (OpenVINO 2026.4: 0.23 against
+    2.11 s per subnet, BENCHMARKS.md section 16.22). Compiled, the two are the same
+    operations at the same precisions, fp32 and NNCF int8 alike
+    (``scripts/openvino_read_speed.py``)."""
     ov = require("openvino")
     try:
         from openvino._offline_transformations import apply_moc_transformations
