@@ -221,17 +221,17 @@ def main(argv=None):
             (walls[(name, 1)] + walls[(name, 2)]) / 2 / args.n, 3)
         # windows timed again because they missed the machine's fast state, and the rows kept
         # that never met it
-        res["rows_on_disk"] = [len(pd.read_csv(work / f"{name}_pass{k}.csv")) for k in (1, 2)]
+        raw = [pd.read_csv(work / f"{name}_pass{k}.csv") for k in (1, 2)]  # every row on disk
+        res["rows_on_disk"] = [len(t) for t in raw]
         res["off_state_rows_kept"] = [int(off_state(t.ref_min_ms, t.ref_baseline_ms).sum())
                                       for t in (a, b)]
         res["wall_seconds_per_subnet_by_pass"] = [round(walls[(name, k)] / args.n, 3)
                                                   for k in (1, 2)]
         # the device-seconds of the timed rounds alone (every row on disk, retries included;
         # tables made before rows carried timed_s: None)
-        timed = [pd.to_numeric(pd.read_csv(work / f"{name}_pass{k}.csv").get(
-            "timed_s", pd.Series(dtype=float)), errors="coerce").sum() for k in (1, 2)]
-        res["timed_seconds_per_subnet"] = round(sum(timed) / 2 / args.n, 3) if all(timed) \
-            else None
+        res["timed_seconds_per_subnet"] = round(
+            sum(pd.to_numeric(t["timed_s"], errors="coerce").sum() for t in raw) / 2 / args.n,
+            3) if all("timed_s" in t for t in raw) else None
         results["settings"][name] = res
         print(name, json.dumps(res))
     for x, y in args.combine:  # two spaced windows per subnet, each table's rows combined

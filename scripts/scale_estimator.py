@@ -35,6 +35,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from ofa_latency.profiling.scale import _window_values, reference_level_ms  # noqa: E402
+
 QUANTILES = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
@@ -46,16 +49,8 @@ def estimators(ref):
 
 def _window_min(df):
     """A table's per-window reference values, as the product takes them (``ref_min_ms``)."""
-    from ofa_latency.profiling.scale import _window_values
-
     v = _window_values(df)[0].to_numpy(dtype=float)
     return v[np.isfinite(v) & (v > 0)]
-
-
-def _product_level(v):
-    from ofa_latency.profiling.scale import reference_level_ms
-
-    return reference_level_ms(v)
 
 
 def _fast_state(v, pct):
@@ -63,7 +58,7 @@ def _fast_state(v, pct):
     return v[v <= v.min() * (1 + pct / 100)]
 
 
-LEVELS = {"q05 (product)": lambda v: _product_level(v),
+LEVELS = {"q05 (product)": reference_level_ms,
           "q01": lambda v: np.quantile(v, 0.01),
           "min": lambda v: v.min(),
           "2nd smallest": lambda v: np.sort(v)[1],

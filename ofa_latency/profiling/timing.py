@@ -140,8 +140,8 @@ class TimingResult:
         return {"latency_ms": r(self.ratio * level_ms if has_ratio else self.latency_raw_ms, 5),
                 "latency_raw_ms": r(self.latency_raw_ms, 5), "ratio": r(self.ratio, 7),
                 "spread_pct": r(self.spread_pct, 3), "ci_pct": r(self.ci_pct, 3),
-                "n_runs": self.n_runs,
-                "n_rounds": self.n_rounds, "timed_s": r(self.seconds, 3), "ref_latency_ms": r(self.ref_latency_ms, 5),
+                "n_runs": self.n_runs, "n_rounds": self.n_rounds,
+                "timed_s": r(self.seconds, 3), "ref_latency_ms": r(self.ref_latency_ms, 5),
                 "ref_min_ms": r(self.ref_min_ms, 5), "ref_baseline_ms": r(level_ms, 5),
                 "others_busy_pct": r(self.others_busy_pct, 1)}
 
