@@ -10,7 +10,8 @@ setting it reports:
   own scale, taken from all its windows) and the MAPE without any factor;
 * the uncorrected estimate's MAPE (no reference), for comparison;
 * the median within-window spread of both passes (how noisy the day was) and the
-  device-seconds one subnet cost (wall time of the process / subnets).
+  device-seconds one subnet cost (wall time of the process / subnets; by pass too: with the
+  default --model-cache fresh, pass 1 makes the runtimes' models and pass 2 reads them).
 
     python scripts/noise_floor.py --n 50 --out data/benchmarks/noise_floor.json
     python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_w2   # windows compared
@@ -24,6 +25,9 @@ setting it reports:
         --settings torch_t1 torch_t1_half torch_t1_half_b --combine torch_t1_half torch_t1_half_b
                                     # one 3 s window per subnet, or two of 1.5 s minutes apart
                                     # (the same timing per subnet; rows by geometric mean)
+    taskset -c 1 python scripts/noise_floor.py --n 50 --settings litert_t1_ahead litert_int8_t1_ahead
+                                    # LiteRT fp32 and int8 (pass 2 reads pass 1's models from
+                                    # the model cache; --model-cache off: converts them again)
     taskset -c 1 python scripts/noise_floor.py --n 20 --settings openvino_int8_t1 openvino_int8_t1_ahead
                                     # models converted ahead on the other core, or not
                                     # (with two settings: also each pass's two tables compared)
@@ -44,6 +48,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -86,7 +92,11 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             "openvino_t1": ("openvino", 1, 1, []),
             "onnxruntime_int8_t1": ("onnxruntime", 1, 1, ["--precision", "int8"]),
             "openvino_int8_t1_ahead": ("openvino", 1, 1, ["--precision", "int8",
-                                                          "--convert-jobs", "1"])}
+                                                          "--convert-jobs", "1"]),
+            # LiteRT (XNNPACK): its conversions take 10-30 s, so always made ahead
+            "litert_t1_ahead": ("litert", 1, 1, ["--convert-jobs", "1"]),
+            "litert_int8_t1_ahead": ("litert", 1, 1, ["--precision", "int8",
+                                                      "--convert-jobs", "1"])}
 
 
 BUSY_PCT = 20.0  # a row timed while others kept its CPU this busy (OTHERS_BUSY_WARN_PCT)
@@ -176,6 +186,10 @@ def main(argv=None):
                    help="during pass 2, a process spinning ON_S seconds then sleeping OFF_S, "
                         "on the CPUs this script may run on (run it pinned: taskset -c N)")
     p.add_argument("--workdir", default=str(ROOT / "runs" / "noise"))
+    p.add_argument("--model-cache", choices=["fresh", "off", "shared"], default="fresh",
+                   help="converted models kept between processes: fresh (default: an emptied "
+                        "folder in --workdir, so pass 1 converts every model and pass 2 reads "
+                        "them), off (every pass converts), shared (the user's folder as it is)")
     p.add_argument("--out", default=str(ROOT / "data" / "benchmarks" / "noise_floor.json"))
     args = p.parse_args(argv)
     for pair in args.combine:
@@ -193,6 +207,11 @@ def main(argv=None):
     archs = work / f"archs_n{args.n}_s{args.seed}.jsonl"
     archs.write_text("".join(json.dumps(s.to_dict()) + "\n"
                              for s in get_space("ofa_mbv3_w1.2").sample(args.n, args.seed)))
+    store = {"fresh": str(work / "models"), "off": "off", "shared": None}[args.model_cache]
+    if args.model_cache == "fresh":
+        shutil.rmtree(work / "models", ignore_errors=True)
+    if store is not None:
+        os.environ["OFA_LATENCY_MODEL_CACHE"] = store  # the passes' processes inherit it
     walls = {}
     for pas in (1, 2):
         spin = None
@@ -212,6 +231,7 @@ def main(argv=None):
                 spin.wait()
 
     results = {"n_subnets": args.n, "seed": args.seed, "busy_pass2": args.busy_pass2,
+               "model_cache": args.model_cache,
                "hardware": describe_hardware("onnxruntime", 1), "settings": {}}
     for name in args.settings:
         a = read_measurements(work / f"{name}_pass1.csv")

@@ -1,5 +1,5 @@
-"""Commands from subnets to measurement tables: profile, hardware, sample, import, import-help,
-export, export-set, build-lut, export-layers, finish-lut."""
+"""Commands from subnets to measurement tables: profile, hardware, model-cache, sample, import,
+import-help, export, export-set, build-lut, export-layers, finish-lut."""
 
 from __future__ import annotations
 
@@ -90,6 +90,24 @@ def cmd_hardware(args) -> int:
                  "reference_subnet_ms": "ms (speed fingerprint of this backend setting)"}
         for k, v in desc.items():
             print(f"{k:24s} {v} {units.get(k, '')}".rstrip())
+    return 0
+
+
+def cmd_model_cache(args) -> int:
+    from ..profiling.modelstore import ENV_FOLDER, ENV_GB, model_store
+
+    store = model_store()
+    if store is None:
+        print(f"model cache: off (${ENV_FOLDER}=off); models are converted in each process")
+        return 0
+    if args.clear:
+        print(f"{store.folder}: {store.clear()} models removed")
+        return 0
+    entries = store.entries()
+    size = sum(e[1] for e in entries)
+    print(f"folder  {store.folder} (${ENV_FOLDER})")
+    print(f"models  {len(entries)}, {size / 1e9:.3f} GB of {store.max_bytes / 1e9:.3f} GB "
+          f"(${ENV_GB}; least recently used removed first)")
     return 0
 
 
@@ -318,6 +336,11 @@ def register(sub) -> None:
     hw.add_argument("--no-measure", action="store_true",
                     help="skip bandwidth, throughput and reference-subnet runs")
     hw.set_defaults(func=cmd_hardware)
+
+    mc = sub.add_parser("model-cache", help="the folder of converted models (OpenVINO, LiteRT, "
+                                            "onnxruntime int8) kept across runs")
+    mc.add_argument("--clear", action="store_true", help="remove every stored model")
+    mc.set_defaults(func=cmd_model_cache)
 
     sa = sub.add_parser("sample", help="choose which subnets to profile on a new device")
     sa.add_argument("--space", default="ofa_mbv3_w1.2", choices=list_spaces())

@@ -1,7 +1,8 @@
 """How the deployment runtimes' models are made: the module every conversion starts from,
 int8 calibration data, ONNX Runtime static quantization, OpenVINO and LiteRT conversion, the
-per-process cache of converted models, and what the optional extras are called. No backend
-classes here (those are in :mod:`.backends` and :mod:`.runtimes`), so both import it.
+per-process cache of converted models (in front of the folder of :mod:`.modelstore`), and
+what the optional extras are called. No backend classes here (those are in :mod:`.backends`
+and :mod:`.runtimes`), so both import it.
 
 Every conversion starts from the subnet with calibrated batch-norm statistics
 (:func:`ofa_latency.spaces.building.calibrate_batchnorm`): OFA's random initialisation gives
@@ -31,13 +32,17 @@ from ..hardware import cpu_has_vnni
 logger = logging.getLogger(__name__)
 
 __all__ = ["QUANTIZATION", "CALIBRATION_BATCHES", "ConversionCache", "CACHE", "require",
-           "calibration_batches", "IMAGE_SUFFIXES", "image_files", "image_array",
+           "RECIPE", "calibration_batches", "IMAGE_SUFFIXES", "image_files", "image_array",
            "deployable_module", "deployable_onnx_bytes", "module_model", "onnx_int8_bytes",
            "openvino_model", "openvino_ir_bytes", "openvino_from_ir_bytes", "tflite_bytes",
            "agreement"]
 
 CALIBRATION_BATCHES = 4
 """Random N(0, 1) batches each int8 model is calibrated on (seeded)."""
+
+RECIPE = 1
+"""The version of how this module makes models: raise it when a change here makes different
+models, so that models stored by :mod:`.modelstore` are made again."""
 
 QUANTIZATION = {
     "onnxruntime": "static QDQ by onnxruntime.quantization (MinMax; int8 weights per channel, "
@@ -164,18 +169,24 @@ def deployable_onnx_bytes(space, subnet, batch_size: int) -> bytes:
 
 
 class ConversionCache:
-    """The ``maxsize`` most recently used converted models of a process, by key (thread-safe).
+    """The ``maxsize`` most recently used converted models of a process, by key (thread-safe),
+    in front of the on-disk :func:`~.modelstore.model_store` (models of other processes and
+    earlier runs).
 
-    ``get(key, make)`` returns the cached model or ``make()``'s, which it keeps."""
+    ``get(key, make)`` returns the model from memory, else from the store, else ``make()``'s,
+    which it keeps in both. ``conversions`` counts the ``make()`` calls, ``store_hits`` the
+    models read from the store."""
 
     def __init__(self, maxsize: int = 16):
         self.maxsize = maxsize
         self._items: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
         self.conversions = 0
+        self.store_hits = 0
 
     def put(self, key, value) -> None:
-        """Keep ``value`` under ``key`` (made elsewhere, e.g. by a helper process)."""
+        """Keep ``value`` under ``key`` in memory (made elsewhere, e.g. by a helper process,
+        which stored it)."""
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -183,7 +194,7 @@ class ConversionCache:
                 self._items.popitem(last=False)
 
     def take(self) -> dict:
-        """Every cached model, removed from the cache (what a helper process hands over)."""
+        """Every cached model, removed from memory (what a helper process hands over)."""
         with self._lock:
             items, self._items = dict(self._items), collections.OrderedDict()
         return items
@@ -193,12 +204,20 @@ class ConversionCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        value = make()
-        with self._lock:
-            self.conversions += 1
-            self._items[key] = value
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
+        from .modelstore import model_store
+
+        store = model_store()
+        value = store.get(key) if store is not None else None
+        if value is not None:
+            with self._lock:
+                self.store_hits += 1
+        else:
+            value = make()
+            with self._lock:
+                self.conversions += 1
+            if store is not None:
+                store.put(key, value)
+        self.put(key, value)
         return value
 
 

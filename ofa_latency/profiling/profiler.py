@@ -20,6 +20,8 @@ from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, note_q
                     probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
                     retry_keys, retry_off_state, table_level_ms)
 from .timing import TimingProtocol, busy_mean, combine_windows, measure_windows
+from .conversions import CACHE
+from .modelstore import model_store
 
 logger = logging.getLogger(__name__)
 
@@ -304,11 +306,13 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
 
         before = cpu_snapshot() if todo or retry_old else None
         timed = []  # this call's windows that know how busy the others were
+        made_before = (CACHE.conversions, CACHE.store_hits)
         try:
             for sub in todo:
                 ready_then_measure(sub)
             if ahead is not None and protocol.off_state_retries:
-                # the subnets about to be timed again: their models left the cache long ago
+                # the subnets about to be timed again: their models left the memory cache long ago
+                # (the model store has them, unless it is off or they did not fit)
                 ahead.add(retry_keys(fastest, refs, quietest, busy_pct))
             retry_off_state(fastest, refs, protocol.off_state_retries,
                             lambda sub: ready_then_measure(sub, again=True), str(log.path),
@@ -320,6 +324,13 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                 logger.info("%s: %d subnets' models converted ahead (of %d timed, retries "
                             "included); %.1f s spent waiting for them", log.path,
                             ahead.handed_over, ahead.timed, ahead.seconds_waited)
+            made, stored = (CACHE.conversions - made_before[0],
+                            CACHE.store_hits - made_before[1])
+            if made or stored:
+                store = model_store()
+                logger.info("%s: %d models converted in this process, %d read from the model "
+                            "cache %s", log.path, made, stored,
+                            store.folder if store is not None else "(off)")
         bar.close()
         # what the timings shared their CPUs with: the windows' own shares (a conversion
         # between them, in a helper process, is not), else the whole call's

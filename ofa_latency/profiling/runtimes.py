@@ -6,8 +6,8 @@ OpenVINO and LiteRT (TFLite with XNNPACK), fp32 and int8 (ONNX Runtime int8 is i
 How the models are made is in :mod:`.conversions`. Conversions are slow (LiteRT about 10 s per
 subnet on a 2-core host) and a measurement prepares the same subnet in several windows, so
 each backend keeps its recent conversions (:class:`.conversions.ConversionCache`, one per
-process): a fresh preparation is a new session, compiled model or interpreter from the cached
-model, never a new conversion.
+process, in front of a folder shared by processes, :mod:`.modelstore`): a fresh preparation is
+a new session, compiled model or interpreter from the cached model, never a new conversion.
 
 OpenVINO, LiteRT and TensorRT are optional extras (``pip install 'ofa-latency[openvino]'``,
 ``'ofa-latency[litert]'``, ``'ofa-latency[tensorrt]'``); a backend whose runtime is missing says

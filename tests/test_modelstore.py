@@ -1,0 +1,133 @@
+"""The folder of converted models shared by processes (ofa_latency.profiling.modelstore)."""
+
+import importlib.util
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from ofa_latency.cli import main
+from ofa_latency.errors import UsageError
+from ofa_latency.profiling import modelstore
+from ofa_latency.profiling.conversions import CACHE
+from ofa_latency.profiling.modelstore import ModelStore, model_store
+
+KEY = ("litert", "fp32", "ofa_mbv3_w1.2", "k3e3d2r128", 1)
+
+
+def test_models_round_trip_and_a_damaged_one_is_made_again(tmp_path, caplog):
+    store = ModelStore(tmp_path / "s", max_bytes=10_000)
+    assert store.get(KEY) is None  # nothing yet, no folder needed
+    assert store.put(KEY, b"\x00model\n" * 10)
+    assert store.get(KEY) == b"\x00model\n" * 10
+    path = store.path(KEY)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # one bit of the model flipped on disk
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="ofa_latency"):
+        assert store.get(KEY) is None
+    assert "damaged" in caplog.text and not path.exists()
+
+
+def test_only_portable_models_are_stored(tmp_path):
+    """A TensorRT engine belongs to its GPU; values that are neither bytes nor OpenVINO models
+    are not written."""
+    store = ModelStore(tmp_path, max_bytes=10_000)
+    assert not store.put(("tensorrt", "fp16", "s", "k", 1), b"engine")
+    assert not store.put(KEY, {"not": "a model"})
+    assert not ModelStore(tmp_path, max_bytes=0).put(KEY, b"x")
+    assert store.entries() == []
+
+
+def test_the_least_recently_used_models_go_first(tmp_path):
+    store = ModelStore(tmp_path, max_bytes=3 * 1200)  # three models and their headers
+    keys = [KEY[:3] + (f"sub{i}", 1) for i in range(4)]
+    for i, k in enumerate(keys[:3]):
+        assert store.put(k, bytes(1000))
+        os.utime(store.path(k), (1e9 + i, 1e9 + i))  # distinct ages, oldest first
+    assert store.get(keys[0]) is not None  # used: now the most recent
+    store.put(keys[3], bytes(1000))  # over budget: the least recently used (keys[1]) goes
+    assert [store.get(k) is not None for k in keys] == [True, False, True, True]
+    assert store.size_bytes() <= store.max_bytes
+    assert not store.put(KEY[:3] + ("big", 1), bytes(4000))  # larger than the whole budget
+
+
+def test_a_new_converter_version_converts_again(tmp_path, monkeypatch):
+    store = ModelStore(tmp_path, max_bytes=10_000)
+    store.put(KEY, b"made by one version")
+    versions = dict(modelstore._versions())
+    monkeypatch.setattr(modelstore, "_versions",
+                        lambda: versions | {"litert-torch": "another"})
+    assert store.get(KEY) is None
+
+
+def test_the_environment_chooses_the_folder_and_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m"))
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE_GB", "0.5")
+    s = model_store()
+    assert s.folder == tmp_path / "m" and s.max_bytes == 500_000_000
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", "off")
+    assert model_store() is None
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m"))
+    for bad in ("lots", "-1", "nan", "inf"):
+        monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE_GB", bad)
+        with pytest.raises(UsageError, match="OFA_LATENCY_MODEL_CACHE_GB"):
+            model_store()
+
+
+def test_another_process_reads_the_model_instead_of_converting(tmp_path, monkeypatch, mbv3,
+                                                               smallest):
+    """ONNX Runtime int8: a second process (this one with its memory cache emptied) prepares
+    the subnet from the folder, converting nothing; with the folder off it converts again."""
+    from ofa_latency import create_backend
+
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m"))
+    be = create_backend("onnxruntime", threads=1, precision="int8")
+    CACHE.take()
+    first = be.model_bytes(mbv3, smallest, 1)
+    assert model_store().entries()  # the int8 model and its fp32 source
+    CACHE.take()  # as in a new process
+    n, hits = CACHE.conversions, CACHE.store_hits
+    assert be.model_bytes(mbv3, smallest, 1) == first
+    assert CACHE.conversions == n and CACHE.store_hits > hits
+    assert len(be.prepare(mbv3, smallest, 1).run(2)) == 2
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", "off")
+    CACHE.take()
+    be.model_bytes(mbv3, smallest, 1)
+    assert CACHE.conversions > n
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="the 'openvino' extra is not installed")
+def test_an_openvino_model_comes_back_as_it_went_in(tmp_path, mbv3, smallest):
+    import openvino as ov
+
+    from ofa_latency.profiling.conversions import deployable_onnx_bytes, openvino_model
+
+    model = openvino_model(deployable_onnx_bytes(mbv3, smallest, 1), "fp32")
+    store = ModelStore(tmp_path, max_bytes=10**9)
+    key = ("openvino", "fp32", mbv3.name, smallest.key(), 1)
+    assert store.put(key, model)
+    again = store.get(key)
+    r = smallest.image_size
+    x = np.random.default_rng(1).standard_normal((1, 3, r, r), dtype=np.float32)
+    core = ov.Core()
+    a, b = (core.compile_model(m, "CPU")(x)[0] for m in (model, again))
+    assert np.array_equal(a, b)
+
+
+def test_the_command_shows_and_clears_the_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m"))
+    ModelStore(tmp_path / "m", 10**6).put(KEY, bytes(2000))
+    assert main(["model-cache"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "m") in out and "models  1," in out
+    assert main(["model-cache", "--clear"]) == 0
+    assert "1 models removed" in capsys.readouterr().out
+    assert ModelStore(tmp_path / "m", 10**6).entries() == []
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", "off")
+    assert main(["model-cache"]) == 0 and "off" in capsys.readouterr().out
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE_GB", "lots")
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m"))
+    assert main(["model-cache"]) == 2
