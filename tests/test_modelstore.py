@@ -19,8 +19,8 @@ KEY = ("litert", "fp32", "ofa_mbv3_w1.2", "k3e3d2r128", 1)
 def test_models_round_trip_and_a_damaged_one_is_made_again(tmp_path, caplog):
     store = ModelStore(tmp_path / "s", max_bytes=10_000)
     assert store.get(KEY) is None  # nothing yet, no folder needed
-    assert store.put(KEY, b"\x00model\n" * 10)
-    assert store.get(KEY) == b"\x00model\n" * 10
+    assert store.put(KEY, "bytes", [b"\x00model\n" * 10, b"two"])
+    assert store.get(KEY) == ("bytes", [b"\x00model\n" * 10, b"two"])
     path = store.path(KEY)
     data = bytearray(path.read_bytes())
     data[-1] ^= 1  # one bit of the model flipped on disk
@@ -31,31 +31,33 @@ def test_models_round_trip_and_a_damaged_one_is_made_again(tmp_path, caplog):
 
 
 def test_only_portable_models_are_stored(tmp_path):
-    """A TensorRT engine belongs to its GPU; values that are neither bytes nor OpenVINO models
-    are not written."""
+    """A TensorRT engine belongs to its GPU: neither stored nor looked for."""
+    from ofa_latency.profiling.conversions import to_portable
+
     store = ModelStore(tmp_path, max_bytes=10_000)
-    assert not store.put(("tensorrt", "fp16", "s", "k", 1), b"engine")
-    assert not store.put(KEY, {"not": "a model"})
-    assert not ModelStore(tmp_path, max_bytes=0).put(KEY, b"x")
+    assert not store.put(("tensorrt", "fp16", "s", "k", 1), "bytes", [b"engine"])
+    assert store.get(("tensorrt", "fp16", "s", "k", 1)) is None
+    assert not ModelStore(tmp_path, max_bytes=0).put(KEY, "bytes", [b"x"])
     assert store.entries() == []
+    assert to_portable({"not": "a model"}) is None
 
 
 def test_the_least_recently_used_models_go_first(tmp_path):
     store = ModelStore(tmp_path, max_bytes=3 * 1200)  # three models and their headers
     keys = [KEY[:3] + (f"sub{i}", 1) for i in range(4)]
     for i, k in enumerate(keys[:3]):
-        assert store.put(k, bytes(1000))
+        assert store.put(k, "bytes", [bytes(1000)])
         os.utime(store.path(k), (1e9 + i, 1e9 + i))  # distinct ages, oldest first
     assert store.get(keys[0]) is not None  # used: now the most recent
-    store.put(keys[3], bytes(1000))  # over budget: the least recently used (keys[1]) goes
+    store.put(keys[3], "bytes", [bytes(1000)])  # over budget: the least recently used (keys[1]) goes
     assert [store.get(k) is not None for k in keys] == [True, False, True, True]
     assert store.size_bytes() <= store.max_bytes
-    assert not store.put(KEY[:3] + ("big", 1), bytes(4000))  # larger than the whole budget
+    assert not store.put(KEY[:3] + ("big", 1), "bytes", [bytes(4000)])  # larger than the whole budget
 
 
 def test_a_new_converter_version_converts_again(tmp_path, monkeypatch):
     store = ModelStore(tmp_path, max_bytes=10_000)
-    store.put(KEY, b"made by one version")
+    store.put(KEY, "bytes", [b"made by one version"])
     versions = dict(modelstore._versions())
     monkeypatch.setattr(modelstore, "_versions",
                         lambda: versions | {"litert-torch": "another"})
@@ -103,13 +105,14 @@ def test_another_process_reads_the_model_instead_of_converting(tmp_path, monkeyp
 def test_an_openvino_model_comes_back_as_it_went_in(tmp_path, mbv3, smallest):
     import openvino as ov
 
-    from ofa_latency.profiling.conversions import deployable_onnx_bytes, openvino_model
+    from ofa_latency.profiling.conversions import (deployable_onnx_bytes, from_portable,
+                                                   openvino_model, to_portable)
 
     model = openvino_model(deployable_onnx_bytes(mbv3, smallest, 1), "fp32")
     store = ModelStore(tmp_path, max_bytes=10**9)
     key = ("openvino", "fp32", mbv3.name, smallest.key(), 1)
-    assert store.put(key, model)
-    again = store.get(key)
+    assert store.put(key, *to_portable(model))
+    again = from_portable(store.get(key))
     r = smallest.image_size
     x = np.random.default_rng(1).standard_normal((1, 3, r, r), dtype=np.float32)
     core = ov.Core()
@@ -119,7 +122,7 @@ def test_an_openvino_model_comes_back_as_it_went_in(tmp_path, mbv3, smallest):
 
 def test_the_command_shows_and_clears_the_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m"))
-    ModelStore(tmp_path / "m", 10**6).put(KEY, bytes(2000))
+    ModelStore(tmp_path / "m", 10**6).put(KEY, "bytes", [bytes(2000)])
     assert main(["model-cache"]) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / "m") in out and "models  1," in out

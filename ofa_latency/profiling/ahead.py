@@ -19,7 +19,7 @@ import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 
-from .conversions import CACHE, openvino_from_ir_bytes, openvino_ir_bytes
+from .conversions import CACHE, from_portable, to_portable
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +58,14 @@ def _convert(space_name: str, arch: dict, batch_size: int) -> dict:
     space = get_space(space_name)
     CACHE.take()  # hand over only this subnet's models
     backend.convert(space, space.validate(arch), batch_size)
-    return {k: v if isinstance(v, bytes) else ("openvino-ir", *openvino_ir_bytes(v))
-            for k, v in CACHE.take().items()}
+    return {k: to_portable(v) for k, v in CACHE.take().items()}
 
 
 def _adopt(items: dict) -> None:
-    for key, value in items.items():
-        if isinstance(value, tuple) and value and value[0] == "openvino-ir":
-            value = openvino_from_ir_bytes(value[1], value[2])
-        CACHE.put(key, value)
+    for key, item in items.items():
+        value = from_portable(item)
+        if value is not None:
+            CACHE.put(key, value)
 
 
 class ConvertAhead:

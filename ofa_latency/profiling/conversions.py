@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["QUANTIZATION", "CALIBRATION_BATCHES", "ConversionCache", "CACHE", "require",
            "RECIPE", "calibration_batches", "IMAGE_SUFFIXES", "image_files", "image_array",
            "deployable_module", "deployable_onnx_bytes", "module_model", "onnx_int8_bytes",
-           "openvino_model", "openvino_ir_bytes", "openvino_from_ir_bytes", "tflite_bytes",
-           "agreement"]
+           "openvino_model", "openvino_ir_bytes", "openvino_from_ir_bytes", "to_portable",
+           "from_portable", "tflite_bytes", "agreement"]
 
 CALIBRATION_BATCHES = 4
 """Random N(0, 1) batches each int8 model is calibrated on (seeded)."""
@@ -207,7 +207,8 @@ class ConversionCache:
         from .modelstore import model_store
 
         store = model_store()
-        value = store.get(key) if store is not None else None
+        stored_key = key + (f"recipe {RECIPE}",)  # made again when the recipe changes
+        value = from_portable(store.get(stored_key)) if store is not None else None
         if value is not None:
             with self._lock:
                 self.store_hits += 1
@@ -215,10 +216,35 @@ class ConversionCache:
             value = make()
             with self._lock:
                 self.conversions += 1
-            if store is not None:
-                store.put(key, value)
+            item = to_portable(value) if store is not None and store.stores(key) else None
+            if item is not None:
+                store.put(stored_key, *item)
         self.put(key, value)
         return value
+
+
+def to_portable(value):
+    """A model as ``(kind, byte parts)``, how it crosses a process boundary (a helper
+    process's hand-over, the model store): bytes as they are, an OpenVINO model as IR; None
+    for anything else (a TensorRT engine stays where it was built)."""
+    if isinstance(value, bytes):
+        return "bytes", [value]
+    if type(value).__name__ == "Model" and type(value).__module__.startswith("openvino"):
+        return "openvino-ir", list(openvino_ir_bytes(value))
+    return None
+
+
+def from_portable(item):
+    """The model of :func:`to_portable`'s ``(kind, parts)`` (None for no item or an unknown
+    kind)."""
+    if item is None:
+        return None
+    kind, parts = item
+    if kind == "bytes" and len(parts) == 1:
+        return parts[0]
+    if kind == "openvino-ir" and len(parts) == 2:
+        return openvino_from_ir_bytes(*parts)
+    return None
 
 
 CACHE = ConversionCache()

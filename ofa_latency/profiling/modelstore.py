@@ -12,9 +12,10 @@ seeded weights, so a stored model is the one a new conversion would make.
 The folder is ``$OFA_LATENCY_MODEL_CACHE`` (``off`` turns the store off), by default
 ``~/.cache/ofa-latency/models`` (``$XDG_CACHE_HOME`` respected), at most
 ``$OFA_LATENCY_MODEL_CACHE_GB`` gigabytes (default 4): beyond that the least recently used
-models are removed. Each file is named by the sha256 of its key and of the versions of
-everything that made it (this package, PyTorch, OFA, ONNX, ONNX Runtime, OpenVINO, NNCF,
-litert-torch, ai-edge-quantizer), so a new version of any of them converts again; the file
+models are removed. Each file is named by the sha256 of its key (which carries the version
+of how :mod:`.conversions` makes models) and of the versions of everything that made it
+(this package, PyTorch, OFA, ONNX, ONNX Runtime, OpenVINO, NNCF, litert-torch,
+ai-edge-quantizer), so a new version of any of them converts again; the file
 records the sha256 of its model, checked on every read (a damaged file is removed and the
 model converted again). Files are written to a temporary name and renamed into place, so two
 processes can share the folder and a kill leaves no half-written model. ``ofa-latency
@@ -57,9 +58,8 @@ def _versions() -> dict:
     from importlib import metadata
 
     from .._version import __version__
-    from .conversions import RECIPE
 
-    out = {"recipe": RECIPE}
+    out = {}
     for name in _PACKAGES:
         try:
             out[name] = metadata.version(name)
@@ -70,8 +70,9 @@ def _versions() -> dict:
 
 
 class ModelStore:
-    """A folder of converted models, by cache key, at most ``max_bytes`` (least recently used
-    removed first).
+    """A folder of converted models, by cache key, each as a kind and its byte parts (how
+    :class:`~.conversions.ConversionCache` writes and reads them back), at most ``max_bytes``
+    (least recently used removed first).
 
     Parameters
     ----------
@@ -79,9 +80,6 @@ class ModelStore:
         Created on first write.
     max_bytes : int
         The folder's budget; a single model larger than it is not stored.
-
-    Values are ``bytes`` (ONNX, ONNX Runtime int8, TFLite) or OpenVINO models (kept as IR);
-    :meth:`get` returns what :meth:`put` was given, an OpenVINO model read back from its IR.
     """
 
     def __init__(self, folder, max_bytes: int):
@@ -100,8 +98,9 @@ class ModelStore:
         text = json.dumps([list(map(str, key)), _versions()], sort_keys=True)
         return self.folder / (hashlib.sha256(text.encode()).hexdigest() + _SUFFIX)
 
-    def get(self, key):
-        """The stored model of ``key``, or None (not stored, damaged, or not readable)."""
+    def get(self, key) -> tuple[str, list[bytes]] | None:
+        """The stored ``(kind, parts)`` of ``key``, or None (not stored, damaged, or not
+        readable)."""
         if not self.stores(key):
             return None
         path = self.path(key)
@@ -121,13 +120,15 @@ class ModelStore:
             pass
         return value
 
-    def put(self, key, value) -> bool:
-        """Store ``value`` under ``key``; False when it is not stored (not portable, larger
-        than the budget, or the folder cannot be written: a warning says why)."""
+    def put(self, key, kind: str, parts) -> bool:
+        """Store a model of ``kind`` (a name the reader understands, e.g. ``"bytes"`` or
+        ``"openvino-ir"``) as its byte ``parts`` under ``key``; False when it is not stored
+        (not portable, larger than the budget, or the folder cannot be written: a warning
+        says why)."""
         if not self.stores(key) or self.max_bytes == 0:
             return False
-        data = self._encode(value)
-        if data is None or len(data) > self.max_bytes:
+        data = self._encode(kind, list(parts))
+        if len(data) > self.max_bytes:
             return False
         path = self.path(key)
         try:
@@ -190,15 +191,7 @@ class ModelStore:
 
     # ---------------------------------------------------------------- file format
     @staticmethod
-    def _encode(value) -> bytes | None:
-        if isinstance(value, bytes):
-            kind, parts = "bytes", [value]
-        elif type(value).__name__ == "Model" and "openvino" in type(value).__module__:
-            from .conversions import openvino_ir_bytes
-
-            kind, parts = "openvino-ir", list(openvino_ir_bytes(value))
-        else:
-            return None
+    def _encode(kind: str, parts: list) -> bytes:
         payload = b"".join(parts)
         head = json.dumps({"kind": kind, "lengths": [len(p) for p in parts],
                            "sha256": hashlib.sha256(payload).hexdigest()}).encode()
@@ -212,6 +205,7 @@ class ModelStore:
         try:
             meta = json.loads(head)
             lengths = [int(n) for n in meta["lengths"]]
+            kind = str(meta["kind"])
         except (ValueError, KeyError, TypeError):
             return None
         if not sep or sum(lengths) != len(payload) \
@@ -221,13 +215,7 @@ class ModelStore:
         for n in lengths:
             parts.append(payload[at:at + n])
             at += n
-        if meta.get("kind") == "bytes" and len(parts) == 1:
-            return parts[0]
-        if meta.get("kind") == "openvino-ir" and len(parts) == 2:
-            from .conversions import openvino_from_ir_bytes
-
-            return openvino_from_ir_bytes(*parts)
-        return None
+        return kind, parts
 
 
 def _default_folder() -> Path:
