@@ -1,13 +1,14 @@
-"""Where the project's shipped artifacts are: the package ``ofa_latency.data`` (``data/`` of
-the repository, installed with the wheel)."""
+"""Where the project's files are: its shipped artifacts, the package ``ofa_latency.data``
+(``data/`` of the repository, installed with the wheel), and the user's cache folder."""
 
 from __future__ import annotations
 
 import functools
 import importlib.resources as resources
+import os
 from pathlib import Path
 
-__all__ = ["data_dir"]
+__all__ = ["data_dir", "user_cache_dir"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -23,3 +24,11 @@ def data_dir() -> Path:
         raise FileNotFoundError(f"ofa-latency's shipped data is missing at {path} (a broken "
                                 f"install: reinstall ofa-latency)")
     return path
+
+
+def user_cache_dir() -> Path:
+    """``ofa-latency`` in the user's cache folder (``$XDG_CACHE_HOME``, else ``~/.cache``):
+    what can be made again (the accuracy predictor's arrays, converted models). Read at each
+    call."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
+    return Path(base) / "ofa-latency"

@@ -35,6 +35,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .._paths import user_cache_dir
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModelStore", "model_store", "ENV_FOLDER", "ENV_GB", "DEFAULT_GB", "STORED_KINDS"]
@@ -218,11 +220,6 @@ class ModelStore:
         return kind, parts
 
 
-def _default_folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
-    return Path(base) / "ofa-latency" / "models"
-
-
 def model_store() -> ModelStore | None:
     """The store the environment asks for (``$OFA_LATENCY_MODEL_CACHE``,
     ``$OFA_LATENCY_MODEL_CACHE_GB``), or None when it is ``off``; read at each call, so a
@@ -239,5 +236,5 @@ def model_store() -> ModelStore | None:
         from ..errors import UsageError
 
         raise UsageError(f"${ENV_GB} = {gb_text!r}; must be a number of gigabytes >= 0")
-    return ModelStore(Path(folder).expanduser() if folder else _default_folder(),
+    return ModelStore(Path(folder).expanduser() if folder else user_cache_dir() / "models",
                       int(gb * 1e9))

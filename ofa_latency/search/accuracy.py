@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._paths import user_cache_dir
 from ..errors import UsageError
 from ..spaces import Encoded, get_space
 
@@ -84,11 +85,6 @@ def find_accuracy_predictor(path=None, download: bool = False) -> Path:
                        "with --proxy macs (results labelled as a MACs proxy, not accuracy)")
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
-    return Path(base) / "ofa-latency"
-
-
 def _read_weights(path: Path) -> dict:
     """The checkpoint's arrays. The first read goes through PyTorch's loader (weights only, no
     pickled objects); the arrays are then kept as safetensors in the user's cache, named
@@ -98,7 +94,7 @@ def _read_weights(path: Path) -> dict:
 
     from .._folders import sha256_of
 
-    cached = _cache_dir() / f"acc_predictor-{sha256_of(path)[:24]}.safetensors"
+    cached = user_cache_dir() / f"acc_predictor-{sha256_of(path)[:24]}.safetensors"
     if cached.is_file():
         try:
             return load_file(str(cached))
