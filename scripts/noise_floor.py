@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,8 +110,15 @@ def run_pass(backend, threads, windows, archs, out, extra=()):
            "--backend", backend, "--threads", str(threads), "--windows", str(windows),
            "--archs", str(archs), "--out", str(out), "--quiet", "--show", "0", *extra]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return time.perf_counter() - t0
+    done = subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t0
+    print(done.stdout, end="", flush=True)
+    # "models: A converted here, B ahead by helper processes, C read from the model cache"
+    found = re.search(r"models: (\d+) converted here, (\d+) ahead by helper processes, "
+                      r"(\d+) read from the model cache", done.stdout)
+    models = dict(zip(("converted", "converted_ahead", "from_cache"),
+                      map(int, found.groups()))) if found else None
+    return wall, models
 
 
 def compare(a, b) -> dict:
@@ -212,7 +220,7 @@ def main(argv=None):
         shutil.rmtree(work / "models", ignore_errors=True)
     if store is not None:
         os.environ["OFA_LATENCY_MODEL_CACHE"] = store  # the passes' processes inherit it
-    walls = {}
+    walls, models = {}, {}
     for pas in (1, 2):
         spin = None
         if pas == 2 and args.busy_pass2:
@@ -224,7 +232,8 @@ def main(argv=None):
                 out = work / f"{name}_pass{pas}.csv"
                 out.unlink(missing_ok=True)
                 out.with_name(out.name + ".hardware.json").unlink(missing_ok=True)
-                walls[(name, pas)] = run_pass(backend, threads, windows, archs, out, extra)
+                walls[(name, pas)], models[(name, pas)] = run_pass(backend, threads, windows,
+                                                                   archs, out, extra)
         finally:
             if spin is not None:
                 spin.kill()
@@ -247,6 +256,9 @@ def main(argv=None):
                                       for t in (a, b)]
         res["wall_seconds_per_subnet_by_pass"] = [round(walls[(name, k)] / args.n, 3)
                                                   for k in (1, 2)]
+        # per pass: runtime models converted in the profile process, by helpers, or read
+        # from the model cache (None where no model was made or read)
+        res["models_by_pass"] = [models[(name, k)] for k in (1, 2)]
         # the device-seconds of the timed rounds alone (every row on disk, retries included;
         # tables made before rows carried timed_s: None)
         res["timed_seconds_per_subnet"] = round(

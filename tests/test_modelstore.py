@@ -88,7 +88,7 @@ def test_another_process_reads_the_model_instead_of_converting(tmp_path, monkeyp
     be = create_backend("onnxruntime", threads=1, precision="int8")
     CACHE.take()
     first = be.model_bytes(mbv3, smallest, 1)
-    assert model_store().entries()  # the int8 model and its fp32 source
+    assert len(model_store().entries()) == 1  # the int8 model, not the fp32 export it came from
     CACHE.take()  # as in a new process
     n, hits = CACHE.conversions, CACHE.store_hits
     assert be.model_bytes(mbv3, smallest, 1) == first
@@ -134,3 +134,25 @@ def test_the_command_shows_and_clears_the_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE_GB", "lots")
     monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m"))
     assert main(["model-cache"]) == 2
+
+
+def test_profile_says_where_its_models_came_from(tmp_path, monkeypatch, capsys, mbv3, smallest):
+    """A second `profile` of the same subnet into another table reads its int8 model from the
+    folder: nothing converted (the first made the fp32 export, then the int8 model)."""
+    import json
+
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m"))
+    archs = tmp_path / "a.jsonl"
+    archs.write_text(json.dumps(smallest.to_dict()) + "\n")
+    quick = ["--rounds", "2", "--max-rounds", "2", "--runs-per-round", "1",
+             "--off-state-retries", "0", "--quiet", "--no-drift-correction"]
+    lines = []
+    for table in ("t1.csv", "t2.csv"):
+        CACHE.take()  # as in a new process
+        assert main(["profile", "--backend", "onnxruntime", "--precision", "int8", "--archs",
+                     str(archs), "--out", str(tmp_path / table), *quick]) == 0
+        lines.append(next(l for l in capsys.readouterr().out.splitlines()
+                          if l.startswith("models:")))
+    assert lines[0].startswith("models: 2 converted here") and "0 read" in lines[0]
+    assert lines[1] == ("models: 0 converted here, 0 ahead by helper processes, 1 read from "
+                        "the model cache (ofa-latency model-cache)")

@@ -68,6 +68,11 @@ def cmd_profile(args) -> int:
         print(f"latency_ms: min {df.latency_ms.min():.3f}  median {df.latency_ms.median():.3f}  "
               f"max {df.latency_ms.max():.3f}")
     print(noise_text(table_noise(df)))
+    models = df.attrs.get("models") or {}
+    if any(models.values()):
+        print(f"models: {models['converted']} converted here, {models['converted_ahead']} "
+              f"ahead by helper processes, {models['from_cache']} read from the model cache "
+              f"(ofa-latency model-cache)")
     return 0
 
 

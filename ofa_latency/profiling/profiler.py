@@ -221,6 +221,10 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         or over the whole call where no window knows it;
         :func:`~ofa_latency.hardware.others_busy_pct`; None where unknown or nothing was
         timed), logged as a warning from :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT`.
+        ``attrs["models"]``: how many runtime models this call converted in this process
+        (``converted``; the reference's included), read from the model cache (``from_cache``,
+        :mod:`.modelstore`) and had converted ahead by helper processes
+        (``converted_ahead``).
 
     Raises
     ------
@@ -239,6 +243,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     check_retime_above(retime_above_pct)
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     with MeasurementLog(out_path) as log:  # the lock is held until every row is written
+        made_before = (CACHE.conversions, CACHE.store_hits)
+        models = {"converted": 0, "from_cache": 0, "converted_ahead": 0}
         hw_path = table_hardware_path(log.path)
         setting = backend_setting(space, backend, batch_size)
         existing = log.read()
@@ -306,7 +312,6 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
 
         before = cpu_snapshot() if todo or retry_old else None
         timed = []  # this call's windows that know how busy the others were
-        made_before = (CACHE.conversions, CACHE.store_hits)
         try:
             for sub in todo:
                 ready_then_measure(sub)
@@ -324,12 +329,13 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                 logger.info("%s: %d subnets' models converted ahead (of %d timed, retries "
                             "included); %.1f s spent waiting for them", log.path,
                             ahead.handed_over, ahead.timed, ahead.seconds_waited)
-            made, stored = (CACHE.conversions - made_before[0],
-                            CACHE.store_hits - made_before[1])
-            if made or stored:
+            models = {"converted": CACHE.conversions - made_before[0],
+                      "from_cache": CACHE.store_hits - made_before[1],
+                      "converted_ahead": ahead.handed_over if ahead is not None else 0}
+            if any(models.values()):
                 store = model_store()
                 logger.info("%s: %d models converted in this process, %d read from the model "
-                            "cache %s", log.path, made, stored,
+                            "cache %s", log.path, models["converted"], models["from_cache"],
                             store.folder if store is not None else "(off)")
         bar.close()
         # what the timings shared their CPUs with: the windows' own shares (a conversion
@@ -344,6 +350,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     sel = [(a, int(r)) in keys for a, r in zip(table["arch"], table["image_size"])]
     out = table[sel].reset_index(drop=True)
     out.attrs["others_busy_pct"] = busy
+    out.attrs["models"] = models
     return out
 
 
