@@ -113,10 +113,10 @@ def run_pass(backend, threads, windows, archs, out, extra=()):
     done = subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
     print(done.stdout, end="", flush=True)
-    # "models: A converted here, B ahead by helper processes, C read from the model cache"
-    found = re.search(r"models: (\d+) converted here, (\d+) ahead by helper processes, "
-                      r"(\d+) read from the model cache", done.stdout)
-    models = dict(zip(("converted", "converted_ahead", "from_cache"),
+    # "models: A converted here, B read from the model cache (...), C subnets' made ahead ..."
+    found = re.search(r"models: (\d+) converted here, (\d+) read from the model cache .*, "
+                      r"(\d+) subnets' made ahead", done.stdout)
+    models = dict(zip(("converted", "from_cache", "subnets_ahead"),
                       map(int, found.groups()))) if found else None
     return wall, models
 

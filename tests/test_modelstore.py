@@ -30,6 +30,18 @@ def test_models_round_trip_and_a_damaged_one_is_made_again(tmp_path, caplog):
     assert "damaged" in caplog.text and not path.exists()
 
 
+def test_a_folder_that_cannot_be_written_is_said_once(tmp_path, caplog):
+    """A full or read-only folder: the model is still returned by the conversion, the store
+    declines, and a table of 500 subnets gets one warning, not 500."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    store = ModelStore(blocker / "models", max_bytes=10_000)
+    with caplog.at_level(logging.WARNING, logger="ofa_latency"):
+        assert not store.put(KEY, "bytes", [b"m"])
+        assert not store.put(KEY[:3] + ("other", 1), "bytes", [b"m"])
+    assert caplog.text.count("cannot be written") == 1
+
+
 def test_only_portable_models_are_stored(tmp_path):
     """A TensorRT engine belongs to its GPU: neither stored nor looked for."""
     from ofa_latency.profiling.conversions import to_portable
@@ -49,10 +61,11 @@ def test_the_least_recently_used_models_go_first(tmp_path):
         assert store.put(k, "bytes", [bytes(1000)])
         os.utime(store.path(k), (1e9 + i, 1e9 + i))  # distinct ages, oldest first
     assert store.get(keys[0]) is not None  # used: now the most recent
-    store.put(keys[3], "bytes", [bytes(1000)])  # over budget: the least recently used (keys[1]) goes
+    # over budget: the least recently used (keys[1]) goes
+    store.put(keys[3], "bytes", [bytes(1000)])
     assert [store.get(k) is not None for k in keys] == [True, False, True, True]
     assert store.size_bytes() <= store.max_bytes
-    assert not store.put(KEY[:3] + ("big", 1), "bytes", [bytes(4000)])  # larger than the whole budget
+    assert not store.put(KEY[:3] + ("big", 1), "bytes", [bytes(4000)])  # over the whole budget
 
 
 def test_a_new_converter_version_converts_again(tmp_path, monkeypatch):
@@ -153,6 +166,6 @@ def test_profile_says_where_its_models_came_from(tmp_path, monkeypatch, capsys, 
                      str(archs), "--out", str(tmp_path / table), *quick]) == 0
         lines.append(next(l for l in capsys.readouterr().out.splitlines()
                           if l.startswith("models:")))
-    assert lines[0].startswith("models: 2 converted here") and "0 read" in lines[0]
-    assert lines[1] == ("models: 0 converted here, 0 ahead by helper processes, 1 read from "
-                        "the model cache (ofa-latency model-cache)")
+    assert lines[0].startswith("models: 2 converted here, 0 read from the model cache")
+    assert lines[1] == ("models: 0 converted here, 1 read from the model cache (ofa-latency "
+                        "model-cache), 0 subnets' made ahead by helper processes")

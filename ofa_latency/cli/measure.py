@@ -70,9 +70,9 @@ def cmd_profile(args) -> int:
     print(noise_text(table_noise(df)))
     models = df.attrs.get("models") or {}
     if any(models.values()):
-        print(f"models: {models['converted']} converted here, {models['converted_ahead']} "
-              f"ahead by helper processes, {models['from_cache']} read from the model cache "
-              f"(ofa-latency model-cache)")
+        print(f"models: {models['converted']} converted here, {models['from_cache']} read from "
+              f"the model cache (ofa-latency model-cache), {models['subnets_ahead']} subnets' "
+              f"made ahead by helper processes")
     return 0
 
 

@@ -51,6 +51,7 @@ STORED_KINDS = ("onnxruntime", "openvino", "litert")
 device-independent ones."""
 
 _MAGIC = b"ofa-latency model v1\n"
+_WARNED: set = set()  # folders this process could not write to (warned once)
 _SUFFIX = ".model"
 _PACKAGES = ("ofa-latency", "torch", "ofa", "onnx", "onnxruntime", "openvino", "nncf",
              "litert-torch", "ai-edge-quantizer")
@@ -146,10 +147,12 @@ class ModelStore:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-        except OSError as exc:
-            logger.warning("the model cache %s cannot be written (%s); models are converted "
-                           "again in each process (set $%s to another folder, or to off)",
-                           self.folder, exc, ENV_FOLDER)
+        except OSError as exc:  # full, read-only, ...: said once per folder and process
+            if str(self.folder) not in _WARNED:
+                _WARNED.add(str(self.folder))
+                logger.warning("the model cache %s cannot be written (%s); models are "
+                               "converted again in each process (set $%s to another folder, "
+                               "or to off)", self.folder, exc, ENV_FOLDER)
             return False
         self.trim()
         return True

@@ -16,12 +16,12 @@ from ..errors import UsageError
 from ..spaces import reference_subnet
 from ..hardware import (OTHERS_BUSY_WARN_PCT, cpu_snapshot, hardware_differences,
                         others_busy_pct, others_busy_text)
+from .conversions import CACHE
+from .modelstore import model_store
 from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, note_quietest,
                     probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
                     retry_keys, retry_off_state, table_level_ms)
 from .timing import TimingProtocol, busy_mean, combine_windows, measure_windows
-from .conversions import CACHE
-from .modelstore import model_store
 
 logger = logging.getLogger(__name__)
 
@@ -222,9 +222,9 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         :func:`~ofa_latency.hardware.others_busy_pct`; None where unknown or nothing was
         timed), logged as a warning from :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT`.
         ``attrs["models"]``: how many runtime models this call converted in this process
-        (``converted``; the reference's included), read from the model cache (``from_cache``,
-        :mod:`.modelstore`) and had converted ahead by helper processes
-        (``converted_ahead``).
+        (``converted``; the reference's included) and read from the model cache
+        (``from_cache``, :mod:`.modelstore`), and how many subnets' models helper processes
+        made ahead (``subnets_ahead``).
 
     Raises
     ------
@@ -244,7 +244,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     with MeasurementLog(out_path) as log:  # the lock is held until every row is written
         made_before = (CACHE.conversions, CACHE.store_hits)
-        models = {"converted": 0, "from_cache": 0, "converted_ahead": 0}
+        models = {"converted": 0, "from_cache": 0, "subnets_ahead": 0}
         hw_path = table_hardware_path(log.path)
         setting = backend_setting(space, backend, batch_size)
         existing = log.read()
@@ -316,8 +316,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             for sub in todo:
                 ready_then_measure(sub)
             if ahead is not None and protocol.off_state_retries:
-                # the subnets about to be timed again: their models left the memory cache long ago
-                # (the model store has them, unless it is off or they did not fit)
+                # the subnets about to be timed again: their models left the memory cache
+                # long ago (the model store has them, unless it is off or they did not fit)
                 ahead.add(retry_keys(fastest, refs, quietest, busy_pct))
             retry_off_state(fastest, refs, protocol.off_state_retries,
                             lambda sub: ready_then_measure(sub, again=True), str(log.path),
@@ -331,7 +331,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                             ahead.handed_over, ahead.timed, ahead.seconds_waited)
             models = {"converted": CACHE.conversions - made_before[0],
                       "from_cache": CACHE.store_hits - made_before[1],
-                      "converted_ahead": ahead.handed_over if ahead is not None else 0}
+                      "subnets_ahead": ahead.handed_over if ahead is not None else 0}
             if any(models.values()):
                 store = model_store()
                 logger.info("%s: %d models converted in this process, %d read from the model "
