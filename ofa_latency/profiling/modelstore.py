@@ -51,10 +51,10 @@ STORED_KINDS = ("onnxruntime", "openvino", "litert")
 device-independent ones."""
 
 _MAGIC = b"ofa-latency model v1\n"
-_WARNED: set = set()  # folders this process could not write to (warned once)
 _SUFFIX = ".model"
 _PACKAGES = ("ofa-latency", "torch", "ofa", "onnx", "onnxruntime", "openvino", "nncf",
              "litert-torch", "ai-edge-quantizer")
+_WARNED: set = set()  # folders this process could not write to (warned once)
 
 
 @functools.lru_cache(maxsize=1)
