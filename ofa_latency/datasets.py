@@ -25,6 +25,10 @@ spread_pct          (max - min) / median of the per-round estimates (%)
 ci_pct              the row's own uncertainty: half-width of a distribution-free 90 % interval
                     of its ratio, percent of it (with two or more windows, also half their
                     gap); empty in tables measured before it existed and for foreign data
+window_sd_pct       with two or more windows (fresh preparations) of the subnet, the standard
+                    deviation of their ratios, percent (log terms); the verification pools
+                    it over all its rows (:func:`~ofa_latency.profiling.timing.
+                    pooled_window_ci_pct`); empty with one window and in older tables
 others_busy_pct     how busy other processes kept the profiler's CPUs while it timed the row,
                     percent of their time (:func:`ofa_latency.hardware.others_busy_pct`;
                     empty where unknown, in older tables and for foreign data)
@@ -82,13 +86,15 @@ __all__ = ["COLUMNS", "SETTING_COLUMNS", "REQUIRED_COLUMNS", "assign_split", "Me
 
 COLUMNS = ["space", "arch", "image_size", "batch_size", "backend", "device_type", "device",
            "threads", "precision", "latency_ms", "latency_raw_ms", "ratio", "spread_pct",
-           "ci_pct", "others_busy_pct", "n_runs", "n_rounds", "timed_s", "ref_latency_ms",
-           "ref_min_ms", "ref_baseline_ms", "split", "timestamp", "versions", "source"]
+           "ci_pct", "window_sd_pct", "others_busy_pct", "n_runs", "n_rounds", "timed_s",
+           "ref_latency_ms", "ref_min_ms", "ref_baseline_ms", "split", "timestamp", "versions",
+           "source"]
 # tables written before ``ratio`` and ``ref_min_ms`` existed: read by deriving the ratio
 # (latency_ms / ref_baseline_ms); their level comes from ``ref_latency_ms``; tables written
-# before ``ci_pct`` (a row's own uncertainty), ``others_busy_pct`` or ``timed_s`` existed: read
-# with them empty
-_ADDED_COLUMNS = ("ratio", "ref_min_ms", "ci_pct", "others_busy_pct", "timed_s")
+# before ``ci_pct`` (a row's own uncertainty), ``window_sd_pct``, ``others_busy_pct`` or
+# ``timed_s`` existed: read with them empty
+_ADDED_COLUMNS = ("ratio", "ref_min_ms", "ci_pct", "window_sd_pct", "others_busy_pct",
+                  "timed_s")
 LEGACY_COLUMNS = [c for c in COLUMNS if c not in _ADDED_COLUMNS]
 
 
@@ -127,8 +133,8 @@ def utc_timestamp() -> str:
 
 
 _NUMERIC_COLUMNS = ("image_size", "batch_size", "threads", "latency_ms", "latency_raw_ms", "ratio",
-                    "spread_pct", "ci_pct", "others_busy_pct", "n_runs", "n_rounds", "timed_s",
-                    "ref_latency_ms", "ref_min_ms", "ref_baseline_ms")
+                    "spread_pct", "ci_pct", "window_sd_pct", "others_busy_pct", "n_runs",
+                    "n_rounds", "timed_s", "ref_latency_ms", "ref_min_ms", "ref_baseline_ms")
 _SCALE_KEY = ("space", "batch_size", "backend", "device_type", "device", "threads", "precision")
 _ROW_KEY = (*_SCALE_KEY, "arch", "image_size")
 

@@ -153,6 +153,9 @@ def main(argv=None) -> int:
                         "predicted_ms": rep["predicted_ms"][0],
                         "verified_ms": rep["measured_ms"],
                         "verified_upper_ms": rep.get("measured_upper_ms"),
+                        # the half-width of the verification's window-to-window spread pooled
+                        # over its candidates (absent before it existed)
+                        "window_ci_pct": (rep.get("verification") or {}).get("window_ci_pct"),
                         # measured / predicted per round: the winner's curse before and after
                         # the refit
                         "rounds": [{k: v[k] for k in ("round", "refitted", "candidates",

@@ -169,3 +169,29 @@ def test_profile_says_where_its_models_came_from(tmp_path, monkeypatch, capsys, 
     assert lines[0].startswith("models: 2 converted here, 0 read from the model cache")
     assert lines[1] == ("models: 0 converted here, 1 read from the model cache (ofa-latency "
                         "model-cache), 0 subnets' made ahead by helper processes")
+
+
+def test_a_helper_hands_over_the_form_it_stored_without_making_it_again(tmp_path,
+                                                                        monkeypatch):
+    """A helper process's cache keeps the portable form it made for the store, so the
+    hand-over serializes each model once (an OpenVINO IR is tens of megabytes); a model
+    the store did not take is made portable at hand-over, and the ordinary cache keeps none."""
+    from ofa_latency.profiling import conversions
+
+    made = []
+    real = conversions.to_portable
+    monkeypatch.setattr(conversions, "to_portable", lambda v: made.append(v) or real(v))
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m"))
+    helper = conversions.ConversionCache(keep_portable=True)
+    helper.get(KEY, lambda: b"model")
+    assert made == [b"model"]
+    assert helper.take_portable() == {KEY: ("bytes", [b"model"])} and made == [b"model"]
+    assert helper.take_portable() == {}  # handed over once
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", "off")
+    helper.get(KEY[:3] + ("other", 1), lambda: b"two")
+    assert helper.take_portable() == {KEY[:3] + ("other", 1): ("bytes", [b"two"])}
+    assert made == [b"model", b"two"]
+    plain = conversions.ConversionCache()
+    monkeypatch.setenv("OFA_LATENCY_MODEL_CACHE", str(tmp_path / "m2"))
+    plain.get(KEY, lambda: b"model")
+    assert plain._portable == {}

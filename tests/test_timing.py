@@ -9,7 +9,7 @@ import pytest
 
 from ofa_latency.profiling import Runner, TimingProtocol, measure
 from ofa_latency.profiling.timing import (TimingResult, combine_windows, median_interval,
-                                         windows_agree)
+                                         pooled_window_ci_pct, window_sd_pct, windows_agree)
 
 
 class Machine:
@@ -154,6 +154,34 @@ def test_combined_windows_carry_their_gap_in_the_interval():
     c = combine_windows([a, b])
     assert c.ratio == pytest.approx(1.02) and c.ci_pct == pytest.approx(2.0)
     assert c.columns(10.0)["ci_pct"] == 2.0
+    assert c.window_sd_pct == pytest.approx(100 * np.std(np.log([1.0, 1.04]), ddof=1))
+    assert c.columns(10.0)["window_sd_pct"] == pytest.approx(c.window_sd_pct, abs=1e-3)
+    # a third window is added only when the first two disagree: the spread is theirs alone
+    three = combine_windows([a, b, TimingResult(1.0, 1.0, 1.0, 2.0, 9, 3, ratio=1.2)])
+    assert three.window_sd_pct == pytest.approx(c.window_sd_pct)
+    assert np.isnan(combine_windows([a]).window_sd_pct) and np.isnan(window_sd_pct([a]))
+    assert combine_windows([a]).columns(10.0)["window_sd_pct"] is None
+
+
+def test_pooled_window_interval_covers_a_host_window_noise():
+    """Windows whose ratios move by 3 % (log-normal) from one preparation to the next: a mean
+    of two is within the pooled half-width of the truth about 90 % of the time, while half
+    the pair's own gap covers it far less often (one degree of freedom each)."""
+    rng = np.random.default_rng(0)
+    pairs = rng.normal(0, 0.03, size=(4000, 2))
+    sd = 100 * np.std(pairs, axis=1, ddof=1)
+    err = 100 * np.abs(pairs.mean(axis=1))
+    own = 100 * np.abs(pairs[:, 0] - pairs[:, 1]) / 2
+    covered = []
+    for block in range(200):  # runs of 20 subnets, each pooling its own
+        sel = slice(20 * block, 20 * block + 20)
+        covered.append(err[sel] <= pooled_window_ci_pct(sd[sel], n_windows=2))
+    cover = float(np.mean(covered))
+    assert 0.87 <= cover <= 0.93
+    assert float(np.mean(err <= own)) < 0.6
+    assert pooled_window_ci_pct([np.nan, 3.0], n_windows=2) == pytest.approx(
+        6.314 * 3 / np.sqrt(2), rel=1e-3)  # t(0.95, 1 degree of freedom)
+    assert np.isnan(pooled_window_ci_pct([np.nan])) and np.isnan(pooled_window_ci_pct([]))
 
 
 class Sleeper(Runner):

@@ -19,7 +19,7 @@ import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 
-from .conversions import CACHE, from_portable, to_portable
+from .conversions import CACHE, from_portable
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def _init(name: str, kwargs: dict, cpus) -> None:
     from . import create_backend
 
     _WORKER["backend"] = create_backend(name, **kwargs)
+    CACHE.keep_portable = True  # the form made for the model store is the one handed over
 
 
 def _convert(space_name: str, arch: dict, batch_size: int) -> dict:
@@ -58,7 +59,7 @@ def _convert(space_name: str, arch: dict, batch_size: int) -> dict:
     space = get_space(space_name)
     CACHE.take()  # hand over only this subnet's models
     backend.convert(space, space.validate(arch), batch_size)
-    return {k: to_portable(v) for k, v in CACHE.take().items()}
+    return CACHE.take_portable()
 
 
 def _adopt(items: dict) -> None:

@@ -435,21 +435,27 @@ class FakeBackend(ProfilingBackend):
         device for throughput measurements, e.g. of a fleet).
     prepare_s : float
         Seconds each preparation sleeps (a model conversion), with ``realtime``.
+    prepare_jitter_pct : float
+        Each preparation of a subnet but the reference runs a random factor slower or faster:
+        lognormal with this standard deviation, percent (the window-to-window noise of a host
+        on which a fresh preparation of the same subnet does not run quite as the last one).
     """
 
     precisions = ("fp32", "fp16", "int8")
 
     def __init__(self, threads=1, device="cpu", precision="fp32", seed=0, speed=1.0, drift=0.0,
                  phase_runs=25, bad_prepare=0.0, machine_seed=None, realtime=False,
-                 prepare_s=0.0, slow_skew=0.0):
+                 prepare_s=0.0, slow_skew=0.0, prepare_jitter_pct=0.0):
         super().__init__(threads, device, precision)
         if not speed > 0 or not drift >= 0 or phase_runs < 1 or not 0 <= bad_prepare <= 1 \
-                or not prepare_s >= 0 or not 0 <= slow_skew < 1:
+                or not prepare_s >= 0 or not 0 <= slow_skew < 1 or not prepare_jitter_pct >= 0:
             raise ValueError(f"speed = {speed}, drift = {drift}, phase_runs = {phase_runs}, "
                              f"bad_prepare = {bad_prepare}, prepare_s = {prepare_s}, "
-                             f"slow_skew = {slow_skew}; need speed > 0, drift >= 0, "
+                             f"slow_skew = {slow_skew}, prepare_jitter_pct = "
+                             f"{prepare_jitter_pct}; need speed > 0, drift >= 0, "
                              f"phase_runs >= 1, 0 <= bad_prepare <= 1, prepare_s >= 0, "
-                             f"0 <= slow_skew < 1")
+                             f"0 <= slow_skew < 1, prepare_jitter_pct >= 0")
+        self.prepare_jitter_pct = float(prepare_jitter_pct)
         self.seed, self.speed, self.drift, self.phase_runs = seed, speed, drift, phase_runs
         self.bad_prepare, self.slow_skew = bad_prepare, float(slow_skew)
         self.realtime, self.prepare_s = bool(realtime), float(prepare_s)
@@ -473,6 +479,9 @@ class FakeBackend(ProfilingBackend):
         if self.bad_prepare and subnet != reference_subnet(space) and \
                 self._prepare_rng.random() < self.bad_prepare:
             latency_s *= 1.25
+        if self.prepare_jitter_pct and subnet != reference_subnet(space):
+            jitter = self._prepare_rng.normal(0, self.prepare_jitter_pct / 100)
+            latency_s *= float(np.exp(jitter))
         if self.realtime and self.prepare_s:
             time.sleep(self.prepare_s)
         skew = 0.0 if subnet == reference_subnet(space) else self.slow_skew

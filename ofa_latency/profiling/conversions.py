@@ -175,11 +175,15 @@ class ConversionCache:
 
     ``get(key, make)`` returns the model from memory, else from the store, else ``make()``'s,
     which it keeps in both. ``conversions`` counts the ``make()`` calls, ``store_hits`` the
-    models read from the store."""
+    models read from the store. ``keep_portable`` (a helper process's cache): the portable
+    form made for the store is kept until :meth:`take_portable`, which then hands it over
+    without making it again (an OpenVINO model's IR serialized once, not twice)."""
 
-    def __init__(self, maxsize: int = 16):
+    def __init__(self, maxsize: int = 16, keep_portable: bool = False):
         self.maxsize = maxsize
+        self.keep_portable = keep_portable
         self._items: collections.OrderedDict = collections.OrderedDict()
+        self._portable: dict = {}
         self._lock = threading.Lock()
         self.conversions = 0
         self.store_hits = 0
@@ -191,13 +195,24 @@ class ConversionCache:
             self._items[key] = value
             self._items.move_to_end(key)
             while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
+                self._portable.pop(self._items.popitem(last=False)[0], None)
 
     def take(self) -> dict:
-        """Every cached model, removed from memory (what a helper process hands over)."""
+        """Every cached model, removed from memory."""
         with self._lock:
             items, self._items = dict(self._items), collections.OrderedDict()
+            self._portable = {}
         return items
+
+    def take_portable(self) -> dict:
+        """Every cached model in its portable form (:func:`to_portable`; the one made for the
+        store when ``keep_portable``), removed from memory: what a helper process hands over.
+        Models without a portable form are left out."""
+        with self._lock:
+            portable, self._portable = self._portable, {}
+        items = self.take()
+        out = {k: portable[k] if k in portable else to_portable(v) for k, v in items.items()}
+        return {k: v for k, v in out.items() if v is not None}
 
     def get(self, key, make):
         with self._lock:
@@ -219,6 +234,9 @@ class ConversionCache:
             item = to_portable(value) if store is not None and store.stores(key) else None
             if item is not None:
                 store.put(stored_key, *item)
+                if self.keep_portable:
+                    with self._lock:
+                        self._portable[key] = item
         self.put(key, value)
         return value
 

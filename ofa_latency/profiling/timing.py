@@ -61,7 +61,8 @@ import numpy as np
 from ..hardware import OTHERS_BUSY_WARN_PCT, cpu_snapshot, others_busy_pct
 
 __all__ = ["TimingProtocol", "TimingResult", "measure", "measure_windows", "combine_windows",
-           "windows_agree", "median_interval", "INTERVAL_COVERAGE", "busy_mean"]
+           "windows_agree", "median_interval", "INTERVAL_COVERAGE", "busy_mean",
+           "window_sd_pct", "pooled_window_ci_pct"]
 
 # the coverage of a measurement's own interval (``ci_pct``)
 INTERVAL_COVERAGE = 0.9
@@ -129,6 +130,8 @@ class TimingResult:
     # how busy other processes kept this process's CPUs during the timed rounds, percent of
     # their time (:func:`~ofa_latency.hardware.others_busy_pct`; nan where unknown)
     others_busy_pct: float = float("nan")
+    # standard deviation of the windows' estimates, percent (:func:`window_sd_pct`; nan for one)
+    window_sd_pct: float = float("nan")
 
     def columns(self, level_ms: float) -> dict:
         """The measurement columns of a table row: ``latency_ms`` is ``ratio * level_ms``
@@ -140,6 +143,7 @@ class TimingResult:
         return {"latency_ms": r(self.ratio * level_ms if has_ratio else self.latency_raw_ms, 5),
                 "latency_raw_ms": r(self.latency_raw_ms, 5), "ratio": r(self.ratio, 7),
                 "spread_pct": r(self.spread_pct, 3), "ci_pct": r(self.ci_pct, 3),
+                "window_sd_pct": r(self.window_sd_pct, 3),
                 "n_runs": self.n_runs, "n_rounds": self.n_rounds,
                 "timed_s": r(self.seconds, 3), "ref_latency_ms": r(self.ref_latency_ms, 5),
                 "ref_min_ms": r(self.ref_min_ms, 5), "ref_baseline_ms": r(level_ms, 5),
@@ -276,7 +280,42 @@ def combine_windows(results: Sequence[TimingResult]) -> TimingResult:
         ratio=mean(a.ratio, b.ratio), n_windows=len(results),
         min_ms=min(r.min_ms for r in results), ref_min_ms=min(r.ref_min_ms for r in results),
         ci_pct=max(a.ci_pct, b.ci_pct, 50 * (gaps[i] - 1)),
-        seconds=sum(r.seconds for r in results), others_busy_pct=busy_mean(results))
+        seconds=sum(r.seconds for r in results), others_busy_pct=busy_mean(results),
+        window_sd_pct=window_sd_pct(results))
+
+
+def window_sd_pct(results: Sequence[TimingResult]) -> float:
+    """The sample standard deviation of the first two windows' estimates (ratios, or raw
+    latencies without a reference) in log terms, percent: how much a subnet's measurement
+    moves from one fresh preparation to the next (nan for one window). Only the first two:
+    they are always both measured, whatever they show, while a third is added only when they
+    disagree (:func:`measure_windows`), so counting it would bias the spread low."""
+    keys = np.log([_key(r) for r in results[:2]])
+    if len(keys) < 2 or not np.all(np.isfinite(keys)):
+        return float("nan")
+    return float(100 * np.std(keys, ddof=1))
+
+
+def pooled_window_ci_pct(sd_pct, n_windows: int = 2,
+                         coverage: float = INTERVAL_COVERAGE) -> float:
+    """The half-width (percent) of a ``coverage`` interval of a mean of ``n_windows``
+    windows, from many subnets' window standard deviations ``sd_pct`` pooled (one degree of
+    freedom each: the smallest a row with two or more windows has).
+
+    One subnet's two windows estimate their own spread with one degree of freedom, so half
+    their gap is a poor interval: windows that agree by chance claim a certainty the host does
+    not have. On a host with a steady window-to-window noise, the pooled spread of all the
+    subnets a run measured is the better estimate (Student's t with as many degrees of
+    freedom as subnets). nan when no value is finite.
+    """
+    from scipy.stats import t as student_t
+
+    sd = np.asarray([v for v in np.asarray(sd_pct, dtype=float).ravel() if np.isfinite(v)])
+    if sd.size == 0:
+        return float("nan")
+    pooled = float(np.sqrt(np.mean(sd ** 2)))
+    q = float(student_t.ppf(0.5 + coverage / 2, sd.size))
+    return q * pooled / math.sqrt(n_windows)
 
 
 def busy_mean(results: Sequence[TimingResult]) -> float:
