@@ -430,6 +430,7 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     import pandas as pd
 
     from .profiling.scale import off_state  # profiling imports this module
+    from .profiling.timing import pooled_window_ci_pct
 
     cols = [c for c in _ROW_KEY if c in df.columns]
     keys = df[cols].astype(str)
@@ -774,7 +775,10 @@ def table_noise(df: pd.DataFrame) -> dict:
     (``others_busy_pct``: for the rows a profiling call just returned, over the whole call,
     from ``df.attrs``; otherwise the mean of the rows' own ``others_busy_pct``; None where no
     row knows it) and the share of the rows that know it timed while others kept at least
-    :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``busy_rows_pct``)."""
+    :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``busy_rows_pct``); for rows
+    timed in two or more windows, the half-width of a two-window measurement from their
+    window-to-window spread pooled (``window_ci_pct``,
+    :func:`~ofa_latency.profiling.timing.pooled_window_ci_pct`; None without such rows)."""
     from .hardware import OTHERS_BUSY_WARN_PCT
     import pandas as pd
 
@@ -786,6 +790,7 @@ def table_noise(df: pd.DataFrame) -> dict:
         return round(float(np.quantile(v, p)), 3) if len(v) else None
 
     from .profiling.scale import off_state  # profiling imports this module
+    from .profiling.timing import pooled_window_ci_pct
 
     per = profiling_seconds_per_subnet(df)
     timed = values("timed_s")
@@ -802,12 +807,15 @@ def table_noise(df: pd.DataFrame) -> dict:
         busy = round(float(np.mean(row_busy)), 1)
     busy_rows = round(float(100 * (row_busy >= OTHERS_BUSY_WARN_PCT).mean()), 1) \
         if len(row_busy) else None
+    sd = values("window_sd_pct")
+    window = round(pooled_window_ci_pct(sd.to_numpy(dtype=float)), 3) if len(sd) else None
     return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
             "wide_rows_pct": wide, "off_state_rows_pct": slow,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),
             "device_seconds_per_subnet": None if per is None else round(per, 2),
             "timed_seconds_per_subnet": round(float(np.mean(timed)), 2) if len(timed) else None,
-            "others_busy_pct": busy, "busy_rows_pct": busy_rows}
+            "others_busy_pct": busy, "busy_rows_pct": busy_rows,
+            "window_ci_pct": window, "window_rows": int(len(sd))}
 
 
 def noise_text(noise: dict) -> str:
@@ -821,7 +829,11 @@ def noise_text(noise: dict) -> str:
     busy, busy_rows = noise.get("others_busy_pct"), noise.get("busy_rows_pct")
     from .hardware import OTHERS_BUSY_WARN_PCT, others_busy_text
     rounds, spread = noise["median_rounds"], noise["median_spread_pct"]
+    window = noise.get("window_ci_pct")
     return (f"noise: {ci}"
+            + (f"; from one fresh preparation to the next a two-window row moves by "
+               f"+-{window:.2f} % (90 %, pooled over the {noise['window_rows']} rows timed in "
+               f"two windows)" if window is not None else "")
             + (f"; median {rounds:g} rounds" if rounds is not None else "")
             + (f"; within-window spread {spread:.1f} %" if spread is not None else "")
             + (f"; {sec:.2f} device-s per subnet" if sec is not None else "")

@@ -369,3 +369,24 @@ def test_rows_say_how_long_their_timed_rounds_took_and_the_noise_line_splits_it(
     older = table_noise(df.drop(columns="timed_s"))
     assert older["timed_seconds_per_subnet"] is None
     assert "timed rounds" not in noise_text(older)
+
+
+def test_table_noise_pools_the_window_spread_of_rows_timed_in_two_windows(tmp_path):
+    """A table says how far a fresh preparation moves a row, from the rows that had two
+    windows (their first two windows' spread pooled); a one-window table says nothing of it."""
+    from ofa_latency.datasets import noise_text, table_noise
+    from ofa_latency.profiling.timing import pooled_window_ci_pct
+
+    p = tmp_path / "w.csv"
+    sds = [0.5, 1.5, None, 1.0]  # the third row had one window
+    with MeasurementLog(p) as log:
+        for i, sd in enumerate(sds):
+            log.append(dict(_row(i), ratio=1.0 + i, ref_latency_ms=10.5, ref_min_ms=10.0,
+                            ci_pct=1.0, window_sd_pct=sd))
+    noise = table_noise(read_measurements(p))
+    assert noise["window_rows"] == 3
+    assert noise["window_ci_pct"] == pytest.approx(pooled_window_ci_pct([0.5, 1.5, 1.0]),
+                                                   abs=1e-3)
+    assert f"+-{noise['window_ci_pct']:.2f} %" in noise_text(noise)
+    one = table_noise(read_measurements(p).iloc[2:3])
+    assert one["window_ci_pct"] is None and "fresh preparation" not in noise_text(one)
