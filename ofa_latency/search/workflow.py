@@ -529,7 +529,8 @@ def summary_text(report: dict) -> str:
         if wci is not None:
             lines.append(f"  - from one fresh preparation to the next, this host moves a "
                          f"two-window measurement by +-{wci:.2f} % (90 %, pooled over every "
-                         f"candidate); no candidate's upper bound is closer than that")
+                         f"candidate); every candidate's upper bound lies at least that far "
+                         f"above its measurement")
         for r in report.get("rounds") or []:
             lines.append(f"  - round {r['round']}"
                          + (" (predictor refitted on the measured candidates)"
