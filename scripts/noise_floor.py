@@ -141,6 +141,7 @@ def compare(a, b) -> dict:
         "kendall_tau": round(float(kendalltau(x, y).statistic), 4),
         "absolute_median_ratio": round(factor, 4),
         "absolute_mape_pct": round(float(ape_abs.mean()), 3),
+        "absolute_p95_ape_pct": round(float(np.percentile(ape_abs, 95)), 3),
         "uncorrected_mape_pct": round(float(raw.mean()), 3),
         "median_spread_pct": [round(float(a.spread_pct.median()), 2),
                               round(float(b.spread_pct.median()), 2)],
