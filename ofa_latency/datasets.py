@@ -430,7 +430,6 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     import pandas as pd
 
     from .profiling.scale import off_state  # profiling imports this module
-    from .profiling.timing import pooled_window_ci_pct
 
     cols = [c for c in _ROW_KEY if c in df.columns]
     keys = df[cols].astype(str)

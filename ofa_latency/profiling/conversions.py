@@ -209,9 +209,9 @@ class ConversionCache:
         store when ``keep_portable``), removed from memory: what a helper process hands over.
         Models without a portable form are left out."""
         with self._lock:
-            portable, self._portable = self._portable, {}
-        items = self.take()
-        out = {k: portable[k] if k in portable else to_portable(v) for k, v in items.items()}
+            items, portable = self._items, self._portable
+            self._items, self._portable = collections.OrderedDict(), {}
+        out = {k: portable.get(k) or to_portable(v) for k, v in items.items()}
         return {k: v for k, v in out.items() if v is not None}
 
     def get(self, key, make):

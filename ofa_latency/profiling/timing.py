@@ -310,7 +310,8 @@ def pooled_window_ci_pct(sd_pct, n_windows: int = 2,
     """
     from scipy.stats import t as student_t
 
-    sd = np.asarray([v for v in np.asarray(sd_pct, dtype=float).ravel() if np.isfinite(v)])
+    sd = np.asarray(sd_pct, dtype=float).ravel()
+    sd = sd[np.isfinite(sd)]
     if sd.size == 0:
         return float("nan")
     pooled = float(np.sqrt(np.mean(sd ** 2)))

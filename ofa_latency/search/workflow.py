@@ -76,18 +76,14 @@ def _finite(v) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
-def _window_ci_pct(table, n_windows: int) -> float | None:
-    """The pooled window-to-window half-width of ``table``'s rows measured in two or more
+def _window_ci_pct(rows, n_windows: int) -> float | None:
+    """The pooled window-to-window half-width of the table ``rows`` measured in two or more
     windows (:func:`~ofa_latency.profiling.timing.pooled_window_ci_pct`; None without)."""
-    from ..datasets import read_measurements
     from ..profiling.timing import pooled_window_ci_pct
 
-    if not Path(table).exists():
+    if "window_sd_pct" not in rows.columns:
         return None
-    df = read_measurements(table)
-    if "window_sd_pct" not in df.columns:
-        return None
-    return _finite(pooled_window_ci_pct(df["window_sd_pct"].to_numpy(dtype=float),
+    return _finite(pooled_window_ci_pct(rows["window_sd_pct"].to_numpy(dtype=float),
                                         n_windows=n_windows))
 
 
@@ -120,6 +116,7 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
     measured on the same machine (the profiling table the predictor was fitted on): the
     measurements are expressed at their reference level
     (:func:`~ofa_latency.profiling.profiler.run_level_ms`), not at the verification table's own."""
+    from ..datasets import read_measurements
     from ..profiling import profile_subnets
 
     cands = result.candidates[:top_k]
@@ -135,7 +132,7 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
     ci = df["ci_pct"] if "ci_pct" in df.columns else [float("nan")] * len(df)
     measured = {(a, int(r)): (float(v), float(c)) for a, r, v, c in
                 zip(df["arch"], df["image_size"], df["latency_ms"], ci)}
-    window_ci = _window_ci_pct(table, protocol.windows)
+    window_ci = _window_ci_pct(read_measurements(table), protocol.windows)  # every round's
     rows = []
     for c, s in zip(cands, subs):
         m, half = measured[(s.arch_json(), s.image_size)]
@@ -186,7 +183,7 @@ def confirm(space, backend, arch, batch_size: int, table, budget_ms: float,
     rows = read_measurements(table)
     level = _level_ms(rows, level_tables) or float(rows["ref_baseline_ms"].iloc[0])
     ms = float(res.ratio * level) if res.ratio == res.ratio else float(res.latency_raw_ms)
-    tolerance = max(NOISE_FLOOR_PCT, _window_ci_pct(table, 1) or 0.0)
+    tolerance = max(NOISE_FLOOR_PCT, _window_ci_pct(rows, 1) or 0.0)
     out = {"measured_ms": round(ms, 4), "ratio": round(float(res.ratio), 6),
            "spread_pct": round(float(res.spread_pct), 2),
            "ci_pct": round(float(res.ci_pct), 3), "budget_ms": budget_ms,
