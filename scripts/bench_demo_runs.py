@@ -46,6 +46,19 @@ def table_levels(out: Path) -> dict:
     return levels
 
 
+def pooled_effect(verification: dict) -> dict:
+    """How many of a run's candidates took the verification's pooled window half-width
+    (wider than their own) and how many failed the budget only by it."""
+    rows, w = verification.get("rows") or [], verification.get("window_ci_pct")
+    if w is None:
+        return {}
+    wider = [r for r in rows if r.get("own_ci_pct") is None or r["own_ci_pct"] < w]
+    own_ok = [r for r in wider if r["measured_ms"] * (1 + (r.get("own_ci_pct") or 1.0) / 100)
+              <= verification["budget_ms"]]
+    return {"window_ci_widened": len(wider), "window_ci_failed":
+            sum(not r["meets"] for r in own_ok), "candidates_verified": len(rows)}
+
+
 def summarise(rows, companions) -> dict:
     """The runs' summary. ``remeasured_at_run_level_over_budget_pct``: the re-measurement
     expressed at the run's profiling table's level (its ratio to the reference, which a
@@ -156,6 +169,9 @@ def main(argv=None) -> int:
                         # the half-width of the verification's window-to-window spread pooled
                         # over its candidates (absent before it existed)
                         "window_ci_pct": (rep.get("verification") or {}).get("window_ci_pct"),
+                        # candidates whose half-width was the pooled one, and those that failed
+                        # the budget only by it
+                        **pooled_effect(rep.get("verification") or {}),
                         # measured / predicted per round: the winner's curse before and after
                         # the refit
                         "rounds": [{k: v[k] for k in ("round", "refitted", "candidates",
