@@ -108,6 +108,24 @@ def test_real_backends_run_a_small_subnet(name, mbv3, smallest, tmp_path):
         assert "onnxruntime" in versions
 
 
+def test_onnxruntime_windows_prepare_fresh_sessions_from_one_export(mbv3):
+    """A subnet's later windows (and retries) make a new session from the cached fp32 export
+    instead of exporting it again; the export is deterministic, so the bytes are the ones a
+    fresh export gives. `convert` makes it (for a helper process, `--convert-jobs`)."""
+    from ofa_latency.profiling.conversions import CACHE
+    from ofa_latency.spaces.building import onnx_bytes
+
+    be = create_backend("onnxruntime", threads=1)
+    sub = mbv3.validate({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "image_size": 136})
+    n0 = CACHE.conversions
+    assert be.convert(mbv3, sub, 1)
+    first, second = be.prepare(mbv3, sub, 1), be.prepare(mbv3, sub, 1)
+    assert CACHE.conversions - n0 == 1 and first is not second
+    assert len(first.run(2)) == 2 and len(second.run(2)) == 2
+    assert be.model_bytes(mbv3, sub, 1) == onnx_bytes(mbv3.build(sub), 136, 1)
+    assert not create_backend("torch", threads=1).convert(mbv3, sub, 1)
+
+
 def test_torch_cuda_unavailable_is_clear():
     import torch
 

@@ -322,7 +322,7 @@ def register(sub) -> None:
                          "above PCT %% (noisy windows); the table keeps each subnet's most "
                          "certain row. Without --archs/--n: every subnet of --out")
     pr.add_argument("--convert-jobs", type=nonnegative_int, default=0, metavar="N",
-                    help="make the next subnets' models (OpenVINO, LiteRT, onnxruntime int8) "
+                    help="make the next subnets' models (OpenVINO, LiteRT, onnxruntime on CPU) "
                          "in N helper processes while the current one is timed, on the CPUs "
                          "the profiler is not pinned to (run it as taskset -c 1 ofa-latency "
                          "profile ...); default 0: convert, then time, one subnet at a time")

@@ -207,7 +207,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         machine state (the same session): a later state moves which subnets are fast by
         more than a row's interval sees (BENCHMARKS.md section 16.8).
     convert_jobs : int
-        For a backend whose models are slow to make (OpenVINO, LiteRT, ONNX Runtime int8:
+        For a backend whose models are slow to make (OpenVINO, LiteRT, ONNX Runtime on CPU:
         :meth:`~._base.ProfilingBackend.convert`), make the next subnets' models in this many
         helper processes on the CPUs this process is not pinned to, while it times the
         current one (:class:`~.ahead.ConvertAhead`). 0: convert each subnet here, then time it.
