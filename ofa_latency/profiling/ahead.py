@@ -4,13 +4,13 @@ the current one.
 A deployment runtime's model is slow to make (NNCF quantization for OpenVINO int8 several
 seconds per subnet, a LiteRT conversion 11-27 s on a 2-core host, ONNX Runtime's static
 quantization about one, even its fp32 export 0.5-0.8 s) and the timing of a subnet takes one
-to a few seconds, so a table of such a setting is mostly conversion. :class:`ConvertAhead` runs the conversions in ``jobs``
-helper processes (spawned, one thread each) on the CPUs the timing process is *not* pinned to,
-at most ``2 * jobs`` subnets ahead, and hands each model over (bytes; OpenVINO models as IR
-bytes) to this process's conversion cache just before its subnet is timed: the windows then
-prepare it from the cache as they would a model converted here. The rows do not change; what
-runs beside the timing does, so pin the profiler to its own core (``taskset -c 1``): unpinned,
-the helpers share its cores (a warning says so).
+to a few seconds, so a table of such a setting is mostly conversion. :class:`ConvertAhead`
+runs the conversions in ``jobs`` helper processes (spawned, one thread each) on the CPUs the
+timing process is *not* pinned to, at most ``2 * jobs`` subnets ahead, and hands each model
+over (bytes; OpenVINO models as IR bytes) to this process's conversion cache just before its
+subnet is timed: the windows then prepare it from the cache as they would a model converted
+here. The rows do not change; what runs beside the timing does, so pin the profiler to its
+own core (``taskset -c 1``): unpinned, the helpers share its cores (a warning says so).
 """
 
 from __future__ import annotations
