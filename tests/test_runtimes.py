@@ -3,6 +3,7 @@ LiteRT, fp32 and int8. Each is skipped with its reason where its extra is not in
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -267,7 +268,11 @@ def test_subnets_added_later_are_converted_ahead_once(mbv3):
         ahead.add([b, a, b])
         assert ahead._todo == [a, b]
         assert ahead.ready(a) and ahead.ready(b) and not ahead.ready(a)
+        # the models came through files (not through the executor's result thread, which
+        # runs on the profiler's core), each removed once read
+        assert os.path.isdir(ahead._folder) and not os.listdir(ahead._folder)
     assert ahead.handed_over == 2 and ahead.timed == 3
+    assert not os.path.exists(ahead._folder)
 
 
 def test_openvino_int8_conversion_prints_nothing(capfd, mbv3, smallest):

@@ -7,8 +7,8 @@ quantization about one, even its fp32 export 0.5-0.8 s) and the timing of a subn
 to a few seconds, so a table of such a setting is mostly conversion. :class:`ConvertAhead`
 runs the conversions in ``jobs`` helper processes (spawned, one thread each) on the CPUs the
 timing process is *not* pinned to, at most ``2 * jobs`` subnets ahead, and hands each model
-over (bytes; OpenVINO models as IR bytes) to this process's conversion cache just before its
-subnet is timed: the windows then prepare it from the cache as they would a model converted
+over (bytes; OpenVINO models as IR bytes; through files in a temporary folder, read between
+subnets) to this process's conversion cache just before its subnet is timed: the windows then prepare it from the cache as they would a model converted
 here. The rows do not change; what runs beside the timing does, so pin the profiler to its
 own core (``taskset -c 1``): unpinned, the helpers share its cores (a warning says so).
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
 from .conversions import CACHE, from_portable
@@ -38,8 +40,9 @@ def helper_cpus() -> set | None:
     return rest or None
 
 
-def _init(name: str, kwargs: dict, cpus) -> None:
+def _init(name: str, kwargs: dict, cpus, folder: str) -> None:
     """(In a helper process.) Pin it, one thread, and make the backend."""
+    _WORKER["folder"] = folder
     if cpus:
         os.sched_setaffinity(0, cpus)
     import torch
@@ -52,14 +55,46 @@ def _init(name: str, kwargs: dict, cpus) -> None:
 
 
 def _convert(space_name: str, arch: dict, batch_size: int) -> dict:
-    """(In a helper process.) Convert one subnet; return what the cache got, portable."""
+    """(In a helper process.) Convert one subnet; return what the cache got, portable, each
+    part written to a file of the shared folder: ``{key: (kind, [path, ...])}``.
+
+    Files, not the result itself: ``concurrent.futures`` receives a result in a thread of the
+    profiling process, on the core it times on, while it times (a 20-35 MB model; tables made
+    that way were 1.4-4.6x noisier, BENCHMARKS.md section 14.17). A path crosses in
+    microseconds, and the profiler reads the file between subnets (:meth:`ConvertAhead.ready`).
+    """
+    import uuid
+
     from ..spaces import get_space
 
     backend = _WORKER["backend"]
     space = get_space(space_name)
     CACHE.take()  # hand over only this subnet's models
     backend.convert(space, space.validate(arch), batch_size)
-    return CACHE.take_portable()
+    out = {}
+    for key, (kind, parts) in CACHE.take_portable().items():
+        paths = []
+        for part in parts:
+            path = os.path.join(_WORKER["folder"], uuid.uuid4().hex)
+            with open(path, "wb") as f:
+                f.write(part)
+            paths.append(path)
+        out[key] = (kind, paths)
+    return out
+
+
+def _read_parts(items: dict) -> dict:
+    """The ``(kind, [bytes, ...])`` of :func:`_convert`'s ``(kind, [path, ...])``, each file
+    removed once read."""
+    out = {}
+    for key, (kind, paths) in items.items():
+        parts = []
+        for path in paths:
+            with open(path, "rb") as f:
+                parts.append(f.read())
+            os.unlink(path)
+        out[key] = (kind, parts)
+    return out
 
 
 def _adopt(items: dict) -> None:
@@ -102,10 +137,11 @@ class ConvertAhead:
                            "its core", jobs)
         kwargs = {"threads": backend.threads, "device": backend.device,
                   "precision": backend.precision, **backend.options()}
+        self._folder = tempfile.mkdtemp(prefix="ofa-latency-ahead-")  # the models handed over
         self._pool = ProcessPoolExecutor(max_workers=jobs,
                                          mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init,
-                                         initargs=(backend.name, kwargs, cpus))
+                                         initargs=(backend.name, kwargs, cpus, self._folder))
         logger.info("converting ahead in %d helper process(es) on CPUs %s", jobs,
                     sorted(cpus) if cpus else "shared with the profiler")
         self._fill()
@@ -143,7 +179,7 @@ class ConvertAhead:
             return False
         t0 = time.perf_counter()
         try:
-            items = fut.result()
+            items = _read_parts(fut.result())
         except Exception as exc:  # the profiler converts it itself and says what failed
             logger.warning("converting %s ahead failed (%s: %s); converting it here",
                            sub.arch_json(), type(exc).__name__, exc)
@@ -162,6 +198,7 @@ class ConvertAhead:
             fut.cancel()
         self._futures.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._folder, ignore_errors=True)  # models made but never handed over
 
     def __enter__(self):
         return self
