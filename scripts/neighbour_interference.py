@@ -78,13 +78,14 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "data" / "benchmarks" /
                                         "neighbour_interference.json"))
     args = p.parse_args(argv)
-    mine = os.sched_getaffinity(0)
-    others = set(range(os.cpu_count() or 1)) - mine
-    if len(mine) != 1 or not others:
-        sys.exit("pin this script to one core with other cores free (taskset -c 1 python ...)")
     from ofa_latency.hardware import describe_hardware
     from ofa_latency.profiling import create_backend
+    from ofa_latency.profiling.ahead import helper_cpus
     from ofa_latency.spaces import get_space, reference_subnet
+
+    others = helper_cpus()  # where --convert-jobs helpers run: the CPUs this one is not on
+    if len(os.sched_getaffinity(0)) != 1 or not others:
+        sys.exit("pin this script to one core with other cores free (taskset -c 1 python ...)")
 
     space = get_space("ofa_mbv3_w1.2")
     backend = create_backend("onnxruntime", threads=1)
@@ -115,18 +116,17 @@ def main(argv=None):
            "hardware": describe_hardware("onnxruntime", 1, "cpu"), "states": {}}
     idle = {c: statistics.median(r) for c, s, r in blocks if s == "idle"}
     for state in STATES:
-        mine_b = [(c, r) for c, s, r in blocks if s == state]
-        allr = [x for _, r in mine_b for x in r]
+        mine = [(c, r, statistics.median(r)) for c, s, r in blocks if s == state]
+        allr = [x for _, r, _ in mine for x in r]
+        ratios = [med / idle[c] for c, _, med in mine]
         out["states"][state] = {
             "rounds": len(allr),
             "median_ms": round(statistics.median(allr), 4),
             "p10_ms": round(float(np.percentile(allr, 10)), 4),
             "median_block_spread_pct": round(statistics.median(
-                100 * (max(r) - min(r)) / statistics.median(r) for _, r in mine_b), 2),
-            "ratio_to_idle_by_cycle": [round(statistics.median(r) / idle[c], 4)
-                                       for c, r in mine_b],
-            "median_ratio_to_idle": round(statistics.median(
-                statistics.median(r) / idle[c] for c, r in mine_b), 4)}
+                100 * (max(r) - min(r)) / med for _, r, med in mine), 2),
+            "ratio_to_idle_by_cycle": [round(x, 4) for x in ratios],
+            "median_ratio_to_idle": round(statistics.median(ratios), 4)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(json.dumps(out["states"], indent=1))

@@ -8,9 +8,10 @@ to a few seconds, so a table of such a setting is mostly conversion. :class:`Con
 runs the conversions in ``jobs`` helper processes (spawned, one thread each) on the CPUs the
 timing process is *not* pinned to, at most ``2 * jobs`` subnets ahead, and hands each model
 over (bytes; OpenVINO models as IR bytes; through files in a temporary folder, read between
-subnets) to this process's conversion cache just before its subnet is timed: the windows then prepare it from the cache as they would a model converted
-here. The rows do not change; what runs beside the timing does, so pin the profiler to its
-own core (``taskset -c 1``): unpinned, the helpers share its cores (a warning says so).
+subnets) to this process's conversion cache just before its subnet is timed: the windows then
+prepare it from the cache as they would a model converted here. The rows do not change; what
+runs beside the timing does, so pin the profiler to its own core (``taskset -c 1``):
+unpinned, the helpers share its cores (a warning says so).
 """
 
 from __future__ import annotations
