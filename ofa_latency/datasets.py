@@ -777,7 +777,9 @@ def table_noise(df: pd.DataFrame) -> dict:
     :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``busy_rows_pct``); for rows
     timed in two or more windows, the half-width of a two-window measurement from their
     window-to-window spread pooled (``window_ci_pct``,
-    :func:`~ofa_latency.profiling.timing.pooled_window_ci_pct`; None without such rows)."""
+    :func:`~ofa_latency.profiling.timing.pooled_window_ci_pct`; None without such rows) and
+    of a one-window measurement (``one_window_ci_pct``: what one window's rows of the same
+    table are known to, though their own ``ci_pct`` sees only their rounds)."""
     from .hardware import OTHERS_BUSY_WARN_PCT
     import pandas as pd
 
@@ -808,13 +810,14 @@ def table_noise(df: pd.DataFrame) -> dict:
         if len(row_busy) else None
     sd = values("window_sd_pct")
     window = round(pooled_window_ci_pct(sd.to_numpy(dtype=float)), 3) if len(sd) else None
+    one = round(pooled_window_ci_pct(sd.to_numpy(dtype=float), 1), 3) if len(sd) else None
     return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
             "wide_rows_pct": wide, "off_state_rows_pct": slow,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),
             "device_seconds_per_subnet": None if per is None else round(per, 2),
             "timed_seconds_per_subnet": round(float(np.mean(timed)), 2) if len(timed) else None,
             "others_busy_pct": busy, "busy_rows_pct": busy_rows,
-            "window_ci_pct": window, "window_rows": int(len(sd))}
+            "window_ci_pct": window, "one_window_ci_pct": one, "window_rows": int(len(sd))}
 
 
 def noise_text(noise: dict) -> str:
@@ -828,11 +831,12 @@ def noise_text(noise: dict) -> str:
     busy, busy_rows = noise.get("others_busy_pct"), noise.get("busy_rows_pct")
     from .hardware import OTHERS_BUSY_WARN_PCT, others_busy_text
     rounds, spread = noise["median_rounds"], noise["median_spread_pct"]
-    window = noise.get("window_ci_pct")
+    window, one = noise.get("window_ci_pct"), noise.get("one_window_ci_pct")
     return (f"noise: {ci}"
             + (f"; from one fresh preparation to the next a two-window row moves by "
-               f"+-{window:.2f} % (90 %, pooled over the {noise['window_rows']} rows timed in "
-               f"two windows)" if window is not None else "")
+               f"+-{window:.2f} %" + (f", a one-window row by +-{one:.2f} %" if one else "")
+               + f" (90 %, pooled over the {noise['window_rows']} rows timed in two windows)"
+               if window is not None else "")
             + (f"; median {rounds:g} rounds" if rounds is not None else "")
             + (f"; within-window spread {spread:.1f} %" if spread is not None else "")
             + (f"; {sec:.2f} device-s per subnet" if sec is not None else "")

@@ -15,6 +15,9 @@ setting it reports:
 
     python scripts/noise_floor.py --n 50 --out data/benchmarks/noise_floor.json
     python scripts/noise_floor.py --n 50 --settings torch_t1 torch_t1_w2   # windows compared
+    taskset -c 1 python scripts/noise_floor.py --n 50 \
+        --settings onnxruntime_t1 onnxruntime_t1_wauto onnxruntime_t1_w2
+                                    # one window, the table's own choice, two windows
     taskset -c 1 python scripts/noise_floor.py --n 50 --settings onnxruntime_t1_w2
                                     # two windows per subnet, as verification measures: do
                                     # the rows' own or the pooled window half-widths explain
@@ -77,6 +80,10 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             # wider, so their mean aims at the one window's 1 % (section 14.16: not better)
             "onnxruntime_t1_w2_split": ("onnxruntime", 1, 2, SPLIT2),
             "onnxruntime_t1_w3_split": ("onnxruntime", 1, 3, SPLIT3),
+            # one window or two per subnet, as the table's own window spread says
+            # (`profile --windows auto`)
+            "onnxruntime_t1_wauto": ("onnxruntime", 1, "auto", []),
+            "torch_t1_wauto": ("torch", 1, "auto", []),
             # ONNX Runtime's fp32 export made ahead by a helper process on the other core
             "onnxruntime_t1_ahead": ("onnxruntime", 1, 1, ["--convert-jobs", "1"]),
             "onnxruntime_t1_fixed": ("onnxruntime", 1, 1, FIXED),
@@ -131,7 +138,12 @@ def run_pass(backend, threads, windows, archs, out, extra=()):
                       r"(\d+) subnets' made ahead", done.stdout)
     models = dict(zip(("converted", "from_cache", "subnets_ahead"),
                       map(int, found.groups()))) if found else None
-    return wall, models
+    # "windows auto: A of B subnets timed in two windows; one window moves a row by +-C % ..."
+    found = re.search(r"windows auto: (\d+) of (\d+) subnets timed in two windows; one window "
+                      r"moves a row by \+-([\d.]+|\?) %", done.stdout)
+    auto = {"two_windows": int(found[1]), "timed": int(found[2]),
+            "one_window_ci_pct": None if found[3] == "?" else float(found[3])} if found else None
+    return wall, models, auto
 
 
 def compare(a, b) -> dict:
@@ -248,7 +260,7 @@ def main(argv=None):
         shutil.rmtree(work / "models", ignore_errors=True)
     if store is not None:
         os.environ["OFA_LATENCY_MODEL_CACHE"] = store  # the passes' processes inherit it
-    walls, models = {}, {}
+    walls, models, autos = {}, {}, {}
     for pas in (1, 2):
         spin = None
         if pas == 2 and args.busy_pass2:
@@ -260,8 +272,8 @@ def main(argv=None):
                 out = work / f"{name}_pass{pas}.csv"
                 out.unlink(missing_ok=True)
                 out.with_name(out.name + ".hardware.json").unlink(missing_ok=True)
-                walls[(name, pas)], models[(name, pas)] = run_pass(backend, threads, windows,
-                                                                   archs, out, extra)
+                walls[(name, pas)], models[(name, pas)], autos[(name, pas)] = run_pass(
+                    backend, threads, windows, archs, out, extra)
         finally:
             if spin is not None:
                 spin.kill()
@@ -287,6 +299,8 @@ def main(argv=None):
         # per pass: runtime models converted in the profile process, by helpers, or read
         # from the model cache (None where no model was made or read)
         res["models_by_pass"] = [models[(name, k)] for k in (1, 2)]
+        if windows == "auto":  # per pass: what the table chose (profile --windows auto)
+            res["auto_windows_by_pass"] = [autos[(name, k)] for k in (1, 2)]
         # the device-seconds of the timed rounds alone (every row on disk, retries included;
         # tables made before rows carried timed_s: None)
         res["timed_seconds_per_subnet"] = round(

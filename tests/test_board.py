@@ -224,7 +224,7 @@ def test_a_board_times_again_a_subnet_that_missed_the_fast_state(tmp_path, mbv3,
     ref_min = iter([1400.0, 1000.0, 1010.0, 1020.0])
     ratio = iter([1.40, 1.10, 1.20, 1.50])  # its ratio off by the slow state
 
-    def scripted(prepare, reference, protocol):
+    def scripted(prepare, reference, protocol, windows=None):
         m, r = next(ref_min), next(ratio)
         return [TimingResult(latency_ms=r * m, latency_raw_ms=r * m, ref_latency_ms=m,
                              spread_pct=1.0, n_runs=18, n_rounds=6, ratio=r, ref_min_ms=m,

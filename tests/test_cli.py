@@ -53,6 +53,24 @@ def test_profile_retime_above_re_times_the_noisy_rows_of_the_table(tmp_path, cap
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_profile_windows_auto_says_what_it_chose(tmp_path, capsys):
+    out = tmp_path / "auto.csv"
+    assert main(["profile", "--backend", "fake", "--n", "12", "--windows", "auto", "--out",
+                 str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    # the fake device's preparations do not differ: after the first six subnets, two windows
+    # only for the check every fifth subnet
+    assert "windows auto: 7 of 12 subnets timed in two windows" in text
+    rows = pd.read_csv(out)
+    assert rows["window_sd_pct"].notna().sum() == 7
+    assert main(["profile", "--backend", "fake", "--n", "2", "--windows", "two", "--out",
+                 str(out), "--quiet"]) == 2
+    assert "'two' is not an integer" in capsys.readouterr().err
+    assert main(["profile", "--backend", "fake", "--n", "2", "--windows", "auto",
+                 "--target-ci-pct", "0", "--out", str(tmp_path / "b.csv"), "--quiet"]) == 2
+    assert "cannot be 0" in capsys.readouterr().err
+
+
 def test_profile_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["profile", "--backend", "fake", "--threads", "0", "--out",
                  str(tmp_path / "x.csv")]) == 2

@@ -388,5 +388,10 @@ def test_table_noise_pools_the_window_spread_of_rows_timed_in_two_windows(tmp_pa
     assert noise["window_ci_pct"] == pytest.approx(pooled_window_ci_pct([0.5, 1.5, 1.0]),
                                                    abs=1e-3)
     assert f"+-{noise['window_ci_pct']:.2f} %" in noise_text(noise)
+    # a one-window row of the same table (windows auto) moves by sqrt(2) times more
+    assert noise["one_window_ci_pct"] == pytest.approx(np.sqrt(2) * noise["window_ci_pct"],
+                                                       abs=2e-3)
+    assert f"a one-window row by +-{noise['one_window_ci_pct']:.2f} %" in noise_text(noise)
     one = table_noise(read_measurements(p).iloc[2:3])
     assert one["window_ci_pct"] is None and "fresh preparation" not in noise_text(one)
+    assert one["one_window_ci_pct"] is None

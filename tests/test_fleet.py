@@ -15,6 +15,7 @@ ray = pytest.importorskip("ray", reason="the fleet extra (pip install 'ofa-laten
 
 from ofa_latency import fleet  # noqa: E402
 from ofa_latency.datasets import read_measurements  # noqa: E402
+from ofa_latency.profiling import TimingProtocol  # noqa: E402
 from ofa_latency.errors import UsageError  # noqa: E402
 
 SIM = {"realtime": True, "prepare_s": 0.05}
@@ -181,6 +182,10 @@ def test_unknown_labels_names_and_double_devices_are_refused(devices, mbv3, tmp_
     devices("n0", "named")
     with pytest.raises(fleet.FleetError, match="no device with label nosuch"):
         fleet.profile_fleet(["nosuch"], mbv3.sample(2, seed=0), tmp_path, progress=False)
+    # the fleet times each subnet in a fixed number of windows
+    with pytest.raises(UsageError, match="auto_windows is a profile option"):
+        fleet.profile_fleet(["named"], mbv3.sample(2, seed=0), tmp_path, progress=False,
+                            protocol=TimingProtocol(auto_windows=True))
     with pytest.raises(UsageError, match="already in the fleet"):
         devices("n0", "named")
     with pytest.raises(UsageError, match="device name"):

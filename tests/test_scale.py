@@ -180,3 +180,31 @@ def test_the_level_band_widens_with_the_tables_own_noise():
                          "ref_min_ms": np.linspace(9.0, 12.6, 40)})
     assert level_band_pct(quiet) == MACHINE_CHANGE_PCT
     assert 15 < level_band_pct(busy) < 20  # its median window is ~18 % above its level
+
+
+def test_auto_windows_follow_how_far_a_fresh_preparation_moves_a_subnet(tmp_path, mbv3):
+    """On a host whose preparations differ by 3 % the table learns to time every subnet in
+    two windows and its rows come closer to the truth than one window's; where they do not
+    differ it keeps one window but for its checks."""
+    subs = mbv3.sample(40, seed=4)
+    auto = TimingProtocol(auto_windows=True, max_windows=2)
+    errs, attrs = {}, {}
+    for name, jitter, protocol in (("one", 3.0, TimingProtocol()), ("auto", 3.0, auto),
+                                   ("steady", 0.0, auto)):
+        be = create_backend("fake", prepare_jitter_pct=jitter, machine_seed=5)
+        df = profile_subnets(mbv3, be, subs, 1, tmp_path / f"{name}.csv", progress=False,
+                             protocol=protocol)
+        got = df.set_index(["arch", "image_size"]).loc[
+            [(s.arch_json(), s.image_size) for s in subs], "ratio"].to_numpy()
+        truth = _true(be, mbv3, subs) / be.true_latency_ms(mbv3, reference_subnet(mbv3))
+        errs[name] = float(np.sqrt(np.mean(np.log(got / truth) ** 2)))
+        attrs[name] = df.attrs.get("auto_windows")
+    assert attrs["one"] is None
+    assert attrs["auto"]["two_windows"] >= 38 and attrs["auto"]["one_window_ci_pct"] > 3
+    assert errs["auto"] < 0.85 * errs["one"]  # two windows: the jitter's sd / sqrt(2)
+    assert attrs["steady"]["two_windows"] <= 6 + 8 and attrs["steady"]["one_window_ci_pct"] < 1
+    # resumed, the table remembers its spread: the new subnets get two windows at once
+    be = create_backend("fake", prepare_jitter_pct=3.0, machine_seed=6)
+    df = profile_subnets(mbv3, be, subs + mbv3.sample(5, seed=40), 1, tmp_path / "auto.csv",
+                         progress=False, protocol=auto)
+    assert df.attrs["auto_windows"]["two_windows"] == df.attrs["auto_windows"]["timed"] == 5

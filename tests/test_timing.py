@@ -230,3 +230,45 @@ def test_combined_windows_average_how_busy_others_were_over_their_seconds():
     assert TimingResult.from_dict(sent) == b
     sent.pop("others_busy_pct")
     assert np.isnan(TimingResult.from_dict(sent).others_busy_pct)
+
+
+def _pair(gap_pct):
+    """Two windows of one subnet whose ratios are ``gap_pct`` percent apart."""
+    return [_result(1.0), _result(1.0 + gap_pct / 100)]
+
+
+def test_auto_windows_time_two_while_one_window_moves_by_more_than_the_target():
+    from ofa_latency.profiling.timing import (AUTO_CHECK_EVERY, AUTO_FIRST_SUBNETS,
+                                             WindowChooser)
+
+    with pytest.raises(ValueError, match="auto_windows"):
+        TimingProtocol(auto_windows=True, target_ci_pct=None)
+    with pytest.raises(ValueError, match="auto_windows"):
+        TimingProtocol(auto_windows=True, max_windows=1)
+    assert WindowChooser(TimingProtocol(windows=2)).next_windows() == 2  # not auto: as set
+    assert WindowChooser(TimingProtocol()).summary() == ""
+    p = TimingProtocol(auto_windows=True, target_ci_pct=1.0)
+    for gap, later in ((0.2, 1), (3.0, 2)):  # preparations 0.2 % apart, or 3 %
+        ch = WindowChooser(p)
+        assert np.isnan(ch.one_window_ci_pct)
+        chosen = []
+        for _ in range(40):
+            n = ch.next_windows()
+            chosen.append(n)
+            ch.add(_pair(gap) if n == 2 else [_result(1.0)])
+        assert chosen[:AUTO_FIRST_SUBNETS] == [2] * AUTO_FIRST_SUBNETS
+        rest = chosen[AUTO_FIRST_SUBNETS:]
+        if later == 1:  # one window is enough: two only for every AUTO_CHECK_EVERY-th
+            assert ch.one_window_ci_pct < 1.0
+            assert rest.count(2) == len([k for k in range(AUTO_FIRST_SUBNETS, 40)
+                                         if k % AUTO_CHECK_EVERY == 0])
+        else:
+            assert ch.one_window_ci_pct > 1.0 and set(rest) == {2}
+        assert ch.timed == 40 and ch.two_windows == chosen.count(2)
+        assert f"{ch.two_windows} of 40 subnets" in ch.summary()
+    # a resumed table keeps what its rows showed: wide spreads, two windows from the start on
+    ch = WindowChooser(p, [2.0] * 10 + [float("nan")] * 5)
+    assert len(ch.sds) == 10 and ch.next_windows() == 2
+    ch.timed = 1
+    assert ch.next_windows() == 2
+    assert WindowChooser(p, [0.1] * 10).one_window_ci_pct < 0.3

@@ -41,7 +41,8 @@ from ..hardware import cpu_model_name
 from ..profiling.backends import OrtRunner
 from ..weightless import weightless_session
 from ..profiling.scale import note_quietest, reference_level_ms, retry_off_state
-from ..profiling.timing import TimingProtocol, combine_windows, measure_windows
+from ..profiling.timing import (TimingProtocol, WindowChooser, combine_windows,
+                                measure_windows)
 
 __all__ = ["profile_folder", "profile_layers"]
 
@@ -89,7 +90,7 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
                "device_type": "cpu", "device": device, "threads": threads,
                "precision": precision}
     with MeasurementLog(out) as log:  # one writer: the lock is held until the end
-        done, refs = set(), []
+        done, refs, sds = set(), [], []
         for row in _rows(log.path):
             if row["backend"] != runtime or row["precision"] != precision \
                     or row["threads"] not in (str(threads), f"{threads}.0") \
@@ -105,6 +106,8 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
             done.add((row["arch"], int(row["image_size"])))
             if row["ref_min_ms"]:
                 refs.append(float(row["ref_min_ms"]))
+            if row.get("window_sd_pct"):
+                sds.append(float(row["window_sd_pct"]))
         todo = [e for e in manifest["subnets"] if (e["arch"], e["image_size"]) not in done]
         if limit is not None:
             todo = todo[:max(0, limit - len(done))]
@@ -120,11 +123,14 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
         fastest = {}  # per subnet of this call: its windows' fastest reference round (ms)
         quietest = {}  # and the lowest share of its CPUs other processes kept busy (percent)
 
+        chooser = WindowChooser(protocol, sds)
+
         def measure_one(e):
             windows = measure_windows(
                 lambda: _runner(folder, e, batch, threads, runtime=runtime,
                                 litert_delegate=litert_delegate), ref_runner,
-                protocol)
+                protocol, chooser.next_windows())
+            chooser.add(windows)
             res = combine_windows(windows)
             refs.extend(w.ref_min_ms for w in windows)
             key = (e["arch"], e["image_size"])

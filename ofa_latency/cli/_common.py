@@ -86,6 +86,11 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def windows_count(text: str):
+    """argparse type: an integer >= 1, or ``auto``."""
+    return "auto" if text.strip().lower() == "auto" else _int_at_least(text, 1)
+
+
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _int_at_least(text, 0)

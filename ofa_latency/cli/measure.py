@@ -10,7 +10,7 @@ from ..errors import UsageError
 from ._common import (add_litert_delegate_option, add_timing_options, add_weights_options,
                       litert_delegate_option, nonnegative_int, parse_arch, parse_pairs,
                       positive_float, positive_int, resolutions, subnets_from_args,
-                      timing_protocol)
+                      timing_protocol, windows_count)
 
 
 def _summary_table(df) -> str:
@@ -48,8 +48,13 @@ def cmd_profile(args) -> int:
         if args.n is None:
             args.n = 10
         subnets = subnets_from_args(args, space, "profile")
-    protocol = timing_protocol(args, windows=args.windows,
-                               max_windows=max(args.windows, args.max_windows))
+    auto = args.windows == "auto"
+    if auto and not args.target_ci_pct:
+        raise UsageError("--windows auto compares one window's pooled half-width with "
+                         "--target-ci-pct; it cannot be 0")
+    windows = 1 if auto else args.windows
+    protocol = timing_protocol(args, windows=windows, auto_windows=auto,
+                               max_windows=max(windows, 2 if auto else 1, args.max_windows))
     hw = describe_hardware(args.backend, args.threads, args.device,
                            measure=args.backend != "fake", precision=args.precision)
     df = profile_subnets(space, backend, subnets, args.batch_size, args.out, protocol=protocol,
@@ -68,6 +73,12 @@ def cmd_profile(args) -> int:
         print(f"latency_ms: min {df.latency_ms.min():.3f}  median {df.latency_ms.median():.3f}  "
               f"max {df.latency_ms.max():.3f}")
     print(noise_text(table_noise(df)))
+    auto = df.attrs.get("auto_windows")
+    if auto:
+        w = auto["one_window_ci_pct"]
+        print(f"windows auto: {auto['two_windows']} of {auto['timed']} subnets timed in two "
+              f"windows; one window moves a row by +-" + ("?" if w is None else f"{w:.2f}") +
+              f" % (90 %, pooled) against the target +-{protocol.target_ci_pct:g} %")
     models = df.attrs.get("models") or {}
     if any(models.values()):
         print(f"models: {models['converted']} converted here, {models['from_cache']} read from "
@@ -307,9 +318,12 @@ def register(sub) -> None:
     pr.add_argument("--out", required=True, help="CSV table to append to (resumes if it exists; "
                     "one writer at a time)")
     add_timing_options(pr)
-    pr.add_argument("--windows", type=positive_int, default=1,
+    pr.add_argument("--windows", type=windows_count, default=1,
                     help="time each subnet in this many windows, each with a fresh preparation "
-                         "(more are added when two disagree, up to --max-windows)")
+                         "(more are added when two disagree, up to --max-windows); auto: two "
+                         "while one window's half-width, pooled over the subnets timed twice "
+                         "(the first 6, then every 5th), is wider than --target-ci-pct, "
+                         "else one")
     pr.add_argument("--max-windows", type=positive_int, default=3)
     pr.add_argument("--no-drift-correction", action="store_true")
     pr.add_argument("--allow-mixed-settings", action="store_true",

@@ -601,6 +601,9 @@ def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
     if pipeline < 1 or max_attempts < 1 or lost_after < 1:
         raise ValueError("pipeline, max_attempts and lost_after must be >= 1")
     protocol = protocol or TimingProtocol()
+    if protocol.auto_windows:
+        raise UsageError("the fleet times every subnet in protocol.windows windows; "
+                         "auto_windows is a profile option (ofa-latency profile --windows auto)")
     by_label = _fleet_by_label(labels)
     spaces = {d.info["setting"]["space"] for lb in labels for d in by_label[lb] if d.up}
     if space is None:

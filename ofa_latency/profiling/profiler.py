@@ -21,7 +21,8 @@ from .modelstore import model_store
 from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, note_quietest,
                     probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
                     retry_keys, retry_off_state, table_level_ms)
-from .timing import TimingProtocol, busy_mean, combine_windows, measure_windows
+from .timing import (TimingProtocol, WindowChooser, busy_mean, combine_windows,
+                     measure_windows)
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +188,9 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     out_path : str or Path
         The CSV measurement table (created if missing).
     protocol : TimingProtocol
-        Timing parameters (rounds, windows per subnet).
+        Timing parameters (rounds, windows per subnet; with ``auto_windows`` the table
+        chooses one or two windows from its own window-to-window spread:
+        :class:`~.timing.WindowChooser`).
     drift_correction : bool
         Time the reference subnet in each window and store the target/reference ratio; the
         table's scale comes from all its windows (:mod:`.scale`).
@@ -224,7 +227,10 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         ``attrs["models"]``: how many runtime models this call converted in this process
         (``converted``; the reference's included) and read from the model cache
         (``from_cache``, :mod:`.modelstore`), and how many subnets' models helper processes
-        made ahead (``subnets_ahead``).
+        made ahead (``subnets_ahead``). ``attrs["auto_windows"]`` (with
+        ``protocol.auto_windows``): how many of this call's subnets were timed in two windows
+        (``two_windows`` of ``timed``) and one window's pooled half-width at the end
+        (``one_window_ci_pct``, percent; None while unknown).
 
     Raises
     ------
@@ -282,9 +288,13 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                    unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
                                        f"b{batch_size}")
 
+        chooser = WindowChooser(protocol, pd.to_numeric(mine["window_sd_pct"], errors="coerce")
+                                if "window_sd_pct" in mine.columns else ())
+
         def measure_one(sub, again=False):
             windows = measure_windows(lambda: backend.prepare(space, sub, batch_size), ref_runner,
-                                      protocol)
+                                      protocol, chooser.next_windows())
+            chooser.add(windows)
             res = combine_windows(windows)
             if not math.isnan(res.ref_min_ms):
                 refs.extend(w.ref_min_ms for w in windows)
@@ -338,6 +348,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                             "cache %s", log.path, models["converted"], models["from_cache"],
                             store.folder if store is not None else "(off)")
         bar.close()
+        if chooser.summary():
+            logger.info("%s: %s", log.path, chooser.summary())
         # what the timings shared their CPUs with: the windows' own shares (a conversion
         # between them, in a helper process, is not), else the whole call's
         busy = busy_mean(timed) if timed else others_busy_pct(before, cpu_snapshot())
@@ -351,6 +363,10 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     out = table[sel].reset_index(drop=True)
     out.attrs["others_busy_pct"] = busy
     out.attrs["models"] = models
+    if protocol.auto_windows:
+        w = chooser.one_window_ci_pct
+        out.attrs["auto_windows"] = {"two_windows": chooser.two_windows, "timed": chooser.timed,
+                                     "one_window_ci_pct": round(w, 3) if np.isfinite(w) else None}
     return out
 
 

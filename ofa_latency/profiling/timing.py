@@ -27,7 +27,11 @@ prepared copy of the subnet (a new module, new buffers). Some preparations run a
 persistently 15-35 % slower than others with a small spread inside their window (allocation
 and alignment effects a reference cannot cancel); when two windows disagree by more than
 ``agree_pct``, more are timed, up to ``max_windows``, and the median of the closest pair is
-kept (:func:`combine_windows`).
+kept (:func:`combine_windows`). With ``auto_windows`` a table learns whether one window is
+enough on this host (:class:`WindowChooser`): its first subnets and then every few are timed
+in two windows, and once one window's half-width pooled over them (the spread of a fresh
+preparation, which a window's own rounds cannot see) is wider than ``target_ci_pct``, every
+subnet gets two.
 
 Machine states: on some hosts the whole machine jumps between a fast state and one 30-50 %
 slower for seconds to minutes, and the slow state does not slow every subnet in proportion
@@ -62,10 +66,15 @@ from ..hardware import OTHERS_BUSY_WARN_PCT, cpu_snapshot, others_busy_pct
 
 __all__ = ["TimingProtocol", "TimingResult", "measure", "measure_windows", "combine_windows",
            "windows_agree", "median_interval", "INTERVAL_COVERAGE", "busy_mean",
-           "window_sd_pct", "pooled_window_ci_pct"]
+           "window_sd_pct", "pooled_window_ci_pct", "WindowChooser", "AUTO_FIRST_SUBNETS",
+           "AUTO_CHECK_EVERY"]
 
 # the coverage of a measurement's own interval (``ci_pct``)
 INTERVAL_COVERAGE = 0.9
+# auto_windows: the first subnets of a table timed in two windows whatever they show, and
+# after them every this many (so a table timed in one window keeps its estimate current)
+AUTO_FIRST_SUBNETS = 6
+AUTO_CHECK_EVERY = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +94,7 @@ class TimingProtocol:
     off_state_retries: int = 2
     off_state_wait_s: float = 10.0
     busy_retry_pct: Optional[float] = OTHERS_BUSY_WARN_PCT
+    auto_windows: bool = False
 
     def __post_init__(self):
         for name in ("warmup_runs", "rounds", "runs_per_round", "max_rounds", "windows",
@@ -109,6 +119,9 @@ class TimingProtocol:
         if self.target_ci_pct is not None and not self.target_ci_pct > 0:
             raise ValueError(f"target_ci_pct = {self.target_ci_pct}; must be > 0 (or None: "
                              f"stop on max_spread_pct)")
+        if self.auto_windows and (self.target_ci_pct is None or self.max_windows < 2):
+            raise ValueError("auto_windows needs a target_ci_pct (the half-width one window "
+                             "must reach) and max_windows >= 2")
 
 
 @dataclasses.dataclass
@@ -329,17 +342,85 @@ def busy_mean(results: Sequence[TimingResult]) -> float:
     return round(sum(p * w for p, w in known) / sum(w for _, w in known), 1)
 
 
-def measure_windows(prepare, reference=None,
-                    protocol: TimingProtocol = TimingProtocol()) -> list[TimingResult]:
-    """Time a subnet in ``protocol.windows`` windows, each with a fresh copy from
-    ``prepare()`` (a callable returning a runner), adding windows up to
-    ``protocol.max_windows`` while no two agree; combine them with :func:`combine_windows`."""
-    windows = []
+def measure_windows(prepare, reference=None, protocol: TimingProtocol = TimingProtocol(),
+                    windows: Optional[int] = None) -> list[TimingResult]:
+    """Time a subnet in ``windows`` windows (default ``protocol.windows``; e.g. a
+    :class:`WindowChooser`'s), each with a fresh copy from ``prepare()`` (a callable returning
+    a runner), adding windows up to ``protocol.max_windows`` while no two agree; combine them
+    with :func:`combine_windows`."""
+    want = protocol.windows if windows is None else windows
+    if isinstance(want, bool) or not isinstance(want, int) or want < 1:
+        raise ValueError(f"windows = {want!r}; must be an int >= 1")
+    out = []
     while True:
         runner = prepare()
-        windows.append(measure(runner, reference, None, protocol))
+        out.append(measure(runner, reference, None, protocol))
         del runner
-        n = len(windows)
-        if n >= protocol.max_windows or (n >= protocol.windows and (
-                n == 1 or windows_agree(windows, protocol.agree_pct))):
-            return windows
+        n = len(out)
+        if n >= max(protocol.max_windows, want) or (n >= want and (
+                n == 1 or windows_agree(out, protocol.agree_pct))):
+            return out
+
+
+class WindowChooser:
+    """How many windows each subnet of a table gets.
+
+    Without ``protocol.auto_windows``: ``protocol.windows``. With it, the table learns from
+    itself whether one window is enough on this host. A subnet's measurement moves from one
+    fresh preparation to the next by more than its own rounds show (BENCHMARKS.md sections
+    14.14-14.15: one window's rows held 64-92 % of the retest differences within their 90 %
+    intervals on a noisy host, two windows' 90-98 %). So the first
+    :data:`AUTO_FIRST_SUBNETS` subnets, and after them every :data:`AUTO_CHECK_EVERY`-th, are
+    timed in two windows; their first two windows' spreads (:func:`window_sd_pct`), pooled,
+    give the half-width of a one-window measurement (:func:`pooled_window_ci_pct` with one
+    window, :attr:`one_window_ci_pct`). While it is wider than ``protocol.target_ci_pct`` (the
+    half-width a row should reach), every subnet gets two windows; otherwise
+    ``protocol.windows``.
+
+    Parameters
+    ----------
+    protocol : TimingProtocol
+    window_sds : iterable of float
+        ``window_sd_pct`` of the table's rows already measured in this setting (a resumed
+        table keeps what it learnt; nan for one-window rows).
+    """
+
+    def __init__(self, protocol: TimingProtocol, window_sds=()):
+        self.protocol = protocol
+        self.sds = [float(v) for v in window_sds if np.isfinite(v)]
+        self.timed = 0       # subnets this chooser has seen timed
+        self.two_windows = 0  # of them, timed in two windows or more
+
+    @property
+    def one_window_ci_pct(self) -> float:
+        """The pooled half-width (percent) of a one-window measurement; nan before any
+        subnet was timed twice."""
+        return pooled_window_ci_pct(self.sds, n_windows=1) if self.sds else float("nan")
+
+    def next_windows(self) -> int:
+        """Windows for the next subnet."""
+        p = self.protocol
+        if not p.auto_windows:
+            return p.windows
+        two = max(2, p.windows)
+        if len(self.sds) < AUTO_FIRST_SUBNETS or self.timed % AUTO_CHECK_EVERY == 0:
+            return two
+        return two if self.one_window_ci_pct > p.target_ci_pct else p.windows
+
+    def add(self, windows: Sequence[TimingResult]) -> None:
+        """Note a subnet's windows (as :func:`measure_windows` returned them)."""
+        self.timed += 1
+        self.two_windows += len(windows) >= 2
+        sd = window_sd_pct(windows)
+        if np.isfinite(sd):
+            self.sds.append(sd)
+
+    def summary(self) -> str:
+        """One line: what the chooser saw and chose (empty without ``auto_windows``)."""
+        if not self.protocol.auto_windows:
+            return ""
+        w = self.one_window_ci_pct
+        return (f"windows auto: {self.two_windows} of {self.timed} subnets timed in two "
+                f"windows; one window's half-width pooled over {len(self.sds)} subnets timed "
+                f"twice: " + ("unknown" if not np.isfinite(w) else f"+-{w:.2f} %") +
+                f" (target +-{self.protocol.target_ci_pct:g} %)")
