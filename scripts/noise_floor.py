@@ -299,7 +299,7 @@ def main(argv=None):
         # per pass: runtime models converted in the profile process, by helpers, or read
         # from the model cache (None where no model was made or read)
         res["models_by_pass"] = [models[(name, k)] for k in (1, 2)]
-        if windows == "auto":  # per pass: what the table chose (profile --windows auto)
+        if SETTINGS[name][2] == "auto":  # per pass: what the table chose
             res["auto_windows_by_pass"] = [autos[(name, k)] for k in (1, 2)]
         # the device-seconds of the timed rounds alone (every row on disk, retries included;
         # tables made before rows carried timed_s: None)

@@ -20,7 +20,11 @@ Given many separate tables of the same subnets and setting, made over hours (e.g
   correlation, and pairs minutes apart against pairs hours apart);
 * the mean of k one-window tables made at different times against the consensus of the rest:
   whether combining tables of different hours (appending more windows later) buys what a
-  second window in the same minutes does.
+  second window in the same minutes does;
+* two windows against one at equal noise: the tables' errors against the consensus, in log
+  terms, regressed on their median within-window spread and whether they timed two windows
+  (least squares; the factor two windows multiply the error by, with a 95 % interval): hours
+  differ in noise, so tables made in different minutes are not compared directly.
 
 Every table must hold the same setting; the subnets compared are those every table has.
 """
@@ -95,6 +99,26 @@ def against_consensus(logs, i, members=None):
             "kendall_tau": round(float(kendalltau(est, truth).statistic), 4)}
 
 
+def two_window_effect(info) -> dict | None:
+    """log(error against the consensus) ~ a + b * median spread + c * [two windows]: the
+    factor exp(c) with its 95 % interval, and exp(b * 10), the error's growth per 10 points of
+    within-window spread (None without tables of both kinds)."""
+    spread = np.array([i["median_spread_pct"] for i in info], dtype=float)
+    two = np.array([i["windows"] == 2 for i in info], dtype=float)
+    if two.sum() < 2 or (1 - two).sum() < 2:
+        return None
+    y = np.log([i["rms_pct"] for i in info])
+    x = np.column_stack([np.ones_like(spread), spread, two])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    res = y - x @ coef
+    cov = res @ res / (len(y) - 3) * np.linalg.inv(x.T @ x)
+    se = float(np.sqrt(cov[2, 2]))
+    return {"tables": len(y), "two_window_error_factor": round(float(np.exp(coef[2])), 3),
+            "factor_95pct_interval": [round(float(np.exp(coef[2] - 1.96 * se)), 3),
+                                      round(float(np.exp(coef[2] + 1.96 * se)), 3)],
+            "error_factor_per_10_points_of_spread": round(float(np.exp(10 * coef[1])), 3)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,6 +174,7 @@ def main(argv=None) -> int:
             "median_rms_pct": round(float(np.median([i["rms_pct"] for i in own])), 3),
             "median_mape_pct": round(float(np.median([i["mape_pct"] for i in own])), 3),
             "median_kendall_tau": round(float(np.median([i["kendall_tau"] for i in own])), 4)}
+    summary["two_windows_at_equal_spread"] = two_window_effect(info)
     one = [k for k, i in enumerate(info) if i["windows"] == 1]
     rng = np.random.default_rng(args.seed)
     combos = {}
@@ -183,7 +208,7 @@ def plot(info, pairs, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4))
     for w, mk in ((1, "o"), (2, "s")):
         sel = [q for q in pairs if q["windows"] == [w, w]]
         ax[0].scatter([q["hours_apart"] for q in sel], [q["scale_free_mape_pct"] for q in sel],
@@ -191,6 +216,8 @@ def plot(info, pairs, path):
         own = [i for i in info if i["windows"] == w]
         ax[1].scatter([i["hours"] for i in own], [i["rms_pct"] for i in own], marker=mk,
                       label=f"{w} window{'s' * (w > 1)}")
+        ax[2].scatter([i["median_spread_pct"] for i in own], [i["rms_pct"] for i in own],
+                      marker=mk, label=f"{w} window{'s' * (w > 1)}")
     ax[0].axhline(1.5, color="grey", ls="--", lw=1, label="retest goal 1.5 %")
     ax[0].set_xlabel("hours between the two tables")
     ax[0].set_ylabel("scale-free MAPE between them (%)")
@@ -200,6 +227,10 @@ def plot(info, pairs, path):
     ax[1].set_ylabel("RMS error against the other tables' consensus (%)")
     ax[1].set_title("each table against the rest")
     ax[1].legend(fontsize=8)
+    ax[2].set_xlabel("the table's median within-window spread (%)")
+    ax[2].set_ylabel("RMS error against the other tables' consensus (%)")
+    ax[2].set_title("error against how noisy its minutes were")
+    ax[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
