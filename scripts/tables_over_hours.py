@@ -12,7 +12,8 @@ Given many separate tables of the same subnets and setting, made over hours (e.g
 ``noise_floor.py`` pass of a day), it reports:
 
 * per table: when it was made, how many windows per subnet, its reference level (ms), its
-  median within-window spread, and its scale-free error against the consensus of the *other*
+  median within-window spread, the RMS error its rows' own 90 % half-widths claim
+  (``ci_pct`` / 1.645), and its scale-free error against the consensus of the *other*
   tables (each subnet's median log ratio over them, every table centred on its own median:
   one global factor removed), as an RMS and a mean absolute error (%) and Kendall tau;
 * per pair of tables: the scale-free MAPE and tau of ``noise_floor.py``'s retest, against
@@ -64,7 +65,10 @@ def load(paths):
                      "windows": 2 if t["window_sd_pct"].notna().mean() > 0.5 else 1,
                      "level_ms": round(float(t["ref_baseline_ms"].iloc[0]), 4),
                      "median_spread_pct": round(float(t["spread_pct"].median()), 1),
-                     "median_ci_pct": round(float(t["ci_pct"].median()), 3)})
+                     "median_ci_pct": round(float(t["ci_pct"].median()), 3),
+                     # the RMS error the rows' own 90 % half-widths claim (a normal error)
+                     "claimed_rms_pct": round(float(np.sqrt(np.mean(
+                         (t["ci_pct"].astype(float) / 1.645) ** 2))), 3)})
     settings = {tuple(str(v) for v in t[SETTING].drop_duplicates().itertuples(index=False))
                 for t in tables}
     if len(settings) != 1:
@@ -171,6 +175,11 @@ def main(argv=None) -> int:
         own = [i for i in info if i["windows"] == w]
         summary[f"{w}_window_tables_vs_consensus"] = {
             "tables": len(own),
+            # the error against the consensus over what the rows' own intervals claim
+            "median_error_over_claimed": round(float(np.median(
+                [i["rms_pct"] / i["claimed_rms_pct"] for i in own])), 3),
+            "spearman_error_vs_claimed": round(float(spearmanr(
+                [i["claimed_rms_pct"] for i in own], [i["rms_pct"] for i in own]).statistic), 3),
             "median_rms_pct": round(float(np.median([i["rms_pct"] for i in own])), 3),
             "median_mape_pct": round(float(np.median([i["mape_pct"] for i in own])), 3),
             "median_kendall_tau": round(float(np.median([i["kendall_tau"] for i in own])), 4)}

@@ -318,12 +318,12 @@ def register(sub) -> None:
     pr.add_argument("--out", required=True, help="CSV table to append to (resumes if it exists; "
                     "one writer at a time)")
     add_timing_options(pr)
-    pr.add_argument("--windows", type=windows_count, default=1,
+    pr.add_argument("--windows", type=windows_count, default="auto",
                     help="time each subnet in this many windows, each with a fresh preparation "
-                         "(more are added when two disagree, up to --max-windows); auto: two "
-                         "while one window's half-width, pooled over the subnets timed twice "
-                         "(the first 6, then every 5th), is wider than --target-ci-pct, "
-                         "else one")
+                         "(more are added when two disagree, up to --max-windows); auto "
+                         "(default): two while one window's half-width, pooled over the "
+                         "subnets timed twice (the first 6, then every 5th), is wider than "
+                         "--target-ci-pct, else one")
     pr.add_argument("--max-windows", type=positive_int, default=3)
     pr.add_argument("--no-drift-correction", action="store_true")
     pr.add_argument("--allow-mixed-settings", action="store_true",

@@ -386,6 +386,11 @@ class WindowChooser:
     """
 
     def __init__(self, protocol: TimingProtocol, window_sds=()):
+        if protocol.auto_windows:
+            # the pooled half-width needs scipy.stats: imported now, before anything is timed,
+            # not in the middle of a run, where a Ctrl-C during the import made the process
+            # end by SIGINT after it had returned its exit code 130 (3 times in 8)
+            import scipy.stats  # noqa: F401
         self.protocol = protocol
         self.sds = [float(v) for v in window_sds if np.isfinite(v)]
         self.timed = 0       # subnets this chooser has seen timed
