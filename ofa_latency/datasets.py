@@ -808,9 +808,9 @@ def table_noise(df: pd.DataFrame) -> dict:
         busy = round(float(np.mean(row_busy)), 1)
     busy_rows = round(float(100 * (row_busy >= OTHERS_BUSY_WARN_PCT).mean()), 1) \
         if len(row_busy) else None
-    sd = values("window_sd_pct")
-    window = round(pooled_window_ci_pct(sd.to_numpy(dtype=float)), 3) if len(sd) else None
-    one = round(pooled_window_ci_pct(sd.to_numpy(dtype=float), 1), 3) if len(sd) else None
+    sd = np.asarray(values("window_sd_pct"), dtype=float)
+    window = round(pooled_window_ci_pct(sd), 3) if len(sd) else None
+    one = round(pooled_window_ci_pct(sd, 1), 3) if len(sd) else None
     return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
             "wide_rows_pct": wide, "off_state_rows_pct": slow,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),

@@ -30,6 +30,12 @@ import time
 from pathlib import Path
 
 
+def level_key(file_name: str) -> str:
+    """The key of a re-measurement table's level in :func:`table_levels`: ``confirm.csv`` ->
+    ``remeasured``, ``confirm_w2.csv`` -> ``remeasured_w2``."""
+    return "remeasured" + Path(file_name).stem[len("confirm"):]
+
+
 def table_levels(out: Path) -> dict:
     """The reference level (ms) of each table of a demo folder (its profiling, verification
     and the separate re-measurement's), and the range of their windows' fastest rounds: a
@@ -37,10 +43,8 @@ def table_levels(out: Path) -> dict:
     from ofa_latency.datasets import read_measurements
 
     levels = {}
-    names = [("measurements", "profiling"), ("verify", "verification"),
-             ("confirm", "remeasured")]
-    names += [(p.stem, "remeasured_" + p.stem.split("_")[-1])
-              for p in sorted(out.glob("confirm_w*.csv"))]
+    names = [("measurements", "profiling"), ("verify", "verification")]
+    names += [(p.stem, level_key(p.name)) for p in sorted(out.glob("confirm*.csv"))]
     for name, key in names:
         path = out / f"{name}.csv"
         if path.exists():
@@ -185,8 +189,7 @@ def main(argv=None) -> int:
                             if r_["arch"] == chosen.arch_json() and \
                                     int(r_["image_size"]) == chosen.image_size:
                                 ms = float(r_["latency_ms"])
-                by_windows[str(w)] = {"file": name, "ms": ms, "level_key": "remeasured" + (
-                                          "" if k == 0 else f"_w{w}"),
+                by_windows[str(w)] = {"file": name, "ms": ms, "level_key": level_key(name),
                                       "over_budget_pct": round(100 * (ms / budget - 1), 2),
                                       "wall_s": round(time.perf_counter() - t1, 1)}
             again = by_windows[str(args.remeasure_windows[0])]["ms"]

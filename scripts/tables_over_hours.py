@@ -13,7 +13,7 @@ Given many separate tables of the same subnets and setting, made over hours (e.g
 
 * per table: when it was made, how many windows per subnet, its reference level (ms), its
   median within-window spread, the RMS error its rows' own 90 % half-widths claim
-  (``ci_pct`` / 1.645), and its scale-free error against the consensus of the *other*
+  (``ci_pct`` / 1.645, the normal quantile of its coverage), and its scale-free error against the consensus of the *other*
   tables (each subnet's median log ratio over them, every table centred on its own median:
   one global factor removed), as an RMS and a mean absolute error (%) and Kendall tau;
 * per pair of tables: the scale-free MAPE and tau of ``noise_floor.py``'s retest, against
@@ -40,12 +40,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import kendalltau, norm, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noise_floor import compare  # noqa: E402  (the retest's own figures, one definition)
 
+from ofa_latency.profiling.timing import INTERVAL_COVERAGE  # noqa: E402
+
 SETTING = ["space", "backend", "device", "threads", "batch_size", "precision"]
+# a row's ci_pct is this many standard deviations of a normal error (its 90 % interval)
+Z_INTERVAL = float(norm.ppf(0.5 + INTERVAL_COVERAGE / 2))
 
 
 def load(paths):
@@ -68,7 +72,7 @@ def load(paths):
                      "median_ci_pct": round(float(t["ci_pct"].median()), 3),
                      # the RMS error the rows' own 90 % half-widths claim (a normal error)
                      "claimed_rms_pct": round(float(np.sqrt(np.mean(
-                         (t["ci_pct"].astype(float) / 1.645) ** 2))), 3)})
+                         (t["ci_pct"].astype(float) / Z_INTERVAL) ** 2))), 3)})
     settings = {tuple(str(v) for v in t[SETTING].drop_duplicates().itertuples(index=False))
                 for t in tables}
     if len(settings) != 1:

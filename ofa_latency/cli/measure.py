@@ -73,12 +73,8 @@ def cmd_profile(args) -> int:
         print(f"latency_ms: min {df.latency_ms.min():.3f}  median {df.latency_ms.median():.3f}  "
               f"max {df.latency_ms.max():.3f}")
     print(noise_text(table_noise(df)))
-    auto = df.attrs.get("auto_windows")
-    if auto:
-        w = auto["one_window_ci_pct"]
-        print(f"windows auto: {auto['two_windows']} of {auto['timed']} subnets timed in two "
-              f"windows; one window moves a row by +-" + ("?" if w is None else f"{w:.2f}") +
-              f" % (90 %, pooled) against the target +-{protocol.target_ci_pct:g} %")
+    if df.attrs.get("auto_windows"):
+        print(df.attrs["auto_windows"]["summary"])
     models = df.attrs.get("models") or {}
     if any(models.values()):
         print(f"models: {models['converted']} converted here, {models['from_cache']} read from "

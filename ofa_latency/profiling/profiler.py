@@ -230,7 +230,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         made ahead (``subnets_ahead``). ``attrs["auto_windows"]`` (with
         ``protocol.auto_windows``): how many of this call's subnets were timed in two windows
         (``two_windows`` of ``timed``) and one window's pooled half-width at the end
-        (``one_window_ci_pct``, percent; None while unknown).
+        (``one_window_ci_pct``, percent; None while unknown), and that in one line
+        (``summary``).
 
     Raises
     ------
@@ -348,7 +349,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                             "cache %s", log.path, models["converted"], models["from_cache"],
                             store.folder if store is not None else "(off)")
         bar.close()
-        if chooser.summary():
+        if protocol.auto_windows:
             logger.info("%s: %s", log.path, chooser.summary())
         # what the timings shared their CPUs with: the windows' own shares (a conversion
         # between them, in a helper process, is not), else the whole call's
@@ -366,7 +367,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     if protocol.auto_windows:
         w = chooser.one_window_ci_pct
         out.attrs["auto_windows"] = {"two_windows": chooser.two_windows, "timed": chooser.timed,
-                                     "one_window_ci_pct": round(w, 3) if np.isfinite(w) else None}
+                                     "one_window_ci_pct": round(w, 3) if np.isfinite(w) else None,
+                                     "summary": chooser.summary()}
     return out
 
 

@@ -426,6 +426,7 @@ class WindowChooser:
             return ""
         w = self.one_window_ci_pct
         return (f"windows auto: {self.two_windows} of {self.timed} subnets timed in two "
-                f"windows; one window's half-width pooled over {len(self.sds)} subnets timed "
-                f"twice: " + ("unknown" if not np.isfinite(w) else f"+-{w:.2f} %") +
-                f" (target +-{self.protocol.target_ci_pct:g} %)")
+                f"windows; one window moves a row by +-" + ("?" if not np.isfinite(w) else
+                                                            f"{w:.2f}") +
+                f" % (90 %, pooled over {len(self.sds)} subnets timed twice) against the target "
+                f"+-{self.protocol.target_ci_pct:g} %")
