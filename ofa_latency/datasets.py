@@ -47,8 +47,8 @@ source              who measured it (``ofa-latency`` or the foreign dataset's ci
 ==================  =====================================================================
 
 One row per subnet and setting: a table read with repeated rows of the same subnet and setting
-keeps the most certain of each (smallest ``ci_pct``: re-timed rows) or, without intervals, the
-first, with a warning (:func:`drop_duplicate_rows`). One writer
+(timed again) combines each subnet's rows into one, as a subnet's windows combine, or, without
+intervals, keeps the first, with a warning (:func:`drop_duplicate_rows`). One writer
 at a time: :class:`MeasurementLog` holds an exclusive lock on ``<table>.lock`` while it writes.
 Rows that are not whole (a write cut short) are left out on read and re-measured by the
 profiler (:func:`complete_rows`).
@@ -417,15 +417,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     """Keep one row per subnet and setting: a subnet measured twice must not count as two
-    samples (it would also make cross-validation look better than it is). A row timed while
-    the machine was in its fast state is preferred to one that never saw it (its fastest
-    reference round more than :data:`~ofa_latency.profiling.scale.OFF_STATE_PCT` above the
-    level in ``ref_baseline_ms``: a subnet timed again by ``profile_subnets`` for that reason),
-    then one timed while other processes kept the CPUs less than
-    :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``others_busy_pct``);
-    among those, where rows carry their own interval (``ci_pct``), the most certain one (the
-    smallest ``ci_pct``: a subnet re-timed because its first window was noisy,
-    ``profile_subnets(..., retime_above_pct=...)``); otherwise the first measured, with a
+    samples (it would also make cross-validation look better than it is).
+
+    A row timed while the machine was in its fast state is preferred to one that never saw it
+    (its fastest reference round more than :data:`~ofa_latency.profiling.scale.OFF_STATE_PCT`
+    above the level in ``ref_baseline_ms``: a subnet timed again by ``profile_subnets`` for
+    that reason), then one timed while other processes kept the CPUs less than
+    :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``others_busy_pct``). Where the
+    rows carry their own interval (``ci_pct``: this package's profiler), the subnet's rows of
+    that preferred kind are then *combined* into one (as windows are: a
+    subnet timed again, by ``profile_subnets(..., retime_above_pct=...)`` or by a second pass
+    over the same subnets, is timed in more windows; BENCHMARKS.md section 14.21: averaged,
+    two passes err 0.78x as much as keeping the row with the smallest ``ci_pct``, which is
+    no better than keeping either). Rows without intervals: the first measured, with a
     warning."""
     import pandas as pd
 
@@ -444,21 +448,101 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     slow = off_state(num["ref_min_ms"], num["ref_baseline_ms"])
     with np.errstate(invalid="ignore"):
         busy = num["others_busy_pct"] >= OTHERS_BUSY_WARN_PCT  # False where unknown
-    order = np.lexsort((np.arange(len(df)), np.where(np.isfinite(ci), ci, np.inf), busy, slow))
-    keep = np.zeros(len(df), dtype=bool)
-    keep[order[~keys.iloc[order].duplicated(keep="first").to_numpy()]] = True
+    order = np.lexsort((np.arange(len(df)), busy, slow))
+    first = order[~keys.iloc[order].duplicated(keep="first").to_numpy()]
     dup = keys.duplicated(keep=False).to_numpy()
-    if np.isfinite(ci[dup]).any():
-        logger.info("%s: %d subnet(s) measured more than once (re-timed); kept each one's row "
-                    "from the machine's fast state, then timed beside the least other work, "
-                    "then the most certain (smallest ci_pct; "
-                    "%d rows left)", where,
-                    int(keys[dup].drop_duplicates().shape[0]), int(keep.sum()))
-    else:
+    if not np.isfinite(ci[dup]).any():
+        keep = np.zeros(len(df), dtype=bool)
+        keep[first] = True
         logger.warning("%s: %d row(s) repeat a subnet already measured in the same setting; "
                        "kept the first measurement of each (%d rows left)", where,
                        int((~keep).sum()), int(keep.sum()))
-    return df[keep]
+        return df[keep]
+    # each subnet's rows of the preferred kind (the kind of its first row in that order)
+    # that carry an interval: combined where there are several
+    group = [tuple(r) for r in keys.itertuples(index=False)]
+    best = {group[i]: (slow[i], busy[i]) for i in first}
+    members: dict = {}
+    for i in range(len(df)):
+        if np.isfinite(ci[i]) and (slow[i], busy[i]) == best[group[i]]:
+            members.setdefault(group[i], []).append(i)
+    chosen = sorted(members.get(group[i], [i])[0] for i in first)
+    out = df.iloc[chosen].copy()
+    updates = {pos: _combined_row(df.iloc[members[group[i]]])
+               for pos, i in enumerate(chosen) if len(members.get(group[i], ())) > 1}
+    for c in sorted({c for u in updates.values() for c in u} & set(out.columns)):
+        was_int = pd.api.types.is_integer_dtype(out[c])
+        col = pd.to_numeric(out[c], errors="coerce").to_numpy(dtype=float, copy=True)
+        for pos, u in updates.items():
+            col[pos] = u[c]
+        out[c] = col.astype(int) if was_int and np.isfinite(col).all() else col
+    logger.info("%s: %d subnet(s) measured more than once (timed again); each one's rows from "
+                "the machine's fast state, timed beside the least other work, combined "
+                "(%d subnet(s) from several rows; %d rows left)", where,
+                int(keys[dup].drop_duplicates().shape[0]), len(updates), len(out))
+    return out
+
+
+def _combined_row(rows: pd.DataFrame) -> dict:
+    """The measurement columns of one row made from several rows of the same subnet and
+    setting, each timed in its own window(s) with a fresh preparation, as a subnet's windows
+    combine (:func:`~ofa_latency.profiling.timing.combine_windows`).
+
+    ``ratio``, ``latency_raw_ms``, ``ref_latency_ms`` and (without a ratio) ``latency_ms``
+    are weighted geometric means of the rows', each row weighted by ``1 / (ci_pct**2 +
+    floor**2)``: its own 90 % half-width, floored by the profiler's default target half-width
+    (:class:`~ofa_latency.profiling.timing.TimingProtocol` ``target_ci_pct``, 1 %), where
+    rows stop adding rounds, so that below it a row's interval says it stopped, not how
+    certain it is, and a preparation's own error, which its rounds cannot see, gets a say
+    (BENCHMARKS.md section 14.21). With a ratio, ``latency_ms`` is that mean at the first
+    row's level ``ref_baseline_ms``. ``ci_pct``: the half-width of the weighted mean of
+    independent estimates, at least half the gap between the rows' extremes.
+    ``window_sd_pct``: the rows' own window spreads pooled or, where none has one, the
+    standard deviation of their estimates. Runs, rounds and timed seconds add up;
+    ``spread_pct`` is the largest, ``ref_min_ms`` the smallest, ``others_busy_pct`` the mean
+    over the rows' timed seconds. Columns not named keep the first row's value."""
+    import pandas as pd
+
+    def num(c):
+        return (pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float)
+                if c in rows.columns else np.full(len(rows), np.nan))
+
+    from .profiling.timing import TimingProtocol  # profiling imports this module
+
+    ci = num("ci_pct")
+    weights = 1 / (ci ** 2 + TimingProtocol.target_ci_pct ** 2)
+    weights = weights / weights.sum()
+
+    def geo(v):
+        return float(np.exp(weights @ np.log(v))) if np.all(v > 0) else float("nan")
+
+    def of_finite(v, f):
+        return float(f(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+
+    ratio = geo(num("ratio"))
+    level = num("ref_baseline_ms")[0]
+    est = num("ratio") if np.isfinite(ratio) else num("latency_ms")
+    log_est = np.log(est) if np.all(est > 0) else np.full(len(rows), np.nan)
+    sd = num("window_sd_pct")
+    busy, secs = num("others_busy_pct"), num("timed_s")
+    known = np.isfinite(busy)
+    secs_known = np.where(np.isfinite(secs[known]) & (secs[known] > 0), secs[known], 1.0)
+    return {"ratio": ratio, "latency_raw_ms": geo(num("latency_raw_ms")),
+            "latency_ms": (ratio * level if np.isfinite(ratio) and np.isfinite(level)
+                           else geo(num("latency_ms"))),
+            "ref_latency_ms": geo(num("ref_latency_ms")),
+            "ref_min_ms": of_finite(num("ref_min_ms"), np.min),
+            "ci_pct": max(float(np.sqrt(np.sum((weights * ci) ** 2))),
+                          50 * float(np.ptp(log_est))),
+            "window_sd_pct": (float(np.sqrt(np.mean(sd[np.isfinite(sd)] ** 2)))
+                              if np.isfinite(sd).any()
+                              else float(100 * np.std(log_est, ddof=1))),
+            "spread_pct": of_finite(num("spread_pct"), np.max),
+            "n_runs": float(np.nansum(num("n_runs"))),
+            "n_rounds": float(np.nansum(num("n_rounds"))),
+            "timed_s": float(np.nansum(secs)) if np.isfinite(secs).any() else float("nan"),
+            "others_busy_pct": (float(np.average(busy[known], weights=secs_known))
+                                if known.any() else float("nan"))}
 
 
 def _derive_ratio(df: pd.DataFrame) -> pd.DataFrame:

@@ -12,10 +12,11 @@ subnet whose row's 90 % half-width ``ci_pct`` is above ABOVE % measured once mor
 ``--allow-machine-change``: the same host, busier or quieter); the new rows are kept apart in
 ``<stem>_retimed.csv`` / ``<stem>_retest_retimed.csv`` (the committed tables and the
 predictors shipped from them stay as they were). Then two views: *first* (the table as it
-was) and *most certain* (the table with its re-timed rows, read as the product reads a table
-holding both: each subnet's smallest ``ci_pct``, the re-timed rows at the table's level via
-their ratios). For each view: the share of rows above ABOVE, XGBoost trained on the train split
-(``training.train_on_table``, as the shipped predictors are) measured on the test split (also
+was) and *as read* (the table with its re-timed rows, read as the product reads a table
+holding both: until 2026-12-06 each subnet's smallest ``ci_pct``, since then each subnet's rows
+combined; the re-timed rows at the table's level via their ratios). For each view: the share
+of rows above ABOVE, XGBoost trained on the train split (``training.train_on_table``, as the
+shipped predictors are) measured on the test split (also
 split by the test rows' own ``ci_pct``), and the scale-free agreement and Kendall tau with the
 retest (``scripts/noise_floor.compare``). And *between states*: the re-timed subnets' two
 measurements against each other (median ratio, scale-free MAPE, Kendall tau).
@@ -43,8 +44,10 @@ def retimed_path(path: Path) -> Path:
 
 
 def views(path: Path) -> dict:
-    """``{"first": frame, "most_certain": frame}``: the table, and the table with its re-timed
-    rows (``<stem>_retimed.csv``) as the product reads a table holding both."""
+    """``{"first": frame, "as_read": frame}``: the table, and the table with its re-timed
+    rows (``<stem>_retimed.csv``) as the product reads a table holding both (until
+    2026-12-06 each subnet's most certain row, the view ``most_certain`` of
+    data/benchmarks/retime.json; since, each subnet's rows combined)."""
     import pandas as pd
 
     from ofa_latency.datasets import drop_duplicate_rows, read_measurements
@@ -52,12 +55,12 @@ def views(path: Path) -> dict:
     first = read_measurements(path)
     extra = retimed_path(path)
     if not extra.exists():
-        return {"first": first, "most_certain": first}
+        return {"first": first, "as_read": first}
     again = read_measurements(extra)
     level = float(first.ref_baseline_ms.iloc[0])
     again = again.assign(latency_ms=again.ratio * level, ref_baseline_ms=level)
     both = drop_duplicate_rows(pd.concat([first, again], ignore_index=True), str(path))
-    return {"first": first, "most_certain": both.reset_index(drop=True)}
+    return {"first": first, "as_read": both.reset_index(drop=True)}
 
 
 def between_states(path: Path) -> dict | None:
@@ -156,7 +159,7 @@ def main(argv=None) -> int:
                 rec["retime_wall_s"][path.name] = round(
                     rec["retime_wall_s"].get(path.name, 0.0) + retime(path, args.above), 1)
         v = {path.name: views(path) for path in paths}
-        for view in ("first", "most_certain"):
+        for view in ("first", "as_read"):
             r = evaluate(v[main_path.name][view], args.above)
             if retest_path.exists():
                 r["retest"] = compare(v[main_path.name][view], v[retest_path.name][view])

@@ -266,7 +266,10 @@ def test_a_row_from_the_fast_state_is_kept_over_a_tighter_one_from_a_slow_state(
     df = read_measurements(p).set_index("arch")
     assert len(df) == 8
     assert df.loc[_sub(0).arch_json(), "ratio"] == 1.50
-    assert df.loc[_sub(1).arch_json(), "ratio"] == 2.10  # both fast: the most certain
+    # both fast: combined, at the table's level
+    one = df.loc[_sub(1).arch_json()]
+    assert one["ratio"] == pytest.approx(_weighted([2.00, 2.10], [0.8, 0.4]))
+    assert one["latency_ms"] == pytest.approx(one["ratio"] * one["ref_baseline_ms"], abs=1e-4)
 
 
 def test_table_noise_counts_rows_timed_only_in_a_slower_state(tmp_path):
@@ -317,26 +320,58 @@ def test_table_noise_says_how_busy_other_processes_kept_the_cpus(tmp_path):
     assert "33.3 % of rows timed while they kept >= 20 % busy" in noise_text(noise)
 
 
-def test_repeated_rows_with_intervals_keep_the_most_certain(tmp_path, caplog):
+def _weighted(values, ci_pct):
+    """The geometric mean of ``values`` weighted by 1 / (ci_pct**2 + 1 %**2)."""
+    w = 1 / (np.asarray(ci_pct) ** 2 + 1.0)
+    return float(np.exp(np.sum(w * np.log(values)) / w.sum()))
+
+
+def test_repeated_rows_with_intervals_are_combined_as_windows(tmp_path, caplog):
+    """A subnet timed again (another pass, or ``--retime-above``) is one row whose estimate is
+    the geometric mean of its rows', weighted by their own intervals floored at the
+    profiler's 1 % target; runs, rounds and seconds add up, and the interval is at least
+    half the rows' gap."""
     p = tmp_path / "d.csv"
     with MeasurementLog(p) as log:
-        log.append(dict(_row(0), ci_pct=4.0))
-        log.append(dict(_row(1), ci_pct=1.0))
-        log.append(dict(_row(0), latency_ms=9.0, ci_pct=0.5))  # re-timed, tighter
-        log.append(dict(_row(1), latency_ms=7.0, ci_pct=3.0))  # re-timed, looser
-    df = read_measurements(p)
-    assert len(df) == 2
-    assert sorted(df.ci_pct) == [0.5, 1.0]
-    assert "repeat a subnet already measured" not in caplog.text
-    # a row timed beside other work gives way to a quieter one, even a looser one
+        log.append(dict(_row(0), latency_ms=10.0, ci_pct=2.0, n_runs=30, n_rounds=10,
+                        timed_s=1.0, spread_pct=5.0))
+        log.append(dict(_row(1), latency_ms=7.0, ci_pct=0.5, n_runs=30, n_rounds=10,
+                        timed_s=1.0, spread_pct=2.0))
+        log.append(dict(_row(2), latency_ms=4.0, ci_pct=0.8, n_runs=30, n_rounds=10,
+                        timed_s=1.0, spread_pct=2.0))  # measured once
+        log.append(dict(_row(0), latency_ms=10.4, ci_pct=1.0, n_runs=45, n_rounds=15,
+                        timed_s=2.0, spread_pct=3.0))  # timed again
+        for ms in (7.1, 7.0):
+            log.append(dict(_row(1), latency_ms=ms, ci_pct=0.5, n_runs=30, n_rounds=10,
+                            timed_s=1.0, spread_pct=1.0))
+    df = read_measurements(p).set_index("arch")
+    assert len(df) == 3 and "repeat a subnet already measured" not in caplog.text
+    zero, one, two = (df.loc[_sub(i).arch_json()] for i in range(3))
+    assert zero["latency_ms"] == pytest.approx(_weighted([10.0, 10.4], [2.0, 1.0]))
+    assert 10.2 < zero["latency_ms"] < 10.4  # the tighter row counts more
+    assert (zero["n_runs"], zero["n_rounds"], zero["timed_s"], zero["spread_pct"]) == \
+        (75, 25, 3.0, 5.0)
+    # half the gap (1.96 %) is wider than the rows' own half-widths combined (0.91 %)
+    assert zero["ci_pct"] == pytest.approx(50 * np.log(10.4 / 10.0))
+    assert zero["window_sd_pct"] == pytest.approx(100 * np.log(10.4 / 10.0) / np.sqrt(2))
+    assert one["latency_ms"] == pytest.approx((7.0 * 7.1 * 7.0) ** (1 / 3))
+    assert one["n_runs"] == 90 and one["spread_pct"] == 2.0
+    assert one["ci_pct"] == pytest.approx(50 * np.log(7.1 / 7.0))  # > 0.5 / sqrt(3)
+    assert (two["latency_ms"], two["ci_pct"], two["n_runs"]) == (4.0, 0.8, 30)
+    assert df["n_runs"].dtype.kind == "i"
+    # a row timed beside other work gives way to a quieter one, even a looser one; quiet
+    # rows (unknown: not busy) are combined
     q = tmp_path / "busy.csv"
     with MeasurementLog(q) as log:
         log.append(dict(_row(0), ci_pct=0.5, others_busy_pct=45.0))
         log.append(dict(_row(0), latency_ms=9.0, ci_pct=1.5, others_busy_pct=3.0))
-        log.append(dict(_row(1), ci_pct=0.5, others_busy_pct=None))  # unknown: not busy
-        log.append(dict(_row(1), latency_ms=7.0, ci_pct=1.5, others_busy_pct=2.0))
-    df = read_measurements(q)
-    assert sorted(zip(df.ci_pct, df.others_busy_pct.fillna(-1))) == [(0.5, -1.0), (1.5, 3.0)]
+        log.append(dict(_row(1), ci_pct=0.5, others_busy_pct=None, timed_s=1.0))
+        log.append(dict(_row(1), latency_ms=2.1, ci_pct=1.5, others_busy_pct=2.0, timed_s=3.0))
+    df = read_measurements(q).set_index("arch")
+    zero, one = (df.loc[_sub(i).arch_json()] for i in range(2))
+    assert (zero["latency_ms"], zero["ci_pct"], zero["others_busy_pct"]) == (9.0, 1.5, 3.0)
+    assert one["latency_ms"] == pytest.approx(_weighted([2.0, 2.1], [0.5, 1.5]))
+    assert one["others_busy_pct"] == 2.0  # the only row that knows
 
 
 def test_rows_say_how_long_their_timed_rounds_took_and_the_noise_line_splits_it(tmp_path):

@@ -135,9 +135,10 @@ def test_torch_cuda_unavailable_is_clear():
         create_backend("torch", device="cuda")
 
 
-def test_retime_measures_noisy_rows_again_and_keeps_the_most_certain(tmp_path, mbv3):
+def test_retime_measures_noisy_rows_again_and_combines_them(tmp_path, mbv3):
     """Rows whose own interval is wide are measured once more per call; the table reads one
-    row per subnet, the tightest; a second call finds nothing left to re-time."""
+    row per subnet, its rows combined (the noisy one counting little); a second call finds
+    nothing left to re-time."""
     import pandas as pd
 
     be = create_backend("fake", threads=1)
@@ -155,12 +156,16 @@ def test_retime_measures_noisy_rows_again_and_keeps_the_most_certain(tmp_path, m
     assert set(read_measurements(out).arch) == set(raw.arch)
     profile_subnets(mbv3, be, subs, 1, out, progress=False, retime_above_pct=5.0)
     assert len(pd.read_csv(out)) == 6
-    # a tighter bound re-times every row once more, and again keeps the tightest
+    # a tighter bound re-times every row once more; each subnet's rows are combined, each
+    # weighted by 1 / (ci_pct**2 + 1 %**2)
     df2 = profile_subnets(mbv3, be, subs, 1, out, progress=False, retime_above_pct=1e-6)
-    assert len(pd.read_csv(out)) == 10 and len(df2) == 4
-    kept = pd.read_csv(out).groupby("arch").ci_pct.min()
-    assert np.allclose(df2.set_index("arch").ci_pct.loc[kept.index], kept)
-    assert noisy <= set(df2.arch)
+    rows = pd.read_csv(out)
+    assert len(rows) == 10 and len(df2) == 4 and set(df2.arch) == set(rows.arch)
+    w = 1 / (rows.ci_pct ** 2 + 1.0)
+    expected = (w * np.log(rows.ratio)).groupby(rows.arch).sum() / w.groupby(rows.arch).sum()
+    assert np.allclose(np.log(df2.set_index("arch").ratio.loc[expected.index]), expected)
+    assert (df2.set_index("arch").n_runs.loc[list(noisy)] ==
+            rows[rows.arch.isin(noisy)].groupby("arch").n_runs.sum().loc[list(noisy)]).all()
     with pytest.raises(ValueError, match="retime_above_pct"):
         profile_subnets(mbv3, be, subs, 1, out, progress=False, retime_above_pct=0)
 

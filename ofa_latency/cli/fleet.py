@@ -158,8 +158,8 @@ def register(sub) -> None:
                    help="subnets queued per device (default 2: it never waits for the client)")
     p.add_argument("--retime-above", type=positive_float, default=None, metavar="PCT",
                    help="measure again the subnets whose row's 90 %% half-width (ci_pct) is "
-                        "above PCT %% (noisy windows); each table keeps a subnet's most "
-                        "certain row")
+                        "above PCT %% (noisy windows); each table combines a subnet's rows, "
+                        "weighted by their intervals")
     add_timing_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     p.set_defaults(func=cmd_profile)

@@ -329,8 +329,9 @@ def register(sub) -> None:
                          "differs from the table's")
     pr.add_argument("--retime-above", type=positive_float, default=None, metavar="PCT",
                     help="measure again the subnets whose row's 90 %% half-width (ci_pct) is "
-                         "above PCT %% (noisy windows); the table keeps each subnet's most "
-                         "certain row. Without --archs/--n: every subnet of --out")
+                         "above PCT %% (noisy windows); the table combines each subnet's "
+                         "rows, weighted by their intervals. Without --archs/--n: every subnet "
+                         "of --out")
     pr.add_argument("--convert-jobs", type=nonnegative_int, default=0, metavar="N",
                     help="make the next subnets' models (OpenVINO, LiteRT, onnxruntime on CPU) "
                          "in N helper processes while the current one is timed, on the CPUs "

@@ -512,7 +512,7 @@ def _open_label(label, devices, subs, out_dir, check_setting, retime_above_pct=N
                 path, len(subs) - len(todo), len(subs), len(todo), len(accepted), label)
     if retime_above_pct is not None and len(mine):
         again, loose = subnets_to_retime(subs, mine, retime_above_pct, path)
-        done -= loose  # measured once more now; the table keeps the most certain row
+        done -= loose  # measured once more now; the table combines a subnet's rows
         todo.extend(again)
     return log, setting, refs, _Group(label, accepted, todo, done, len(subs),
                                       key=lambda s: (s.arch_json(), s.image_size),
@@ -570,8 +570,8 @@ def profile_fleet(labels: Iterable[str], subnets: Iterable, out_dir, space=None,
     retime_above_pct : float, optional
         Also measure again, once per call, every requested subnet already in a table whose
         row's own 90 % half-width (``ci_pct``) is above this (percent) or unknown, as
-        :func:`~ofa_latency.profiling.profile_subnets` does; the table keeps each subnet's
-        most certain row. Within one machine state (the same session).
+        :func:`~ofa_latency.profiling.profile_subnets` does; the table combines each
+        subnet's rows. Within one machine state (the same session).
 
     Returns
     -------

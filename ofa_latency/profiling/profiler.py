@@ -205,8 +205,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     retime_above_pct : float, optional
         Also measure again, once per call, every requested subnet already in the table whose
         row's own 90 % half-width (``ci_pct``) is above this (percent), or unknown: a row
-        measured in a noisy window gets another window, and the table keeps each subnet's
-        most certain row (:func:`~ofa_latency.datasets.drop_duplicate_rows`). Within one
+        measured in a noisy window gets another window, and the table combines each
+        subnet's rows (:func:`~ofa_latency.datasets.drop_duplicate_rows`). Within one
         machine state (the same session): a later state moves which subnets are fast by
         more than a row's interval sees (BENCHMARKS.md section 16.8).
     convert_jobs : int
