@@ -425,12 +425,12 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     that reason), then one timed while other processes kept the CPUs less than
     :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``others_busy_pct``). Where the
     rows carry their own interval (``ci_pct``: this package's profiler), the subnet's rows of
-    that preferred kind are then *combined* into one (as windows are: a
-    subnet timed again, by ``profile_subnets(..., retime_above_pct=...)`` or by a second pass
-    over the same subnets, is timed in more windows; BENCHMARKS.md section 14.21: averaged,
-    two passes err 0.78x as much as keeping the row with the smallest ``ci_pct``, which is
-    no better than keeping either). Rows without intervals: the first measured, with a
-    warning."""
+    that preferred kind are then combined into one, as a subnet's windows are
+    (:func:`_combined_row`): a subnet timed again, by ``profile_subnets(...,
+    retime_above_pct=...)`` or by a second pass over the same subnets, has been timed in more
+    windows. On host8 two passes read this way erred 0.77-0.80x as much as when the row with
+    the smallest ``ci_pct`` was kept, which was no better than one pass (BENCHMARKS.md
+    section 14.21). Rows without intervals: the first measured, with a warning."""
     import pandas as pd
 
     from .profiling.scale import off_state  # profiling imports this module

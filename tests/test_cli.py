@@ -45,9 +45,18 @@ def test_profile_retime_above_re_times_the_noisy_rows_of_the_table(tmp_path, cap
                  "--quiet"]) == 0
     assert "3 subnets of ofa_mbv3_w1.2" in capsys.readouterr().out
     assert len(pd.read_csv(out)) == 4  # the one noisy row measured again, none sampled
+    # 0: a second pass over every subnet of the table, each subnet's rows combined
     assert main(["profile", "--backend", "fake", "--out", str(out), "--retime-above", "0",
+                 "--quiet"]) == 0
+    from ofa_latency.datasets import read_measurements
+
+    rows, table = pd.read_csv(out), read_measurements(out)
+    assert len(rows) == 7 and len(table) == 3
+    assert (table.set_index("arch")["n_runs"].sort_index()
+            == rows.groupby("arch")["n_runs"].sum().sort_index()).all()
+    assert main(["profile", "--backend", "fake", "--out", str(out), "--retime-above", "-1",
                  "--quiet"]) == 2
-    assert "must be a finite number > 0" in capsys.readouterr().err
+    assert "must be a finite number >= 0" in capsys.readouterr().err
     assert main(["profile", "--backend", "fake", "--out", str(tmp_path / "none.csv"),
                  "--retime-above", "5", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err

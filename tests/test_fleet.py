@@ -308,7 +308,8 @@ def test_cli_fleet_profile_status_and_stop(devices, tmp_path, capsys):
                  "--rounds", "3", "--max-rounds", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "cli: 3 of 3 subnets" in out and "cli0 3" in out
-    # --retime-above: the noisy rows measured again, each subnet's most certain row kept
+    # --retime-above: the noisy rows measured again, each subnet's rows combined (the noisy
+    # one counting little)
     raw = tmp_path / "cli.csv"
     import pandas as pd
 
@@ -322,7 +323,11 @@ def test_cli_fleet_profile_status_and_stop(devices, tmp_path, capsys):
     kept = read_measurements(raw)
     assert len(kept) == 3 and (kept["ci_pct"] < 5).all()
     assert main(["fleet", "profile", "--devices", "cli", "--n", "3", "--out", str(tmp_path),
-                 "--retime-above", "0"]) == 2
+                 "--rounds", "3", "--max-rounds", "3", "--quiet", "--retime-above", "0"]) == 0
+    assert "(3 measured now" in capsys.readouterr().out  # 0: every subnet once more
+    assert len(pd.read_csv(raw)) == 8 and len(read_measurements(raw)) == 3
+    assert main(["fleet", "profile", "--devices", "cli", "--n", "3", "--out", str(tmp_path),
+                 "--retime-above", "-1"]) == 2
     capsys.readouterr()
     assert main(["fleet", "profile", "--devices", "nosuch", "--n", "3", "--out",
                  str(tmp_path)]) == 2

@@ -166,8 +166,9 @@ def test_retime_measures_noisy_rows_again_and_combines_them(tmp_path, mbv3):
     assert np.allclose(np.log(df2.set_index("arch").ratio.loc[expected.index]), expected)
     assert (df2.set_index("arch").n_runs.loc[list(noisy)] ==
             rows[rows.arch.isin(noisy)].groupby("arch").n_runs.sum().loc[list(noisy)]).all()
-    with pytest.raises(ValueError, match="retime_above_pct"):
-        profile_subnets(mbv3, be, subs, 1, out, progress=False, retime_above_pct=0)
+    for bad in (-1, float("inf"), True):
+        with pytest.raises(ValueError, match="retime_above_pct"):
+            profile_subnets(mbv3, be, subs, 1, out, progress=False, retime_above_pct=bad)
 
 
 def _ratio_errors_pct(be, space, subs, table):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ..errors import UsageError
-from ._common import (add_timing_options, parse_pairs, positive_float, positive_int,
+from ._common import (add_timing_options, nonnegative_float, parse_pairs, positive_int,
                       resolutions, subnets_from_args, timing_protocol)
 
 _ADDRESS_HELP = ("the Ray cluster (default auto: the one this host joined with 'ray start'; "
@@ -156,10 +156,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="folder of the tables (LABEL.csv each)")
     p.add_argument("--pipeline", type=positive_int, default=2,
                    help="subnets queued per device (default 2: it never waits for the client)")
-    p.add_argument("--retime-above", type=positive_float, default=None, metavar="PCT",
+    p.add_argument("--retime-above", type=nonnegative_float, default=None, metavar="PCT",
                    help="measure again the subnets whose row's 90 %% half-width (ci_pct) is "
-                        "above PCT %% (noisy windows); each table combines a subnet's rows, "
-                        "weighted by their intervals")
+                        "above PCT %% (noisy windows; 0: every subnet, a second pass); each "
+                        "table combines a subnet's rows, weighted by their intervals")
     add_timing_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     p.set_defaults(func=cmd_profile)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ._common import (add_litert_delegate_option, add_timing_options, add_weights_options,
-                      litert_delegate_option, nonnegative_int, parse_arch, parse_pairs,
-                      positive_float, positive_int, resolutions, subnets_from_args,
+                      litert_delegate_option, nonnegative_float, nonnegative_int, parse_arch,
+                      parse_pairs, positive_int, resolutions, subnets_from_args,
                       timing_protocol, windows_count)
 
 
@@ -327,11 +327,11 @@ def register(sub) -> None:
     pr.add_argument("--allow-machine-change", action="store_true",
                     help="append although the machine's descriptor or speed (reference level) "
                          "differs from the table's")
-    pr.add_argument("--retime-above", type=positive_float, default=None, metavar="PCT",
+    pr.add_argument("--retime-above", type=nonnegative_float, default=None, metavar="PCT",
                     help="measure again the subnets whose row's 90 %% half-width (ci_pct) is "
-                         "above PCT %% (noisy windows); the table combines each subnet's "
-                         "rows, weighted by their intervals. Without --archs/--n: every subnet "
-                         "of --out")
+                         "above PCT %% (noisy windows; 0: every subnet, a second pass); the "
+                         "table combines each subnet's rows, weighted by their intervals. "
+                         "Without --archs/--n: every subnet of --out")
     pr.add_argument("--convert-jobs", type=nonnegative_int, default=0, metavar="N",
                     help="make the next subnets' models (OpenVINO, LiteRT, onnxruntime on CPU) "
                          "in N helper processes while the current one is timed, on the CPUs "

@@ -204,11 +204,12 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         no probe, no machine-state check.
     retime_above_pct : float, optional
         Also measure again, once per call, every requested subnet already in the table whose
-        row's own 90 % half-width (``ci_pct``) is above this (percent), or unknown: a row
-        measured in a noisy window gets another window, and the table combines each
-        subnet's rows (:func:`~ofa_latency.datasets.drop_duplicate_rows`). Within one
-        machine state (the same session): a later state moves which subnets are fast by
-        more than a row's interval sees (BENCHMARKS.md section 16.8).
+        row's own 90 % half-width (``ci_pct``) is above this (percent), or unknown (0:
+        every one, a second pass): a row measured in a noisy window gets another window,
+        and the table combines each subnet's rows
+        (:func:`~ofa_latency.datasets.drop_duplicate_rows`). Within one machine state: a
+        later state can move which subnets are fast by more than a row's interval sees
+        (BENCHMARKS.md section 16.8; section 14.20: over twelve hours, one host did not).
     convert_jobs : int
         For a backend whose models are slow to make (OpenVINO, LiteRT, ONNX Runtime on CPU:
         :meth:`~._base.ProfilingBackend.convert`), make the next subnets' models in this many
@@ -388,22 +389,24 @@ def _lowest_per_subnet(subs, rows: pd.DataFrame, column: str) -> dict:
 
 
 def check_retime_above(retime_above_pct) -> None:
-    """Raise ValueError unless ``retime_above_pct`` is None or a number > 0 (percent)."""
+    """Raise ValueError unless ``retime_above_pct`` is None or a finite number >= 0 (percent;
+    0: every subnet)."""
     if retime_above_pct is not None and not (isinstance(retime_above_pct, (int, float))
                                              and not isinstance(retime_above_pct, bool)
-                                             and retime_above_pct > 0):
-        raise ValueError(f"retime_above_pct = {retime_above_pct!r}; must be a number > 0 "
-                         f"(percent)")
+                                             and 0 <= retime_above_pct < math.inf):
+        raise ValueError(f"retime_above_pct = {retime_above_pct!r}; must be a finite number "
+                         f">= 0 (percent; 0: every subnet)")
 
 
 def subnets_to_retime(subs, rows: pd.DataFrame, retime_above_pct: float,
                       where="table") -> tuple[list, set]:
     """What ``retime_above_pct`` measures again: the subnets of ``subs`` whose row in
-    ``rows`` has an own 90 % half-width (``ci_pct``) above ``retime_above_pct`` or unknown,
-    and the ``(arch, image_size)`` keys of those rows (logged for ``where``)."""
+    ``rows`` has an own 90 % half-width (``ci_pct``) above ``retime_above_pct`` or unknown
+    (0: every one, a second pass), and the ``(arch, image_size)`` keys of those rows (logged
+    for ``where``)."""
     ci = rows["ci_pct"] if "ci_pct" in rows.columns else pd.Series(np.nan, rows.index)
     loose = {k for k, c in zip(zip(rows["arch"], rows["image_size"].astype(int)), ci)
-             if not (np.isfinite(c) and c <= retime_above_pct)}
+             if retime_above_pct == 0 or not (np.isfinite(c) and c <= retime_above_pct)}
     again = [s for s in subs if (s.arch_json(), s.image_size) in loose]
     logger.info("%s: %d of them measured again (their row's 90 %% half-width is above %g %% "
                 "or unknown)", where, len(again), retime_above_pct)
