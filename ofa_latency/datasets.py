@@ -928,7 +928,8 @@ def noise_text(noise: dict) -> str:
                f"up, waiting and timing again)" if sec is not None and timed is not None
                else "")
             + (f"; {wide:.0f} % of rows wider than +-{WIDE_ROW_PCT:g} % (noisy windows: "
-               f"'profile --retime-above {WIDE_ROW_PCT:g}' measures them again)"
+               f"'profile --retime-above {WIDE_ROW_PCT:g}' measures them again, "
+               f"'--retime-above 0' every subnet; the table combines a subnet's rows)"
                if wide else "")
             + (f"; {slow:g} % of rows timed only while the machine was in a slower state "
                f"(profiling them again into the same table retries them)" if slow else "")

@@ -299,6 +299,8 @@ def test_table_noise_says_how_busy_other_processes_kept_the_cpus(tmp_path):
     df = read_measurements(p)
     assert table_noise(df)["others_busy_pct"] is None  # read from disk: unknown, not said
     assert "other processes" not in noise_text(table_noise(df))
+    assert "25 % of rows wider than +-2 %" in noise_text(table_noise(df))
+    assert "'--retime-above 0' every subnet" in noise_text(table_noise(df))
     df.attrs["others_busy_pct"] = 45.0  # as profile_subnets returns it
     text = noise_text(table_noise(df))
     assert "other processes kept 45 % of the profiled CPUs busy" in text and "taskset" in text
