@@ -476,9 +476,9 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
         for pos, u in updates.items():
             col[pos] = u[c]
         out[c] = col.astype(int) if was_int and np.isfinite(col).all() else col
-    logger.info("%s: %d subnet(s) measured more than once (timed again); each one's rows from "
-                "the machine's fast state, timed beside the least other work, combined "
-                "(%d subnet(s) from several rows; %d rows left)", where,
+    logger.info("%s: %d subnet(s) measured more than once (timed again): %d combined from "
+                "several rows of the machine's fast state timed beside the least other work, "
+                "the others kept their one such row (%d rows left)", where,
                 int(keys[dup].drop_duplicates().shape[0]), len(updates), len(out))
     return out
 
