@@ -503,11 +503,11 @@ def _combined_row(rows: pd.DataFrame) -> dict:
     over the rows' timed seconds. Columns not named keep the first row's value."""
     import pandas as pd
 
+    from .profiling.timing import TimingProtocol  # profiling imports this module
+
     def num(c):
         return (pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float)
                 if c in rows.columns else np.full(len(rows), np.nan))
-
-    from .profiling.timing import TimingProtocol  # profiling imports this module
 
     ci = num("ci_pct")
     weights = 1 / (ci ** 2 + TimingProtocol.target_ci_pct ** 2)
