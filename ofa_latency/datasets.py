@@ -415,6 +415,15 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise UsageError(f"{path} is not a text CSV file ({exc.reason})") from None
 
 
+def _floats(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as floats (nan where absent or not a number)."""
+    import pandas as pd
+
+    if column not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+
+
 def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     """Keep one row per subnet and setting: a subnet measured twice must not count as two
     samples (it would also make cross-validation look better than it is).
@@ -441,13 +450,10 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
         return df
     from .hardware import OTHERS_BUSY_WARN_PCT
 
-    num = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) if c in df.columns
-           else np.full(len(df), np.nan) for c in ("ci_pct", "ref_min_ms", "ref_baseline_ms",
-                                                   "others_busy_pct")}
-    ci = num["ci_pct"]
-    slow = off_state(num["ref_min_ms"], num["ref_baseline_ms"])
+    ci = _floats(df, "ci_pct")
+    slow = off_state(_floats(df, "ref_min_ms"), _floats(df, "ref_baseline_ms"))
     with np.errstate(invalid="ignore"):
-        busy = num["others_busy_pct"] >= OTHERS_BUSY_WARN_PCT  # False where unknown
+        busy = _floats(df, "others_busy_pct") >= OTHERS_BUSY_WARN_PCT  # False where unknown
     order = np.lexsort((np.arange(len(df)), busy, slow))
     first = order[~keys.iloc[order].duplicated(keep="first").to_numpy()]
     dup = keys.duplicated(keep=False).to_numpy()
@@ -472,7 +478,7 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
                for pos, i in enumerate(chosen) if len(members.get(group[i], ())) > 1}
     for c in sorted({c for u in updates.values() for c in u} & set(out.columns)):
         was_int = pd.api.types.is_integer_dtype(out[c])
-        col = pd.to_numeric(out[c], errors="coerce").to_numpy(dtype=float, copy=True)
+        col = _floats(out, c).copy()
         for pos, u in updates.items():
             col[pos] = u[c]
         out[c] = col.astype(int) if was_int and np.isfinite(col).all() else col
@@ -485,8 +491,9 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
 
 def _combined_row(rows: pd.DataFrame) -> dict:
     """The measurement columns of one row made from several rows of the same subnet and
-    setting, each timed in its own window(s) with a fresh preparation, as a subnet's windows
-    combine (:func:`~ofa_latency.profiling.timing.combine_windows`).
+    setting, each timed in its own window(s) with a fresh preparation: what
+    :func:`~ofa_latency.profiling.timing.combine_windows` does for one run's windows, by its
+    own rule (the rows' intervals weigh them; BENCHMARKS.md section 14.21).
 
     ``ratio``, ``latency_raw_ms``, ``ref_latency_ms`` and (without a ratio) ``latency_ms``
     are weighted geometric means of the rows', each row weighted by ``1 / (ci_pct**2 +
@@ -501,13 +508,10 @@ def _combined_row(rows: pd.DataFrame) -> dict:
     standard deviation of their estimates. Runs, rounds and timed seconds add up;
     ``spread_pct`` is the largest, ``ref_min_ms`` the smallest, ``others_busy_pct`` the mean
     over the rows' timed seconds. Columns not named keep the first row's value."""
-    import pandas as pd
-
     from .profiling.timing import TimingProtocol  # profiling imports this module
 
     def num(c):
-        return (pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float)
-                if c in rows.columns else np.full(len(rows), np.nan))
+        return _floats(rows, c)
 
     ci = num("ci_pct")
     weights = 1 / (ci ** 2 + TimingProtocol.target_ci_pct ** 2)

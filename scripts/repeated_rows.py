@@ -42,25 +42,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import kendalltau
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables_over_hours import Z_INTERVAL, load  # noqa: E402  (one reading of the tables)
-
-
-def centred(table, keys):
-    """The table's log ratios (percent) of ``keys``, its median removed."""
-    r = dict(zip(zip(table["arch"], table["image_size"].astype(int)),
-                 table["ratio"].astype(float)))
-    v = np.log([r[k] for k in keys]) * 100
-    return v - np.median(v)
-
-
-def error(v, truth) -> dict:
-    e = v - truth
-    e = e - np.median(e)
-    return {"rms_pct": float(np.sqrt(np.mean(e ** 2))),
-            "kendall_tau": float(kendalltau(v, truth).statistic)}
+# one reading of the tables and one scale-free error against the consensus
+from tables_over_hours import (centred, claimed_rms_pct, load,  # noqa: E402
+                               scale_free_error)
 
 
 def most_certain(a, b):
@@ -119,6 +105,16 @@ def as_read(paths, work: Path, subnets=None):
     return read_measurements(path)
 
 
+def readings(a, b, read, keys, truth) -> dict:
+    """Tables ``a`` and ``b`` (each read alone) as one, against ``truth``: each subnet's most
+    certain row, the file as read (``read``), and every rule of ``VARIANTS``."""
+    rec = {"most_certain": scale_free_error(centred(most_certain(a, b), keys), truth),
+           "as_read": scale_free_error(centred(read, keys), truth)}
+    for rule in VARIANTS:
+        rec[rule] = scale_free_error(centred(variant(a, b, rule), keys), truth)
+    return rec
+
+
 def summarise(records, rules) -> dict:
     out = {"pairs": len(records)}
     for r in rules:
@@ -162,18 +158,15 @@ def main(argv=None) -> int:
             for a, b in itertools.combinations(group, 2):
                 truth = truth_without((a, b))
                 read = as_read([paths[a], paths[b]], work)
-                rec = {"single": {m: float(np.mean([error(logs[t], truth)[m] for t in (a, b)]))
+                alone = [scale_free_error(logs[t], truth) for t in (a, b)]
+                rec = {"single": {m: float(np.mean([e[m] for e in alone]))
                                   for m in ("rms_pct", "kendall_tau")},
-                       "most_certain": error(centred(most_certain(tables[a], tables[b]),
-                                                     keys), truth),
-                       "as_read": error(centred(read, keys), truth)}
-                for rule in VARIANTS:
-                    rec[rule] = error(centred(variant(tables[a], tables[b], rule), keys), truth)
+                       **readings(tables[a], tables[b], read, keys, truth)}
                 pairs.append(rec)
                 ci = dict(zip(zip(read["arch"], read["image_size"].astype(int)),
                               read["ci_pct"].astype(float)))
-                claimed.append(rec["as_read"]["rms_pct"] / float(np.sqrt(np.mean(
-                    (np.array([ci[k] for k in keys]) / Z_INTERVAL) ** 2))))
+                claimed.append(rec["as_read"]["rms_pct"] /
+                               claimed_rms_pct([ci[k] for k in keys]))
             s = summarise(pairs, ["single", "most_certain", "as_read", *VARIANTS])
             s["as_read_error_over_claimed_median"] = round(float(np.median(claimed)), 3)
             summary[f"second_pass_{w}_window"] = s
@@ -187,13 +180,9 @@ def main(argv=None) -> int:
                     n.append(len(again))
                     tb = tables[b][[k in again for k in zip(
                         tables[b]["arch"], tables[b]["image_size"].astype(int))]]
-                    rec = {"single": error(logs[a], truth),
-                           "most_certain": error(centred(most_certain(ta, tb), keys), truth),
-                           "as_read": error(centred(as_read([paths[a], paths[b]], work,
-                                                            again), keys), truth)}
-                    for rule in VARIANTS:
-                        rec[rule] = error(centred(variant(ta, tb, rule), keys), truth)
-                    recs.append(rec)
+                    read = as_read([paths[a], paths[b]], work, again)
+                    recs.append({"single": scale_free_error(logs[a], truth),
+                                 **readings(ta, tb, read, keys, truth)})
                 s = summarise(recs, ["single", "most_certain", "as_read", *VARIANTS])
                 s["median_subnets_timed_again"] = float(np.median(n))
                 summary[f"retime_above_{above:g}_{w}_window"] = s

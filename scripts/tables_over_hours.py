@@ -13,9 +13,10 @@ Given many separate tables of the same subnets and setting, made over hours (e.g
 
 * per table: when it was made, how many windows per subnet, its reference level (ms), its
   median within-window spread, the RMS error its rows' own 90 % half-widths claim
-  (``ci_pct`` / 1.645, the normal quantile of its coverage), and its scale-free error against the consensus of the *other*
-  tables (each subnet's median log ratio over them, every table centred on its own median:
-  one global factor removed), as an RMS and a mean absolute error (%) and Kendall tau;
+  (``ci_pct`` / 1.645, the normal quantile of its coverage), and its scale-free error
+  against the consensus of the *other* tables (each subnet's median log ratio over them,
+  every table centred on its own median: one global factor removed), as an RMS and a mean
+  absolute error (%) and Kendall tau;
 * per pair of tables: the scale-free MAPE and tau of ``noise_floor.py``'s retest, against
   how many hours apart the two were made: does the agreement decay with the gap? (a rank
   correlation, and pairs minutes apart against pairs hours apart);
@@ -52,6 +53,30 @@ SETTING = ["space", "backend", "device", "threads", "batch_size", "precision"]
 Z_INTERVAL = float(norm.ppf(0.5 + INTERVAL_COVERAGE / 2))
 
 
+def claimed_rms_pct(ci_pct) -> float:
+    """The RMS error (%) that rows' own 90 % half-widths ``ci_pct`` claim (a normal error)."""
+    return float(np.sqrt(np.mean((np.asarray(ci_pct, dtype=float) / Z_INTERVAL) ** 2)))
+
+
+def centred(table, keys):
+    """The table's log ratios (log-percent) of the subnets ``keys``, one global factor (their
+    median) removed."""
+    r = dict(zip(zip(table["arch"], table["image_size"].astype(int)),
+                 table["ratio"].astype(float)))
+    v = np.log([r[k] for k in keys]) * 100
+    return v - np.median(v)
+
+
+def scale_free_error(est, truth) -> dict:
+    """Centred log ratios ``est`` against ``truth``, their median difference removed: the RMS
+    and mean absolute error (%) and Kendall tau (not rounded)."""
+    err = est - truth
+    err = err - np.median(err)
+    return {"rms_pct": float(np.sqrt(np.mean(err ** 2))),
+            "mape_pct": float(np.mean(np.abs(np.expm1(err / 100)) * 100)),
+            "kendall_tau": float(kendalltau(est, truth).statistic)}
+
+
 def load(paths):
     """The tables (read as the product reads them), restricted to the subnets all of them
     have, and a description of each."""
@@ -70,9 +95,7 @@ def load(paths):
                      "level_ms": round(float(t["ref_baseline_ms"].iloc[0]), 4),
                      "median_spread_pct": round(float(t["spread_pct"].median()), 1),
                      "median_ci_pct": round(float(t["ci_pct"].median()), 3),
-                     # the RMS error the rows' own 90 % half-widths claim (a normal error)
-                     "claimed_rms_pct": round(float(np.sqrt(np.mean(
-                         (t["ci_pct"].astype(float) / Z_INTERVAL) ** 2))), 3)})
+                     "claimed_rms_pct": round(claimed_rms_pct(t["ci_pct"]), 3)})
     settings = {tuple(str(v) for v in t[SETTING].drop_duplicates().itertuples(index=False))
                 for t in tables}
     if len(settings) != 1:
@@ -82,11 +105,7 @@ def load(paths):
     keys = sorted(keys)
     if len(keys) < 10:
         raise SystemExit(f"only {len(keys)} subnets are in every table")
-    logs = []
-    for t in tables:
-        r = dict(zip(zip(t["arch"], t["image_size"].astype(int)), t["ratio"].astype(float)))
-        v = np.log([r[k] for k in keys]) * 100  # log-percent
-        logs.append(v - np.median(v))  # one global factor removed
+    logs = [centred(t, keys) for t in tables]
     t0 = min(i["hours"] for i in info)
     for i in info:
         i["hours"] = round(i["hours"] - t0, 3)
@@ -98,13 +117,9 @@ def against_consensus(logs, i, members=None):
     tables (all but ``members``)."""
     members = [i] if members is None else list(members)
     rest = [k for k in range(len(logs)) if k not in members]
-    truth = np.median(logs[rest], axis=0)
-    est = np.mean(logs[members], axis=0)
-    err = est - truth
-    err = err - np.median(err)
-    return {"rms_pct": round(float(np.sqrt(np.mean(err ** 2))), 3),
-            "mape_pct": round(float(np.mean(np.abs(np.expm1(err / 100)) * 100)), 3),
-            "kendall_tau": round(float(kendalltau(est, truth).statistic), 4)}
+    e = scale_free_error(np.mean(logs[members], axis=0), np.median(logs[rest], axis=0))
+    return {"rms_pct": round(e["rms_pct"], 3), "mape_pct": round(e["mape_pct"], 3),
+            "kendall_tau": round(e["kendall_tau"], 4)}
 
 
 def two_window_effect(info) -> dict | None:
