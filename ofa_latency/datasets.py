@@ -450,6 +450,7 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
         return df
     from .hardware import OTHERS_BUSY_WARN_PCT
 
+    per_row = profiling_seconds_per_subnet(df)
     ci = _floats(df, "ci_pct")
     slow = off_state(_floats(df, "ref_min_ms"), _floats(df, "ref_baseline_ms"))
     with np.errstate(invalid="ignore"):
@@ -463,7 +464,7 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
         logger.warning("%s: %d row(s) repeat a subnet already measured in the same setting; "
                        "kept the first measurement of each (%d rows left)", where,
                        int((~keep).sum()), int(keep.sum()))
-        return df[keep]
+        return _with_cost(df[keep], per_row, len(df))
     # each subnet's rows of the preferred kind (the kind of its first row in that order)
     # that carry an interval: combined where there are several
     group = [tuple(r) for r in keys.itertuples(index=False)]
@@ -486,6 +487,14 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
                 "several rows of the machine's fast state timed beside the least other work, "
                 "the others kept their one such row (%d rows left)", where,
                 int(keys[dup].drop_duplicates().shape[0]), len(updates), len(out))
+    return _with_cost(out, per_row, len(df))
+
+
+def _with_cost(out: pd.DataFrame, per_row: float | None, n_rows: int) -> pd.DataFrame:
+    """``out`` (one row per subnet, read from ``n_rows`` rows that cost ``per_row`` seconds
+    each) with what a subnet cost in ``attrs["seconds_per_subnet"]``, all its rows included."""
+    if per_row is not None and len(out):
+        out.attrs["seconds_per_subnet"] = per_row * n_rows / len(out)
     return out
 
 
@@ -829,9 +838,14 @@ def subnets_of(df: pd.DataFrame) -> list:
 def profiling_seconds_per_subnet(df: pd.DataFrame) -> float | None:
     """The wall time one row of a profiled table cost (seconds): the mean gap between
     consecutive timestamps (whole seconds, so the mean over many rows, not the median), gaps
-    over 5 minutes (another session) left out; None without timestamps."""
+    over 5 minutes (another session) left out; None without timestamps. A table read with a
+    subnet's rows combined (:func:`drop_duplicate_rows`) knows it from the rows as written,
+    all its passes and retries included (``df.attrs["seconds_per_subnet"]``): its kept rows'
+    timestamps are the first passes' only."""
     import pandas as pd
 
+    if df.attrs.get("seconds_per_subnet") is not None:
+        return float(df.attrs["seconds_per_subnet"])
     if "timestamp" not in df.columns:
         return None
     t = pd.to_datetime(df["timestamp"], errors="coerce", utc=True).dropna().sort_values()

@@ -376,6 +376,28 @@ def test_repeated_rows_with_intervals_are_combined_as_windows(tmp_path, caplog):
     assert one["others_busy_pct"] == 2.0  # the only row that knows
 
 
+def test_a_table_timed_twice_counts_both_passes_in_its_device_seconds(tmp_path):
+    """A subnet's rows combined keep the first pass's timestamp; what the table says a subnet
+    cost still counts the second pass (and retries) as written."""
+    from ofa_latency.datasets import table_noise
+
+    p = tmp_path / "two.csv"
+    with MeasurementLog(p) as log:
+        for k in range(2):  # two passes over 3 subnets, a row every 4 s
+            for i in range(3):
+                log.append(dict(_row(i), ci_pct=1.0,
+                                timestamp=f"2026-01-01T00:00:{4 * (3 * k + i):02d}+00:00"))
+    df = read_measurements(p)
+    assert len(df) == 3
+    assert table_noise(df)["device_seconds_per_subnet"] == 8.0  # 4 s a row, two rows each
+    assert table_noise(df.iloc[:2])["device_seconds_per_subnet"] == 8.0
+    once = tmp_path / "once.csv"
+    with MeasurementLog(once) as log:
+        for i in range(3):
+            log.append(dict(_row(i), ci_pct=1.0, timestamp=f"2026-01-01T00:00:{4 * i:02d}Z"))
+    assert table_noise(read_measurements(once))["device_seconds_per_subnet"] == 4.0
+
+
 def test_rows_say_how_long_their_timed_rounds_took_and_the_noise_line_splits_it(tmp_path):
     """Each profiled row records the seconds of its timed rounds (``timed_s``); the table's
     noise line tells them apart from the wall time per subnet, which also pays for making
