@@ -169,6 +169,9 @@ def test_train_evaluate_predict(tmp_path, capsys):
     assert main(["predict", "--predictor", str(tmp_path / "p"), "--arch", json.dumps(a)]) == 0
     out = capsys.readouterr().out.strip()
     assert out.split()[1] == "ms" and "90 % interval" in out  # held-out rows calibrate it
+    # search's name for the same option answers the same
+    assert main(["predict", "--estimator", str(tmp_path / "p"), "--arch", json.dumps(a)]) == 0
+    assert capsys.readouterr().out.strip() == out
 
 
 def test_evaluate_warns_on_another_setting(tmp_path, capsys, caplog):

@@ -101,6 +101,10 @@ def test_argparse_mistakes_are_exit_2(capsys):
     assert main(["search", "--estimator", "x", "--latency-ms", "5", "--top-k", "0", "--out",
                  "o"]) == 2
     assert "--top-k: 0: must be >= 1" in capsys.readouterr().err
+    # search's --estimator is also --predictor, as evaluate and predict name it
+    assert main(["search", "--predictor", "no_such_predictor", "--latency-ms", "5", "--out",
+                 "o"]) == 2
+    assert "no shipped predictor called 'no_such_predictor'" in capsys.readouterr().err
     assert main(["no-such-command"]) == 2
 
 

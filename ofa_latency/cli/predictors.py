@@ -200,7 +200,7 @@ def register(sub) -> None:
     split_help = ("rows to score: auto (default) = the test rows when the predictor was "
                   "fitted on this table, else all rows")
     ev = sub.add_parser("evaluate", help="metrics of a predictor on a measurement table")
-    ev.add_argument("--predictor", required=True,
+    ev.add_argument("--predictor", "--estimator", required=True,
                     help="predictor folder, shipped name, LUT folder or conditioned folder")
     ev.add_argument("--data", required=True)
     ev.add_argument("--filter", nargs="*", metavar="COL=VALUE")
@@ -210,7 +210,7 @@ def register(sub) -> None:
     ev.set_defaults(func=cmd_evaluate)
 
     pd_ = sub.add_parser("predict", help="predicted latency of one subnet")
-    pd_.add_argument("--predictor", required=True,
+    pd_.add_argument("--predictor", "--estimator", required=True,
                      help="predictor folder, shipped name, LUT folder or conditioned folder")
     pd_.add_argument("--arch", required=True,
                      help="arch dict as JSON or as OFA prints it (either OFA form)")

@@ -194,7 +194,8 @@ def register(sub) -> None:
     se = sub.add_parser("search", help="the most accurate subnet under latency budgets, "
                                        "verified on the device and exported")
     se.add_argument("--space", default=None, help="checked against the estimators' space")
-    se.add_argument("--estimator", action="append", required=True, metavar="NAME_OR_DIR",
+    se.add_argument("--estimator", "--predictor", action="append", required=True,
+                    metavar="NAME_OR_DIR",
                     help="a latency predictor (shipped name, folder, LUT folder, conditioned "
                          "folder with --hardware); repeat with --latency-ms for several devices")
     se.add_argument("--latency-ms", action="append", required=True, type=float,
