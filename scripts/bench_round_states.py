@@ -7,7 +7,10 @@ estimators of the target/reference ratio on the same rounds, by test-retest (pas
 pass 1: scale-free MAPE, p95, Kendall tau, and the absolute scale with each pass's own
 reference level):
 
-* ``all``: the median over all rounds (the profiler's estimate before this study);
+* ``all``: the median over all rounds of the per-round ratios (the profiler's estimate);
+* ``sandwich``, ``medians``, ``minimum``, ``iqm``: other estimates from all rounds
+  (``OTHER_ESTIMATORS``: each target round against the reference rounds either side of it;
+  median over median; fastest over fastest; the mean of the middle half of the log ratios);
 * ``window_tol<T>``: only rounds whose reference and target both ran within T % of their
   fastest round in the same window;
 * ``table_tol<T>``: only rounds whose reference ran within T % of the pass's reference level
@@ -88,6 +91,28 @@ def spread_pct(w) -> float:
     return 100 * (ratio.max() - ratio.min()) / np.median(ratio)
 
 
+# estimators on all of a window's rounds, other than the median of the per-round ratios:
+# ``sandwich``: each target round against the geometric mean of the reference rounds either
+# side of it (``r[i]`` before, ``r[i + 1]`` after; the last target round has none after and is
+# left out), which cancels a speed that drifts within a round; ``medians``: the target's
+# median round over the reference's; ``minimum``: the fastest over the fastest; ``iqm``: the
+# mean of the middle half of the per-round log ratios (more efficient than the median when
+# most rounds are clean)
+OTHER_ESTIMATORS = ("sandwich", "medians", "minimum", "iqm")
+
+
+def other_estimate(r, t, how) -> float:
+    if how == "sandwich":
+        return float(np.median(t[:-1] / np.sqrt(r[:-1] * r[1:])))
+    if how == "medians":
+        return float(np.median(t) / np.median(r))
+    if how == "minimum":
+        return float(t.min() / r.min())
+    lr = np.sort(np.log(t / r))
+    q = len(lr) // 4
+    return float(np.exp(lr[q:len(lr) - q].mean()))
+
+
 def estimate(rows, how, tol=None, first=None):
     """Per window: ratio estimate and the reference level of the pass."""
     refs_min = np.array([min(w["ref"][:first]) for w in rows])
@@ -96,6 +121,10 @@ def estimate(rows, how, tol=None, first=None):
     for w in rows:
         r, t = rounds(w, first)
         ratio = t / r
+        if how in OTHER_ESTIMATORS:
+            out.append(other_estimate(r, t, how))
+            kept.append(1.0)
+            continue
         if how == "all":
             keep = np.ones(len(r), bool)
         elif how == "window":
@@ -124,16 +153,40 @@ def analyse(raw, first=None):
     n = min(len(p1), len(p2))
     p1, p2 = p1[:n], p2[:n]
     res = {}
-    for how, tols in (("all", [None]), ("window", TOLS), ("table", TOLS)):
+    for how, tols in (("all", [None]), *((h, [None]) for h in OTHER_ESTIMATORS),
+                      ("window", TOLS), ("table", TOLS)):
         for tol in tols:
             name = how if tol is None else f"{how}_tol{tol}"
             x, lx, k1 = estimate(p1, how, tol, first)
             y, ly, k2 = estimate(p2, how, tol, first)
             res[name] = {**compare(x, y, lx, ly), "rounds_kept_median": [round(k1, 2), round(k2, 2)]}
     return {"subnets": n, "rounds": first or len(p1[0]["ref"]), "estimators": res,
+            "against_all": against_all(p1, p2, first),
             "all_rounds_intervals": intervals(p1, p2, first),
             "ratio_by_state": by_state(p1, p2, first),
             "windows_by_state": windows_by_state(p1, p2, first)}
+
+
+def against_all(p1, p2, first=None, resamples=2000, seed=0):
+    """Each of ``OTHER_ESTIMATORS`` against ``all`` on the same subnets: the mean of the
+    subnets' scale-free retest errors (percent) minus ``all``'s, with a 90 % bootstrap
+    interval over the subnets, and the share of subnets where it erred less."""
+    def apes(how):
+        x, _, _ = estimate(p1, how, None, first)
+        y, _, _ = estimate(p2, how, None, first)
+        return 100 * np.abs(y / float(np.median(y / x)) - x) / x
+
+    base = apes("all")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(base), (resamples, len(base)))
+    out = {}
+    for how in OTHER_ESTIMATORS:
+        d = apes(how) - base
+        boot = d[idx].mean(axis=1)
+        out[how] = {"mean_diff_pct_points": round(float(d.mean()), 3),
+                    "ci90": np.percentile(boot, [5, 95]).round(3).tolist(),
+                    "subnets_better": round(float((d < 0).mean()), 2)}
+    return out
 
 
 def windows_by_state(p1, p2, first=None, within=1.15):
@@ -234,6 +287,9 @@ def main(argv=None):
         args.json.write_text(text)
     for k in ("full", "first_10_rounds"):
         print(k)
+        for name, r in out[k]["against_all"].items():
+            print(f"  {name:14s} against all: {r['mean_diff_pct_points']:+.3f} points "
+                  f"(90 % {r['ci90']}), better on {r['subnets_better']:.0%} of subnets")
         for name, r in out[k]["estimators"].items():
             print(f"  {name:14s} free {r['scale_free_mape_pct']:.2f} p95 {r['p95_pct']:.1f} "
                   f"tau {r['kendall_tau']:.3f} abs {r['absolute_ratio']:.3f} kept {r['rounds_kept_median']}")
