@@ -167,6 +167,37 @@ def analyse(raw, first=None):
             "windows_by_state": windows_by_state(p1, p2, first)}
 
 
+def stopping(p1, p2, targets=(0.5, 1.0, 1.5, 2.0, 3.0), min_rounds=6):
+    """The adaptive protocol replayed on the recorded rounds: each window stops at the first
+    round (at least ``min_rounds``) where its ratio's 90 % half-width (the profiler's
+    order-statistic interval of the median) is at most the target, else at its last round.
+    Per target: the mean rounds a window took (the device time) and the retest of the
+    estimates it stopped at."""
+    from ofa_latency.profiling.timing import _ci_pct
+
+    def stopped(w, target):
+        r, t = rounds(w)
+        ratio = t / r
+        for k in range(min_rounds, len(ratio) + 1):
+            if _ci_pct(ratio[:k]) <= target:
+                break
+        return float(np.median(ratio[:k])), k
+
+    out = {}
+    for target in targets:
+        a = [stopped(w, target) for w in p1]
+        b = [stopped(w, target) for w in p2]
+        x, y = np.array([v for v, _ in a]), np.array([v for v, _ in b])
+        res = compare(x, y, 1.0, 1.0)
+        out[f"{target:g}"] = {"mean_rounds": round(float(np.mean([k for _, k in a + b])), 1),
+                              "windows_at_last_round": round(float(np.mean(
+                                  [k == len(w["ref"]) for (_, k), w in
+                                   zip(a + b, [*p1, *p2])])), 2),
+                              "scale_free_mape_pct": res["scale_free_mape_pct"],
+                              "kendall_tau": res["kendall_tau"]}
+    return out
+
+
 def against_all(p1, p2, first=None, resamples=2000, seed=0):
     """Each of ``OTHER_ESTIMATORS`` against ``all`` on the same subnets: the mean of the
     subnets' scale-free retest errors (percent) minus ``all``'s, with a 90 % bootstrap
@@ -279,12 +310,18 @@ def main(argv=None):
     out = {"command": " ".join(sys.argv), "backend": args.backend,
            "within_window_spread_pct_median": [
                round(float(np.median([spread_pct(w) for w in ps])), 1) for ps in raw["passes"]],
+           "stopping": stopping(*raw["passes"]),
            "full": analyse(raw), "first_10_rounds": analyse(raw, 10),
            "first_20_rounds": analyse(raw, 20),
            "hardware": raw.get("hardware")}  # the machine the rounds came from
     text = json.dumps(out, indent=1)
     if args.json:
         args.json.write_text(text)
+    print("the adaptive protocol replayed (target half-width %: mean rounds, retest)")
+    for target, r in out["stopping"].items():
+        print(f"  {target:>4s} %: {r['mean_rounds']:5.1f} rounds "
+              f"({r['windows_at_last_round']:.0%} at the last), free "
+              f"{r['scale_free_mape_pct']:.2f} tau {r['kendall_tau']:.3f}")
     for k in ("full", "first_10_rounds"):
         print(k)
         for name, r in out[k]["against_all"].items():
