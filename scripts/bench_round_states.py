@@ -173,16 +173,22 @@ def stopping(p1, p2, targets=(0.5, 1.0, 1.5, 2.0, 3.0), min_rounds=6):
     order-statistic interval of the median) is at most the target, else at its last round.
     Per target: the mean rounds a window took (the device time) and the retest of the
     estimates it stopped at."""
-    from ofa_latency.profiling.timing import _ci_pct
+    from ofa_latency.profiling.timing import median_interval
+
+    def half_width_pct(ratio):
+        lo, hi = median_interval(ratio)
+        return 100 * (hi - lo) / 2 / float(np.median(ratio))
 
     def stopped(w, target):
         r, t = rounds(w)
         ratio = t / r
         for k in range(min_rounds, len(ratio) + 1):
-            if _ci_pct(ratio[:k]) <= target:
+            if half_width_pct(ratio[:k]) <= target:
                 break
         return float(np.median(ratio[:k])), k
 
+    n = min(len(p1), len(p2))
+    p1, p2 = p1[:n], p2[:n]
     out = {}
     for target in targets:
         a = [stopped(w, target) for w in p1]
