@@ -450,7 +450,6 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
         return df
     from .hardware import OTHERS_BUSY_WARN_PCT
 
-    per_row = profiling_seconds_per_subnet(df)
     ci = _floats(df, "ci_pct")
     slow = off_state(_floats(df, "ref_min_ms"), _floats(df, "ref_baseline_ms"))
     with np.errstate(invalid="ignore"):
@@ -464,7 +463,7 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
         logger.warning("%s: %d row(s) repeat a subnet already measured in the same setting; "
                        "kept the first measurement of each (%d rows left)", where,
                        int((~keep).sum()), int(keep.sum()))
-        return _with_cost(df[keep], per_row, len(df))
+        return _with_cost(df[keep], df)
     # each subnet's rows of the preferred kind (the kind of its first row in that order)
     # that carry an interval: combined where there are several
     group = [tuple(r) for r in keys.itertuples(index=False)]
@@ -487,14 +486,15 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
                 "several rows of the machine's fast state timed beside the least other work, "
                 "the others kept their one such row (%d rows left)", where,
                 int(keys[dup].drop_duplicates().shape[0]), len(updates), len(out))
-    return _with_cost(out, per_row, len(df))
+    return _with_cost(out, df)
 
 
-def _with_cost(out: pd.DataFrame, per_row: float | None, n_rows: int) -> pd.DataFrame:
-    """``out`` (one row per subnet, read from ``n_rows`` rows that cost ``per_row`` seconds
-    each) with what a subnet cost in ``attrs["seconds_per_subnet"]``, all its rows included."""
+def _with_cost(out: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``out`` (one row per subnet, read from ``rows`` as written) with what a subnet cost in
+    ``attrs["seconds_per_subnet"]``: every row's cost, its passes and retries included."""
+    per_row = profiling_seconds_per_subnet(rows)
     if per_row is not None and len(out):
-        out.attrs["seconds_per_subnet"] = per_row * n_rows / len(out)
+        out.attrs["seconds_per_subnet"] = per_row * len(rows) / len(out)
     return out
 
 

@@ -84,6 +84,15 @@ def median_ratio(w, first=None) -> float:
     return float(np.median(t / r))
 
 
+def half_width_pct(ratio) -> float:
+    """The 90 % half-width (percent of the median) of the median of ``ratio``: the
+    profiler's own order-statistic interval (``ci_pct``)."""
+    from ofa_latency.profiling.timing import median_interval
+
+    lo, hi = median_interval(ratio)
+    return 100 * (hi - lo) / 2 / float(np.median(ratio))
+
+
 def spread_pct(w) -> float:
     """A window's within-window spread of the ratio: (max - min) / median, percent."""
     r, t = rounds(w)
@@ -152,16 +161,17 @@ def analyse(raw, first=None):
     p1, p2 = raw["passes"]
     n = min(len(p1), len(p2))
     p1, p2 = p1[:n], p2[:n]
-    res = {}
+    res, pairs = {}, {}
     for how, tols in (("all", [None]), *((h, [None]) for h in OTHER_ESTIMATORS),
                       ("window", TOLS), ("table", TOLS)):
         for tol in tols:
             name = how if tol is None else f"{how}_tol{tol}"
             x, lx, k1 = estimate(p1, how, tol, first)
             y, ly, k2 = estimate(p2, how, tol, first)
+            pairs[name] = x, y
             res[name] = {**compare(x, y, lx, ly), "rounds_kept_median": [round(k1, 2), round(k2, 2)]}
     return {"subnets": n, "rounds": first or len(p1[0]["ref"]), "estimators": res,
-            "against_all": against_all(p1, p2, first),
+            "against_all": against_all(pairs),
             "all_rounds_intervals": intervals(p1, p2, first),
             "ratio_by_state": by_state(p1, p2, first),
             "windows_by_state": windows_by_state(p1, p2, first)}
@@ -173,19 +183,13 @@ def stopping(p1, p2, targets=(0.5, 1.0, 1.5, 2.0, 3.0), min_rounds=6):
     order-statistic interval of the median) is at most the target, else at its last round.
     Per target: the mean rounds a window took (the device time) and the retest of the
     estimates it stopped at."""
-    from ofa_latency.profiling.timing import median_interval
-
-    def half_width_pct(ratio):
-        lo, hi = median_interval(ratio)
-        return 100 * (hi - lo) / 2 / float(np.median(ratio))
-
     def stopped(w, target):
         r, t = rounds(w)
         ratio = t / r
         for k in range(min_rounds, len(ratio) + 1):
             if half_width_pct(ratio[:k]) <= target:
                 break
-        return float(np.median(ratio[:k])), k
+        return float(np.median(ratio[:k])), k, k == len(ratio)
 
     n = min(len(p1), len(p2))
     p1, p2 = p1[:n], p2[:n]
@@ -193,24 +197,23 @@ def stopping(p1, p2, targets=(0.5, 1.0, 1.5, 2.0, 3.0), min_rounds=6):
     for target in targets:
         a = [stopped(w, target) for w in p1]
         b = [stopped(w, target) for w in p2]
-        x, y = np.array([v for v, _ in a]), np.array([v for v, _ in b])
+        (x, k1, last1), (y, k2, last2) = (np.array(v).T for v in (a, b))
         res = compare(x, y, 1.0, 1.0)
-        out[f"{target:g}"] = {"mean_rounds": round(float(np.mean([k for _, k in a + b])), 1),
-                              "windows_at_last_round": round(float(np.mean(
-                                  [k == len(w["ref"]) for (_, k), w in
-                                   zip(a + b, [*p1, *p2])])), 2),
+        out[f"{target:g}"] = {"mean_rounds": round(float(np.mean([*k1, *k2])), 1),
+                              "windows_at_last_round": round(float(np.mean([*last1, *last2])),
+                                                             2),
                               "scale_free_mape_pct": res["scale_free_mape_pct"],
                               "kendall_tau": res["kendall_tau"]}
     return out
 
 
-def against_all(p1, p2, first=None, resamples=2000, seed=0):
-    """Each of ``OTHER_ESTIMATORS`` against ``all`` on the same subnets: the mean of the
-    subnets' scale-free retest errors (percent) minus ``all``'s, with a 90 % bootstrap
-    interval over the subnets, and the share of subnets where it erred less."""
+def against_all(pairs, resamples=2000, seed=0):
+    """Each of ``OTHER_ESTIMATORS`` against ``all`` on the same subnets (``pairs``: each
+    estimator's pass-1 and pass-2 estimates): the mean of the subnets' scale-free retest
+    errors (percent) minus ``all``'s, with a 90 % bootstrap interval over the subnets, and
+    the share of subnets where it erred less."""
     def apes(how):
-        x, _, _ = estimate(p1, how, None, first)
-        y, _, _ = estimate(p2, how, None, first)
+        x, y = pairs[how]
         return 100 * np.abs(y / float(np.median(y / x)) - x) / x
 
     base = apes("all")
@@ -278,15 +281,12 @@ def by_state(p1, p2, first=None, fast=1.15, slow=1.25):
 def intervals(p1, p2, first=None):
     """How much of the retest difference (``all`` estimator, scale-free) the two windows'
     own 90 % half-widths of the median ratio cover, and the largest differences."""
-    from ofa_latency.profiling.timing import median_interval
-
     med, hw = [], []
     for w in (*p1, *p2):
         r, t = rounds(w, first)
         ratio = t / r
-        lo, hi = median_interval(ratio)
         med.append(float(np.median(ratio)))
-        hw.append(100 * (hi - lo) / 2 / med[-1])
+        hw.append(half_width_pct(ratio))
     n = len(p1)
     x, y, h1, h2 = np.array(med[:n]), np.array(med[n:]), np.array(hw[:n]), np.array(hw[n:])
     diff = 100 * (y / float(np.median(y / x)) / x - 1)
