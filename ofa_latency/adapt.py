@@ -423,7 +423,7 @@ def _cross_validate(base, methods, archs, y, params, others, kind, other_names, 
 def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
              random_state: int = 0, base_name: str | None = None,
              others=(), kind: str | None = None, other_names=None, repeats: int = 3,
-             choice: str = "blend") -> LatencyPredictor:
+             choice: str = "blend", designed=()) -> LatencyPredictor:
     """Adapt ``base`` to a new device from measured subnets, the method chosen (or the
     methods averaged) by repeated cross-validation.
 
@@ -472,6 +472,13 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         Repetitions of the cross-validation (different folds), at least 1.
     choice : {"blend", "average", "stack", "one_se"}
         How the candidates are combined (see above).
+    designed : sequence of Subnet or arch dict
+        Samples chosen by design rather than at random (a hardware-conditioned model's
+        reference subnets, which span the space and err more than random ones). They are
+        fitted on like the others, but the interval is calibrated on the other samples alone
+        when those suffice for a conformal interval at the default coverage (19 for 90 %):
+        a conformal interval holds for subnets exchangeable with its calibration samples
+        (BENCHMARKS.md section 10.0.5).
 
     Returns
     -------
@@ -490,6 +497,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     space = base.space_
     archs, y = training_data(space, X, y)
     archs = [space.validate(a) for a in archs]
+    designed_keys = {space.validate(d).key() for d in designed}
     warnings = sample_warnings(archs, y, "fine-tuning")
     others = tuple(others)
     for o in others:
@@ -558,8 +566,6 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
                           sum(w * t.block_ms for w, t in tables)), n_train=n)
     expected = None
     if all(m in oof for m in weights):  # the result's out-of-fold residuals: its interval (CV+)
-        from .intervals import IntervalCalibration
-
         combined = sum(w * oof[m] for m, w in weights.items())  # repeats x samples
         ape = (100 * np.abs(combined - y) / y).mean(axis=0)
         if best == "average":
@@ -571,11 +577,12 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
                                        choice)
         # a fold's fit may predict a latency <= 0 (maximally wrong; its score says so): the
         # interval takes it as the smallest positive latency instead
-        final.interval_ = IntervalCalibration.from_predictions(
-            y, np.maximum(honest, 1e-3 * float(y.min())), "cross-validation")
+        honest = np.maximum(honest, 1e-3 * float(y.min()))
+        final.interval_ = _calibration(y, honest, [a.key() not in designed_keys for a in archs])
         lo, hi = final.interval_.factors(0.9)
         expected = {"cv_mape_pct": round(float(ape.mean()), 4), "interval_90_pct":
-                    [round(100 * (lo - 1), 2), round(100 * (hi - 1), 2)]}
+                    [round(100 * (lo - 1), 2), round(100 * (hi - 1), 2)],
+                    "interval_samples": final.interval_.n}
     final.adaptation_ = AdaptationReport(
         base=base_name or getattr(base, "name_", None) or repr(base), method=best,
         n_samples=n, cv_mape_pct=cv_mape, folds=len(fold_sets[0]) if cv_mape else 0,
@@ -584,6 +591,20 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         expected_error=expected)
     logger.info("fine-tuned: %s (%s)", best if best != "average" else weights, reason)
     return final
+
+
+def _calibration(y, oof, random_rows):
+    """The interval's calibration from out-of-fold predictions ``oof`` of the samples ``y``:
+    on the rows marked in ``random_rows`` alone (those not chosen by design) when they suffice
+    for a conformal interval at the default coverage, else on every row."""
+    from .intervals import DEFAULT_COVERAGE, IntervalCalibration
+
+    keep = np.asarray(random_rows, dtype=bool)
+    if not keep.all() and keep.sum() >= 2:
+        only = IntervalCalibration.from_predictions(y[keep], oof[keep], "cross-validation")
+        if only.method(DEFAULT_COVERAGE) == "conformal":
+            return only
+    return IntervalCalibration.from_predictions(y, oof, "cross-validation")
 
 
 def save_adapted(pred: LatencyPredictor, out, metadata: dict | None = None) -> Path:

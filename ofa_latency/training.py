@@ -374,7 +374,7 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
     others = [resolve_predictor(m) for m in mix]
     given_base = base
     names = [str(m) for m in mix]
-    kind, base_pred = None, None
+    kind, base_pred, designed = None, None, []
     if base is None:
         bases = shipped_bases(df)
         if not bases:
@@ -399,13 +399,14 @@ def finetune_on_table(base, path, out=None, filters: dict | None = None, methods
             others += members
             names += [f"{base}[member {k}]" for k in range(len(members))]
             kind = model.member_kind if model.member_kind in list_predictors() else None
+            designed = model.references_  # chosen to span the space, not at random
             logger.info("conditioned base resolved for %s: %s", hw.name, base_pred.conditioning_)
         else:
             base_pred = resolve_predictor(base, hardware=hardware, batch_size=batch_size)
     names = [n if names.count(n) == 1 else f"{n}#{k}" for k, n in enumerate(names)]
     pred = finetune(base_pred, df, methods=methods, cv=cv, random_state=seed,
                     base_name=str(base), others=others, kind=kind, other_names=names,
-                    **({} if choice is None else {"choice": choice}))
+                    designed=designed, **({} if choice is None else {"choice": choice}))
     if out is not None:
         save_adapted(pred, out, metadata={
             "setting": setting, "hardware": _hardware_of(path),

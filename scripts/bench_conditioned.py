@@ -4,6 +4,7 @@ few-shot with N more measured subnets.
     python scripts/bench_conditioned.py --json data/benchmarks/conditioned.json --plot data/benchmarks/conditioned.png
     python scripts/bench_conditioned.py --cases help --n 0 10 --seeds 1     # a quicker look
     python scripts/bench_conditioned.py --cases help --n 0 --pool family    # references choose among the target's batch size only
+    python scripts/bench_conditioned.py --n 10 20 50 --calibrate all     # intervals calibrated with the references too
 
 Cases (the same as ``scripts/bench_finetune.py``, whose numbers the plot overlays):
 
@@ -118,6 +119,10 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--pool", default="device_type", choices=["device_type", "family"],
                    help="members the references may choose from (ConditionedPredictor.resolve)")
+    p.add_argument("--calibrate", default="random", choices=["random", "all"],
+                   help="the fine-tuned interval's calibration: the random samples alone when "
+                        "they suffice (finetune's designed=, the default), or every sample "
+                        "with the references")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
@@ -184,9 +189,12 @@ def main(argv=None):
                 y = np.concatenate([rows.latency_ms.to_numpy(),
                                     np.array(list(d_refs.reference_ms.values()))])
                 pred = finetune(base, X, y, random_state=seed, base_name="conditioned",
-                                others=model.member_predictors(), kind="xgb")
+                                others=model.member_predictors(), kind="xgb",
+                                designed=[sp.from_key(k) for k in ref_subs]
+                                if args.calibrate == "random" else ())
                 rec = {"case": name, "n": n, "seed": seed, "variant": "refs+finetune",
                        "n_references": len(ref_subs), "how": {"method": pred.adaptation_.method},
+                       "interval_samples": pred.interval_.n,
                        "seconds": round(time.perf_counter() - t0, 2), **score(pred)}
                 if cost:
                     rec["device_seconds"] = round((n + len(ref_subs)) * cost, 1)
@@ -194,8 +202,11 @@ def main(argv=None):
                 print(json.dumps(rec), flush=True)
     summary = summarise(results)
     print_summary(summary)
+    bands = coverage_bands(results)
+    print_bands(bands)
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "summary": summary},
+        Path(args.json).write_text(json.dumps({"results": results, "summary": summary,
+                                               "coverage_bands": bands},
                                               indent=1))
     if args.plot:
         plot(summary, args.plot)
@@ -224,6 +235,37 @@ def summarise(results):
                 s[f"{k}_mean"], s[f"{k}_min"] = float(np.mean(s[k])), float(np.min(s[k]))
         s["seconds_max"] = float(np.max(s["seconds"]))
     return list(out.values())
+
+
+def coverage_bands(results, band=(85.0, 95.0)):
+    """Per N: how many cells' mean coverage of the 90 % interval (over the seeds) lies in
+    ``band``, above it and below it; the mean coverage, its range over the cells, the mean
+    share above the one-sided 90 % bound and the median width (BENCHMARKS.md 10.0.4-10.0.5)."""
+    out = []
+    for n in sorted({r["n"] for r in results if "coverage_pct" in r}):
+        rs = [r for r in results if r["n"] == n and "coverage_pct" in r]
+        cells = sorted({r["case"] for r in rs})
+        cov = [float(np.mean([r["coverage_pct"] for r in rs if r["case"] == c])) for c in cells]
+        up = [float(np.mean([r["above_upper_pct"] for r in rs if r["case"] == c])) for c in cells]
+        out.append({"n": n, "cells": len(cells),
+                    "in_band": sum(band[0] <= c <= band[1] for c in cov),
+                    "above": sum(c > band[1] for c in cov), "below": sum(c < band[0] for c in cov),
+                    "coverage_mean": float(np.mean(cov)), "coverage_range": [min(cov), max(cov)],
+                    "above_upper_mean": float(np.mean(up)), "above_upper_range": [min(up), max(up)],
+                    "width_median_pct": float(np.median([r["width_pct"] for r in rs])),
+                    "outside": {c: round(v, 1) for c, v in zip(cells, cov)
+                                if not band[0] <= v <= band[1]}})
+    return out
+
+
+def print_bands(bands):
+    print(f"\n{'N':>4s} {'in 85-95':>9s} {'above':>6s} {'below':>6s} {'mean cover':>11s} "
+          f"{'range':>13s} {'> upper':>8s} {'width':>7s}  outside the band")
+    for b in bands:
+        lo, hi = b["coverage_range"]
+        print(f"{b['n']:4d} {b['in_band']:4d} of {b['cells']:<2d} {b['above']:6d} {b['below']:6d} "
+              f"{b['coverage_mean']:10.1f}% {lo:6.1f}..{hi:5.1f} {b['above_upper_mean']:7.1f}% "
+              f"{b['width_median_pct']:6.1f}%  {b['outside']}")
 
 
 def print_summary(summary):

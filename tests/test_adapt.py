@@ -229,6 +229,29 @@ def test_finetune_with_stacked_weights(base, pool, between, choice):
             assert abs(rep.weights.get(m, 0) - (avg.get(m, 0) + stack.get(m, 0)) / 2) < 2e-3
 
 
+def test_designed_samples_are_fitted_on_but_left_out_of_the_interval(base, pool):
+    """Samples chosen by design (a conditioned model's references) err more than random ones:
+    with enough random samples for a conformal interval, the interval is calibrated on those
+    alone (narrower here); with too few, on every sample. The fit uses all of them."""
+    train, test = pool
+    rng = np.random.default_rng(4)
+    rand, designed = train[:20], train[20:26]
+    y = np.concatenate([1.2 * base.predict(rand) * rng.lognormal(0, 0.01, 20),
+                        1.2 * base.predict(designed) * np.array([1.3, 0.7] * 3)])
+    kw = dict(methods=["scale"], random_state=0)
+    every = finetune(base, rand + designed, y, **kw)
+    apart = finetune(base, rand + designed, y, designed=designed, **kw)
+    assert every.interval_.n == 26 and apart.interval_.n == 20
+    assert apart.adaptation_.expected_error["interval_samples"] == 20
+    lo_e, hi_e = every.interval_.factors(0.9)
+    lo_a, hi_a = apart.interval_.factors(0.9)
+    assert hi_a - lo_a < 0.5 * (hi_e - lo_e) and lo_a < 1 < hi_a
+    np.testing.assert_allclose(apart.predict(test), every.predict(test))  # the same fit
+    few = finetune(base, rand[:12] + designed, np.concatenate([y[:12], y[20:]]),
+                   designed=[s.to_dict() for s in designed], **kw)
+    assert few.interval_.n == 18  # 12 random samples are too few for a conformal interval
+
+
 def test_scratch_and_costs_wait_for_ten_samples(base, pool):
     train, _ = pool
     few = finetune(base, train[:8], 1.1 * base.predict(train[:8]))

@@ -141,3 +141,26 @@ def test_cli_train_conditioned_predict_evaluate_finetune(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cond" in out and "ft" in out and "12 subnets" in out
     assert main(["train", "--data", str(data), str(new), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_finetune_from_a_conditioned_model_calibrates_on_the_random_rows(tmp_path, capsys):
+    """The model's reference subnets, measured in the new table, are fitted on, but the
+    interval is calibrated on the table's other (random) rows when they suffice."""
+    from ofa_latency.datasets import read_measurements, subnets_of
+    from ofa_latency.training import finetune_on_table, train_conditioned
+
+    data, new = tmp_path / "two.csv", tmp_path / "new.csv"
+    for b in ("1", "4"):
+        assert main(["profile", "--backend", "fake", "--batch-size", b, "--n", "40", "--seed",
+                     "3", "--out", str(data), "--quiet", "--allow-mixed-settings"]) == 0
+    assert main(["profile", "--backend", "fake", "--batch-size", "2", "--n", "24", "--seed",
+                 "4", "--out", str(new), "--quiet"]) == 0
+    refs = subnets_of(read_measurements(new))[:4]
+    train_conditioned([data], model="table", references=refs, out=tmp_path / "cond",
+                      progress=False)
+    ft = finetune_on_table(str(tmp_path / "cond"), new, methods=["scale"])
+    assert ft.adaptation_.n_samples == 24 and ft.interval_.n == 20
+    capsys.readouterr()
+    assert main(["finetune", "--base", str(tmp_path / "cond"), "--data", str(new),
+                 "--methods", "scale", "--out", str(tmp_path / "ft")]) == 0
+    assert "calibrated on the 20 subnets not chosen by design" in capsys.readouterr().out
