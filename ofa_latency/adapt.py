@@ -474,7 +474,7 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
         How the candidates are combined (see above).
     designed : sequence of Subnet or arch dict
         Samples chosen by design rather than at random (a hardware-conditioned model's
-        reference subnets, which span the space and err more than random ones). They are
+        reference subnets, which span the space and so err unlike random ones). They are
         fitted on like the others, but the interval is calibrated on the other samples alone
         when those suffice for a conformal interval at the default coverage (19 for 90 %):
         a conformal interval holds for subnets exchangeable with its calibration samples
