@@ -758,18 +758,13 @@ def _load_help_pt(path):
 
 @functools.lru_cache(maxsize=4)
 def _help_subnets(arch_path: str, stamp: tuple, space: str) -> tuple:
-    """HELP's 5,000 archs as canonical subnets of ``space`` (a tuple: Subnets are frozen),
-    parsed once per file version (``stamp``: its size and modification time) and shared by
-    every setting read from it."""
+    """HELP's 5,000 archs as ``(subnet, arch JSON, split)`` of ``space`` (Subnets are
+    frozen), parsed once per file version (``stamp``: its size and modification time) and
+    shared by every setting read from it."""
     sp = get_space(space)
-    return tuple(sp.validate({"ks": a["ks"], "e": a["e"], "d": a["d"], "image_size": int(a["r"])})
-                 for a in _load_help_pt(arch_path)["arch"])
-
-
-@functools.lru_cache(maxsize=20000)
-def _help_text(sub, space: str) -> tuple:
-    """A HELP subnet's canonical arch JSON and split (the same in every setting)."""
-    return sub.arch_json(), assign_split(space, sub)
+    subs = (sp.validate({"ks": a["ks"], "e": a["e"], "d": a["d"], "image_size": int(a["r"])})
+            for a in _load_help_pt(arch_path)["arch"])
+    return tuple((sub, sub.arch_json(), assign_split(space, sub)) for sub in subs)
 
 
 def read_help(help_dir, setting: str, space: str = "ofa_mbv3_w1.2") -> pd.DataFrame:
@@ -804,21 +799,23 @@ def read_help(help_dir, setting: str, space: str = "ofa_mbv3_w1.2") -> pd.DataFr
         raise ValueError(f"{lat_path}: {len(lat)} latencies for {len(subs)} archs")
     gpu, batch = setting.rsplit("_", 1)
     by_sub: dict = {}
-    for sub, ms in zip(subs, lat):
+    text = {}  # subnet -> (arch JSON, split)
+    for (sub, *txt), ms in zip(subs, lat):
         by_sub.setdefault(sub, []).append(float(ms))
+        text[sub] = txt
     n_dup = len(subs) - len(by_sub)
     if n_dup:
         logger.info("HELP %s: %d duplicate subnets merged", setting, n_dup)
     med = {sub: v[0] if len(v) == 1 else float(np.median(v)) for sub, v in by_sub.items()}
     rows = [{
-        "space": space, "arch": _help_text(sub, space)[0], "image_size": sub.image_size,
+        "space": space, "arch": text[sub][0], "image_size": sub.image_size,
         "batch_size": int(batch), "backend": "help", "device_type": "cuda",
         "device": _HELP_GPU_NAMES[gpu], "threads": None, "precision": "fp32",
         "latency_ms": med[sub], "latency_raw_ms": med[sub],
         "ratio": None, "ref_min_ms": None,
         "spread_pct": 100.0 * (max(v) - min(v)) / med[sub] if len(v) > 1 else None,
         "n_runs": None, "n_rounds": None, "ref_latency_ms": None, "ref_baseline_ms": None,
-        "split": _help_text(sub, space)[1], "timestamp": None, "versions": None,
+        "split": text[sub][1], "timestamp": None, "versions": None,
         "source": HELP_CITATION,
     } for sub, v in by_sub.items()]
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -241,12 +241,14 @@ def coverage_bands(results, band=(85.0, 95.0)):
     """Per N: how many cells' mean coverage of the 90 % interval (over the seeds) lies in
     ``band``, above it and below it; the mean coverage, its range over the cells, the mean
     share above the one-sided 90 % bound and the median width (BENCHMARKS.md 10.0.4-10.0.5)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_intervals import cell_means
+
     out = []
     for n in sorted({r["n"] for r in results if "coverage_pct" in r}):
+        cells, cov = cell_means(results, n)
+        _, up = cell_means(results, n, "above_upper_pct")
         rs = [r for r in results if r["n"] == n and "coverage_pct" in r]
-        cells = sorted({r["case"] for r in rs})
-        cov = [float(np.mean([r["coverage_pct"] for r in rs if r["case"] == c])) for c in cells]
-        up = [float(np.mean([r["above_upper_pct"] for r in rs if r["case"] == c])) for c in cells]
         out.append({"n": n, "cells": len(cells),
                     "in_band": sum(band[0] <= c <= band[1] for c in cov),
                     "above": sum(c > band[1] for c in cov), "below": sum(c < band[0] for c in cov),

@@ -79,9 +79,7 @@ def main(argv=None) -> int:
                   f"{np.mean([r['test_mape_pct'] for r in sel]):5.2f} %", flush=True)
     summary = {}
     for n in args.n:
-        sel = [r for r in rows_out if r["n"] == n]
-        cells = sorted({r["case"] for r in sel})
-        cov = [np.mean([r["coverage_pct"] for r in sel if r["case"] == c]) for c in cells]
+        cells, cov = cell_means(rows_out, n)
         summary[str(n)] = {"cells": len(cells), "mean_coverage_pct": round(float(np.mean(cov)), 2),
                            "cells_in_85_95": int(sum(85 <= c <= 95 for c in cov)),
                            "min_cell_coverage_pct": round(float(min(cov)), 2),
@@ -93,6 +91,14 @@ def main(argv=None) -> int:
             "coverage": args.coverage, "seconds": round(time.perf_counter() - t_all, 1),
             "summary": summary, "rows": rows_out}, indent=1))
     return 0
+
+
+def cell_means(rows, n, key="coverage_pct"):
+    """The cells (cases) of ``rows`` measured at N = ``n`` that have ``key``, sorted, and
+    each cell's mean of ``key`` over its seeds."""
+    sel = [r for r in rows if r["n"] == n and key in r]
+    cells = sorted({r["case"] for r in sel})
+    return cells, [float(np.mean([r[key] for r in sel if r["case"] == c])) for c in cells]
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def cmd_finetune(args) -> int:
           f"{rep.seconds:.1f} s -> {args.out}")
     if rep.expected_error:
         lo, hi = rep.expected_error["interval_90_pct"]
-        k = rep.expected_error.get("interval_samples", rep.n_samples)
+        k = rep.expected_error["interval_samples"]
         print(f"expected error: {rep.expected_error['cv_mape_pct']:.2f} % MAPE; 90 % of new "
               f"subnets within {lo:+.1f} % .. {hi:+.1f} % of the prediction"
               + ("" if k == rep.n_samples else
