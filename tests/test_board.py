@@ -130,12 +130,12 @@ def test_a_set_exported_by_two_processes_is_the_serial_set(tmp_path, mbv3):
     nothing and leaves the files as they were."""
     from ofa_latency.export import export_set
 
-    subs = mbv3.sample(2, seed=4)
+    subs = mbv3.sample(1, seed=4)  # with the reference, two files: one per process
     a = json.loads(export_set(mbv3, subs, tmp_path / "one", progress=False,
                               fmt="onnx-int8").read_text())
     b = json.loads(export_set(mbv3, subs, tmp_path / "two", progress=False, fmt="onnx-int8",
                               jobs=2).read_text())
-    assert a == b and len(b["subnets"]) == 2
+    assert a == b and len(b["subnets"]) == 1
     for e in b["subnets"] + [b["reference"]]:
         assert (tmp_path / "one" / e["file"]).read_bytes() == \
             (tmp_path / "two" / e["file"]).read_bytes(), e["file"]

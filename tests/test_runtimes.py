@@ -4,6 +4,7 @@ LiteRT, fp32 and int8. Each is skipped with its reason where its extra is not in
 import importlib.util
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -289,6 +290,25 @@ def test_openvino_int8_conversion_prints_nothing(capfd, mbv3, smallest):
     assert model is not None
     out = capfd.readouterr().out
     assert "Statistics collection" not in out and out.strip() == ""
+
+
+def test_litert_int8_quantization_prints_nothing(capfd, mbv3, smallest):
+    """ai-edge-quantizer draws a calibration bar on stderr that no argument turns off, and
+    warns on every call; neither reaches a table's output (and --quiet)."""
+    if not HAVE["litert"]:
+        pytest.skip("the 'litert' extra is not installed (pip install 'ofa-latency[litert]')")
+    from ofa_latency.profiling.conversions import calibration_batches, tflite_bytes
+
+    fp32 = _backend("litert", "fp32").model_bytes(mbv3, smallest, 1)  # the stored model
+    shape = (1, 3, smallest.image_size, smallest.image_size)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        int8 = tflite_bytes(None, None, "int8", calibration_batches(shape), fp32_bytes=fp32)
+    assert int8 and int8 != fp32
+    assert not [w for w in caught if "preserve_all_tensors" in str(w.message)]
+    out, err = capfd.readouterr()
+    assert "Calibration" not in err and "Quantization" not in err and out.strip() == "", err
 
 
 def test_openvino_int8_fixes_overflow_on_every_layer_only_without_vnni(monkeypatch):

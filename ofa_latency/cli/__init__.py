@@ -49,6 +49,9 @@ def main(argv=None) -> int:
         return int(exc.code or 0)
     level = logging.DEBUG if args.verbose else \
         logging.WARNING if getattr(args, "quiet", False) else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # the package's own messages at ``level``; the libraries it drives (converters, Ray) at
+    # WARNING unless --verbose: their INFO lines are not the user's business
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("ofa_latency").setLevel(level)
     return run_command(args.func, args, args.debug)

@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -399,8 +400,14 @@ def tflite_bytes(module, example, precision: str = "fp32", batches=None,
     signatures = Interpreter(model_content=fp32_bytes).get_signature_list()
     signature = next(iter(signatures))
     name = signatures[signature]["inputs"][0]
-    calib = qt.calibrate({signature: [{name: b} for b in batches]}, num_threads=1)
-    return bytes(qt.quantize(calib, enable_progress_report=False).quantized_model)
+    # its calibration and its graph transformation draw progress bars that no argument turns
+    # off (one per subnet of a table), and it warns that it keeps every tensor, which is how
+    # it calibrates
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        calib = qt.calibrate({signature: [{name: b} for b in batches]}, num_threads=1)
+        return bytes(qt.quantize(calib, enable_progress_bar=False,
+                                 enable_progress_report=False).quantized_model)
 
 
 def module_model(module, runtime: str, precision: str, input_shape, batch_size: int = 1,
