@@ -311,6 +311,22 @@ def test_litert_int8_quantization_prints_nothing(capfd, mbv3, smallest):
     assert "Calibration" not in err and "Quantization" not in err and out.strip() == "", err
 
 
+def test_the_litert_converter_is_imported_quiet_unless_the_user_says(monkeypatch):
+    """TensorFlow's C++ INFO lines (one per conversion) are off by default before the
+    converter is first imported; a value the user set is kept."""
+    if not HAVE["litert"]:
+        pytest.skip("the 'litert' extra is not installed (pip install 'ofa-latency[litert]')")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    require("litert_torch")
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    require("litert_torch")
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    require("numpy")  # other modules leave the environment as it is
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+
+
 def test_openvino_int8_fixes_overflow_on_every_layer_only_without_vnni(monkeypatch):
     """The CPU's flags decide NNCF's overflow fix: every layer on an AVX2-only CPU (whose
     saturating int8 sums made the default's subnets disagree with fp32), NNCF's default

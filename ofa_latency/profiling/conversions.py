@@ -61,8 +61,17 @@ _EXTRAS = {"openvino": "openvino", "nncf": "openvino", "ai_edge_litert": "litert
            "ray": "fleet"}
 
 
+_QUIET_ENV = {"litert_torch": {"LITERT_TORCH_SHOW_PROGRESS": "n",
+                               # TensorFlow's C++ INFO lines, one per conversion
+                               "TF_CPP_MIN_LOG_LEVEL": "1"}}
+"""Environment defaults set before a converter is first imported (the user's own values
+win): what keeps a table of many conversions from printing per subnet."""
+
+
 def require(module: str):
     """Import ``module``, or raise :class:`ImportError` naming the extra that installs it."""
+    for name, value in _QUIET_ENV.get(module.split(".")[0], {}).items():
+        os.environ.setdefault(name, value)
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -383,7 +392,6 @@ def tflite_bytes(module, example, precision: str = "fp32", batches=None,
     converted by ``litert-torch``; ``precision="int8"`` quantizes it with ai-edge-quantizer on
     ``batches`` (see :data:`QUANTIZATION`), from ``fp32_bytes`` when given (no conversion)."""
     if fp32_bytes is None:
-        os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
         import torch
 
         litert_torch = require("litert_torch")
