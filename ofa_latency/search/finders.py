@@ -522,5 +522,6 @@ def search(constraints, acc, finder: str = "fast", seed: int = 0, top_k: int = 1
         res.extra["upper_factor"] = [c.upper_factor for c in constraints]
     logger.info("%s finder: %s %.4f, latency %s ms (budgets %s) in %.2f s", finder,
                 "proxy" if acc.is_proxy else "accuracy", res.accuracy,
-                [round(v, 3) for v in res.latency_ms], res.budgets_ms, res.seconds)
+                [round(v, 3) for v in res.latency_ms], [round(b, 3) for b in res.budgets_ms],
+                res.seconds)
     return res
