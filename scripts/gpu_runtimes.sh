@@ -1,25 +1,86 @@
 #!/usr/bin/env bash
-# GPU settings of issue 17, for a session lent a CUDA GPU (the device tool). NOT run yet: no
-# GPU was lent when this was written, so the onnxruntime-tensorrt and tensorrt backends are
-# untested on a GPU.
-# Each table is resumable; sizes fit a 15-minute device budget (200 subnets per setting; 50 for
-# the tensorrt backend, which builds an engine per subnet).
+# GPU tables of issue 17 on a lent GPU machine (the device tool): PyTorch on CUDA at fp32 and
+# fp16, batch 1 and 64, and the onnxruntime CUDA/TensorRT and tensorrt backends where their
+# runtimes can be imported there (as lent, they cannot: scripts/gpu_wheels.sh says why, and
+# this script says which settings it skipped). First, here: bash scripts/gpu_wheels.sh; then
 #
-#   pip install -e '.[test,tensorrt]' && pip uninstall -y onnxruntime && pip install onnxruntime-gpu
-#   bash scripts/gpu_runtimes.sh data/measurements
-set -euo pipefail
+#   run(command="set -o pipefail; bash scripts/gpu_runtimes.sh 2>&1 | tee $OUT/gpu_log.txt",
+#       carry=[".whl"], timeout_s=540)
+#
+# Tables go to D (default runs/gpu), resumable, each with its descriptor; where the device tool's
+# $OUT is set they come back packed as $OUT/gpu_tables.tar.gz (at most 8 files return), with
+# the log. N subnets per setting (default 100). DEVICE=cpu N=2 runs the same path here, as a
+# check of the script itself (no GPU needed; fp16 then fails as the torch backend says).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-D=${1:-data/measurements}
-G="profile --space ofa_mbv3_w1.2 --device cuda --n 200 --seed 0 --quiet --show 0 \
+D=${D:-runs/gpu}
+N=${N:-100}
+DEVICE=${DEVICE:-cuda}
+mkdir -p "$D"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+else
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+# OFA's supernet weights are never fetched: the profiler times random-weight subnets
+OL="python3 -m ofa_latency.cli"
+$OL --version || exit 1
+python3 - <<'PY' | tee "$D/gpu_environment.txt"
+import importlib.util, torch
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+for m in ("onnxruntime", "tensorrt"):
+    print(m, "importable" if importlib.util.find_spec(m) else "missing")
+try:
+    import onnxruntime as ort
+    print("onnxruntime providers", ort.get_available_providers())
+except ImportError:
+    pass
+PY
+if [ "$DEVICE" = cuda ]; then
+  name=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[-1].lower())")
+else
+  name=cpu
+fi
+G="profile --space ofa_mbv3_w1.2 --device $DEVICE --n $N --seed 0 --quiet --show 0 \
    --no-drift-correction --rounds 3 --runs-per-round 3 --max-rounds 6"
-gpu=$(python -c "import torch; print(torch.cuda.get_device_name().split()[-1].lower())")
+status=0
+run() {  # one setting; a failure is reported and the next setting still runs
+  local out=$1; shift
+  echo "== $out"
+  if ! $OL $G "$@" --out "$D/$out"; then echo "FAILED: $out"; status=1; fi
+}
+providers=$(python3 -c "import onnxruntime as o; print(' '.join(o.get_available_providers()))" \
+            2>/dev/null || true)
 for b in 1 64; do
-  ofa-latency $G --backend torch --precision fp16 --batch-size $b --out $D/ofa_mbv3_w1.2_torch_fp16_cuda_${gpu}_b$b.csv
-  ofa-latency $G --backend onnxruntime --batch-size $b --out $D/ofa_mbv3_w1.2_onnxruntime_cuda_${gpu}_b$b.csv
+  for p in fp32 fp16; do
+    run "ofa_mbv3_w1.2_torch_${p}_${DEVICE}_${name}_b$b.csv" --backend torch --precision $p \
+        --batch-size $b
+  done
+  if [[ " $providers " == *" CUDAExecutionProvider "* ]]; then
+    run "ofa_mbv3_w1.2_onnxruntime_${DEVICE}_${name}_b$b.csv" --backend onnxruntime --batch-size $b
+  else
+    echo "skipped onnxruntime on CUDA, batch $b: no CUDAExecutionProvider ($providers)"
+  fi
   for p in fp16 int8; do
-    ofa-latency $G --backend onnxruntime-tensorrt --precision $p --batch-size $b \
-      --out $D/ofa_mbv3_w1.2_onnxruntime-tensorrt_${p}_cuda_${gpu}_b$b.csv
-    ofa-latency $G --n 50 --backend tensorrt --precision $p --batch-size $b \
-      --out $D/ofa_mbv3_w1.2_tensorrt_${p}_cuda_${gpu}_b$b.csv
+    if [[ " $providers " == *" TensorrtExecutionProvider "* ]]; then
+      run "ofa_mbv3_w1.2_onnxruntime-tensorrt_${p}_${DEVICE}_${name}_b$b.csv" \
+          --backend onnxruntime-tensorrt --precision $p --batch-size $b
+    else
+      echo "skipped onnxruntime-tensorrt $p, batch $b: no TensorrtExecutionProvider"
+    fi
+    if python3 -c "import tensorrt" 2>/dev/null; then
+      run "ofa_mbv3_w1.2_tensorrt_${p}_${DEVICE}_${name}_b$b.csv" --n 50 --backend tensorrt \
+          --precision $p --batch-size $b
+    else
+      echo "skipped tensorrt $p, batch $b: tensorrt is not installed there"
+    fi
   done
 done
+ls -la "$D"
+if [ -n "${OUT:-}" ]; then
+  tar czf "$OUT/gpu_tables.tar.gz" -C "$D" --exclude '*.lock' . && ls -la "$OUT"
+fi
+exit $status
