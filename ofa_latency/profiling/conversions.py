@@ -21,6 +21,7 @@ import importlib
 import io
 import logging
 import os
+import sys
 import tempfile
 import threading
 import warnings
@@ -410,12 +411,17 @@ def tflite_bytes(module, example, precision: str = "fp32", batches=None,
     name = signatures[signature]["inputs"][0]
     # its calibration and its graph transformation draw progress bars that no argument turns
     # off (one per subnet of a table), and it warns that it keeps every tensor, which is how
-    # it calibrates
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
-        calib = qt.calibrate({signature: [{name: b} for b in batches]}, num_threads=1)
-        return bytes(qt.quantize(calib, enable_progress_bar=False,
-                                 enable_progress_report=False).quantized_model)
+    # it calibrates (what it printed is shown when it fails)
+    printed = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(printed):
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+            calib = qt.calibrate({signature: [{name: b} for b in batches]}, num_threads=1)
+            return bytes(qt.quantize(calib, enable_progress_bar=False,
+                                     enable_progress_report=False).quantized_model)
+    except Exception:
+        sys.stderr.write(printed.getvalue())
+        raise
 
 
 def module_model(module, runtime: str, precision: str, input_shape, batch_size: int = 1,
