@@ -173,8 +173,10 @@ def test_a_board_profiles_its_own_runtime_with_numpy_only(fmt, tmp_path, smalles
     archs = tmp_path / "a.txt"
     archs.write_text(json.dumps(smallest.to_dict()) + "\n")
     folder = tmp_path / "set"
+    # LiteRT's conversions take 10-30 s each: the subnet and the reference in two processes
+    jobs = "2" if runtime == "litert" else "1"
     assert main(["export-set", "--archs", str(archs), "--format", fmt, "--out", str(folder),
-                 "--quiet"]) == 0
+                 "--jobs", jobs, "--quiet"]) == 0
     man = json.loads((folder / "manifest.json").read_text())
     assert man["runtime"] == runtime and man["precision"] == precision and man["quantization"]
     assert (folder / f"reference{suffix}").exists() and "weights" not in man["subnets"][0]
