@@ -261,6 +261,21 @@ def test_quiet_prints_no_info_lines(tmp_path):
     assert "INFO" in r.stderr  # without --quiet the progress is logged
 
 
+def test_the_libraries_info_lines_show_only_with_verbose():
+    """The package's INFO lines are the user's; a converter's or Ray's are not, unless -v."""
+    script = ("import logging, sys\nfrom ofa_latency.cli import main\n"
+              "assert main(sys.argv[1:] + ['list']) == 0\n"
+              "logging.getLogger('ofa_latency.x').info('OWN-INFO')\n"
+              "logging.getLogger('a_converter').info('LIB-INFO')\n"
+              "logging.getLogger('a_converter').warning('LIB-WARNING')\n")
+    for argv, lib_info in (([], False), (["-v"], True)):
+        r = subprocess.run([sys.executable, "-c", script] + argv, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        assert "OWN-INFO" in r.stderr and "LIB-WARNING" in r.stderr, r.stderr
+        assert ("LIB-INFO" in r.stderr) == lib_info, r.stderr
+
+
 def test_demo_refuses_bad_sizes_at_once(tmp_path, capsys):
     t0 = time.perf_counter()
     for n in ("0", "-1", "3"):

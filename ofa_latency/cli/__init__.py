@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ofa-latency", description=_DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logging, the libraries' own INFO and DEBUG lines too")
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of any error (for bug reports)")
     sub = p.add_subparsers(dest="command", required=True)
