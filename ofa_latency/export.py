@@ -246,11 +246,12 @@ def export_model(space, arch, out_path, fmt: str = "onnx", batch_size: int = 1,
         config["onnx_opset"] = ONNX_OPSET
     config_path = out_path.with_name(out_path.stem + ".config.json")
     config_path.write_text(json.dumps(config, indent=1))
-    logger.info("wrote %s (%s, %s weights, %.1f MB); against PyTorch on %s: top-1 "
-                "agreement %.2f, relative RMSE %.2e", out_path, fmt,
-                "random" if source is None else "trained", size_mb,
-                f"{check['n']} random inputs" if check["inputs"] == "random" else
-                check["inputs"], check["top1_agreement"], check["rel_rmse"])
+    # (at DEBUG: the command line and the search's report print it for the user)
+    logger.debug("wrote %s (%s, %s weights, %.1f MB); against PyTorch on %s: top-1 "
+                 "agreement %.2f, relative RMSE %.2e", out_path, fmt,
+                 "random" if source is None else "trained", size_mb,
+                 f"{check['n']} random inputs" if check["inputs"] == "random" else
+                 check["inputs"], check["top1_agreement"], check["rel_rmse"])
     return {"path": str(out_path), "config_path": str(config_path), "size_mb": size_mb, **info}
 
 
