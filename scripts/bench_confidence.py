@@ -62,6 +62,22 @@ def device_backend(target, seed):
     return DeviceBackend(seed=seed)
 
 
+def predictor_device(name, df, n_pool):
+    """The held-out GPU's full-data predictor as the device (``--device predictor``): its
+    estimator, ``n_pool`` random subnets at 160-224 px with its answers, and the train split
+    of ``df`` with its answers as the latencies."""
+    from ofa_latency import LatencyEstimator
+
+    device_est = LatencyEstimator.from_pretrained(f"{name}_xgb", check_machine=False)
+    device = device_est.predictor
+    space = device.space_
+    pool = space.sample(n_pool, seed=12345,
+                        resolutions=[r for r in space.image_sizes if 160 <= r <= 224])
+    train = df[df.split == "train"].copy()
+    train["latency_ms"] = device.predict(train)
+    return device_est, pool, device.predict(pool), train
+
+
 def searched_rows(args, acc, device_est, ft, sample, mix, budgets, key) -> list[dict]:
     """The product's search (``search``) and closed loop (``search_and_verify``) judged on
     ``device_est``, against the same finder given the device itself."""
@@ -167,15 +183,8 @@ def main(argv=None) -> int:
                  for b in base_names}
         train, test = df[df.split == "train"], df[df.split == "test"]
         if args.device == "predictor":
-            device_est = LatencyEstimator.from_pretrained(f"{name}_xgb", check_machine=False)
-            device = device_est.predictor
-            space = device.space_
-            pool = space.sample(args.pool, seed=12345,
-                                resolutions=[r for r in space.image_sizes if 160 <= r <= 224])
-            y = device.predict(pool)
+            device_est, pool, y, train = predictor_device(name, df, args.pool)
             a = 100 * acc.predict(pool)
-            train = train.copy()
-            train["latency_ms"] = device.predict(train)
         else:
             pool = test[(test.image_size >= 160) & (test.image_size <= 224)]
             y = pool.latency_ms.to_numpy()

@@ -46,6 +46,7 @@ def disagreement(others, sample_archs, sample_ms, archs) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    from bench_confidence import predictor_device
     from bench_finetune import help_cases
     from scipy.stats import spearmanr
 
@@ -72,14 +73,9 @@ def main(argv=None) -> int:
     for name, base_names, df in help_cases(args.batches):
         bases = {b: LatencyEstimator.from_pretrained(b, check_machine=False).predictor
                  for b in base_names}
-        device_est = LatencyEstimator.from_pretrained(f"{name}_xgb", check_machine=False)
+        device_est, pool, y_pool, train = predictor_device(name, df, args.pool)
         device = device_est.predictor
         space = device.space_
-        pool = space.sample(args.pool, seed=12345,
-                            resolutions=[r for r in space.image_sizes if 160 <= r <= 224])
-        y_pool = device.predict(pool)
-        train = df[df.split == "train"].copy()
-        train["latency_ms"] = device.predict(train)
         budgets = {q: float(np.quantile(y_pool, q)) for q in args.quantiles}
         for seed in range(args.seeds):
             sample = train.sample(n=args.n, random_state=seed)
