@@ -20,12 +20,18 @@ mkdir -p "$D"
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+# the project as a user installs it (its shipped data as ofa_latency.data), built there with
+# the image's setuptools; the source tree itself where that fails
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+if python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+     --upgrade --target /tmp/site . ; then
+  OL="python3 /tmp/site/bin/ofa-latency"  # its own script: the installed copy, not ./ofa_latency
 else
-  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+  echo "installing the project failed: running it from the source tree"
+  OL="python3 -m ofa_latency.cli"
 fi
 # OFA's supernet weights are never fetched: the profiler times random-weight subnets
-OL="python3 -m ofa_latency.cli"
 $OL --version || exit 1
 python3 - <<'PY' | tee "$D/gpu_environment.txt"
 import importlib.util, torch
