@@ -46,11 +46,14 @@ class CpuSnapshot:
         hypervisor gave to others) and in all (busy, idle and iowait).
     own_s : float
         This process's CPU time (user + system, every thread).
+    steal_s : dict
+        Per CPU index: the steal part of ``busy_s`` alone.
     """
 
     busy_s: dict
     total_s: dict
     own_s: float
+    steal_s: dict = dataclasses.field(default_factory=dict)
 
 
 def cpu_snapshot(stat_path="/proc/stat", own_s: float | None = None) -> CpuSnapshot | None:
@@ -61,7 +64,7 @@ def cpu_snapshot(stat_path="/proc/stat", own_s: float | None = None) -> CpuSnaps
     except OSError:
         return None
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    busy, total = {}, {}
+    busy, total, stolen = {}, {}, {}
     for line in lines:
         name, *fields = line.split() or [""]
         if not (name.startswith("cpu") and name[3:].isdigit()) or len(fields) < 5:
@@ -69,13 +72,14 @@ def cpu_snapshot(stat_path="/proc/stat", own_s: float | None = None) -> CpuSnaps
         v = [float(x) / tick for x in fields[:8]] + [0.0] * (8 - min(8, len(fields)))
         user, nice, system, idle, iowait, irq, softirq, steal = v
         b = user + nice + system + irq + softirq + steal
-        busy[int(name[3:])], total[int(name[3:])] = b, b + idle + iowait
+        cpu = int(name[3:])
+        busy[cpu], total[cpu], stolen[cpu] = b, b + idle + iowait, steal
     if not busy:
         return None
     if own_s is None:
         t = os.times()
         own_s = t.user + t.system
-    return CpuSnapshot(busy, total, float(own_s))
+    return CpuSnapshot(busy, total, float(own_s), stolen)
 
 
 def others_busy_pct(before: CpuSnapshot | None, after: CpuSnapshot | None,

@@ -38,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 HELP = Path(os.environ.get("OFA_LATENCY_SHARED_DATA", ROOT.parent / "shared" / "data")) / "help_ofa_mbv3_w1.2"
 GPUS = ("2080ti", "titan_xp", "v100")
 MEAS = ROOT / "data" / "measurements"
@@ -241,7 +242,6 @@ def coverage_bands(results, band=(85.0, 95.0)):
     """Per N: how many cells' mean coverage of the 90 % interval (over the seeds) lies in
     ``band``, above it and below it; the mean coverage, its range over the cells, the mean
     share above the one-sided 90 % bound and the median width (BENCHMARKS.md 10.0.4-10.0.5)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     from bench_intervals import cell_means
 
     out = []

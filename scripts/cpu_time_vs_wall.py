@@ -22,13 +22,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _steal_jiffies(cpu: int) -> int:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{cpu} "):
-            return int(line.split()[8])
-    raise RuntimeError(f"cpu{cpu} not in /proc/stat")
-
-
 def _spread(v) -> dict:
     q5, q10, q50, q90, q95 = np.percentile(v, [5, 10, 50, 90, 95])
     return {"median_ms": float(q50), "min_ms": float(np.min(v)),
@@ -40,15 +33,17 @@ def time_runs(run, n: int, warmup: int = 10) -> dict:
     spreads, their correlation, and the pinned CPU's steal time over the runs."""
     for _ in range(warmup):
         run()
+    from ofa_latency.hardware import cpu_snapshot
+
     cpu = sorted(os.sched_getaffinity(0))[0]
-    steal0, t0 = _steal_jiffies(cpu), time.perf_counter()
+    before, t0 = cpu_snapshot(), time.perf_counter()
     wall, thread = np.empty(n), np.empty(n)
     for i in range(n):
         w0, c0 = time.perf_counter(), time.thread_time()
         run()
         wall[i], thread[i] = time.perf_counter() - w0, time.thread_time() - c0
     elapsed = time.perf_counter() - t0
-    steal_s = (_steal_jiffies(cpu) - steal0) / os.sysconf("SC_CLK_TCK")
+    steal_s = cpu_snapshot().steal_s[cpu] - before.steal_s[cpu]
     wall, thread = wall * 1e3, thread * 1e3
     return {"runs": n, "cpu": cpu, "wall": _spread(wall), "thread_cpu": _spread(thread),
             "corr": float(np.corrcoef(wall, thread)[0, 1]),

@@ -35,14 +35,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-def disagreement(others, sample_archs, sample_ms, archs) -> np.ndarray:
+def sample_scales(others, sample_archs, sample_ms) -> list:
+    """Each of ``others``' median ratio to the samples' latencies (its own global scale)."""
+    return [float(np.median(sample_ms / o.predict(sample_archs))) for o in others]
+
+
+def disagreement(others, scales, archs) -> np.ndarray:
     """Per subnet of ``archs``: the standard deviation of the log predictions of ``others``,
-    each scaled by its median ratio to the samples' latencies."""
-    logs = []
-    for o in others:
-        s = float(np.median(sample_ms / o.predict(sample_archs)))
-        logs.append(np.log(s * o.predict(archs)))
-    return np.std(np.asarray(logs), axis=0)
+    each times its scale (:func:`sample_scales`)."""
+    return np.std([np.log(s * o.predict(archs)) for o, s in zip(others, scales)], axis=0)
 
 
 def main(argv=None) -> int:
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
             others = [bases[b] for b in names]
             ft = finetune(bases[base_name], sample, random_state=seed, others=others,
                           other_names=names)
-            d_pool = disagreement(others, s_archs, s_ms, pool)
+            scales = sample_scales(others, s_archs, s_ms)
+            d_pool = disagreement(others, scales, pool)
             d_ref = float(np.median(d_pool))
             err_pool = np.log(y_pool / ft.predict(pool))
             rho = spearmanr(d_pool, np.abs(err_pool)).statistic
@@ -99,11 +101,12 @@ def main(argv=None) -> int:
                     continue
                 sub = space.validate(res.arch)
                 true_ms = float(device.predict([sub])[0])
-                d = float(disagreement(others, s_archs, s_ms, [sub])[0])
+                pred_ms = float(ft.predict([sub])[0])
+                d = float(disagreement(others, scales, [sub])[0])
                 picks.append({"case": name, "seed": seed, "quantile": q, "budget_ms": budget,
-                              "predicted_ms": float(ft.predict([sub])[0]),
+                              "predicted_ms": pred_ms,
                               "device_ms": true_ms, "over": bool(true_ms > budget),
-                              "error_pct": float(100 * (true_ms / ft.predict([sub])[0] - 1)),
+                              "error_pct": float(100 * (true_ms / pred_ms - 1)),
                               "disagreement": d, "disagreement_vs_pool": d / d_ref,
                               "pool_percentile": float(100 * np.mean(d_pool < d))})
         print(f"{name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -58,6 +58,16 @@ def test_other_processes_share_of_the_profiled_cpus(tmp_path):
     assert cpu_snapshot(tmp_path / "missing") is None  # not Linux: unknown, not an error
 
 
+def test_a_snapshot_keeps_the_time_the_hypervisor_stole(tmp_path):
+    from ofa_latency.hardware import cpu_snapshot
+
+    tick = os.sysconf("SC_CLK_TCK")
+    p = tmp_path / "stat"  # user nice system idle iowait irq softirq steal
+    p.write_text(f"cpu  1 0 0 1 0 0 0 0\ncpu0 {2 * tick} 0 0 {5 * tick} 0 0 0 {3 * tick}\n")
+    snap = cpu_snapshot(p, own_s=0.0)
+    assert snap.steal_s == {0: 3.0} and snap.busy_s == {0: 5.0} and snap.total_s == {0: 10.0}
+
+
 def test_a_busy_loop_on_the_same_cpu_is_seen():
     from ofa_latency.hardware import cpu_snapshot, others_busy_pct
 
