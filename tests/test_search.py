@@ -308,9 +308,14 @@ def test_cli_search_defaults_to_the_upper_bound_without_verification(tmp_path, c
     factor = est.predictor.interval_factors(0.8)[1]
     assert rep["confidence"] == [0.9] and rep["predicted_ms"][0] * factor <= 12.0 + 1e-9
     assert "upper bound meets the budget" in capsys.readouterr().out
+    # the summary says why the bound alone is not a guarantee at the search's pick, and the way
+    summary = (tmp_path / "a" / "summary.md").read_text()
+    assert "most optimistic about" in summary and "--verify RUNTIME" in summary
     assert main(args + ["--confidence", "point", "--out", str(tmp_path / "b")]) == 0
     point = json.loads((tmp_path / "b" / "report.json").read_text())
     assert point["confidence"] is None and point["predicted_ms"][0] > rep["predicted_ms"][0]
+    summary = (tmp_path / "b" / "summary.md").read_text()
+    assert "not verified" in summary and "most optimistic" not in summary
 
 
 def test_closed_loop_refits_on_the_measured_candidates(acc, fake_est, mbv3, tmp_path):

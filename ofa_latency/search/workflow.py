@@ -539,8 +539,14 @@ def summary_text(report: dict) -> str:
                            f"predictions (median)"
                          + (f"; {others_busy_text(r['others_busy_pct'])}"
                             if (r.get("others_busy_pct") or 0) >= OTHERS_BUSY_WARN_PCT else ""))
+    elif report.get("confidence") and any(report["confidence"]):
+        lines.append("- not verified on the device: the upper bound holds for random subnets, "
+                     "but a search picks those its predictor is most optimistic about, so an "
+                     "unverified pick runs over more often than that (BENCHMARKS.md section "
+                     "10.3); `--verify RUNTIME` measures the candidates and confirms the pick")
     else:
-        lines.append("- not verified on the device")
+        lines.append("- not verified on the device (`--verify RUNTIME` measures the candidates "
+                     "and confirms the pick)")
     if report.get("confirmation"):
         c = report["confirmation"]
         lines.append(f"- confirmed in a fresh window: {c['measured_ms']:.3f} ms "
