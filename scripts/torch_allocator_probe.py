@@ -3,7 +3,7 @@
     python scripts/torch_allocator_probe.py [--processes 3]
 
 Runs separate processes, half with the default allocator and half with the steady thresholds
-of ``ofa_latency.profiling.backends.steady_allocator()``. Each process times the same 7 subnets
+of ``ofa_latency.profiling._base.steady_allocator()``. Each process times the same 7 subnets
 of 200 px or more (large activations) against the reference subnet, in the same order, and
 then re-times the first one in 3 more windows with fresh preparations. Prints each process's
 target/reference ratios: with the default allocator the first subnet of a process is slow
@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, sys
 sys.path.insert(0, {root!r})
-from ofa_latency.profiling import backends
+from ofa_latency.profiling import _base
 if {default}:
-    backends.steady_allocator = lambda: False   # keep glibc's default thresholds
+    _base.steady_allocator = lambda: False   # keep glibc's default thresholds
 from ofa_latency import get_space, create_backend
 from ofa_latency.profiling import reference_subnet, TimingProtocol, measure
 sp = get_space("ofa_mbv3_w1.2")

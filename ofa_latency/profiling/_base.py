@@ -9,7 +9,46 @@ from typing import Sequence
 
 from .._registry import Registry
 
-__all__ = ["Runner", "TimedRunner", "ProfilingBackend", "register_backend", "create_backend", "list_backends"]
+__all__ = ["Runner", "TimedRunner", "ProfilingBackend", "register_backend", "create_backend",
+           "list_backends", "steady_allocator"]
+
+
+_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest mmap threshold on 64-bit
+_TRIM_THRESHOLD_BYTES = 1 << 30
+
+
+def steady_allocator() -> bool:
+    """Fix glibc malloc's thresholds for this process (Linux with glibc; a no-op elsewhere).
+
+    PyTorch's eager CPU inference allocates every activation anew. glibc serves large blocks
+    with ``mmap`` (a fresh, page-faulting mapping each time) until a freed block raises its
+    *dynamic* threshold, so the same subnet ran up to 20 % slower early in a process, or after
+    another history of allocations, than later: measured here
+    (``scripts/torch_allocator_probe.py``), the first subnet of a process took a ratio of
+    1.69-1.80 to the reference in three processes with the default, and 1.46-1.47 with the
+    fixed thresholds. Fixing them (blocks up to 32 MB from the heap, which
+    is kept) makes a measurement independent of what the process ran before. The runtimes
+    need it too: an int8 model made in the profiling process (calibration inference just
+    before its timing) against the same model read from the model store made two tables of
+    the same subnets disagree by a trend in the subnets' size (BENCHMARKS.md section 16.26).
+
+    Returns
+    -------
+    bool
+        Whether the thresholds were set.
+    """
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD_BYTES)) and \
+            bool(libc.mallopt(m_trim_threshold, _TRIM_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 class Runner(abc.ABC):
@@ -53,6 +92,12 @@ class ProfilingBackend(abc.ABC):
     name: str = ""
     devices: tuple[str, ...] = ("cpu",)
     precisions: tuple[str, ...] = ("fp32",)
+    steadies_allocator: bool = False
+    """On CPU, fix glibc malloc's thresholds for the process (:func:`steady_allocator`) and
+    record it in :meth:`versions`: a backend that runs real inference sets it, so a subnet's
+    time depends neither on what the process allocated before nor on whether its model was
+    made in the process just before (an int8 model's calibration inference raises glibc's
+    dynamic threshold) or read from the model store."""
 
     def __init__(self, threads: int = 1, device: str = "cpu", precision: str = "fp32"):
         if not isinstance(threads, int) or threads < 1:
@@ -65,6 +110,8 @@ class ProfilingBackend(abc.ABC):
         self.threads = threads
         self.device = device
         self.precision = precision
+        if device == "cpu" and self.steadies_allocator:
+            self.steady_allocator = steady_allocator()
 
     @abc.abstractmethod
     def prepare(self, space, subnet, batch_size: int) -> Runner:
@@ -96,7 +143,10 @@ class ProfilingBackend(abc.ABC):
         """Library versions that affect the timings."""
         from .._version import __version__
 
-        return {"python": platform.python_version(), "ofa_latency": __version__}
+        v = {"python": platform.python_version(), "ofa_latency": __version__}
+        if self.device == "cpu" and self.steadies_allocator:
+            v["steady_allocator"] = getattr(self, "steady_allocator", False)
+        return v
 
 
 _BACKENDS = Registry("backend", "name")

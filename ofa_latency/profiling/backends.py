@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 
-from ._base import ProfilingBackend, Runner, TimedRunner, register_backend
+from ._base import (ProfilingBackend, Runner, TimedRunner, register_backend,  # noqa: F401
+                    steady_allocator)
 from ..hardware import cpu_model_name
 
 logger = logging.getLogger(__name__)
@@ -16,42 +17,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["TorchBackend", "OnnxRuntimeBackend", "OnnxRuntimeTensorRTBackend", "FakeBackend",
            "OrtRunner", "OrtCudaRunner",
            "onnxruntime_session", "steady_allocator"]
-
-
-_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest mmap threshold on 64-bit
-_TRIM_THRESHOLD_BYTES = 1 << 30
-
-
-def steady_allocator() -> bool:
-    """Fix glibc malloc's thresholds for this process (Linux with glibc; a no-op elsewhere).
-
-    PyTorch's eager CPU inference allocates every activation anew. glibc serves large blocks
-    with ``mmap`` (a fresh, page-faulting mapping each time) until a freed block raises its
-    *dynamic* threshold, so the same subnet ran up to 20 % slower early in a process, or after
-    another history of allocations, than later: measured here
-    (``scripts/torch_allocator_probe.py``), the first subnet of a process took a ratio of
-    1.69-1.80 to the reference in three processes with the default, and 1.46-1.47 with the
-    fixed thresholds. Fixing them (blocks up to 32 MB from the heap, which
-    is kept) makes a measurement independent of what the process ran before.
-
-    Returns
-    -------
-    bool
-        Whether the thresholds were set.
-    """
-    import ctypes
-    import ctypes.util
-    import platform as _platform
-
-    if _platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD_BYTES)) and \
-            bool(libc.mallopt(m_trim_threshold, _TRIM_THRESHOLD_BYTES))
-    except (OSError, AttributeError):  # not glibc
-        return False
 
 
 def _torch_versions():
@@ -112,6 +77,7 @@ class TorchBackend(ProfilingBackend):
 
     devices = ("cpu", "cuda")
     precisions = ("fp32", "fp16")
+    steadies_allocator = True
 
     def __init__(self, threads=1, device="cpu", precision="fp32"):
         super().__init__(threads, device, precision)
@@ -121,7 +87,6 @@ class TorchBackend(ProfilingBackend):
             if precision != "fp32":
                 raise ValueError("precision fp16 needs device='cuda' for the torch backend")
             torch.set_num_threads(threads)
-            self.steady_allocator = steady_allocator()
         elif not torch.cuda.is_available():
             raise RuntimeError("device='cuda' asked for, but torch sees no CUDA GPU")
         torch.set_flush_denormal(True)
@@ -158,8 +123,6 @@ class TorchBackend(ProfilingBackend):
 
     def versions(self):
         v = super().versions() | _torch_versions()
-        if self.device == "cpu":
-            v["steady_allocator"] = getattr(self, "steady_allocator", False)
         if self.device == "cuda":
             import torch
 
@@ -235,6 +198,7 @@ class OnnxRuntimeBackend(ProfilingBackend):
 
     devices = ("cpu", "cuda")
     precisions = ("fp32", "int8")
+    steadies_allocator = True
 
     def __init__(self, threads=1, device="cpu", precision="fp32"):
         super().__init__(threads, device, precision)

@@ -186,6 +186,7 @@ class _RuntimeBackend(ProfilingBackend):
     """What the conversion backends share: the cache and the int8 description."""
 
     precisions = ("fp32", "int8")
+    steadies_allocator = True
     cache = CACHE
 
     def source_module(self, space, subnet):
