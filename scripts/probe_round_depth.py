@@ -2,7 +2,8 @@
 moments, or because the same slow moments cost PyTorch more? And does Python's garbage
 collector run inside PyTorch's forward passes?
 
-Times the reference subnet of ``ofa_mbv3_w1.2`` (1 thread, batch 1) in both runtimes, round by
+Times the reference subnet of ``ofa_mbv3_w1.2`` (1 thread, batch 1) in both runtimes, and the
+largest subnet in ONNX Runtime (its runs at least as long as PyTorch's reference's), round by
 round in turn (each round the minimum of ``--runs-per-round`` runs, as the profiler's rounds
 are), and counts the garbage collections during ``--gc-runs`` PyTorch forward passes and each
 runtime's page faults during as many runs.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import resource
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +48,8 @@ def main(argv=None) -> dict:
     ref = reference_subnet(space)
     runners = {b: create_backend(b, threads=1).prepare(space, ref, 1)
                for b in ("torch", "onnxruntime")}
-    # ONNX Runtime on the largest subnet: runs about as long as PyTorch's reference, so that
-    # a difference in depth between runtimes is not one of run length
+    # ONNX Runtime on the largest subnet: its runs at least as long as PyTorch's reference's,
+    # so that a difference in depth between runtimes is not one of run length
     largest = space.validate({"ks": [7] * space.n_blocks, "e": [6] * space.n_blocks,
                               "d": [4] * space.n_stages, "image_size": 224})
     runners["onnxruntime_largest"] = create_backend("onnxruntime", threads=1).prepare(
@@ -61,8 +63,6 @@ def main(argv=None) -> dict:
     gc.callbacks.append(on_gc)
     runners["torch"].run(args.gc_runs)
     gc.callbacks.remove(on_gc)
-    import resource
-
     faults = {}
     for b, r in runners.items():
         r.run(20)  # warm-up
