@@ -12,7 +12,7 @@ slope: the exponent by which pass 2's latencies would follow pass 1's, minus one
         data/benchmarks/retest_tables_host8 data/benchmarks/noise_floor_runtimes_night_host8 \
         data/benchmarks/retest_tables_host9 data/benchmarks/noise_floor_wauto_host9 \
         data/benchmarks/noise_floor_runtimes_wauto_host9 data/benchmarks/noise_floor_runtimes_steady_host9 \
-        --json data/benchmarks/retest_size_trend.json
+        data/benchmarks/noise_floor_runtimes_steady2_host9 --json data/benchmarks/retest_size_trend.json
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ def steady_allocator() -> bool:
     1.69-1.80 to the reference in three processes with the default, and 1.46-1.47 with the
     fixed thresholds. Fixing them (blocks up to 32 MB from the heap, which
     is kept) makes a measurement independent of what the process ran before. The runtimes
-    need it too: an int8 model made in the profiling process (calibration inference just
-    before its timing) against the same model read from the model store made two tables of
-    the same subnets disagree by a trend in the subnets' size (BENCHMARKS.md section 16.26).
+    need it too: an OpenVINO int8 model made in the profiling process (NNCF's calibration
+    inference just before its timing) against the same model read from the model store made
+    two tables of the same subnets disagree by a trend in the subnets' size, which fixed
+    thresholds removed (BENCHMARKS.md section 16.26).
 
     Returns
     -------
@@ -96,7 +97,7 @@ class ProfilingBackend(abc.ABC):
     """On CPU, fix glibc malloc's thresholds for the process (:func:`steady_allocator`) and
     record it in :meth:`versions`: a backend that runs real inference sets it, so a subnet's
     time depends neither on what the process allocated before nor on whether its model was
-    made in the process just before (an int8 model's calibration inference raises glibc's
+    made in the process just before (an int8 model's calibration inference can raise glibc's
     dynamic threshold) or read from the model store."""
 
     def __init__(self, threads: int = 1, device: str = "cpu", precision: str = "fp32"):
