@@ -116,6 +116,9 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             "openvino_int8_t1_wauto": ("openvino", 1, "auto", ["--precision", "int8"]),
             "openvino_t1_wauto": ("openvino", 1, "auto", []),
             "onnxruntime_int8_t1_wauto": ("onnxruntime", 1, "auto", ["--precision", "int8"]),
+            # its int8 models made ahead by a helper process: the timing process makes none
+            "onnxruntime_int8_t1_ahead": ("onnxruntime", 1, 1, ["--precision", "int8",
+                                                                "--convert-jobs", "1"]),
             "openvino_int8_t1_ahead": ("openvino", 1, 1, ["--precision", "int8",
                                                           "--convert-jobs", "1"]),
             # LiteRT (XNNPACK): its conversions take 10-30 s, so always made ahead
