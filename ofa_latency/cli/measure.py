@@ -336,7 +336,9 @@ def register(sub) -> None:
                     help="make the next subnets' models (OpenVINO, LiteRT, onnxruntime on CPU) "
                          "in N helper processes while the current one is timed, on the CPUs "
                          "the profiler is not pinned to (run it as taskset -c 1 ofa-latency "
-                         "profile ...); default 0: convert, then time, one subnet at a time")
+                         "profile ...); default 0: convert, then time, one subnet at a time. "
+                         "For int8 tables pass 1: an int8 model made in the timing process "
+                         "tilted its table by the subnets' size (BENCHMARKS.md 16.26)")
     pr.add_argument("--show", type=int, default=20, help="print the table when it has at most "
                                                           "this many rows")
     pr.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
