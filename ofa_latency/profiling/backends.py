@@ -8,8 +8,7 @@ import time
 
 import numpy as np
 
-from ._base import (ProfilingBackend, Runner, TimedRunner, register_backend,  # noqa: F401
-                    steady_allocator)
+from ._base import ProfilingBackend, Runner, TimedRunner, register_backend, steady_allocator
 from ..hardware import cpu_model_name
 
 logger = logging.getLogger(__name__)

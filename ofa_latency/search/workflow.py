@@ -539,7 +539,7 @@ def summary_text(report: dict) -> str:
                            f"predictions (median)"
                          + (f"; {others_busy_text(r['others_busy_pct'])}"
                             if (r.get("others_busy_pct") or 0) >= OTHERS_BUSY_WARN_PCT else ""))
-    elif report.get("confidence") and any(report["confidence"]):
+    elif any(report.get("confidence") or ()):
         lines.append("- not verified on the device: the upper bound holds for random subnets, "
                      "but a search picks those its predictor is most optimistic about, so an "
                      "unverified pick runs over more often than that (BENCHMARKS.md section "
