@@ -73,6 +73,7 @@ sys.path.insert(0, str(ROOT))
 FIXED = ["--target-ci-pct", "0", "--max-rounds", "10"]
 SPLIT2 = ["--max-seconds", "1.5", "--max-rounds", "20", "--target-ci-pct", "1.41"]
 SPLIT3 = ["--max-seconds", "1", "--max-rounds", "14", "--target-ci-pct", "1.73"]
+HERE = ["--convert-jobs", "0"]  # models made in the timing process (`profile`'s default before)
 SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1, 1, []),
             "onnxruntime_t1_w2": ("onnxruntime", 1, 2, []), "torch_t1_w2": ("torch", 1, 2, []),
             # the rounds of one window split over two (three) fresh preparations: each window
@@ -107,15 +108,22 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             # subnets timed only beside other work not timed again (before section 14.9)
             "onnxruntime_t1_nobusy": ("onnxruntime", 1, 1, ["--busy-retry-pct", "0"]),
             "torch_t1_nobusy": ("torch", 1, 1, ["--busy-retry-pct", "0"]),
-            # a deployment runtime, its models made here one by one or ahead by a helper
-            # process on the other CPUs (`profile --convert-jobs 1`; run this pinned)
-            "openvino_int8_t1": ("openvino", 1, 1, ["--precision", "int8"]),
+            # a deployment runtime, its models made here one by one (`--convert-jobs 0`) or
+            # ahead by a helper process on the other CPUs (`profile --convert-jobs 1`; run
+            # this pinned)
+            "openvino_int8_t1": ("openvino", 1, 1, ["--precision", "int8", *HERE]),
             "openvino_t1": ("openvino", 1, 1, []),
-            "onnxruntime_int8_t1": ("onnxruntime", 1, 1, ["--precision", "int8"]),
-            # the same at `profile`'s default: one window or two, as the table says
-            "openvino_int8_t1_wauto": ("openvino", 1, "auto", ["--precision", "int8"]),
+            "onnxruntime_int8_t1": ("onnxruntime", 1, 1, ["--precision", "int8", *HERE]),
+            # the same with one window or two per subnet, as the table says
+            "openvino_int8_t1_wauto": ("openvino", 1, "auto", ["--precision", "int8", *HERE]),
             "openvino_t1_wauto": ("openvino", 1, "auto", []),
-            "onnxruntime_int8_t1_wauto": ("onnxruntime", 1, "auto", ["--precision", "int8"]),
+            "onnxruntime_int8_t1_wauto": ("onnxruntime", 1, "auto",
+                                          ["--precision", "int8", *HERE]),
+            # int8 and LiteRT at `profile`'s default since 2026-12-07 (`--windows auto
+            # --convert-jobs auto`: a helper makes the models where the run is pinned)
+            "onnxruntime_int8_t1_default": ("onnxruntime", 1, "auto", ["--precision", "int8"]),
+            "openvino_int8_t1_default": ("openvino", 1, "auto", ["--precision", "int8"]),
+            "litert_int8_t1_default": ("litert", 1, "auto", ["--precision", "int8"]),
             # its int8 models made ahead by a helper process: the timing process makes none
             "onnxruntime_int8_t1_ahead": ("onnxruntime", 1, 1, ["--precision", "int8",
                                                                 "--convert-jobs", "1"]),

@@ -84,6 +84,14 @@ def test_profile_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["profile", "--backend", "fake", "--threads", "0", "--out",
                  str(tmp_path / "x.csv")]) == 2
     assert "--threads: 0: must be >= 1" in capsys.readouterr().err
+    out = tmp_path / "j.csv"
+    for jobs in ("-1", "always"):  # --convert-jobs: an int >= 0 or auto
+        assert main(["profile", "--backend", "fake", "--n", "2", "--out", str(out),
+                     "--convert-jobs", jobs, "--quiet"]) == 2
+        assert "--convert-jobs" in capsys.readouterr().err
+    assert main(["profile", "--backend", "fake", "--n", "2", "--out", str(out),
+                 "--convert-jobs", "AUTO", "--quiet"]) == 0
+    assert len(pd.read_csv(out)) == 2
 
 
 def test_resume_after_a_real_kill(tmp_path):

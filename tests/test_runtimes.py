@@ -35,6 +35,7 @@ def test_runtime_runs_and_agrees_with_pytorch(name, precision, mbv3, smallest):
     """Each setting's model follows PyTorch fp32 on random inputs: fp32 to float precision,
     int8 within what post-training quantization of a random-weight subnet gives."""
     be = _backend(name, precision)
+    assert be.converts_ahead is (precision == "int8" or name == "litert")  # --convert-jobs auto
     times = be.prepare(mbv3, smallest, 1).run(3)
     assert len(times) == 3 and all(isinstance(t, float) and 0 < t < 5 for t in times)
     a = check_conversion(be, mbv3, smallest, n_images=8)
@@ -202,12 +203,18 @@ def test_export_formats(fmt, tmp_path, mbv3, smallest, capsys):
                  "--out", str(tmp_path / "net.wrong")]) == 2
 
 
-def test_models_converted_ahead_by_a_helper_process(tmp_path, mbv3, caplog):
-    """`profile_subnets(convert_jobs=1)`: a helper process quantizes the next subnets while one
-    is timed and hands the models over; this process converts only the reference and the
-    first subnet, and the rows are what the profiler writes without the helper."""
+def test_models_converted_ahead_by_a_helper_process(tmp_path, mbv3, caplog, monkeypatch):
+    """`profile_subnets(convert_jobs="auto")` for an int8 setting, the profiler pinned with
+    another CPU free: a helper process quantizes the next subnets while one is timed and
+    hands the models over; this process converts only the reference and the first subnet,
+    and the rows are what the profiler writes without the helper."""
     import logging
+    import os
 
+    from ofa_latency.profiling import ahead
+
+    # as if pinned (`taskset -c 1`): the helper may run on any CPU this test may
+    monkeypatch.setattr(ahead, "helper_cpus", lambda: set(os.sched_getaffinity(0)))
     be = _backend("onnxruntime", "int8")
     subs = [mbv3.validate({"ks": [k] * 20, "e": [e] * 20, "d": [2] * 5, "image_size": 128})
             for k, e in ((5, 3), (7, 3), (5, 4))]  # small, and converted by no other test
@@ -216,13 +223,35 @@ def test_models_converted_ahead_by_a_helper_process(tmp_path, mbv3, caplog):
     n0 = CACHE.conversions
     with caplog.at_level(logging.INFO, logger="ofa_latency"):
         df = profile_subnets(mbv3, be, subs, 1, tmp_path / "a.csv", protocol=quick,
-                             progress=False, convert_jobs=1)
+                             progress=False, convert_jobs="auto")
     assert len(df) == 3 and set(df.precision) == {"int8"} and df.latency_ms.gt(0).all()
     assert "2 subnets' models converted ahead (of 3 timed" in caplog.text
     # the reference (its fp32 source and int8 model) and the first subnet, at most: not all three
     assert CACHE.conversions - n0 <= 4
-    with pytest.raises(ValueError, match="convert_jobs"):
-        profile_subnets(mbv3, be, subs, 1, tmp_path / "b.csv", convert_jobs=-1)
+    for wrong in (-1, "always", 1.0):
+        with pytest.raises(ValueError, match="convert_jobs"):
+            profile_subnets(mbv3, be, subs, 1, tmp_path / "b.csv", convert_jobs=wrong)
+
+
+def test_auto_convert_jobs_one_helper_for_int8_and_litert_where_a_cpu_is_free(monkeypatch,
+                                                                           caplog):
+    """`profile`'s default `--convert-jobs auto`: one helper where the setting makes its
+    models ahead and the profiler is pinned with another CPU free; none unpinned (with a
+    warning that says how to pin), on one CPU, or for a setting that converts in-process."""
+    import logging
+    from types import SimpleNamespace
+
+    from ofa_latency.profiling import ahead
+
+    int8 = SimpleNamespace(converts_ahead=True, name="onnxruntime", precision="int8")
+    fp32 = SimpleNamespace(converts_ahead=False, name="onnxruntime", precision="fp32")
+    monkeypatch.setattr(ahead, "helper_cpus", lambda: {0})
+    assert ahead.auto_convert_jobs(int8) == 1 and ahead.auto_convert_jobs(fp32) == 0
+    monkeypatch.setattr(ahead, "helper_cpus", lambda: None)  # unpinned, or a 1-CPU machine
+    with caplog.at_level(logging.WARNING, logger="ofa_latency"):
+        assert ahead.auto_convert_jobs(int8) == 0
+        assert ahead.auto_convert_jobs(fp32) == 0
+    assert caplog.text.count("taskset -c 1") == 1 and "onnxruntime int8" in caplog.text
 
 
 @pytest.mark.parametrize("name,precision,option", [("openvino", "int8", "openvino_streams"),

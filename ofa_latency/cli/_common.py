@@ -91,6 +91,11 @@ def windows_count(text: str):
     return "auto" if text.strip().lower() == "auto" else _int_at_least(text, 1)
 
 
+def jobs_count(text: str):
+    """argparse type: an integer >= 0, or ``auto``."""
+    return "auto" if text.strip().lower() == "auto" else _int_at_least(text, 0)
+
+
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _int_at_least(text, 0)

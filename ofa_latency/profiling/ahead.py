@@ -26,7 +26,7 @@ from .conversions import CACHE, from_portable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConvertAhead", "helper_cpus"]
+__all__ = ["ConvertAhead", "auto_convert_jobs", "helper_cpus"]
 
 _WORKER: dict = {}
 
@@ -39,6 +39,24 @@ def helper_cpus() -> set | None:
         return None
     rest = set(range(os.cpu_count() or 1)) - set(mine)
     return rest or None
+
+
+def auto_convert_jobs(backend) -> int:
+    """How many helper processes ``convert_jobs="auto"`` (``profile``'s default) gives
+    ``backend``: one where it makes its models ahead
+    (:attr:`~._base.ProfilingBackend.converts_ahead`: int8, LiteRT) and this process is pinned
+    with another CPU free (:func:`helper_cpus`), else none (unpinned, a helper would share the
+    timing's cores; a warning says how to pin)."""
+    if not backend.converts_ahead:
+        return 0
+    if helper_cpus() is None:
+        logger.warning("%s %s models are made in the timing process, one subnet at a time: "
+                       "pin the profiler to one CPU (e.g. taskset -c 1) and a helper process "
+                       "makes them ahead on another (profile --convert-jobs; an int8 table "
+                       "made in the timing process can be tilted by the subnets' size)",
+                       backend.name, backend.precision)
+        return 0
+    return 1
 
 
 def _init(name: str, kwargs: dict, cpus, folder: str) -> None:

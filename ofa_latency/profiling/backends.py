@@ -262,6 +262,10 @@ class OnnxRuntimeBackend(ProfilingBackend):
         self.model_bytes(space, subnet, batch_size)
         return True
 
+    @property
+    def converts_ahead(self) -> bool:
+        return self.device == "cpu" and self.precision == "int8"
+
     def runner_from_file(self, path, input_shape) -> OrtRunner:
         """A runner of a saved ONNX model on a random input of ``input_shape``."""
         x = np.random.default_rng(0).standard_normal(tuple(input_shape), dtype=np.float32)

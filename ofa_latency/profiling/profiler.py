@@ -160,7 +160,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                     allow_machine_change: bool = False,
                     check_machine: bool = True,
                     retime_above_pct: Optional[float] = None,
-                    convert_jobs: int = 0) -> pd.DataFrame:
+                    convert_jobs: int | str = 0) -> pd.DataFrame:
     """Measure ``subnets`` and append one row each to ``out_path``; resume where it stopped.
 
     Subnets already in the table for the same setting (space, backend, device, threads,
@@ -210,11 +210,13 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         (:func:`~ofa_latency.datasets.drop_duplicate_rows`). Within one machine state: a
         later state can move which subnets are fast by more than a row's interval sees
         (BENCHMARKS.md section 16.8; section 14.20: over twelve hours, one host did not).
-    convert_jobs : int
+    convert_jobs : int or "auto"
         For a backend whose models are slow to make (OpenVINO, LiteRT, ONNX Runtime on CPU:
         :meth:`~._base.ProfilingBackend.convert`), make the next subnets' models in this many
         helper processes on the CPUs this process is not pinned to, while it times the
         current one (:class:`~.ahead.ConvertAhead`). 0: convert each subnet here, then time it.
+        ``"auto"`` (``profile``'s default): one helper for int8 and LiteRT settings where this
+        process is pinned and another CPU is free, else 0 (:func:`~.ahead.auto_convert_jobs`).
 
     Returns
     -------
@@ -246,8 +248,9 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size = {batch_size!r}; must be an int >= 1")
-    if isinstance(convert_jobs, bool) or not isinstance(convert_jobs, int) or convert_jobs < 0:
-        raise ValueError(f"convert_jobs = {convert_jobs!r}; must be an int >= 0")
+    if convert_jobs != "auto" and (isinstance(convert_jobs, bool)
+                                   or not isinstance(convert_jobs, int) or convert_jobs < 0):
+        raise ValueError(f"convert_jobs = {convert_jobs!r}; must be an int >= 0 or 'auto'")
     check_retime_above(retime_above_pct)
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
     with MeasurementLog(out_path) as log:  # the lock is held until every row is written
@@ -312,6 +315,10 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                             **({"again": True} if again else {}))
 
         ahead = None
+        if convert_jobs == "auto" and len(todo) > 1:
+            from .ahead import auto_convert_jobs
+
+            convert_jobs = auto_convert_jobs(backend)
         if convert_jobs and len(todo) > 1 and backend.convert(space, todo[0], batch_size):
             from .ahead import ConvertAhead
 
