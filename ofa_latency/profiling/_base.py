@@ -136,9 +136,10 @@ class ProfilingBackend(abc.ABC):
         """Whether ``profile --convert-jobs auto`` (the default) has a helper process make this
         setting's models ahead of the timing, where the profiler is pinned and another CPU is
         free (:func:`~.ahead.auto_convert_jobs`). False here; True where making a model in the
-        timing process is slow or changes its timings: int8 (an ONNX Runtime int8 table whose
-        models were made in the timing process was tilted by the subnets' size, made ahead it
-        was not: BENCHMARKS.md section 16.26) and LiteRT (11-27 s per conversion)."""
+        timing process is slow or changes its timings: int8 (ONNX Runtime int8 tables whose
+        models were made in the timing process were tilted by the subnets' size in three runs
+        of three, made ahead in two of five: BENCHMARKS.md sections 16.26-16.27) and LiteRT
+        (11-27 s per conversion)."""
         return False
 
     def options(self) -> dict:
