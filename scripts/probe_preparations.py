@@ -1,0 +1,83 @@
+"""Does a subnet's measurement move from one window to the next because each window prepares
+the model afresh (a new ONNX Runtime session, a new OpenVINO compilation), or because the
+host's moments differ?
+
+For each of ``--subnets`` seeded subnets of ``ofa_mbv3_w1.2`` (1 thread, batch 1), the model
+is made once (the conversion cache), then timed in ``--windows`` windows prepared afresh and
+as many windows of one runner prepared once, alternating, each window the profiler's own
+(:func:`~ofa_latency.profiling.timing.measure`, drift-corrected by the reference subnet in
+the same window). Per subnet and kind it reports the spread of the windows' ratios (standard
+deviation, percent of their mean) beside the windows' own 90 % half-widths (median): where
+fresh windows spread more than windows of one runner, preparing is a source of row noise.
+
+    taskset -c 1 python scripts/probe_preparations.py --backend openvino --precision int8 \
+        --json data/benchmarks/preparations_openvino_int8_host9.json
+    taskset -c 1 python scripts/probe_preparations.py --backend onnxruntime --precision int8 \
+        --json data/benchmarks/preparations_onnxruntime_int8_host9.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def spread(results) -> dict:
+    """The windows' ratios: their spread (sd, percent of the mean) and median half-width."""
+    ratios = np.array([r.ratio for r in results])
+    return {"windows": len(ratios), "ratio_mean": round(float(ratios.mean()), 5),
+            "ratio_sd_pct": round(float(100 * ratios.std(ddof=1) / ratios.mean()), 3),
+            "median_own_ci_pct": round(float(np.median([r.ci_pct for r in results])), 3)}
+
+
+def main(argv=None) -> dict:
+    from ofa_latency.hardware import describe_hardware
+    from ofa_latency.profiling import create_backend
+    from ofa_latency.profiling.timing import TimingProtocol, measure
+    from ofa_latency.spaces import get_space, reference_subnet
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backend", default="openvino")
+    p.add_argument("--precision", default="int8")
+    p.add_argument("--subnets", type=int, default=3)
+    p.add_argument("--windows", type=int, default=10, help="windows of each kind per subnet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    space = get_space("ofa_mbv3_w1.2")
+    be = create_backend(args.backend, threads=1, precision=args.precision)
+    protocol = TimingProtocol()
+    ref = be.prepare(space, reference_subnet(space), 1)
+    out = {"command": " ".join(sys.argv), "backend": args.backend, "precision": args.precision,
+           "hardware": describe_hardware(args.backend, 1, "cpu", precision=args.precision), "subnets": []}
+    for sub in space.sample(args.subnets, seed=args.seed):
+        once = be.prepare(space, sub, 1)  # makes the model (cached), prepares one runner
+        fresh, same = [], []
+        for _ in range(args.windows):
+            runner = be.prepare(space, sub, 1)
+            fresh.append(measure(runner, ref, None, protocol))
+            del runner
+            same.append(measure(once, ref, None, protocol))
+        row = {"arch": sub.arch_json(), "fresh": spread(fresh), "prepared_once": spread(same)}
+        out["subnets"].append(row)
+        print(f"{args.backend} {args.precision}  fresh: sd {row['fresh']['ratio_sd_pct']:.2f} % "
+              f"(own +-{row['fresh']['median_own_ci_pct']:.2f} %)  prepared once: sd "
+              f"{row['prepared_once']['ratio_sd_pct']:.2f} % "
+              f"(own +-{row['prepared_once']['median_own_ci_pct']:.2f} %)  "
+              f"means {row['fresh']['ratio_mean']:.4f} / {row['prepared_once']['ratio_mean']:.4f}",
+              flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
