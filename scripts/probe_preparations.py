@@ -57,7 +57,8 @@ def main(argv=None) -> dict:
     protocol = TimingProtocol()
     ref = be.prepare(space, reference_subnet(space), 1)
     out = {"command": " ".join(sys.argv), "backend": args.backend, "precision": args.precision,
-           "hardware": describe_hardware(args.backend, 1, "cpu", precision=args.precision), "subnets": []}
+           "hardware": describe_hardware(args.backend, 1, "cpu", precision=args.precision),
+           "subnets": []}
     for sub in space.sample(args.subnets, seed=args.seed):
         once = be.prepare(space, sub, 1)  # makes the model (cached), prepares one runner
         fresh, same = [], []
