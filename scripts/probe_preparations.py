@@ -14,6 +14,8 @@ fresh windows spread more than windows of one runner, preparing is a source of r
         --json data/benchmarks/preparations_openvino_int8_host9.json
     taskset -c 1 python scripts/probe_preparations.py --backend onnxruntime --precision int8 \
         --json data/benchmarks/preparations_onnxruntime_int8_host9.json
+    taskset -c 1 python scripts/probe_preparations.py --backend openvino --precision int8 \
+        --warmup-runs 50 --json data/benchmarks/preparations_openvino_int8_w50_host9.json
 """
 
 from __future__ import annotations
@@ -49,14 +51,18 @@ def main(argv=None) -> dict:
     p.add_argument("--subnets", type=int, default=3)
     p.add_argument("--windows", type=int, default=10, help="windows of each kind per subnet")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup-runs", type=int, default=None,
+                   help="warm-up runs per window (default: the profiler's own)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
     space = get_space("ofa_mbv3_w1.2")
     be = create_backend(args.backend, threads=1, precision=args.precision)
-    protocol = TimingProtocol()
+    protocol = TimingProtocol() if args.warmup_runs is None else TimingProtocol(
+        warmup_runs=args.warmup_runs)
     ref = be.prepare(space, reference_subnet(space), 1)
     out = {"command": " ".join(sys.argv), "backend": args.backend, "precision": args.precision,
+           "warmup_runs": protocol.warmup_runs,
            "hardware": describe_hardware(args.backend, 1, "cpu", precision=args.precision),
            "subnets": []}
     for sub in space.sample(args.subnets, seed=args.seed):
