@@ -16,6 +16,8 @@ fresh windows spread more than windows of one runner, preparing is a source of r
         --json data/benchmarks/preparations_onnxruntime_int8_host9.json
     taskset -c 1 python scripts/probe_preparations.py --backend openvino --precision int8 \
         --warmup-runs 50 --json data/benchmarks/preparations_openvino_int8_w50_host9.json
+    taskset -c 1 python scripts/probe_preparations.py --backend openvino --precision int8 \
+        --order alternate --json data/benchmarks/preparations_openvino_int8_alt_host9.json
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ def main(argv=None) -> dict:
     p.add_argument("--subnets", type=int, default=3)
     p.add_argument("--windows", type=int, default=10, help="windows of each kind per subnet")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--order", choices=["fresh-first", "alternate"], default="fresh-first",
+                   help="fresh-first: prepare, time the fresh runner, then the one prepared "
+                        "once; alternate: every other pair prepares, times the one prepared "
+                        "once, then the fresh runner (the preparation's after-effects then "
+                        "fall on the old runner's window)")
     p.add_argument("--warmup-runs", type=int, default=None,
                    help="warm-up runs per window (default: the profiler's own)")
     p.add_argument("--json", default=None)
@@ -62,18 +69,32 @@ def main(argv=None) -> dict:
         warmup_runs=args.warmup_runs)
     ref = be.prepare(space, reference_subnet(space), 1)
     out = {"command": " ".join(sys.argv), "backend": args.backend, "precision": args.precision,
-           "warmup_runs": protocol.warmup_runs,
+           "warmup_runs": protocol.warmup_runs, "order": args.order,
            "hardware": describe_hardware(args.backend, 1, "cpu", precision=args.precision),
            "subnets": []}
     for sub in space.sample(args.subnets, seed=args.seed):
         once = be.prepare(space, sub, 1)  # makes the model (cached), prepares one runner
         fresh, same = [], []
-        for _ in range(args.windows):
+        late = {"fresh": [], "prepared_once": []}  # pairs whose old window came first
+        for i in range(args.windows):
             runner = be.prepare(space, sub, 1)
-            fresh.append(measure(runner, ref, None, protocol))
+            if args.order == "alternate" and i % 2 == 1:
+                same.append(measure(once, ref, None, protocol))
+                fresh.append(measure(runner, ref, None, protocol))
+                late["fresh"].append(fresh[-1].ratio)
+                late["prepared_once"].append(same[-1].ratio)
+            else:
+                fresh.append(measure(runner, ref, None, protocol))
+                same.append(measure(once, ref, None, protocol))
             del runner
-            same.append(measure(once, ref, None, protocol))
         row = {"arch": sub.arch_json(), "fresh": spread(fresh), "prepared_once": spread(same)}
+        if late["fresh"]:  # fresh over once, by which window followed the preparation
+            ratio = np.array(late["fresh"]) / np.array(late["prepared_once"])
+            early = np.array([f.ratio for f in fresh]) / np.array([o.ratio for o in same])
+            early = np.delete(early, range(1, len(early), 2))
+            row["fresh_over_once_pct"] = {
+                "fresh_window_right_after_preparation": round(float(100 * (early.mean() - 1)), 3),
+                "old_window_right_after_preparation": round(float(100 * (ratio.mean() - 1)), 3)}
         out["subnets"].append(row)
         print(f"{args.backend} {args.precision}  fresh: sd {row['fresh']['ratio_sd_pct']:.2f} % "
               f"(own +-{row['fresh']['median_own_ci_pct']:.2f} %)  prepared once: sd "
@@ -81,6 +102,8 @@ def main(argv=None) -> dict:
               f"(own +-{row['prepared_once']['median_own_ci_pct']:.2f} %)  "
               f"means {row['fresh']['ratio_mean']:.4f} / {row['prepared_once']['ratio_mean']:.4f}",
               flush=True)
+        if "fresh_over_once_pct" in row:
+            print("  fresh over once, %", row["fresh_over_once_pct"], flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out
