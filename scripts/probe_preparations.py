@@ -18,6 +18,11 @@ fresh windows spread more than windows of one runner, preparing is a source of r
         --warmup-runs 50 --json data/benchmarks/preparations_openvino_int8_w50_host9.json
     taskset -c 1 python scripts/probe_preparations.py --backend openvino --precision int8 \
         --order alternate --json data/benchmarks/preparations_openvino_int8_alt_host9.json
+    taskset -c 1 python scripts/probe_preparations.py --backend openvino --precision int8 \
+        --trajectory-s 90 --json data/benchmarks/preparations_openvino_int8_trajectory_host9.json
+    taskset -c 1 python scripts/probe_preparations.py --backend openvino --precision int8 \
+        --compilations 3 --windows 8 \
+        --json data/benchmarks/preparations_openvino_int8_in_turn_host9.json
 """
 
 from __future__ import annotations
@@ -41,6 +46,53 @@ def spread(results) -> dict:
             "median_own_ci_pct": round(float(np.median([r.ci_pct for r in results])), 3)}
 
 
+def trajectory(be, space, sub, ref, protocol, seconds: float) -> dict:
+    """One runner of ``sub`` prepared afresh (its model made before), timed window after
+    window for ``seconds``: each window's ratio and its start (seconds since preparing)."""
+    import time
+
+    from ofa_latency.profiling.timing import measure
+
+    be.prepare(space, sub, 1)  # the model made (cached) before the clock starts
+    runner = be.prepare(space, sub, 1)
+    t0 = time.perf_counter()
+    starts, ratios = [], []
+    while time.perf_counter() - t0 < seconds:
+        starts.append(round(time.perf_counter() - t0, 2))
+        ratios.append(measure(runner, ref, None, protocol).ratio)
+    r = np.array(ratios)
+    k = max(1, len(r) // 5)
+    row = {"arch": sub.arch_json(), "window_start_s": starts,
+           "ratio": [round(float(x), 5) for x in r],
+           "last_fifth_over_first_fifth_pct": round(float(100 * (r[-k:].mean()
+                                                                 / r[:k].mean() - 1)), 3)}
+    print(f"{len(r)} windows over {seconds:.0f} s: last fifth over first fifth "
+          f"{row['last_fifth_over_first_fifth_pct']:+.2f} %; ratios "
+          + " ".join(f"{x:.4f}" for x in r), flush=True)
+    return row
+
+
+def in_turn(be, space, sub, ref, protocol, k: int, rounds: int) -> dict:
+    """``k`` runners of ``sub`` prepared one after the other and kept, timed in turn (one
+    window each per round) for ``rounds`` rounds: each one's mean ratio over the first's."""
+    from ofa_latency.profiling.timing import measure
+
+    runners = [be.prepare(space, sub, 1) for _ in range(k)]
+    ratios = [[] for _ in range(k)]
+    for i in range(rounds):
+        for j in range(k):
+            j = (j + i) % k  # each runner in each position of the round in turn
+            ratios[j].append(measure(runners[j], ref, None, protocol).ratio)
+    means = [float(np.mean(r)) for r in ratios]
+    row = {"arch": sub.arch_json(), "ratios": [[round(float(x), 5) for x in r] for r in ratios],
+           "over_first_pct": [round(100 * (m / means[0] - 1), 3) for m in means],
+           "sd_pct": [round(float(100 * np.std(r, ddof=1) / np.mean(r)), 3) for r in ratios]}
+    print(f"{k} preparations, {rounds} windows each: mean over the first's "
+          + " ".join(f"{x:+.2f} %" for x in row["over_first_pct"])
+          + "; sd " + " ".join(f"{x:.2f}" for x in row["sd_pct"]) + " %", flush=True)
+    return row
+
+
 def main(argv=None) -> dict:
     from ofa_latency.hardware import describe_hardware
     from ofa_latency.profiling import create_backend
@@ -58,6 +110,13 @@ def main(argv=None) -> dict:
                         "once; alternate: every other pair prepares, times the one prepared "
                         "once, then the fresh runner (the preparation's after-effects then "
                         "fall on the old runner's window)")
+    p.add_argument("--trajectory-s", type=float, default=None, metavar="S",
+                   help="instead: per subnet, one runner prepared afresh and timed window "
+                        "after window for S seconds (does a new model speed up with time?)")
+    p.add_argument("--compilations", type=int, default=None, metavar="K",
+                   help="instead: per subnet, K runners prepared one after the other (the "
+                        "first makes the model), all kept, timed in turn for --windows rounds "
+                        "(is the first preparation faster than later ones?)")
     p.add_argument("--warmup-runs", type=int, default=None,
                    help="warm-up runs per window (default: the profiler's own)")
     p.add_argument("--json", default=None)
@@ -73,6 +132,13 @@ def main(argv=None) -> dict:
            "hardware": describe_hardware(args.backend, 1, "cpu", precision=args.precision),
            "subnets": []}
     for sub in space.sample(args.subnets, seed=args.seed):
+        if args.compilations is not None:
+            out["subnets"].append(in_turn(be, space, sub, ref, protocol, args.compilations,
+                                          args.windows))
+            continue
+        if args.trajectory_s is not None:
+            out["subnets"].append(trajectory(be, space, sub, ref, protocol, args.trajectory_s))
+            continue
         once = be.prepare(space, sub, 1)  # makes the model (cached), prepares one runner
         fresh, same = [], []
         late = {"fresh": [], "prepared_once": []}  # pairs whose old window came first
