@@ -80,8 +80,7 @@ def in_turn(be, space, sub, ref, protocol, k: int, rounds: int) -> dict:
     runners = [be.prepare(space, sub, 1) for _ in range(k)]
     ratios = [[] for _ in range(k)]
     for i in range(rounds):
-        for j in range(k):
-            j = (j + i) % k  # each runner in each position of the round in turn
+        for j in [(m + i) % k for m in range(k)]:  # each runner in each position in turn
             ratios[j].append(measure(runners[j], ref, None, protocol).ratio)
     means = [float(np.mean(r)) for r in ratios]
     row = {"arch": sub.arch_json(), "ratios": [[round(float(x), 5) for x in r] for r in ratios],

@@ -26,7 +26,7 @@ import numpy as np
 
 def size_trend(a, b) -> dict:
     """The log-ratio of table ``a`` to ``b`` over their common subnets against log latency."""
-    m = a.merge(b, on="arch", suffixes=("_1", "_2"))
+    m = a.merge(b, on=["arch", "image_size"], suffixes=("_1", "_2"))
     d = np.log(m.latency_ms_1.to_numpy() / m.latency_ms_2.to_numpy())
     d -= np.median(d)
     z = np.log(m.latency_ms_1.to_numpy() / np.median(m.latency_ms_1))

@@ -157,7 +157,7 @@ class ProfilingBackend(abc.ABC):
 
         v = {"python": platform.python_version(), "ofa_latency": __version__}
         if self.device == "cpu" and self.steadies_allocator:
-            v["steady_allocator"] = getattr(self, "steady_allocator", False)
+            v["steady_allocator"] = self.steady_allocator  # set by __init__, same condition
         return v
 
 

@@ -315,14 +315,12 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                             **({"again": True} if again else {}))
 
         ahead = None
-        if convert_jobs == "auto" and len(todo) > 1:
-            from .ahead import auto_convert_jobs
+        if len(todo) > 1 and convert_jobs:
+            from .ahead import ConvertAhead, auto_convert_jobs
 
-            convert_jobs = auto_convert_jobs(backend)
-        if convert_jobs and len(todo) > 1 and backend.convert(space, todo[0], batch_size):
-            from .ahead import ConvertAhead
-
-            ahead = ConvertAhead(backend, space, todo[1:], batch_size, convert_jobs)
+            jobs = auto_convert_jobs(backend) if convert_jobs == "auto" else convert_jobs
+            if jobs and backend.convert(space, todo[0], batch_size):
+                ahead = ConvertAhead(backend, space, todo[1:], batch_size, jobs)
 
         def ready_then_measure(sub, again=False):
             if ahead is not None:
