@@ -233,6 +233,37 @@ def test_models_converted_ahead_by_a_helper_process(tmp_path, mbv3, caplog, monk
             profile_subnets(mbv3, be, subs, 1, tmp_path / "b.csv", convert_jobs=wrong)
 
 
+def test_verification_makes_int8_candidates_ahead_as_profile_does(tmp_path, mbv3,
+                                                                  monkeypatch):
+    """`search --verify onnxruntime --precision int8` (the command line's `--convert-jobs
+    auto`), pinned with another CPU free: the candidates' models are made by a helper
+    process, as `profile` makes the table's, not in the timing process; the round says so."""
+    import os
+
+    from ofa_latency.profiling import ahead
+    from ofa_latency.search import SearchResult
+    from ofa_latency.search.workflow import verify
+
+    monkeypatch.setattr(ahead, "helper_cpus", lambda: set(os.sched_getaffinity(0)))
+    be = _backend("onnxruntime", "int8")
+    subs = [mbv3.validate({"ks": [k] * 20, "e": [e] * 20, "d": [2] * 5, "image_size": 128})
+            for k, e in ((3, 4), (7, 4), (5, 6))]  # converted by no other test
+    res = SearchResult("fast", subs[0].to_dict(), 0.7, [1.0], [100.0],
+                       [{"arch": s.to_dict(), "accuracy": 0.7 - i / 100, "latency_ms": [1.0]}
+                        for i, s in enumerate(subs)], 0.1, 3, "test")
+    quick = TimingProtocol(warmup_runs=1, rounds=2, runs_per_round=1, max_rounds=2,
+                           off_state_retries=0, windows=1)
+    ver = verify(res, mbv3, be, 1, tmp_path / "v.csv", top_k=3, progress=False,
+                 protocol=quick, convert_jobs="auto")
+    assert len(ver.rows) == 3 and all(r["measured_ms"] > 0 for r in ver.rows)
+    assert ver.models["subnets_ahead"] == 2  # the first is made here, while the helper starts
+    assert ver.to_dict()["models"] == ver.models  # into report.json
+    # the library's default makes them here, one at a time
+    again = verify(res, mbv3, be, 1, tmp_path / "w.csv", top_k=3, progress=False,
+                   protocol=quick)
+    assert again.models["subnets_ahead"] == 0
+
+
 def test_auto_convert_jobs_one_helper_for_int8_and_litert_where_a_cpu_is_free(monkeypatch,
                                                                            caplog):
     """`profile`'s default `--convert-jobs auto`: one helper where the setting makes its

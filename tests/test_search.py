@@ -133,15 +133,19 @@ def test_cli_search_verifies_on_the_device_and_exports(acc, fake_est, mbv3, tmp_
     torch.save({k: torch.from_numpy(v) for k, v in acc.weights.items()}, tmp_path / "acc.pth")
     budget = _budget(est, mbv3, 0.2)
     out = tmp_path / "run"
-    assert main(["search", "--estimator", str(pred_dir), "--latency-ms", f"{budget:.4f}",
-                 "--accuracy-predictor", str(tmp_path / "acc.pth"), "--verify", "fake",
-                 "--top-k", "3", "--out", str(out), "--quiet"]) == 0
+    args = ["search", "--estimator", str(pred_dir), "--latency-ms", f"{budget:.4f}",
+            "--accuracy-predictor", str(tmp_path / "acc.pth"), "--verify", "fake",
+            "--top-k", "3", "--out", str(out), "--quiet"]
+    assert main(args + ["--convert-jobs", "-1"]) == 2  # an int >= 0 or auto
+    assert "--convert-jobs" in capsys.readouterr().err
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "<- chosen" in text and "measured on the device" in text
     rep = json.loads((out / "report.json").read_text())
     cfg = json.loads((out / "subnet.config.json").read_text())
     assert rep["arch"] == cfg["arch"] and rep["meets_budget_measured"] is True
     assert rep["measured_ms"] <= budget and len(rep["verification"]["rows"]) == 3
+    assert rep["verification"]["models"]["subnets_ahead"] == 0  # the fake device makes none
     # how busy the machine was (Linux; unknown too for a fake device's timings, shorter
     # than the kernel's 10 ms counters can see)
     busy = rep["verification"]["others_busy_pct"]

@@ -165,6 +165,19 @@ def timing_protocol(args, **kw):
                           **kw)
 
 
+def add_convert_jobs_option(p, what="profile"):
+    """``--convert-jobs``: helper processes that make the next subnets' models ahead."""
+    p.add_argument("--convert-jobs", type=jobs_count, default="auto", metavar="N",
+                   help=f"{what}: make the next subnets' models (OpenVINO, LiteRT, onnxruntime "
+                        f"on CPU) in N helper processes while the current one is timed, on the "
+                        f"CPUs the profiler is not pinned to (run it as taskset -c 1 "
+                        f"ofa-latency ...); 0: convert, then time, one subnet at a time; auto "
+                        f"(default): 1 for int8 and LiteRT settings when this process is "
+                        f"pinned and another CPU is free, else 0 (an int8 model made in the "
+                        f"timing process tilted its table by the subnets' size, BENCHMARKS.md "
+                        f"16.26)")
+
+
 def add_litert_delegate_option(p, what="litert"):
     """``--litert-delegate``: XNNPACK (LiteRT's default) or its builtin kernels."""
     p.add_argument("--litert-delegate", default="xnnpack", choices=["xnnpack", "none"],

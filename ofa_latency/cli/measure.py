@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
-from ._common import (add_litert_delegate_option, add_timing_options, add_weights_options,
-                      jobs_count, litert_delegate_option, nonnegative_float,
+from ._common import (add_convert_jobs_option, add_litert_delegate_option, add_timing_options,
+                      add_weights_options, litert_delegate_option, nonnegative_float,
                       parse_arch, parse_pairs, positive_int, resolutions, subnets_from_args,
                       timing_protocol, windows_count)
 
@@ -332,15 +332,7 @@ def register(sub) -> None:
                          "above PCT %% (noisy windows; 0: every subnet, a second pass); the "
                          "table combines each subnet's rows, weighted by their intervals. "
                          "Without --archs/--n: every subnet of --out")
-    pr.add_argument("--convert-jobs", type=jobs_count, default="auto", metavar="N",
-                    help="make the next subnets' models (OpenVINO, LiteRT, onnxruntime on CPU) "
-                         "in N helper processes while the current one is timed, on the CPUs "
-                         "the profiler is not pinned to (run it as taskset -c 1 ofa-latency "
-                         "profile ...); 0: convert, then time, one subnet at a time; auto "
-                         "(default): 1 for int8 and LiteRT settings when the profiler is "
-                         "pinned and another CPU is free, else 0 (an int8 model made in the "
-                         "timing process tilted its table by the subnets' size, BENCHMARKS.md "
-                         "16.26)")
+    add_convert_jobs_option(pr)
     pr.add_argument("--show", type=int, default=20, help="print the table when it has at most "
                                                           "this many rows")
     pr.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")

@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 from ..errors import UsageError
-from ._common import (add_litert_delegate_option, add_weights_options, check_out_folder,
-                      litert_delegate_option, load_estimator, positive_int, resolutions)
+from ._common import (add_convert_jobs_option, add_litert_delegate_option, add_weights_options,
+                      check_out_folder, litert_delegate_option, load_estimator, positive_int,
+                      resolutions)
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ def cmd_search(args) -> int:
                                    level_tables=args.level_table,
                                    weights=args.weights,
                                    calibration_images=args.calibration_images,
-                                   n_calibration_images=args.calibration_count, **params)
+                                   n_calibration_images=args.calibration_count,
+                                   convert_jobs=args.convert_jobs, **params)
     print_verification(outcome.rounds)
     print(outcome.summary)
     res = outcome.result
@@ -252,6 +254,7 @@ def register(sub) -> None:
                          "onnxruntime, openvino, litert; default: the predictor's own, else "
                          "fp32)")
     add_litert_delegate_option(se, "with --verify litert")
+    add_convert_jobs_option(se, "with --verify")
     se.add_argument("--batch-size", type=positive_int, default=1)
     se.add_argument("--no-export", action="store_true", help="skip the export")
     add_weights_options(se)

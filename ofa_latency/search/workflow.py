@@ -52,6 +52,9 @@ class Verification:
     # the half-width (percent) of a two-window measurement from the window-to-window spread of
     # every row of the verification table pooled (None without rows of two or more windows)
     window_ci_pct: float | None = None
+    # where this round's candidates' models came from (``profile_subnets``' count: made in
+    # the timing process, read from the model store, made ahead by a helper process)
+    models: dict | None = None
 
     @property
     def chosen_row(self) -> dict | None:
@@ -102,7 +105,7 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
            constraint: int = 0, budget_ms: float | None = None, progress: bool = True,
            owned: bool = False, allow_machine_change: bool = False,
            protocol: TimingProtocol = VERIFY_PROTOCOL, round_no: int = 1,
-           level_tables=()) -> Verification:
+           level_tables=(), convert_jobs: int | str = 0) -> Verification:
     """Profile the ``top_k`` best candidates of ``result`` on ``backend`` (appended to the
     resumable ``table``, each until its own interval is tight: ``protocol``) and choose the
     most accurate whose measured *upper bound* (the measurement plus its 90 % half-width)
@@ -115,7 +118,11 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
     loop's round, recorded in each row; ``level_tables``: tables of the same setting this run
     measured on the same machine (the profiling table the predictor was fitted on): the
     measurements are expressed at their reference level
-    (:func:`~ofa_latency.profiling.profiler.run_level_ms`), not at the verification table's own."""
+    (:func:`~ofa_latency.profiling.profiler.run_level_ms`), not at the verification table's own.
+    ``convert_jobs``: helper processes that make the candidates' models ahead of their timing
+    (:func:`~ofa_latency.profiling.profile_subnets`; ``"auto"``, the command line's default:
+    one for int8 and LiteRT settings where this process is pinned and another CPU is free), so
+    that a candidate is measured as ``profile`` measured the table its predictor learned."""
     from ..datasets import read_measurements
     from ..profiling import profile_subnets
 
@@ -124,7 +131,7 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
     subs = [space.validate(c["arch"]) for c in cands]
     df = profile_subnets(space, backend, subs, batch_size, table, progress=progress,
                          check_machine=not owned, allow_machine_change=allow_machine_change,
-                         protocol=protocol)
+                         protocol=protocol, convert_jobs=convert_jobs)
     level = _level_ms(df, level_tables)
     if level is not None:
         df = df.assign(latency_ms=np.where(df["ratio"].notna(), df["ratio"] * level,
@@ -144,6 +151,7 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
                         rows=rows, chosen=_most_accurate(rows), table=str(table),
                         round=round_no, level_ms=level,
                         others_busy_pct=df.attrs.get("others_busy_pct"),
+                        models=df.attrs.get("models"),
                         window_ci_pct=None if window_ci is None else round(window_ci, 3))
 
 
@@ -230,9 +238,10 @@ def _most_accurate(rows) -> int | None:
 def search_and_verify(constraints, acc, backend, batch_size: int, table, finder: str = "fast",
                       seed: int = 0, top_k: int = 5, max_rounds: int = 3, progress: bool = True,
                       allow_machine_change: bool = False, refit=None, level_tables=(),
-                      **params):
+                      convert_jobs: int | str = 0, **params):
     """Search, verify the top candidates on the device (constraint 0's budget), and search
-    again, at most ``max_rounds`` searches in all. ``level_tables``: see :func:`verify`.
+    again, at most ``max_rounds`` searches in all. ``level_tables``, ``convert_jobs``: see
+    :func:`verify`.
 
     With ``refit`` (a callable taking the verification table as a DataFrame and returning a
     new estimator for constraint 0, e.g. the fine-tuned predictor refitted with the measured
@@ -270,7 +279,7 @@ def search_and_verify(constraints, acc, backend, batch_size: int, table, finder:
         ver = verify(res, acc.space, backend, batch_size, table, top_k=top_k, budget_ms=budget,
                      progress=progress, owned=owned,
                      allow_machine_change=allow_machine_change, round_no=k + 1,
-                     level_tables=level_tables)
+                     level_tables=level_tables, convert_jobs=convert_jobs)
         ver.refitted = bool(k and refit is not None)
         for r in ver.rows:
             pool.setdefault(_key(r), r)
@@ -332,7 +341,8 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                          setting: dict | None = None, hardware: dict | None = None,
                          allow_machine_change: bool = False, refit=None, max_rounds: int = 3,
                          level_tables=(), weights=None, calibration_images=None,
-                         n_calibration_images: int = 2000, **params) -> SearchOutcome:
+                         n_calibration_images: int = 2000, convert_jobs: int | str = 0,
+                         **params) -> SearchOutcome:
     """The whole search step: search under ``constraints``; with ``backend``, verify the top
     ``top_k`` candidates on the device (:func:`search_and_verify`, table
     ``out_dir/verify.csv``; with ``refit``, the closed loop that refits the predictor on the
@@ -346,6 +356,8 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
     ``level_tables``: tables this run measured of the same setting on the same machine (e.g.
     the profiling table the predictor was fitted on): the verification and the confirmation
     are expressed at their reference level, the predictor's (:func:`verify`).
+    ``convert_jobs``: helper processes that make the candidates' models ahead of their timing
+    (:func:`verify`).
 
     Raises
     ------
@@ -378,7 +390,8 @@ def search_verify_deploy(constraints, acc, out_dir, backend=None, batch_size: in
                                         progress=progress,
                                         allow_machine_change=allow_machine_change,
                                         refit=refit, max_rounds=max_rounds,
-                                        level_tables=level_tables, **params)
+                                        level_tables=level_tables,
+                                        convert_jobs=convert_jobs, **params)
         ver = rounds[-1]
         if ver.chosen is None:
             best = min(ver.rows, key=lambda r: r["measured_upper_ms"])
