@@ -124,6 +124,7 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             "onnxruntime_int8_t1_default": ("onnxruntime", 1, "auto", ["--precision", "int8"]),
             "openvino_int8_t1_default": ("openvino", 1, "auto", ["--precision", "int8"]),
             "litert_int8_t1_default": ("litert", 1, "auto", ["--precision", "int8"]),
+            "litert_t1_default": ("litert", 1, "auto", []),
             # its int8 models made ahead by a helper process: the timing process makes none
             "onnxruntime_int8_t1_ahead": ("onnxruntime", 1, 1, ["--precision", "int8",
                                                                 "--convert-jobs", "1"]),

@@ -23,6 +23,8 @@ fresh windows spread more than windows of one runner, preparing is a source of r
     taskset -c 1 python scripts/probe_preparations.py --backend openvino --precision int8 \
         --compilations 3 --windows 8 \
         --json data/benchmarks/preparations_openvino_int8_in_turn_host9.json
+    taskset -c 1 python scripts/probe_preparations.py --backend openvino --precision int8 \
+        --keep-fresh --json data/benchmarks/preparations_openvino_int8_kept_host9.json
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ def main(argv=None) -> dict:
                    help="instead: per subnet, K runners prepared one after the other (the "
                         "first makes the model), all kept, timed in turn for --windows rounds "
                         "(is the first preparation faster than later ones?)")
+    p.add_argument("--keep-fresh", action="store_true",
+                   help="keep every runner prepared afresh until the subnet is done instead of "
+                        "dropping it after its window (does the next preparation reuse what a "
+                        "dropped model freed?)")
     p.add_argument("--warmup-runs", type=int, default=None,
                    help="warm-up runs per window (default: the profiler's own)")
     p.add_argument("--json", default=None)
@@ -128,6 +134,7 @@ def main(argv=None) -> dict:
     ref = be.prepare(space, reference_subnet(space), 1)
     out = {"command": " ".join(sys.argv), "backend": args.backend, "precision": args.precision,
            "warmup_runs": protocol.warmup_runs, "order": args.order,
+           "keep_fresh": args.keep_fresh,
            "hardware": describe_hardware(args.backend, 1, "cpu", precision=args.precision),
            "subnets": []}
     for sub in space.sample(args.subnets, seed=args.seed):
@@ -139,7 +146,7 @@ def main(argv=None) -> dict:
             out["subnets"].append(trajectory(be, space, sub, ref, protocol, args.trajectory_s))
             continue
         once = be.prepare(space, sub, 1)  # makes the model (cached), prepares one runner
-        fresh, same = [], []
+        fresh, same, kept = [], [], []
         late = {"fresh": [], "prepared_once": []}  # pairs whose old window came first
         for i in range(args.windows):
             runner = be.prepare(space, sub, 1)
@@ -151,8 +158,13 @@ def main(argv=None) -> dict:
             else:
                 fresh.append(measure(runner, ref, None, protocol))
                 same.append(measure(once, ref, None, protocol))
+            if args.keep_fresh:
+                kept.append(runner)
             del runner
-        row = {"arch": sub.arch_json(), "fresh": spread(fresh), "prepared_once": spread(same)}
+        kept.clear()
+        row = {"arch": sub.arch_json(), "fresh": spread(fresh), "prepared_once": spread(same),
+               "fresh_over_once_mean_pct": round(float(100 * np.mean(
+                   [f.ratio / o.ratio - 1 for f, o in zip(fresh, same)])), 3)}
         if late["fresh"]:  # fresh over once, by which window followed the preparation
             ratio = np.array(late["fresh"]) / np.array(late["prepared_once"])
             early = np.array([f.ratio for f in fresh]) / np.array([o.ratio for o in same])
