@@ -42,8 +42,8 @@ def helper_cpus() -> set | None:
 
 
 def auto_convert_jobs(backend) -> int:
-    """How many helper processes ``convert_jobs="auto"`` (``profile``'s default) gives
-    ``backend``: one where it makes its models ahead
+    """How many helper processes ``convert_jobs="auto"`` (the default of ``profile`` and of
+    ``search --verify``) gives ``backend``: one where it makes its models ahead
     (:attr:`~._base.ProfilingBackend.converts_ahead`: int8, LiteRT) and this process is pinned
     with another CPU free (:func:`helper_cpus`), else none (unpinned, a helper would share the
     timing's cores; a warning says how to pin)."""
@@ -51,9 +51,9 @@ def auto_convert_jobs(backend) -> int:
         return 0
     if helper_cpus() is None:
         logger.warning("%s %s models are made in the timing process, one subnet at a time: "
-                       "pin the profiler to one CPU (e.g. taskset -c 1) and a helper process "
-                       "makes them ahead on another (profile --convert-jobs; an int8 table "
-                       "made in the timing process can be tilted by the subnets' size)",
+                       "pin this process to one CPU (e.g. taskset -c 1 ofa-latency ...) and a "
+                       "helper process makes them ahead on another (--convert-jobs; an int8 "
+                       "table made in the timing process can be tilted by the subnets' size)",
                        backend.name, backend.precision)
         return 0
     return 1
