@@ -1,0 +1,215 @@
+"""Does a table's size tilt follow the host's speed state? Tables of the same subnets and
+setting, made minutes or hours apart on one host, each against their consensus.
+
+The profiler drift-corrects a subnet by the reference subnet timed in the same window (its
+ratio to the reference, times the table's reference level). That is exact when a subnet's
+latency moves with the host's state in the same proportion as the reference's: an
+*elasticity* of 1. This script measures it. For every group of tables of one setting (the
+rows' backend and precision) under the given folders, with the subnets all of them share:
+
+* per table, its **size slope**: the fit of its rows' log latency less the consensus (the
+  mean over the tables, less its median) against the subnets' log size (consensus log
+  latency less its median); and its **reference level**: the log of its rows' median
+  ``ref_latency_ms``. Across the tables, how the slope follows the level (the regression
+  slope, and the correlation): a negative one means that in a faster state the large
+  subnets gain less than the reference, so a table made then is tilted against one made in
+  a slower state.
+* per row, its window's **raw latency** against its window's **reference** (each less its
+  mean over the tables): the elasticity ``e = a + c * z`` fitted over every row of the group,
+  and the rows' spread left by the ratio (elasticity 1) and by the fitted elasticity.
+
+    python scripts/retest_elasticity.py data/benchmarks/*host9/ --held-out \\
+        --json data/benchmarks/retest_elasticity_host9.json
+    python scripts/retest_elasticity.py data/benchmarks/*host8/ --held-out \\
+        --json data/benchmarks/retest_elasticity_host8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def tables_by_setting(folders) -> dict:
+    """``{(backend, precision): {name: table}}`` of every ``*.csv`` table under ``folders``
+    (one setting per table), each indexed by ``(arch, image_size)``."""
+    from ofa_latency.datasets import read_measurements
+
+    out: dict = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.csv")):
+            t = read_measurements(path)
+            if not len(t) or "ref_latency_ms" not in t.columns:
+                continue
+            key = (str(t.backend.iloc[0]), str(t.precision.iloc[0]))
+            t = t.set_index(["arch", "image_size"])
+            t = t[~t.index.duplicated(keep="last")]
+            out.setdefault(key, {})[f"{Path(folder).name}/{path.stem}"] = t
+    return out
+
+
+def analyse(tables: dict) -> dict | None:
+    """The size slopes against the reference levels, and the elasticity fit, of ``tables``
+    (one setting) over the subnets all of them share; None with fewer than 3 tables."""
+    if len(tables) < 3:
+        return None
+    common = None
+    for t in tables.values():
+        common = t.index if common is None else common.intersection(t.index)
+    if common is None or len(common) < 10:
+        return None
+    names = list(tables)
+    lat = pd.DataFrame({k: np.log(tables[k].loc[common, "latency_ms"]) for k in names})
+    raw = pd.DataFrame({k: np.log(tables[k].loc[common, "latency_raw_ms"]) for k in names})
+    ref = pd.DataFrame({k: np.log(tables[k].loc[common, "ref_latency_ms"]) for k in names})
+    z = lat.mean(axis=1)
+    z = (z - z.median()).to_numpy()
+    slopes, levels = [], []
+    for k in names:
+        d = (lat[k] - lat.mean(axis=1)).to_numpy(copy=True)
+        d -= np.median(d)
+        slopes.append(float(np.polyfit(z, d, 1)[0]))
+        levels.append(float(np.log(tables[k].loc[common, "ref_latency_ms"].median())))
+    slopes, levels = np.array(slopes), np.array(levels)
+    lv = levels - levels.mean()
+    follow = float(np.polyfit(lv, slopes, 1)[0]) if lv.std() > 0 else float("nan")
+    corr = float(np.corrcoef(lv, slopes)[0, 1]) if lv.std() > 0 else float("nan")
+    y = raw.sub(raw.mean(axis=1), axis=0).to_numpy().ravel()
+    x = ref.sub(ref.mean(axis=1), axis=0).to_numpy().ravel()
+    zz = np.repeat(z, len(names))
+    a = np.c_[x, x * zz]
+    coef = np.linalg.lstsq(a, y, rcond=None)[0]
+    return {"tables": names, "subnets": int(len(common)),
+            "size_slope": [round(v, 4) for v in slopes],
+            "log_ref_level": [round(v, 4) for v in levels],
+            "slope_per_log_ref_level": round(follow, 3), "slope_level_corr": round(corr, 3),
+            "elasticity_a": round(float(coef[0]), 3), "elasticity_c": round(float(coef[1]), 3),
+            "z_sd": round(float(z.std()), 3),
+            "rows_sd_ratio_pct": round(float(100 * (y - x).std()), 3),
+            "rows_sd_elastic_pct": round(float(100 * (y - a @ coef).std()), 3)}
+
+
+def _scale_free_mape(a, b) -> float:
+    d = np.log(a) - np.log(b)
+    return float(100 * np.mean(np.abs(np.expm1(d - np.median(d)))))
+
+
+def corrected(t, k: float, anchor, per_row: bool) -> np.ndarray:
+    """``t``'s latencies moved to the host state ``anchor`` (a log reference latency; "own":
+    the table's own level, ``ref_baseline_ms``) by a size slope of ``k`` per log reference
+    level: ``log l - k * z * (s - anchor)``, ``z`` the row's log latency less the table's
+    median, ``s`` the log reference latency of the row's windows (``per_row``) or the
+    table's median."""
+    lat = np.log(t["latency_ms"].to_numpy(dtype=float))
+    z = lat - np.median(lat)
+    ref = np.log(t["ref_latency_ms"].to_numpy(dtype=float))
+    s = ref if per_row else np.full_like(ref, np.median(ref))
+    if isinstance(anchor, str):
+        anchor = np.log(t["ref_baseline_ms"].to_numpy(dtype=float))
+    return np.exp(lat - k * z * (s - anchor))
+
+
+def held_out_pairs(groups: dict) -> list:
+    """Each ``<name>_pass1`` / ``<name>_pass2`` pair of a folder, its retest (scale-free MAPE
+    and Kendall tau) as measured and corrected by :func:`corrected` with ``k`` fitted on the
+    other folders' tables of the setting (the pair's own never): both tables moved to one
+    state (the mean level of the fit's tables: ``table_state`` by each table's median
+    reference, ``row_state`` by each row's), or each row to its own table's level
+    (``row_to_own_level``: what one table alone could do)."""
+    from scipy.stats import kendalltau
+
+    out = []
+    for setting, tables in sorted(groups.items()):
+        folders = sorted({n.split("/")[0] for n in tables})
+        for folder in folders:
+            rest = {n: t for n, t in tables.items() if not n.startswith(folder + "/")}
+            fit = analyse(rest)
+            if fit is None:
+                continue
+            k = fit["slope_per_log_ref_level"]
+            anchor = float(np.mean(fit["log_ref_level"]))
+            mine = {n: t for n, t in tables.items() if n.startswith(folder + "/")}
+            for n1 in sorted(mine):
+                if not n1.endswith("_pass1"):
+                    continue
+                n2 = n1[:-1] + "2"
+                if n2 not in mine:
+                    continue
+                common = mine[n1].index.intersection(mine[n2].index)
+                a, b = mine[n1].loc[common], mine[n2].loc[common]
+                row = {"setting": " ".join(setting), "pair": n1[:-len("_pass1")],
+                       "k": k, "n": int(len(common))}
+                for label, f, where in (("measured", None, None),
+                                        ("table_state", False, anchor),
+                                        ("row_state", True, anchor),
+                                        ("row_to_own_level", True, "own")):
+                    la, lb = (a["latency_ms"].to_numpy(float), b["latency_ms"].to_numpy(float)) \
+                        if f is None else (corrected(a, k, where, f), corrected(b, k, where, f))
+                    row[label] = {"scale_free_mape_pct": round(_scale_free_mape(la, lb), 3),
+                                  "kendall_tau": round(float(kendalltau(la, lb)[0]), 4)}
+                out.append(row)
+                print(f"{row['setting']:18s} {row['pair']:62s} k {k:+.2f}: " + "  ".join(
+                    f"{lbl} {row[lbl]['scale_free_mape_pct']:.2f} % / {row[lbl]['kendall_tau']:.3f}"
+                    for lbl in ("measured", "table_state", "row_state", "row_to_own_level")))
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folders", nargs="+", help="folders of tables of the same subnets, one host")
+    p.add_argument("--held-out", action="store_true",
+                   help="also: each folder's pass1/pass2 pairs corrected with the slope fitted "
+                        "on the other folders' tables of the setting")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    out = {"command": " ".join(["python", "scripts/retest_elasticity.py", *sys.argv[1:]]),
+           "settings": {}}
+    groups = tables_by_setting(args.folders)
+    for (backend, precision), tables in sorted(groups.items()):
+        res = analyse(tables)
+        if res is None:
+            continue
+        out["settings"][f"{backend} {precision}"] = res
+        print(f"{backend} {precision}: {len(res['tables'])} tables, {res['subnets']} subnets; "
+              f"size slope per log reference level {res['slope_per_log_ref_level']:+.2f} "
+              f"(corr {res['slope_level_corr']:+.2f}); elasticity {res['elasticity_a']:.3f} "
+              f"{res['elasticity_c']:+.3f} z (z sd {res['z_sd']:.2f}); rows' spread "
+              f"{res['rows_sd_ratio_pct']:.2f} % by the ratio, "
+              f"{res['rows_sd_elastic_pct']:.2f} % by the fitted elasticity")
+        for name, s, lv in zip(res["tables"], res["size_slope"], res["log_ref_level"]):
+            print(f"    {name:60s} slope {s:+.4f}  reference {np.exp(lv):.3f} ms")
+    if args.held_out:
+        out["held_out_pairs"] = pairs = held_out_pairs(groups)
+        out["held_out_summary"] = summary = {}
+        for setting in sorted({r["setting"] for r in pairs}):
+            rows = [r for r in pairs if r["setting"] == setting]
+            for label in ("measured", "table_state", "row_state", "row_to_own_level"):
+                mape = np.array([r[label]["scale_free_mape_pct"] for r in rows])
+                tau = np.array([r[label]["kendall_tau"] for r in rows])
+                base = np.array([r["measured"]["scale_free_mape_pct"] for r in rows])
+                summary.setdefault(setting, {})[label] = {
+                    "pairs": len(rows), "mean_scale_free_mape_pct": round(float(mape.mean()), 3),
+                    "mean_kendall_tau": round(float(tau.mean()), 4),
+                    "pairs_lower_than_measured": int((mape < base).sum()),
+                    "pairs_meeting_the_goal": int(((mape <= 1.5) & (tau >= 0.97)).sum())}
+                v = summary[setting][label]
+                print(f"{setting:18s} {label:17s} {len(rows)} pairs: mean "
+                      f"{v['mean_scale_free_mape_pct']:.2f} %, tau "
+                      f"{v['mean_kendall_tau']:.3f}; lower than measured in "
+                      f"{v['pairs_lower_than_measured']}, within 1.5 % and tau 0.97 in "
+                      f"{v['pairs_meeting_the_goal']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
