@@ -146,6 +146,7 @@ def test_cli_search_verifies_on_the_device_and_exports(acc, fake_est, mbv3, tmp_
     assert rep["arch"] == cfg["arch"] and rep["meets_budget_measured"] is True
     assert rep["measured_ms"] <= budget and len(rep["verification"]["rows"]) == 3
     assert rep["verification"]["models"]["subnets_ahead"] == 0  # the fake device makes none
+    assert rep["rounds"][-1]["models"] == rep["verification"]["models"]  # per round
     # how busy the machine was (Linux; unknown too for a fake device's timings, shorter
     # than the kernel's 10 ms counters can see)
     busy = rep["verification"]["others_busy_pct"]

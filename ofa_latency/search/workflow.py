@@ -477,7 +477,7 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
                     "search_budget_ms": v.search_budget_ms,
                     "candidates": sum(r.get("round") == v.round for r in v.rows) or len(v.rows),
                     "measured_over_predicted": round(v.measured_over_predicted(), 4),
-                    "others_busy_pct": v.others_busy_pct}
+                    "others_busy_pct": v.others_busy_pct, "models": v.models}
                    for v in rounds],
         "batch_size": batch_size, "setting": setting, "hardware": hardware,
         "search_seconds": result.seconds, "search_extra": result.extra,
