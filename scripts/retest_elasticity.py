@@ -17,8 +17,13 @@ rows' backend and precision) under the given folders, with the subnets all of th
 * per row, its window's **raw latency** against its window's **reference** (each less its
   mean over the tables): the elasticity ``e = a + c * z`` fitted over every row of the group,
   and the rows' spread left by the ratio (elasticity 1) and by the fitted elasticity.
+* ``--held-out``: each folder's pass-1 / pass-2 pairs moved to one state with the slope fitted
+  on the other folders' tables, and their retest before and after; ``--within``: the slope
+  estimated from each table alone, against a predictor.
 
     python scripts/retest_elasticity.py data/benchmarks/*host9/ --held-out \\
+        --within "onnxruntime int8=ofa_mbv3_w1.2_onnxruntime_int8_cpu_t1_b1_host4_xgb" \\
+        --within "openvino int8=ofa_mbv3_w1.2_openvino_int8_cpu_t1_b1_host6_xgb" \\
         --json data/benchmarks/retest_elasticity_host9.json
     python scripts/retest_elasticity.py data/benchmarks/*host8/ --held-out \\
         --json data/benchmarks/retest_elasticity_host8.json
@@ -162,12 +167,47 @@ def held_out_pairs(groups: dict) -> list:
     return out
 
 
+def within_table(groups: dict, predictors: dict) -> list:
+    """Per table of a setting in ``predictors`` (``"backend precision"`` -> a predictor's
+    name or folder): the size slope per log reference level estimated from the table alone,
+    its rows' log latency less the predictor's fitted against ``z`` and ``z * s`` (``s`` the
+    row's log reference latency less the table's median); with its standard error."""
+    from ofa_latency import LatencyEstimator
+
+    out = []
+    for setting, tables in sorted(groups.items()):
+        name = predictors.get(" ".join(setting))
+        if name is None:
+            continue
+        est = LatencyEstimator.load(name, check_machine=False)
+        for table_name, t in sorted(tables.items()):
+            archs = [dict(json.loads(a), image_size=int(r)) for a, r in t.index]
+            lat = np.log(t["latency_ms"].to_numpy(dtype=float))
+            y = lat - np.log(est.predict(archs))
+            z = lat - np.median(lat)
+            s = np.log(t["ref_latency_ms"].to_numpy(dtype=float))
+            s -= np.median(s)
+            x = np.c_[np.ones_like(z), z, z * s]
+            coef = np.linalg.lstsq(x, y - np.median(y), rcond=None)[0]
+            res = y - np.median(y) - x @ coef
+            se = float(np.sqrt(res.var() * np.linalg.inv(x.T @ x)[2, 2]))
+            out.append({"setting": " ".join(setting), "table": table_name, "predictor": name,
+                        "k": round(float(coef[2]), 3), "k_se": round(se, 3),
+                        "state_sd_pct": round(float(100 * s.std()), 2)})
+            print(f"within {table_name:62s} k {coef[2]:+.2f} +- {se:.2f} (state sd "
+                  f"{100 * s.std():.1f} %)")
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", help="folders of tables of the same subnets, one host")
     p.add_argument("--held-out", action="store_true",
                    help="also: each folder's pass1/pass2 pairs corrected with the slope fitted "
                         "on the other folders' tables of the setting")
+    p.add_argument("--within", action="append", default=[], metavar="SETTING=PREDICTOR",
+                   help="also: the slope estimated from each table of SETTING ('onnxruntime "
+                        "int8') alone, against PREDICTOR (a shipped name or folder)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     out = {"command": " ".join(["python", "scripts/retest_elasticity.py", *sys.argv[1:]]),
@@ -206,6 +246,8 @@ def main(argv=None) -> dict:
                       f"{v['mean_kendall_tau']:.3f}; lower than measured in "
                       f"{v['pairs_lower_than_measured']}, within 1.5 % and tau 0.97 in "
                       f"{v['pairs_meeting_the_goal']}")
+    if args.within:
+        out["within_table"] = within_table(groups, dict(w.split("=", 1) for w in args.within))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out

@@ -165,10 +165,11 @@ def timing_protocol(args, **kw):
                           **kw)
 
 
-def add_convert_jobs_option(p, what="profile"):
-    """``--convert-jobs``: helper processes that make the next subnets' models ahead."""
+def add_convert_jobs_option(p, what=None):
+    """``--convert-jobs``: helper processes that make the next subnets' models ahead (``what``:
+    the help's opening words, e.g. the option it needs)."""
     p.add_argument("--convert-jobs", type=jobs_count, default="auto", metavar="N",
-                   help=f"{what}: make the next subnets' models (OpenVINO, LiteRT, onnxruntime "
+                   help=(f"{what}: " if what else "") + f"make the next subnets' models (OpenVINO, LiteRT, onnxruntime "
                         f"on CPU) in N helper processes while the current one is timed, on the "
                         f"CPUs the profiler is not pinned to (run it as taskset -c 1 "
                         f"ofa-latency ...); 0: convert, then time, one subnet at a time; auto "
