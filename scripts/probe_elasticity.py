@@ -1,0 +1,102 @@
+"""Do small and large subnets follow the host's speed state alike? A direct check of
+BENCHMARKS.md section 16.31 in one process.
+
+Three seeded subnets of ``ofa_mbv3_w1.2`` (the fewest, the median and the most MACs of
+``--pool`` samples), each prepared once, are timed in turn, window after window, for
+``--seconds``, each window the profiler's own (:func:`~ofa_latency.profiling.timing.measure`,
+the reference subnet in the same window). The host's state moves between windows; per subnet
+the script fits its window's log raw latency against the log reference latency of the same
+window: the *elasticity* (1: the subnet moves with the host's state as the reference does,
+which drift correction by the ratio assumes). Each window's ratio against its reference latency
+gives the same thing as a slope (elasticity - 1). The reference's own window-to-window
+noise pulls every fitted elasticity towards 0 by the same factor, so compare the three with
+each other: drift correction by the ratio is exact where they are equal.
+
+    taskset -c 1 python scripts/probe_elasticity.py --backend onnxruntime --precision int8 \\
+        --json data/benchmarks/elasticity_onnxruntime_int8_host9.json
+    taskset -c 1 python scripts/probe_elasticity.py --backend openvino --precision int8 \\
+        --json data/benchmarks/elasticity_openvino_int8_host9.json
+    taskset -c 1 python scripts/probe_elasticity.py --backend onnxruntime --precision fp32 \\
+        --json data/benchmarks/elasticity_onnxruntime_host9.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def fit(ref_ms, raw_ms) -> dict:
+    """Elasticity of ``raw_ms`` on ``ref_ms`` (log-log slope), its standard error, and the
+    spread of the reference over the windows (sd of its log, percent)."""
+    x, y = np.log(ref_ms), np.log(raw_ms)
+    xc = x - x.mean()
+    slope = float((xc * (y - y.mean())).sum() / (xc ** 2).sum())
+    res = y - y.mean() - slope * xc
+    se = float(np.sqrt(res.var(ddof=2) / (xc ** 2).sum()))
+    return {"elasticity": round(slope, 3), "se": round(se, 3),
+            "ref_sd_pct": round(float(100 * x.std()), 2), "windows": int(len(x))}
+
+
+def main(argv=None) -> dict:
+    from ofa_latency.hardware import describe_hardware
+    from ofa_latency.predictors._table import cost_table
+    from ofa_latency.profiling import create_backend
+    from ofa_latency.profiling.timing import TimingProtocol, measure
+    from ofa_latency.spaces import get_space, reference_subnet
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backend", default="onnxruntime")
+    p.add_argument("--precision", default="int8")
+    p.add_argument("--seconds", type=float, default=240.0)
+    p.add_argument("--pool", type=int, default=50, help="samples the three are chosen from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    space = get_space("ofa_mbv3_w1.2")
+    be = create_backend(args.backend, threads=1, precision=args.precision)
+    pool = space.sample(args.pool, seed=args.seed)
+    macs = cost_table(space, "macs_m").predict_encoded(space.encode(pool))
+    order = np.argsort(macs)
+    picks = {"fewest MACs": pool[order[0]], "median MACs": pool[order[len(order) // 2]],
+             "most MACs": pool[order[-1]]}
+    ref = be.prepare(space, reference_subnet(space), 1)
+    runners = {k: be.prepare(space, s, 1) for k, s in picks.items()}
+    protocol = TimingProtocol()
+    series = {k: {"ref_ms": [], "raw_ms": [], "ratio": []} for k in picks}
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < args.seconds:
+        for k, runner in runners.items():
+            r = measure(runner, ref, None, protocol)
+            series[k]["ref_ms"].append(round(float(r.ref_latency_ms), 5))
+            series[k]["raw_ms"].append(round(float(r.latency_raw_ms), 5))
+            series[k]["ratio"].append(round(float(r.ratio), 6))
+    out = {"command": " ".join(["python", "scripts/probe_elasticity.py", *sys.argv[1:]]),
+           "backend": args.backend, "precision": args.precision,
+           "hardware": describe_hardware(args.backend, 1, "cpu", precision=args.precision),
+           "subnets": {}}
+    for k, s in series.items():
+        f = fit(np.array(s["ref_ms"]), np.array(s["raw_ms"]))
+        out["subnets"][k] = {"arch": picks[k].arch_json(), "image_size": picks[k].image_size,
+                             "macs_m": round(float(macs[pool.index(picks[k])]), 1),
+                             "median_ratio": round(float(np.median(s["ratio"])), 4),
+                             **f, **s}
+        print(f"{args.backend} {args.precision} {k:12s} ratio {np.median(s['ratio']):.3f}: "
+              f"elasticity {f['elasticity']:.3f} +- {f['se']:.3f} over {f['windows']} windows "
+              f"(reference moved {f['ref_sd_pct']:.1f} % sd)", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
