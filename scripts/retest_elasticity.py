@@ -18,7 +18,8 @@ rows' backend and precision) under the given folders, with the subnets all of th
   mean over the tables): the elasticity ``e = a + c * z`` fitted over every row of the group,
   and the rows' spread left by the ratio (elasticity 1) and by the fitted elasticity.
 * ``--held-out``: each folder's pass-1 / pass-2 pairs moved to one state with the slope fitted
-  on the other folders' tables, and their retest before and after; ``--within``: the slope
+  on the other folders' tables, and their retest before and after; and how a subnet's retest
+  difference grows with how far apart its two rows' states were. ``--within``: the slope
   estimated from each table alone, against a predictor.
 
     python scripts/retest_elasticity.py data/benchmarks/*host9/ --held-out \\
@@ -199,6 +200,51 @@ def within_table(groups: dict, predictors: dict) -> list:
     return out
 
 
+def state_apart(groups: dict) -> dict:
+    """Per setting, over every ``<name>_pass1`` / ``<name>_pass2`` pair: how a subnet's
+    retest difference (its log ratio between the two tables, less the pair's median) grows
+    with how far apart the states of its two rows were (each row's reference latency over its
+    table's level, ``ref_latency_ms / ref_baseline_ms``, compared in logs): the Spearman
+    correlation of the two magnitudes, and the mean difference where the states were closer
+    and farther apart than the median; also where the rows' states lie (their reference's
+    fastest round over the table's level, ``ref_min_ms / ref_baseline_ms``: median and 90th
+    percentile, percent)."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for setting, tables in sorted(groups.items()):
+        apart, diff, above = [], [], []
+        for n1, a in tables.items():
+            b = tables.get(n1[:-1] + "2") if n1.endswith("_pass1") else None
+            if b is None:
+                continue
+            common = a.index.intersection(b.index)
+            a, b = a.loc[common], b.loc[common]
+            d = np.log(a["latency_ms"] / b["latency_ms"]).to_numpy(dtype=float)
+            apart += list(np.abs(np.log(a["ref_latency_ms"] / a["ref_baseline_ms"])
+                                 - np.log(b["ref_latency_ms"] / b["ref_baseline_ms"])))
+            diff += list(np.abs(d - np.median(d)))
+            for t in (a, b):
+                above += list(100 * (t["ref_min_ms"] / t["ref_baseline_ms"] - 1))
+        if len(apart) < 20:
+            continue
+        apart, diff = np.array(apart), np.array(diff)
+        close = apart <= np.median(apart)
+        out[" ".join(setting)] = {
+            "rows": int(len(apart)), "spearman": round(float(spearmanr(apart, diff)[0]), 3),
+            "mean_diff_close_pct": round(float(100 * diff[close].mean()), 3),
+            "mean_diff_apart_pct": round(float(100 * diff[~close].mean()), 3),
+            "ref_min_over_level_pct": [round(float(np.quantile(above, q)), 2)
+                                       for q in (0.5, 0.9)]}
+        v = out[" ".join(setting)]
+        print(f"{' '.join(setting):18s} {v['rows']} row pairs: retest difference against "
+              f"states apart, Spearman {v['spearman']:+.2f}; mean {v['mean_diff_close_pct']:.2f} "
+              f"% where closer, {v['mean_diff_apart_pct']:.2f} % where farther; rows' fastest "
+              f"reference round over the level: median {v['ref_min_over_level_pct'][0]:.1f} %, "
+              f"90th percentile {v['ref_min_over_level_pct'][1]:.1f} %")
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", help="folders of tables of the same subnets, one host")
@@ -246,6 +292,8 @@ def main(argv=None) -> dict:
                       f"{v['mean_kendall_tau']:.3f}; lower than measured in "
                       f"{v['pairs_lower_than_measured']}, within 1.5 % and tau 0.97 in "
                       f"{v['pairs_meeting_the_goal']}")
+    if args.held_out:
+        out["state_apart"] = state_apart(groups)
     if args.within:
         out["within_table"] = within_table(groups, dict(w.split("=", 1) for w in args.within))
     if args.json:
