@@ -18,6 +18,10 @@ each other: drift correction by the ratio is exact where they are equal.
         --json data/benchmarks/elasticity_openvino_int8_host9.json
     taskset -c 1 python scripts/probe_elasticity.py --backend onnxruntime --precision fp32 \\
         --json data/benchmarks/elasticity_onnxruntime_host9.json
+    taskset -c 1 python scripts/probe_elasticity.py --backend torch --precision fp32 \\
+        --json data/benchmarks/elasticity_torch_host9.json
+    taskset -c 1 python scripts/probe_elasticity.py --backend litert --precision int8 \\
+        --json data/benchmarks/elasticity_litert_int8_host9.json
 """
 
 from __future__ import annotations
