@@ -22,6 +22,8 @@ each other: drift correction by the ratio is exact where they are equal.
         --json data/benchmarks/elasticity_torch_host9.json
     taskset -c 1 python scripts/probe_elasticity.py --backend litert --precision int8 \\
         --json data/benchmarks/elasticity_litert_int8_host9.json
+    taskset -c 1 python scripts/probe_elasticity.py --backend onnxruntime --precision int8 \\
+        --picks 8 --seconds 480 --json data/benchmarks/elasticity_onnxruntime_int8_8_host9.json
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ def main(argv=None) -> dict:
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--precision", default="int8")
     p.add_argument("--seconds", type=float, default=240.0)
-    p.add_argument("--pool", type=int, default=50, help="samples the three are chosen from")
+    p.add_argument("--pool", type=int, default=50, help="samples the subnets are chosen from")
+    p.add_argument("--picks", type=int, default=3,
+                   help="subnets timed: the pool's fewest and most MACs and those between at "
+                        "even MACs ranks (3: fewest, median, most)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -71,8 +76,12 @@ def main(argv=None) -> dict:
     pool = space.sample(args.pool, seed=args.seed)
     macs = cost_table(space, "macs_m").predict_encoded(space.encode(pool))
     order = np.argsort(macs)
-    picks = {"fewest MACs": pool[order[0]], "median MACs": pool[order[len(order) // 2]],
-             "most MACs": pool[order[-1]]}
+    if args.picks == 3:
+        picks = {"fewest MACs": pool[order[0]], "median MACs": pool[order[len(order) // 2]],
+                 "most MACs": pool[order[-1]]}
+    else:
+        ranks = np.linspace(0, len(order) - 1, max(2, args.picks)).round().astype(int)
+        picks = {f"MACs rank {r + 1}": pool[order[r]] for r in dict.fromkeys(ranks)}
     ref = be.prepare(space, reference_subnet(space), 1)
     runners = {k: be.prepare(space, s, 1) for k, s in picks.items()}
     protocol = TimingProtocol()
