@@ -24,6 +24,7 @@ each other: drift correction by the ratio is exact where they are equal.
         --json data/benchmarks/elasticity_litert_int8_host9.json
     taskset -c 1 python scripts/probe_elasticity.py --backend onnxruntime --precision int8 \\
         --picks 8 --seconds 480 --json data/benchmarks/elasticity_onnxruntime_int8_8_host9.json
+    python scripts/probe_elasticity.py --summarise data/benchmarks/elasticity_onnxruntime_host9.json
 """
 
 from __future__ import annotations
@@ -52,6 +53,36 @@ def fit(ref_ms, raw_ms) -> dict:
             "ref_sd_pct": round(float(100 * x.std()), 2), "windows": int(len(x))}
 
 
+def state_summary(out: dict) -> dict:
+    """From a run's series: per subnet, its windows' ratio spread (sd of the log ratio,
+    percent) and what is left of it once its own window's reference state is fitted (the
+    ratio's slope on the log reference latency, and the residual sd); and how much two
+    windows of one cycle share their state (the correlation of the reference's log latency in
+    the first and the last subnet's windows of each cycle)."""
+    subs = out["subnets"]
+    n = min(len(v["ratio"]) for v in subs.values())
+    per = {}
+    for k, v in subs.items():
+        r = np.log(np.array(v["ratio"][:n]))
+        st = np.log(np.array(v["ref_ms"][:n]))
+        r, st = r - r.mean(), st - st.mean()
+        slope = float((st * r).sum() / (st ** 2).sum())
+        per[k] = {"ratio_sd_pct": round(float(100 * r.std()), 3),
+                  "ratio_slope_on_state": round(slope, 3),
+                  "ratio_sd_left_pct": round(float(100 * (r - slope * st).std()), 3)}
+    first, last = list(subs.values())[0], list(subs.values())[-1]
+    shared = float(np.corrcoef(np.log(first["ref_ms"][:n]), np.log(last["ref_ms"][:n]))[0, 1])
+    return {"subnets": per, "cycle_state_corr": round(shared, 3)}
+
+
+def print_state(summary: dict) -> None:
+    for k, v in summary["subnets"].items():
+        print(f"  {k:12s} ratio sd {v['ratio_sd_pct']:.2f} %; slope on its window's state "
+              f"{v['ratio_slope_on_state']:+.2f}, leaving {v['ratio_sd_left_pct']:.2f} %")
+    print(f"  the state of the first and last subnets' windows of a cycle: correlation "
+          f"{summary['cycle_state_corr']:+.2f}")
+
+
 def main(argv=None) -> dict:
     from ofa_latency.hardware import describe_hardware
     from ofa_latency.predictors._table import cost_table
@@ -68,8 +99,16 @@ def main(argv=None) -> dict:
                    help="subnets timed: the pool's fewest and most MACs and those between at "
                         "even MACs ranks (3: fewest, median, most)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summarise", metavar="JSON", default=None,
+                   help="instead: read a run's JSON, add its state summary, write it back")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.summarise:
+        out = json.loads(Path(args.summarise).read_text())
+        out["state"] = state_summary(out)
+        print_state(out["state"])
+        Path(args.summarise).write_text(json.dumps(out, indent=1))
+        return out
 
     space = get_space("ofa_mbv3_w1.2")
     be = create_backend(args.backend, threads=1, precision=args.precision)
@@ -106,6 +145,8 @@ def main(argv=None) -> dict:
         print(f"{args.backend} {args.precision} {k:12s} ratio {np.median(s['ratio']):.3f}: "
               f"elasticity {f['elasticity']:.3f} +- {f['se']:.3f} over {f['windows']} windows "
               f"(reference moved {f['ref_sd_pct']:.1f} % sd)", flush=True)
+    out["state"] = state_summary(out)
+    print_state(out["state"])
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out
