@@ -1,5 +1,5 @@
 """Would a second reference in the same window remove the host's state from a subnet's ratio?
-A probe for BENCHMARKS.md section 16.35.
+A probe for BENCHMARKS.md section 16.35 (with two bracketing references).
 
 Section 16.32 found that a subnet's ratio to the reference moves with the host's state, by an
 amount that grows with how far the subnet is from the reference in size. Here every window
