@@ -895,7 +895,13 @@ def table_noise(df: pd.DataFrame) -> dict:
     window-to-window spread pooled (``window_ci_pct``,
     :func:`~ofa_latency.profiling.timing.pooled_window_ci_pct`; None without such rows) and
     of a one-window measurement (``one_window_ci_pct``: what one window's rows of the same
-    table are known to, though their own ``ci_pct`` sees only their rounds)."""
+    table are known to, though their own ``ci_pct`` sees only their rounds); how far the
+    host's state moved while the table was made: the median and 90th percentile of how far
+    its rows' fastest reference rounds ran above the table's level (``state_above_level_pct``,
+    ``p90_state_above_level_pct``, percent; None without reference columns). A subnet's
+    ratio to the reference moves with the host's state, more the farther it is from the
+    reference in size, so rows timed in states farther apart disagree more (BENCHMARKS.md
+    sections 16.31-16.32)."""
     from .hardware import OTHERS_BUSY_WARN_PCT
     import pandas as pd
 
@@ -913,11 +919,18 @@ def table_noise(df: pd.DataFrame) -> dict:
     timed = values("timed_s")
     ci = values("ci_pct")
     wide = round(float(100 * (ci > WIDE_ROW_PCT).sum() / len(df)), 1) if len(ci) else None
-    slow = None
+    slow = state = state90 = None
     if len(df) and {"ref_min_ms", "ref_baseline_ms"} <= set(df.columns):
-        flags = off_state(*(pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
-                            for c in ("ref_min_ms", "ref_baseline_ms")))
+        ref_min, level = (pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+                          for c in ("ref_min_ms", "ref_baseline_ms"))
+        flags = off_state(ref_min, level)
         slow = round(float(100 * flags.sum() / len(df)), 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            above = 100 * (ref_min / level - 1)
+        above = above[np.isfinite(above)]
+        if len(above):
+            state = round(float(np.median(above)), 2)
+            state90 = round(float(np.quantile(above, 0.9)), 2)
     row_busy = values("others_busy_pct")
     busy = df.attrs.get("others_busy_pct")
     if busy is None and len(row_busy):
@@ -929,6 +942,7 @@ def table_noise(df: pd.DataFrame) -> dict:
     one = round(pooled_window_ci_pct(sd, 1), 3) if len(sd) else None
     return {"n": int(len(df)), "median_ci_pct": q("ci_pct", 0.5), "p90_ci_pct": q("ci_pct", 0.9),
             "wide_rows_pct": wide, "off_state_rows_pct": slow,
+            "state_above_level_pct": state, "p90_state_above_level_pct": state90,
             "median_spread_pct": q("spread_pct", 0.5), "median_rounds": q("n_rounds", 0.5),
             "device_seconds_per_subnet": None if per is None else round(per, 2),
             "timed_seconds_per_subnet": round(float(np.mean(timed)), 2) if len(timed) else None,
@@ -944,6 +958,7 @@ def noise_text(noise: dict) -> str:
         f"+-{noise['p90_ci_pct']:.2f} %) at 90 %"
     sec, timed = noise["device_seconds_per_subnet"], noise.get("timed_seconds_per_subnet")
     wide, slow = noise.get("wide_rows_pct"), noise.get("off_state_rows_pct")
+    state = noise.get("state_above_level_pct")
     busy, busy_rows = noise.get("others_busy_pct"), noise.get("busy_rows_pct")
     from .hardware import OTHERS_BUSY_WARN_PCT, others_busy_text
     rounds, spread = noise["median_rounds"], noise["median_spread_pct"]
@@ -965,6 +980,9 @@ def noise_text(noise: dict) -> str:
                if wide else "")
             + (f"; {slow:g} % of rows timed only while the machine was in a slower state "
                f"(profiling them again into the same table retries them)" if slow else "")
+            + (f"; windows a median {state:.1f} % (90th percentile "
+               f"{noise['p90_state_above_level_pct']:.1f} %) slower than the table's fastest "
+               f"state" if state is not None else "")
             + (f"; {others_busy_text(busy)}"
                + (" (so the noise comes from below this system: other tenants of a shared "
                   "host, clock changes)" if busy < _QUIET_OTHERS_PCT and (wide or 0) >= 25

@@ -288,6 +288,36 @@ def test_table_noise_counts_rows_timed_only_in_a_slower_state(tmp_path):
     assert quiet["off_state_rows_pct"] == 0.0 and "slower state" not in noise_text(quiet)
 
 
+def test_table_noise_says_how_far_the_hosts_state_moved_while_the_table_was_made(tmp_path):
+    """Rows timed in states farther apart disagree more (BENCHMARKS.md 16.31-16.32): the
+    noise line says how far above the table's level its windows' fastest reference rounds
+    ran."""
+    from ofa_latency.datasets import noise_text, table_noise
+
+    p = tmp_path / "s.csv"
+    ref_min = [10.0, 10.0, 10.0, 10.4, 10.5, 10.6, 10.7, 10.8]
+    with MeasurementLog(p) as log:
+        for i, r in enumerate(ref_min):
+            log.append(dict(_row(i), ratio=1.0 + i, ref_latency_ms=r + 0.5, ref_min_ms=r,
+                            ci_pct=1.0))
+    df = read_measurements(p)
+    level = float(df["ref_baseline_ms"].iloc[0])
+    noise = table_noise(df)
+    expected = 100 * (np.array(ref_min) / level - 1)
+    assert noise["state_above_level_pct"] == pytest.approx(np.median(expected), abs=0.01)
+    assert noise["p90_state_above_level_pct"] == pytest.approx(np.quantile(expected, 0.9),
+                                                               abs=0.01)
+    m, p90 = noise["state_above_level_pct"], noise["p90_state_above_level_pct"]
+    assert f"windows a median {m:.1f} % (90th percentile {p90:.1f} %) slower than the " \
+           f"table's fastest state" in noise_text(noise)
+    steady = table_noise(df.iloc[:3])  # every window in the fast state
+    assert steady["state_above_level_pct"] == pytest.approx(0.0, abs=0.01)
+    # tables without reference columns (imported data): unknown, not said
+    bare = table_noise(df.drop(columns=["ref_min_ms", "ref_baseline_ms"]))
+    assert bare["state_above_level_pct"] is None
+    assert "fastest state" not in noise_text(bare)
+
+
 def test_table_noise_says_how_busy_other_processes_kept_the_cpus(tmp_path):
     from ofa_latency.datasets import noise_text, table_noise
 
