@@ -41,16 +41,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _log_slope(x_ms, y_ms):
+    """The least-squares slope of log ``y_ms`` on log ``x_ms``, the residuals, and the
+    centred log ``x_ms``."""
+    x, y = np.log(x_ms), np.log(y_ms)
+    xc, yc = x - x.mean(), y - y.mean()
+    slope = float((xc * yc).sum() / (xc ** 2).sum())
+    return slope, yc - slope * xc, xc
+
+
 def fit(ref_ms, raw_ms) -> dict:
     """Elasticity of ``raw_ms`` on ``ref_ms`` (log-log slope), its standard error, and the
     spread of the reference over the windows (sd of its log, percent)."""
-    x, y = np.log(ref_ms), np.log(raw_ms)
-    xc = x - x.mean()
-    slope = float((xc * (y - y.mean())).sum() / (xc ** 2).sum())
-    res = y - y.mean() - slope * xc
+    slope, res, xc = _log_slope(ref_ms, raw_ms)
     se = float(np.sqrt(res.var(ddof=2) / (xc ** 2).sum()))
     return {"elasticity": round(slope, 3), "se": round(se, 3),
-            "ref_sd_pct": round(float(100 * x.std()), 2), "windows": int(len(x))}
+            "ref_sd_pct": round(float(100 * xc.std()), 2), "windows": int(len(xc))}
 
 
 def state_summary(out: dict) -> dict:
@@ -63,13 +69,11 @@ def state_summary(out: dict) -> dict:
     n = min(len(v["ratio"]) for v in subs.values())
     per = {}
     for k, v in subs.items():
-        r = np.log(np.array(v["ratio"][:n]))
-        st = np.log(np.array(v["ref_ms"][:n]))
-        r, st = r - r.mean(), st - st.mean()
-        slope = float((st * r).sum() / (st ** 2).sum())
-        per[k] = {"ratio_sd_pct": round(float(100 * r.std()), 3),
+        ratio = np.array(v["ratio"][:n])
+        slope, res, _ = _log_slope(np.array(v["ref_ms"][:n]), ratio)
+        per[k] = {"ratio_sd_pct": round(float(100 * np.log(ratio).std()), 3),
                   "ratio_slope_on_state": round(slope, 3),
-                  "ratio_sd_left_pct": round(float(100 * (r - slope * st).std()), 3)}
+                  "ratio_sd_left_pct": round(float(100 * res.std()), 3)}
     first, last = list(subs.values())[0], list(subs.values())[-1]
     shared = float(np.corrcoef(np.log(first["ref_ms"][:n]), np.log(last["ref_ms"][:n]))[0, 1])
     return {"subnets": per, "cycle_state_corr": round(shared, 3)}

@@ -42,6 +42,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from noise_floor import compare  # noqa: E402  (the retest's own figures, one definition)
 
 
 def tables_by_setting(folders) -> dict:
@@ -103,11 +105,6 @@ def analyse(tables: dict) -> dict | None:
             "rows_sd_elastic_pct": round(float(100 * (y - a @ coef).std()), 3)}
 
 
-def _scale_free_mape(a, b) -> float:
-    d = np.log(a) - np.log(b)
-    return float(100 * np.mean(np.abs(np.expm1(d - np.median(d)))))
-
-
 def corrected(t, k: float, anchor, per_row: bool) -> np.ndarray:
     """``t``'s latencies moved to the host state ``anchor`` (a log reference latency; "own":
     the table's own level, ``ref_baseline_ms``) by a size slope of ``k`` per log reference
@@ -129,9 +126,8 @@ def held_out_pairs(groups: dict) -> list:
     other folders' tables of the setting (the pair's own never): both tables moved to one
     state (the mean level of the fit's tables: ``table_state`` by each table's median
     reference, ``row_state`` by each row's), or each row to its own table's level
-    (``row_to_own_level``: what one table alone could do)."""
-    from scipy.stats import kendalltau
-
+    (``row_to_own_level``: what one table alone could do). The figures are
+    ``noise_floor.py``'s (:func:`compare`)."""
     out = []
     for setting, tables in sorted(groups.items()):
         folders = sorted({n.split("/")[0] for n in tables})
@@ -157,10 +153,11 @@ def held_out_pairs(groups: dict) -> list:
                                         ("table_state", False, anchor),
                                         ("row_state", True, anchor),
                                         ("row_to_own_level", True, "own")):
-                    la, lb = (a["latency_ms"].to_numpy(float), b["latency_ms"].to_numpy(float)) \
-                        if f is None else (corrected(a, k, where, f), corrected(b, k, where, f))
-                    row[label] = {"scale_free_mape_pct": round(_scale_free_mape(la, lb), 3),
-                                  "kendall_tau": round(float(kendalltau(la, lb)[0]), 4)}
+                    pair = [t.reset_index() if f is None else
+                            t.reset_index().assign(latency_ms=corrected(t, k, where, f))
+                            for t in (a, b)]
+                    res = compare(*pair)
+                    row[label] = {c: res[c] for c in ("scale_free_mape_pct", "kendall_tau")}
                 out.append(row)
                 print(f"{row['setting']:18s} {row['pair']:62s} k {k:+.2f}: " + "  ".join(
                     f"{lbl} {row[lbl]['scale_free_mape_pct']:.2f} % / {row[lbl]['kendall_tau']:.3f}"
