@@ -22,6 +22,11 @@ data are few. The candidate methods, from the fewest free parameters to the most
     fitted by minimum MAPE with a light L1 pull towards zero; where the base's device runs the
     subnets' operations in other proportions (another runtime or precision) it transfers better
     than any map of the base. A default candidate from :data:`COSTS_MIN_SAMPLES` samples.
+``base_costs``
+    the base and the device's own costs together: ``s * B`` plus the ``costs`` terms, fitted
+    by minimum MAPE with a light L1 pull towards ``s * B`` (the base's ranking kept where
+    the samples do not ask for more, the operations' proportions changed where they do).
+    A default candidate from :data:`BASE_COSTS_MIN_SAMPLES` samples.
 ``residual``
     the linear additive table fitted to what ``s * B`` misses, every term shrunk towards it,
     with a penalty that fades as samples grow (:func:`~.predictors.fit_linear_table` with a
@@ -64,9 +69,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["finetune", "adapt_table", "cost_basis", "TABLE_METHODS", "list_methods",
            "AdaptationReport", "CHOICES"]
 
-TABLE_METHODS = ("scale", "stage_scales", "affine", "costs", "residual")
+TABLE_METHODS = ("scale", "stage_scales", "affine", "costs", "base_costs", "residual")
 _PULL = 1.0  # L1 pull towards the global scale, per sample (fades as 1/n)
-_COST_PULL = 0.1  # the costs method's L1 pull towards zero, per sample (unit-free coefficients)
+_COST_PULL = 0.1  # the costs methods' L1 pull (towards zero, or s * B), per sample (unit-free)
 
 
 @dataclasses.dataclass
@@ -200,11 +205,17 @@ def cost_basis(space) -> list[AdditiveTable]:
     return out
 
 
-def _cost_table(space, enc: Encoded, y) -> AdditiveTable:
-    basis = cost_basis(space)
+def _cost_table(space, enc: Encoded, y, base: AdditiveTable | None = None,
+                s: float = 0.0) -> AdditiveTable:
+    """``costs`` (``base`` None): the cost terms pulled towards zero; ``base_costs``: ``base``
+    and the cost terms pulled towards ``s * base``."""
+    basis = ([] if base is None else [base]) + cost_basis(space)
     F = np.stack([t.predict_encoded(enc) for t in basis], axis=1)
     col = np.abs(F).mean(axis=0) + 1e-12  # unit-free pull: coefficients scaled by columns
-    w = _min_mape_pulled(F / col, y, np.zeros(F.shape[1]), _COST_PULL / len(y)) / col
+    w0 = np.zeros(F.shape[1])
+    if base is not None:
+        w0[0] = s * col[0]
+    w = _min_mape_pulled(F / col, y, w0, _COST_PULL / len(y)) / col
     return AdditiveTable(space, sum(wj * t.fixed_ms for wj, t in zip(w, basis)),
                          sum(wj * t.block_ms for wj, t in zip(w, basis)))
 
@@ -227,6 +238,8 @@ def adapt_table(base: AdditiveTable, enc: Encoded, y, method: str) -> AdditiveTa
         return _affine_table(base, w)
     if method == "costs":
         return _cost_table(base.space, enc, y)
+    if method == "base_costs":
+        return _cost_table(base.space, enc, y, base, s)
     if method == "residual":
         return fit_linear_table(base.space, enc, y, alpha=1.0, base=_scaled(base, s))
     raise UsageError(f"unknown table method {method!r}; known: {', '.join(TABLE_METHODS)}")
@@ -269,7 +282,12 @@ SCRATCH_MIN_SAMPLES = 10  # below this, "scratch" is no default candidate
 # below this, "costs" (7 free parameters, no base) is no default candidate either: at N = 5 its
 # leave-one-out score chose it where it tested 2-6x worse (BENCHMARKS.md section 16.18)
 COSTS_MIN_SAMPLES = 10
-_MIN_SAMPLES = {"scratch": SCRATCH_MIN_SAMPLES, "costs": COSTS_MIN_SAMPLES}
+# "base_costs" has 8 free parameters: with 10 samples each training fold of the 5-fold
+# cross-validation holds 8, and its scores chose it where it tested worse (HELP batch 1 at
+# N = 10: up to +7 %; from 20 samples no cell worse by more than 0.6 %, BENCHMARKS.md 5.8)
+BASE_COSTS_MIN_SAMPLES = 20
+_MIN_SAMPLES = {"scratch": SCRATCH_MIN_SAMPLES, "costs": COSTS_MIN_SAMPLES,
+                "base_costs": BASE_COSTS_MIN_SAMPLES}
 CHOICES = ("blend", "average", "stack", "one_se")
 
 
@@ -441,9 +459,10 @@ def finetune(base: LatencyPredictor, X, y=None, methods=None, cv: int = 5,
     cases far from the best single candidate (BENCHMARKS.md section 5.7).
     ``choice="one_se"`` keeps the older rule: the simplest candidate within one standard
     error of the best. The default candidates are :func:`list_methods` plus the global scale
-    of each of ``others`` (``scale:<name>``); ``scratch`` and ``costs`` join them from
-    :data:`SCRATCH_MIN_SAMPLES` and :data:`COSTS_MIN_SAMPLES` samples (below, their
-    leave-one-out scores are too noisy to trust: BENCHMARKS.md sections 5.6 and 16.18).
+    of each of ``others`` (``scale:<name>``); ``scratch``, ``costs`` and ``base_costs``
+    join them from :data:`SCRATCH_MIN_SAMPLES`, :data:`COSTS_MIN_SAMPLES` and
+    :data:`BASE_COSTS_MIN_SAMPLES` samples (below, their scores are too noisy to trust:
+    BENCHMARKS.md sections 5.6, 16.18 and 5.8).
 
     Parameters
     ----------

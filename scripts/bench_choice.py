@@ -5,6 +5,8 @@ so the rules differ only in their weights.
     python scripts/bench_choice.py --resume data/benchmarks/choice_rules.jsonl \\
         --json data/benchmarks/choice_rules.json --plot data/benchmarks/choice_rules.png
     python scripts/bench_choice.py --cases runtimes --hosts host6 --n 20 --seeds 2   # a quick look
+    python scripts/bench_choice.py --cases runtimes --n 20 --resume new.jsonl \
+        --compare data/benchmarks/choice_rules.jsonl     # a change of candidates, before/after
     python scripts/bench_choice.py --cache /tmp/choice_cache --resume /tmp/choice_extra.jsonl \
         --rules average blend nested grow20 growM bagstack bagblend \
         --json data/benchmarks/choice_rules_extra.json   # other shares (BENCHMARKS.md 5.7.1)
@@ -22,7 +24,10 @@ the test MAPE on the whole test split):
 Per (case, N, seed): each rule's test MAPE, and every candidate's alone. Per cell (mean over
 seeds): each rule against the best single method in hindsight (``scale:<base>`` candidates
 excepted, as in ``bench_finetune.py``), the worst seed against that method on the same seed,
-and each rule against ``average`` (the geometric mean over cells).
+and each rule against ``average`` (the geometric mean over cells). ``--compare OLD.jsonl``:
+each cell's ``blend`` against the same (case, N, seed) runs of an earlier run (e.g. before a
+change of the candidates), and the runtimes cases' ``blend`` over their full-data predictor's
+MAPE (``data/benchmarks/transfer_costs_<host>.json``, issue 17's transfer goal: 1.3x at N = 20).
 """
 
 from __future__ import annotations
@@ -170,6 +175,55 @@ def runtimes(hosts):
                 t["main"], None
 
 
+def compare_runs(records, path, rule="blend") -> dict:
+    """Per group of cells (HELP, CPU cross-host, runtimes from fp32 / from all), ``rule``'s
+    mean test MAPE per cell here against the run in ``path`` over the (case, how, N, seed)
+    both have: the geometric mean of the cells' ratios, the cells better / worse by > 2 %;
+    and per runtimes cell, both over the table's full-data MAPE."""
+    old = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            old[(r["case"], r["how"], r["n"], r["seed"])] = r["rules"].get(rule)
+    cells = {}
+    for r in records:
+        key = (r["case"], r["how"], r["n"], r["seed"])
+        if old.get(key) is not None and rule in r["rules"]:
+            cells.setdefault(key[:3], []).append((old[key], r["rules"][rule]))
+    full = {}
+    for f in (ROOT / "data" / "benchmarks").glob("transfer_costs_host*.json"):
+        d = json.loads(f.read_text())
+        for s, rec in (d.get("transfer") or {}).items():
+            full[f"{d['host']}_{s}"] = rec["full_data_mape_pct"]
+    out = {"path": str(path), "rule": rule, "groups": {}, "cells": []}
+    print(f"\n{rule} against {path} (mean test MAPE over the common seeds):")
+    for (case, how, n), pairs in sorted(cells.items()):
+        there, here = (float(v) for v in np.mean(pairs, axis=0))
+        g = "help" if case.startswith("help") else ("runtimes_" + how) \
+            if case.startswith("host") else "cpu"
+        cell = {"case": case, "how": how, "n": n, "seeds": len(pairs), "before": round(there, 3),
+                "after": round(here, 3)}
+        if case in full:
+            cell["before_over_full"] = round(there / full[case], 3)
+            cell["after_over_full"] = round(here / full[case], 3)
+        out["cells"].append(cell)
+        out["groups"].setdefault(g, []).append(here / there)
+        print(f"{case:28s} {how:4s} N {n:4d}  {len(pairs)} seeds  before {there:6.2f} %  after "
+              f"{here:6.2f} %" + (f"  over full-data {cell['before_over_full']:.2f} -> "
+                                  f"{cell['after_over_full']:.2f}x" if case in full else ""))
+    for g, ratios in out["groups"].items():
+        r = np.asarray(ratios)
+        out["groups"][g] = {"cells": len(r), "geo_mean": round(float(np.exp(np.log(r).mean())), 4),
+                            "better_2pct": int((r < 0.98).sum()),
+                            "worse_2pct": int((r > 1.02).sum()),
+                            "min_max": [round(float(r.min()), 3), round(float(r.max()), 3)]}
+        print(f"{g:16s} cells {len(r):3d}  after / before: geometric mean "
+              f"{out['groups'][g]['geo_mean']:.3f}, {out['groups'][g]['better_2pct']} better and "
+              f"{out['groups'][g]['worse_2pct']} worse by > 2 %, range "
+              f"{r.min():.3f}-{r.max():.3f}")
+    return out
+
+
 def summarise(records, rules=RULES):
     cells = {}
     for r in records:
@@ -255,6 +309,8 @@ def main(argv=None):
     p.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES + EXTRA_RULES,
                    help="the weighting rules judged (average first: the others are compared "
                         "with it); the extra ones are this script's, not the library's")
+    p.add_argument("--compare", default=None, metavar="JSONL",
+                   help="an earlier run's --resume file: blend before / after per cell")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
@@ -313,8 +369,10 @@ def main(argv=None):
                   f"({r['cells_worst_seed_over_1.5']} over 1.5)  vs average "
                   f"{r['geo_mean_vs_average']:.3f} (geo), {r['vs_average_min_max'][0]:.3f}-"
                   f"{r['vs_average_min_max'][1]:.3f}")
+    compared = compare_runs(records, args.compare) if args.compare else None
     if args.json:
-        Path(args.json).write_text(json.dumps({"cells": summary, "groups": agg}, indent=1))
+        Path(args.json).write_text(json.dumps({"cells": summary, "groups": agg,
+                                               "compared": compared}, indent=1))
     if args.plot:
         plot(summary, args.plot, rules)
     return 0

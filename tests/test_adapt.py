@@ -298,3 +298,26 @@ def test_a_runtime_with_slow_large_kernels_is_recovered_by_its_costs(base, pool,
     assert _mape(only["affine"], test, new(test)) > 3 * _mape(only["costs"], test, new(test))
     assert ft.adaptation_.weights.get("costs", 0) > 0.5 or ft.adaptation_.method == "costs"
     assert _mape(ft, test, new(test)) < 0.02
+
+
+def test_base_costs_keeps_the_base_and_changes_the_operations_proportions(base, pool, mbv3):
+    """A device that runs the base's subnets a constant factor slower and, on top, its 7x7
+    depthwise convolutions much slower (an int8 runtime's uneven speed-ups): ``base_costs``
+    (the scaled base plus the device's own costs) fits it, neither the base's maps nor the
+    costs alone do; it waits for 20 samples."""
+    from ofa_latency.adapt import BASE_COSTS_MIN_SAMPLES, cost_basis
+
+    train, test = pool
+    ks7 = cost_basis(mbv3)[3]  # the 7x7 depthwise MACs (M)
+    new = lambda s: 1.3 * base.predict(s) + 0.4 * ks7.predict_encoded(mbv3.encode(s))  # noqa: E731
+    y = new(train[:30]) * np.random.default_rng(2).lognormal(0, 0.005, 30)
+    only = {m: finetune(base, train[:30], y, methods=[m])
+            for m in ("base_costs", "costs", "affine", "scale")}
+    err = {m: _mape(p, test, new(test)) for m, p in only.items()}
+    assert err["base_costs"] < 0.01
+    assert min(err["costs"], err["affine"], err["scale"]) > 2 * err["base_costs"]
+    auto = finetune(base, train[:30], y)
+    assert "base_costs" in auto.adaptation_.cv_mape_pct
+    assert _mape(auto, test, new(test)) < 0.02
+    few = finetune(base, train[:BASE_COSTS_MIN_SAMPLES - 1], y[:BASE_COSTS_MIN_SAMPLES - 1])
+    assert "base_costs" not in few.adaptation_.cv_mape_pct
