@@ -303,8 +303,8 @@ def test_a_runtime_with_slow_large_kernels_is_recovered_by_its_costs(base, pool,
 def test_base_costs_keeps_the_base_and_changes_the_operations_proportions(base, pool, mbv3):
     """A device that runs the base's subnets a constant factor slower and, on top, its 7x7
     depthwise convolutions much slower (an int8 runtime's uneven speed-ups): ``base_costs``
-    (the scaled base plus the device's own costs) fits it, neither the base's maps nor the
-    costs alone do; it waits for 20 samples."""
+    (the scaled base plus the device's own costs) fits it more than twice as closely as the
+    base's maps or the costs alone; it waits for 20 samples."""
     from ofa_latency.adapt import BASE_COSTS_MIN_SAMPLES, cost_basis
 
     train, test = pool
