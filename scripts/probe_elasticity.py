@@ -25,6 +25,8 @@ each other: drift correction by the ratio is exact where they are equal.
     taskset -c 1 python scripts/probe_elasticity.py --backend onnxruntime --precision int8 \\
         --picks 8 --seconds 480 --json data/benchmarks/elasticity_onnxruntime_int8_8_host9.json
     python scripts/probe_elasticity.py --summarise data/benchmarks/elasticity_onnxruntime_host9.json
+    for f in data/benchmarks/elasticity_*_host9.json; do \
+        python scripts/probe_elasticity.py --summarise $f; done   # every run's state summary
 """
 
 from __future__ import annotations
@@ -59,6 +61,27 @@ def fit(ref_ms, raw_ms) -> dict:
             "ref_sd_pct": round(float(100 * xc.std()), 2), "windows": int(len(xc))}
 
 
+NEAR_PCT, SLOW_PCT = 3.0, 7.0  # a window near the fast state / well off it (reference, %)
+
+
+def slow_window_bias(ref_ms, ratio) -> dict:
+    """What one window off the fast state makes of a subnet: its median ratio in windows whose
+    reference ran at least :data:`SLOW_PCT` % above the fast level (the 10th percentile of
+    its windows' reference latencies) against its median ratio in windows within
+    :data:`NEAR_PCT` % of it (percent; negative: the slow window reads the subnet faster than
+    the fast state does, as a verification window would), with the windows' counts and how
+    far the slow ones' reference ran above the level; None with fewer than 3 of either."""
+    ref, ratio = np.asarray(ref_ms, float), np.asarray(ratio, float)
+    level = np.percentile(ref, 10)
+    near, slow = ref <= level * (1 + NEAR_PCT / 100), ref >= level * (1 + SLOW_PCT / 100)
+    if near.sum() < 3 or slow.sum() < 3:
+        return {"slow_window_bias_pct": None}
+    return {"slow_window_bias_pct": round(float(100 * (np.median(ratio[slow])
+                                                       / np.median(ratio[near]) - 1)), 2),
+            "near_slow_windows": [int(near.sum()), int(slow.sum())],
+            "slow_ref_above_level_pct": round(float(100 * (np.median(ref[slow]) / level - 1)), 1)}
+
+
 def state_summary(out: dict) -> dict:
     """From a run's series: per subnet, its windows' ratio spread (sd of the log ratio,
     percent) and what is left of it once its own window's reference state is fitted (the
@@ -70,10 +93,12 @@ def state_summary(out: dict) -> dict:
     per = {}
     for k, v in subs.items():
         ratio = np.array(v["ratio"][:n])
-        slope, res, _ = _log_slope(np.array(v["ref_ms"][:n]), ratio)
+        ref = np.array(v["ref_ms"][:n])
+        slope, res, _ = _log_slope(ref, ratio)
         per[k] = {"ratio_sd_pct": round(float(100 * np.log(ratio).std()), 3),
                   "ratio_slope_on_state": round(slope, 3),
-                  "ratio_sd_left_pct": round(float(100 * res.std()), 3)}
+                  "ratio_sd_left_pct": round(float(100 * res.std()), 3),
+                  **slow_window_bias(ref, ratio)}
     first, last = list(subs.values())[0], list(subs.values())[-1]
     shared = float(np.corrcoef(np.log(first["ref_ms"][:n]), np.log(last["ref_ms"][:n]))[0, 1])
     return {"subnets": per, "cycle_state_corr": round(shared, 3)}
@@ -82,7 +107,12 @@ def state_summary(out: dict) -> dict:
 def print_state(summary: dict) -> None:
     for k, v in summary["subnets"].items():
         print(f"  {k:12s} ratio sd {v['ratio_sd_pct']:.2f} %; slope on its window's state "
-              f"{v['ratio_slope_on_state']:+.2f}, leaving {v['ratio_sd_left_pct']:.2f} %")
+              f"{v['ratio_slope_on_state']:+.2f}, leaving {v['ratio_sd_left_pct']:.2f} %"
+              + ("" if v.get("slow_window_bias_pct") is None else
+                 f"; windows >= {SLOW_PCT:g} % off the fast state (+"
+                 f"{v['slow_ref_above_level_pct']:.0f} %) read it {v['slow_window_bias_pct']:+.1f}"
+                 f" % against windows within {NEAR_PCT:g} % ({v['near_slow_windows'][1]} / "
+                 f"{v['near_slow_windows'][0]} windows)"))
     print(f"  the state of the first and last subnets' windows of a cycle: correlation "
           f"{summary['cycle_state_corr']:+.2f}")
 
