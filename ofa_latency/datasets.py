@@ -425,14 +425,24 @@ def _floats(df: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
 
 
+def _row_thresholds(df: pd.DataFrame):
+    """Each row's off-state threshold (percent) from its ``versions``, or the default one
+    where the table has no such column."""
+    from .profiling.scale import OFF_STATE_PCT, rows_off_state_pct  # profiling imports this
+
+    if "versions" not in df.columns:
+        return OFF_STATE_PCT
+    return rows_off_state_pct(df["versions"].to_numpy(dtype=object))
+
+
 def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     """Keep one row per subnet and setting: a subnet measured twice must not count as two
     samples (it would also make cross-validation look better than it is).
 
     A row timed while the machine was in its fast state is preferred to one that never saw it
-    (its fastest reference round more than :data:`~ofa_latency.profiling.scale.OFF_STATE_PCT`
-    above the level in ``ref_baseline_ms``: a subnet timed again by ``profile_subnets`` for
-    that reason), then one timed while other processes kept the CPUs less than
+    (its fastest reference round more than its table's off-state threshold, recorded in its
+    ``versions`` when not :data:`~ofa_latency.profiling.scale.OFF_STATE_PCT`, above the level
+    in ``ref_baseline_ms``: a subnet timed again by ``profile_subnets`` for that reason), then one timed while other processes kept the CPUs less than
     :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``others_busy_pct``). Where the
     rows carry their own interval (``ci_pct``: this package's profiler), the subnet's rows of
     that preferred kind are then combined into one, as a subnet's windows are
@@ -452,7 +462,8 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     from .hardware import OTHERS_BUSY_WARN_PCT
 
     ci = _floats(df, "ci_pct")
-    slow = off_state(_floats(df, "ref_min_ms"), _floats(df, "ref_baseline_ms"))
+    slow = off_state(_floats(df, "ref_min_ms"), _floats(df, "ref_baseline_ms"),
+                     _row_thresholds(df))
     with np.errstate(invalid="ignore"):
         busy = _floats(df, "others_busy_pct") >= OTHERS_BUSY_WARN_PCT  # False where unknown
     order = np.lexsort((np.arange(len(df)), busy, slow))
@@ -923,7 +934,7 @@ def table_noise(df: pd.DataFrame) -> dict:
     if len(df) and {"ref_min_ms", "ref_baseline_ms"} <= set(df.columns):
         ref_min, level = (pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
                           for c in ("ref_min_ms", "ref_baseline_ms"))
-        flags = off_state(ref_min, level)
+        flags = off_state(ref_min, level, _row_thresholds(df))
         slow = round(float(100 * flags.sum() / len(df)), 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             above = 100 * (ref_min / level - 1)

@@ -85,6 +85,8 @@ SETTINGS = {"onnxruntime_t1": ("onnxruntime", 1, 1, []), "torch_t1": ("torch", 1
             # (`profile --windows auto`)
             "onnxruntime_t1_wauto": ("onnxruntime", 1, "auto", []),
             "torch_t1_wauto": ("torch", 1, "auto", []),
+            # windows more than 10 % (not 25 %) off the table's fast state timed again
+            "torch_t1_wauto_off10": ("torch", 1, "auto", ["--off-state-pct", "10"]),
             # ONNX Runtime's fp32 export made ahead by a helper process on the other core
             "onnxruntime_t1_ahead": ("onnxruntime", 1, 1, ["--convert-jobs", "1"]),
             "onnxruntime_t1_fixed": ("onnxruntime", 1, 1, FIXED),

@@ -272,6 +272,27 @@ def test_a_row_from_the_fast_state_is_kept_over_a_tighter_one_from_a_slow_state(
     assert one["latency_ms"] == pytest.approx(one["ratio"] * one["ref_baseline_ms"], abs=1e-4)
 
 
+def test_a_table_made_with_a_tighter_off_state_threshold_reads_its_rows_by_it(tmp_path):
+    """A row 15 % off the table's level is off the fast state for a table made with
+    ``--off-state-pct 10`` (recorded in its rows' ``versions``), so the subnet's fast row is
+    kept alone; a table made with the default 25 % combines both rows."""
+    def table(path, versions):
+        with MeasurementLog(path) as log:
+            for i in range(2, 8):
+                log.append(dict(_row(i), ratio=1.0 + i, ref_min_ms=10.0, ci_pct=1.0,
+                                ref_latency_ms=10.0, versions=versions))
+            log.append(dict(_row(0), ratio=1.40, ref_min_ms=11.5, ci_pct=0.5,
+                            ref_latency_ms=11.5, versions=versions))  # 15 % off
+            log.append(dict(_row(0), ratio=1.50, ref_min_ms=10.1, ci_pct=0.5,
+                            ref_latency_ms=10.1, versions=versions))
+        return read_measurements(path).set_index("arch").loc[_sub(0).arch_json()]
+
+    tight = table(tmp_path / "t.csv", '{"off_state_pct": 10.0, "python": "3.11"}')
+    default = table(tmp_path / "d.csv", '{"python": "3.11"}')
+    assert tight["ratio"] == 1.50
+    assert default["ratio"] == pytest.approx(_weighted([1.40, 1.50], [0.5, 0.5]))
+
+
 def test_table_noise_counts_rows_timed_only_in_a_slower_state(tmp_path):
     from ofa_latency.datasets import noise_text, table_noise
 

@@ -271,6 +271,30 @@ def test_wait_for_fast_state_and_a_spell_that_outlasts_it(caplog):
     assert timed == ["a", "a"]
 
 
+def test_a_tighter_off_state_threshold_times_again_what_the_default_keeps(tmp_path, mbv3):
+    """``off_state_pct``: a window 15 % off the table's level is timed again at 10 %, not at
+    the default 25 %; ``profile --off-state-pct`` records a threshold other than the default in
+    its rows, and refuses one that is not a positive number."""
+    from ofa_latency.cli import main
+    from ofa_latency.profiling.scale import OFF_STATE_PCT, retry_off_state
+
+    fastest, refs = {"a": 11.5, "b": 10.1}, [10.0] * 20
+    timed = []
+    retry_off_state(fastest, refs, 1, timed.append)
+    assert timed == [] and OFF_STATE_PCT == 25.0
+    retry_off_state(fastest, refs, 1, timed.append, pct=10.0)
+    assert timed == ["a"]
+    with pytest.raises(ValueError, match="off_state_pct"):
+        TimingProtocol(off_state_pct=0.0)
+    out = tmp_path / "t.csv"
+    assert main(["profile", "--backend", "fake", "--n", "3", "--out", str(out),
+                 "--off-state-pct", "10", "--quiet"]) == 0
+    versions = [json.loads(v) for v in read_measurements(out)["versions"]]
+    assert all(v["off_state_pct"] == 10.0 for v in versions)
+    assert main(["profile", "--backend", "fake", "--n", "3", "--out", str(out),
+                 "--off-state-pct", "0"]) == 2  # argparse's usage error
+
+
 def _quietest_cpu(probe_s=0.5):
     """The CPU of this process's that other processes kept least busy over ``probe_s``
     seconds, and how busy (percent)."""

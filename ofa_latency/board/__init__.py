@@ -40,7 +40,8 @@ from ..errors import UsageError
 from ..hardware import cpu_model_name
 from ..profiling.backends import OrtRunner
 from ..weightless import weightless_session
-from ..profiling.scale import note_quietest, reference_level_ms, retry_off_state
+from ..profiling.scale import (note_quietest, off_state_record, reference_level_ms,
+                               retry_off_state)
 from ..profiling.timing import (TimingProtocol, WindowChooser, combine_windows,
                                 measure_windows)
 
@@ -115,7 +116,8 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
         ref_runner = _runner(folder, ref, batch, threads, runtime=runtime,
                              litert_delegate=litert_delegate)
         versions = json.dumps({"python": platform.python_version(), "ofa_latency": __version__,
-                               **runtime_versions(runtime), "board": True, **options}
+                               **runtime_versions(runtime), "board": True, **options,
+                               **off_state_record(protocol.off_state_pct)}
                               | ({"quantization": manifest["quantization"]}
                                  if manifest.get("quantization") else {}), sort_keys=True)
         t_start = time.perf_counter()
@@ -152,7 +154,7 @@ def profile_folder(folder, out, threads: int = 1, protocol: TimingProtocol = Tim
                         lambda key: measure_one(by_key[key]), str(log.path),
                         ref_runner=ref_runner, wait_s=protocol.off_state_wait_s,
                         runs=protocol.runs_per_round, quietest=quietest,
-                        busy_pct=protocol.busy_retry_pct)
+                        busy_pct=protocol.busy_retry_pct, pct=protocol.off_state_pct)
     return len(done) + len(todo)
 
 

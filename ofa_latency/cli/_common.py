@@ -137,8 +137,12 @@ def add_timing_options(p, max_rounds: int = 40):
                         "the fastest (default 3)")
     p.add_argument("--off-state-retries", type=nonnegative_int, default=2,
                    help="time a subnet again, up to this many times, when its window never saw "
-                        "the machine's fast state (the reference's fastest round more than 25 %% "
-                        "above the table's level; default 2, 0: never)")
+                        "the machine's fast state (the reference's fastest round more than "
+                        "--off-state-pct above the table's level; default 2, 0: never)")
+    p.add_argument("--off-state-pct", type=positive_float, default=25.0,
+                   help="how far (percent) above the table's level a window's fastest "
+                        "reference round is off the fast state (default 25; recorded in the "
+                        "rows when another)")
     p.add_argument("--off-state-wait-s", type=nonnegative_float, default=10.0,
                    help="before such a retry, time the reference alone until the machine is "
                         "back in its fast state, for up to this many seconds of runs; a longer "
@@ -161,6 +165,7 @@ def timing_protocol(args, **kw):
                           max_seconds=args.max_seconds, runs_per_round=args.runs_per_round,
                           off_state_retries=args.off_state_retries,
                           off_state_wait_s=args.off_state_wait_s,
+                          off_state_pct=args.off_state_pct,
                           busy_retry_pct=min(args.busy_retry_pct, 100.0) or None,
                           **kw)
 

@@ -19,8 +19,8 @@ from ..hardware import (OTHERS_BUSY_WARN_PCT, cpu_snapshot, hardware_differences
 from .conversions import CACHE
 from .modelstore import model_store
 from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, note_quietest,
-                    probe_reference_level_ms, probe_reference_windows_ms, reference_level_ms,
-                    retry_keys, retry_off_state, table_level_ms)
+                    off_state_record, probe_reference_level_ms, probe_reference_windows_ms,
+                    reference_level_ms, retry_keys, retry_off_state, table_level_ms)
 from .timing import (TimingProtocol, WindowChooser, busy_mean, combine_windows,
                      measure_windows)
 
@@ -277,7 +277,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         busy_pct = protocol.busy_retry_pct if protocol.off_state_retries else None
         quietest = _lowest_per_subnet(subs, mine, "others_busy_pct") \
             if busy_pct is not None else {}
-        retry_old = retry_keys(fastest, refs, quietest, busy_pct)
+        pct = protocol.off_state_pct
+        retry_old = retry_keys(fastest, refs, quietest, busy_pct, pct)
 
         ref_runner = None
         if (todo or retry_old) and drift_correction:
@@ -288,7 +289,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         if hardware is not None and not hw_path.exists():
             hw_path.write_text(json.dumps(hardware, indent=1))
 
-        versions = json.dumps(versions, sort_keys=True)
+        versions = json.dumps({**versions, **off_state_record(pct)}, sort_keys=True)
         bar = tqdm(total=len(subs), initial=len(subs) - len(todo), disable=not progress,
                    unit="subnet", desc=f"{backend.name}/{backend.device} t{backend.threads} "
                                        f"b{batch_size}")
@@ -335,11 +336,12 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
             if ahead is not None and protocol.off_state_retries:
                 # the subnets about to be timed again: their models left the memory cache
                 # long ago (the model store has them, unless it is off or they did not fit)
-                ahead.add(retry_keys(fastest, refs, quietest, busy_pct))
+                ahead.add(retry_keys(fastest, refs, quietest, busy_pct, pct))
             retry_off_state(fastest, refs, protocol.off_state_retries,
                             lambda sub: ready_then_measure(sub, again=True), str(log.path),
                             ref_runner=ref_runner, wait_s=protocol.off_state_wait_s,
-                            runs=protocol.runs_per_round, quietest=quietest, busy_pct=busy_pct)
+                            runs=protocol.runs_per_round, quietest=quietest, busy_pct=busy_pct,
+                            pct=pct)
         finally:
             if ahead is not None:
                 ahead.close()

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..hardware import wait_until_quiet
+from .timing import OFF_STATE_PCT
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -39,16 +40,13 @@ __all__ = ["REF_LEVEL_QUANTILE", "MACHINE_CHANGE_PCT", "PROBE_WINDOWS", "referen
            "table_level_ms", "probe_reference_level_ms", "apply_table_scale", "level_change_pct",
            "row_levels_ms", "probe_reference_windows_ms", "level_band_pct", "PROBE_MORE_WINDOWS",
            "OFF_STATE_PCT", "off_state", "off_state_keys", "retry_off_state",
+           "off_state_record", "rows_off_state_pct",
            "wait_for_fast_state", "busy_keys", "retry_keys", "note_quietest"]
 
 REF_LEVEL_QUANTILE = 0.05
 MACHINE_CHANGE_PCT = 7.0  # the least level change that can mean another machine state
 PROBE_WINDOWS = 10  # reference-only windows timed to tell the machine's current level
 PROBE_MORE_WINDOWS = 30  # more of them when the first ones disagree with the table (a busy phase)
-# a window's fastest reference round this far (%) above its table's level: the window never
-# saw the fast state. On host6 the windows' fastest reference rounds fell either within 23 %
-# of the level or 32 % and more above it (BENCHMARKS.md section 14.5)
-OFF_STATE_PCT = 25.0
 
 _SETTING = ["space", "batch_size", "backend", "device_type", "device", "threads", "precision"]
 
@@ -127,14 +125,35 @@ def off_state(ref_min_ms, level_ms, pct: float = OFF_STATE_PCT) -> np.ndarray:
             np.isfinite(level)
 
 
-def off_state_keys(fastest: dict, refs) -> list:
+def off_state_record(pct: float) -> dict:
+    """What a row's ``versions`` records of the off-state threshold ``pct`` its table was made
+    with: nothing at :data:`OFF_STATE_PCT`, else ``{"off_state_pct": pct}``."""
+    return {} if float(pct) == OFF_STATE_PCT else {"off_state_pct": float(pct)}
+
+
+def rows_off_state_pct(versions) -> np.ndarray:
+    """Each row's off-state threshold (percent) from its ``versions`` (JSON text, as
+    :func:`off_state_record` wrote it): :data:`OFF_STATE_PCT` where none is recorded."""
+    import json
+
+    out = np.full(len(versions), OFF_STATE_PCT)
+    for i, text in enumerate(versions):
+        if isinstance(text, str) and "off_state_pct" in text:
+            try:
+                out[i] = float(json.loads(text)["off_state_pct"])
+            except (ValueError, KeyError, TypeError):
+                pass
+    return out
+
+
+def off_state_keys(fastest: dict, refs, pct: float = OFF_STATE_PCT) -> list:
     """The keys of ``fastest`` (a subnet -> the fastest reference round of its windows, ms)
     none of whose windows met the fast state of a table whose windows' fastest reference rounds
-    are ``refs`` (:func:`off_state` against their level), in order."""
+    are ``refs`` (:func:`off_state` against their level, ``pct`` percent), in order."""
     if not fastest or not len(refs):
         return []
     keys = list(fastest)
-    flags = off_state([fastest[k] for k in keys], reference_level_ms(refs))
+    flags = off_state([fastest[k] for k in keys], reference_level_ms(refs), pct)
     return [k for k, f in zip(keys, flags) if f]
 
 
@@ -163,10 +182,11 @@ def busy_keys(quietest: dict, busy_pct: float | None) -> list:
 
 
 def retry_keys(fastest: dict, refs, quietest: dict | None = None,
-               busy_pct: float | None = None) -> list:
+               busy_pct: float | None = None, pct: float = OFF_STATE_PCT) -> list:
     """What :func:`retry_off_state` times again: the subnets off the fast state
-    (:func:`off_state_keys`), then those timed only beside other work (:func:`busy_keys`)."""
-    off = off_state_keys(fastest, refs)
+    (:func:`off_state_keys` at ``pct``), then those timed only beside other work
+    (:func:`busy_keys`)."""
+    off = off_state_keys(fastest, refs, pct)
     off_set = set(off)
     return off + [k for k in busy_keys(quietest or {}, busy_pct) if k not in off_set]
 
@@ -181,7 +201,8 @@ def note_quietest(quietest: dict, key, windows) -> None:
 
 def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="table",
                     ref_runner=None, wait_s: float = 0.0, runs: int = 3,
-                    quietest: dict | None = None, busy_pct: float | None = None) -> list:
+                    quietest: dict | None = None, busy_pct: float | None = None,
+                    pct: float = OFF_STATE_PCT) -> list:
     """Time again, up to ``retries`` times, the subnets of ``fastest`` none of whose windows
     met the fast state (:func:`off_state_keys`) and, with ``busy_pct``, those of ``quietest``
     all of whose windows shared their CPUs with other processes at least that busy
@@ -192,20 +213,21 @@ def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="tab
     of reference runs), and a busy one only once the others have been quieter than
     ``busy_pct`` for a probe (:func:`~ofa_latency.hardware.wait_until_quiet`, up to
     ``wait_s``): a spell longer than that ends the try, so it costs ``wait_s`` per try rather
-    than windows that cannot do better. Returns the keys still off the fast state or busy
-    (warned about)."""
+    than windows that cannot do better. ``pct``: how far (percent) above the table's level a
+    window's fastest reference round is off the fast state. Returns the keys still off the
+    fast state or busy (warned about)."""
     quietest = {} if quietest is None else quietest
     waited = 0.0
     for attempt in range(retries):
-        again = retry_keys(fastest, refs, quietest, busy_pct)
+        again = retry_keys(fastest, refs, quietest, busy_pct, pct)
         if not again:
             break
-        off_set = set(off_state_keys(fastest, refs))
+        off_set = set(off_state_keys(fastest, refs, pct))
         logger.info("%s: of %d subnets, %d were timed while the machine was in a slower state "
                     "(the reference's fastest round > %g %% above the table's level %.4g ms) "
                     "and %d only beside other processes keeping their CPUs >= %g %% busy: "
                     "timing them again (%d of %d)", where, max(len(fastest), len(quietest)),
-                    len(off_set), OFF_STATE_PCT,
+                    len(off_set), pct,
                     reference_level_ms(refs) if len(refs) else float("nan"),
                     len(again) - len(off_set), busy_pct if busy_pct is not None else float("nan"),
                     attempt + 1, retries)
@@ -220,7 +242,7 @@ def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="tab
                     break
             if ref_runner is not None and wait_s > 0 and key in off_set:
                 came, spent = wait_for_fast_state(ref_runner, reference_level_ms(refs), wait_s,
-                                                  runs)
+                                                  runs, pct)
                 waited += spent
                 if not came:
                     logger.info("%s: the machine stayed in its slower state for %.3g s of "
@@ -228,8 +250,8 @@ def retry_off_state(fastest: dict, refs: list, retries: int, measure, where="tab
                                 spent, len(again) - i, attempt + 1)
                     break
             measure(key)
-    left = retry_keys(fastest, refs, quietest, busy_pct) if retries else []
-    off = len(set(left) & set(off_state_keys(fastest, refs)))
+    left = retry_keys(fastest, refs, quietest, busy_pct, pct) if retries else []
+    off = len(set(left) & set(off_state_keys(fastest, refs, pct)))
     busy = len(left) - off
     if waited:
         logger.info("%s: %.3g s spent waiting for the fast state or for quieter CPUs", where,
