@@ -442,7 +442,8 @@ def drop_duplicate_rows(df: pd.DataFrame, where: str = "table") -> pd.DataFrame:
     A row timed while the machine was in its fast state is preferred to one that never saw it
     (its fastest reference round more than its table's off-state threshold, recorded in its
     ``versions`` when not :data:`~ofa_latency.profiling.scale.OFF_STATE_PCT`, above the level
-    in ``ref_baseline_ms``: a subnet timed again by ``profile_subnets`` for that reason), then one timed while other processes kept the CPUs less than
+    in ``ref_baseline_ms``: a subnet timed again by ``profile_subnets`` for that reason),
+    then one timed while other processes kept the CPUs less than
     :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT` busy (``others_busy_pct``). Where the
     rows carry their own interval (``ci_pct``: this package's profiler), the subnet's rows of
     that preferred kind are then combined into one, as a subnet's windows are
