@@ -933,8 +933,7 @@ def table_noise(df: pd.DataFrame) -> dict:
     wide = round(float(100 * (ci > WIDE_ROW_PCT).sum() / len(df)), 1) if len(ci) else None
     slow = state = state90 = None
     if len(df) and {"ref_min_ms", "ref_baseline_ms"} <= set(df.columns):
-        ref_min, level = (pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
-                          for c in ("ref_min_ms", "ref_baseline_ms"))
+        ref_min, level = _floats(df, "ref_min_ms"), _floats(df, "ref_baseline_ms")
         flags = off_state(ref_min, level, _row_thresholds(df))
         slow = round(float(100 * flags.sum() / len(df)), 1)
         with np.errstate(invalid="ignore", divide="ignore"):

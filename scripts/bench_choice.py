@@ -175,6 +175,13 @@ def runtimes(hosts):
                 t["main"], None
 
 
+def group_of(case: str, how: str) -> str:
+    """A cell's group: ``help`` (HELP), ``cpu`` (CPU cross-host), ``runtimes_<how>``."""
+    if case.startswith("help_"):
+        return "help"
+    return f"runtimes_{how}" if case.startswith("host") else "cpu"
+
+
 def compare_runs(records, path, rule="blend") -> dict:
     """Per group of cells (HELP, CPU cross-host, runtimes from fp32 / from all), ``rule``'s
     mean test MAPE per cell here against the run in ``path`` over the (case, how, N, seed)
@@ -199,8 +206,7 @@ def compare_runs(records, path, rule="blend") -> dict:
     print(f"\n{rule} against {path} (mean test MAPE over the common seeds):")
     for (case, how, n), pairs in sorted(cells.items()):
         there, here = (float(v) for v in np.mean(pairs, axis=0))
-        g = "help" if case.startswith("help") else ("runtimes_" + how) \
-            if case.startswith("host") else "cpu"
+        g = group_of(case, how)
         cell = {"case": case, "how": how, "n": n, "seeds": len(pairs), "before": round(there, 3),
                 "after": round(here, 3)}
         if case in full:
@@ -244,14 +250,9 @@ def summarise(records, rules=RULES):
 
 def groups(summary, rules=RULES):
     """Per group of cells (HELP, CPU cross-host, runtimes from fp32, runtimes from all)."""
-    def group(s):
-        if s["case"].startswith("help_"):
-            return "help"
-        return f"runtimes_{s['how']}" if s["case"].startswith("host") else "cpu"
-
     out = {}
-    for g in sorted({group(s) for s in summary}):
-        ss = [s for s in summary if group(s) == g]
+    for g in sorted({group_of(s["case"], s["how"]) for s in summary}):
+        ss = [s for s in summary if group_of(s["case"], s["how"]) == g]
         out[g] = {"cells": len(ss)}
         for u in rules:
             ratio = np.array([s["over_best"][u] for s in ss])

@@ -43,6 +43,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def pool_by_macs(space, n: int, seed: int):
+    """``n`` seeded samples of ``space``, their MACs (M) and the order that sorts them by MACs:
+    the pool the probes pick their subnets from."""
+    from ofa_latency.predictors._table import cost_table
+
+    pool = space.sample(n, seed=seed)
+    macs = cost_table(space, "macs_m").predict_encoded(space.encode(pool))
+    return pool, macs, np.argsort(macs)
+
+
 def _log_slope(x_ms, y_ms):
     """The least-squares slope of log ``y_ms`` on log ``x_ms``, the residuals, and the
     centred log ``x_ms``."""
@@ -119,7 +129,6 @@ def print_state(summary: dict) -> None:
 
 def main(argv=None) -> dict:
     from ofa_latency.hardware import describe_hardware
-    from ofa_latency.predictors._table import cost_table
     from ofa_latency.profiling import create_backend
     from ofa_latency.profiling.timing import TimingProtocol, measure
     from ofa_latency.spaces import get_space, reference_subnet
@@ -146,9 +155,7 @@ def main(argv=None) -> dict:
 
     space = get_space("ofa_mbv3_w1.2")
     be = create_backend(args.backend, threads=1, precision=args.precision)
-    pool = space.sample(args.pool, seed=args.seed)
-    macs = cost_table(space, "macs_m").predict_encoded(space.encode(pool))
-    order = np.argsort(macs)
+    pool, macs, order = pool_by_macs(space, args.pool, args.seed)
     if args.picks == 3:
         picks = {"fewest MACs": pool[order[0]], "median MACs": pool[order[len(order) // 2]],
                  "most MACs": pool[order[-1]]}

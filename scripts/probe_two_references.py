@@ -35,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_elasticity import pool_by_macs  # noqa: E402  (the same pool, one definition)
 
 
 def window(runners: dict, target: str, rounds: int, runs: int) -> dict:
@@ -57,7 +59,6 @@ def window(runners: dict, target: str, rounds: int, runs: int) -> dict:
 
 def main(argv=None) -> dict:
     from ofa_latency.hardware import describe_hardware
-    from ofa_latency.predictors._table import cost_table
     from ofa_latency.profiling import create_backend
     from ofa_latency.spaces import get_space, reference_subnet
 
@@ -75,9 +76,7 @@ def main(argv=None) -> dict:
 
     space = get_space("ofa_mbv3_w1.2")
     be = create_backend(args.backend, threads=1, precision=args.precision)
-    pool = space.sample(args.pool, seed=args.seed)
-    macs = cost_table(space, "macs_m").predict_encoded(space.encode(pool))
-    order = np.argsort(macs)
+    pool, _, order = pool_by_macs(space, args.pool, args.seed)
     inner = np.linspace(0, len(order) - 1, args.targets + 2).round().astype(int)[1:-1]
     targets = {f"MACs rank {r + 1}": pool[order[r]] for r in inner}
     runners = {"reference": be.prepare(space, reference_subnet(space), 1),

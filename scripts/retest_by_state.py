@@ -29,26 +29,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noise_floor import compare  # noqa: E402  (the retest's own figures, one definition)
+from retest_elasticity import pass_pairs, tables_by_setting  # noqa: E402  (one reader)
 
 THRESHOLDS = (5.0, 10.0, 15.0)
 
 
 def pairs(folders):
-    """``(host, setting, pass1 table, pass2 table)`` of every pair with reference columns."""
-    from ofa_latency.datasets import read_measurements
-
-    for folder in folders:
-        host = (re.search(r"host\d+", Path(folder).name) or [None])[0]
-        for p1 in sorted(Path(folder).glob("*_pass1.csv")):
-            p2 = p1.with_name(p1.name.replace("_pass1.csv", "_pass2.csv"))
-            if not p2.exists():
+    """``(host, setting, pass1 table, pass2 table)`` of every pair with reference columns
+    (:func:`retest_elasticity.tables_by_setting`), in folder and name order."""
+    order = {Path(f).name: i for i, f in enumerate(folders)}  # as the folders were given
+    found = []
+    for setting, tables in tables_by_setting(folders).items():
+        for name, a, b in pass_pairs(tables):
+            if "ref_min_ms" not in a.columns:
                 continue
-            a, b = read_measurements(p1), read_measurements(p2)
-            if not len(a) or not len(b) or "ref_min_ms" not in a.columns:
-                continue
+            host = (re.search(r"host\d+", name.split("/")[0]) or [None])[0]
+            a, b = (t.reset_index() for t in (a, b))
             for t in (a, b):
                 t["state_pct"] = 100 * (t.ref_min_ms / t.ref_baseline_ms - 1)
-            yield host, f"{a.backend.iloc[0]} {a.precision.iloc[0]}", a, b
+            folder, stem = name.split("/", 1)
+            found.append(((order[folder], stem), host, " ".join(setting), a, b))
+    for _, host, setting, a, b in sorted(found, key=lambda f: f[0]):
+        yield host, setting, a, b
 
 
 def analyse(a, b, x: float, draws: int, rng) -> dict | None:

@@ -64,6 +64,15 @@ def tables_by_setting(folders) -> dict:
     return out
 
 
+def pass_pairs(tables: dict):
+    """``(name, pass 1 table, pass 2 table)`` of every ``<name>_pass1`` / ``<name>_pass2`` pair
+    of ``tables`` (:func:`tables_by_setting`'s, one setting), in name order."""
+    for n1 in sorted(tables):
+        n2 = n1[:-1] + "2"
+        if n1.endswith("_pass1") and n2 in tables:
+            yield n1[:-len("_pass1")], tables[n1], tables[n2]
+
+
 def analyse(tables: dict) -> dict | None:
     """The size slopes against the reference levels, and the elasticity fit, of ``tables``
     (one setting) over the subnets all of them share; None with fewer than 3 tables."""
@@ -139,15 +148,10 @@ def held_out_pairs(groups: dict) -> list:
             k = fit["slope_per_log_ref_level"]
             anchor = float(np.mean(fit["log_ref_level"]))
             mine = {n: t for n, t in tables.items() if n.startswith(folder + "/")}
-            for n1 in sorted(mine):
-                if not n1.endswith("_pass1"):
-                    continue
-                n2 = n1[:-1] + "2"
-                if n2 not in mine:
-                    continue
-                common = mine[n1].index.intersection(mine[n2].index)
-                a, b = mine[n1].loc[common], mine[n2].loc[common]
-                row = {"setting": " ".join(setting), "pair": n1[:-len("_pass1")],
+            for pair_name, a, b in pass_pairs(mine):
+                common = a.index.intersection(b.index)
+                a, b = a.loc[common], b.loc[common]
+                row = {"setting": " ".join(setting), "pair": pair_name,
                        "k": k, "n": int(len(common))}
                 for label, f, where in (("measured", None, None),
                                         ("table_state", False, anchor),
@@ -211,10 +215,7 @@ def state_apart(groups: dict) -> dict:
     out = {}
     for setting, tables in sorted(groups.items()):
         apart, diff, above = [], [], []
-        for n1, a in tables.items():
-            b = tables.get(n1[:-1] + "2") if n1.endswith("_pass1") else None
-            if b is None:
-                continue
+        for _, a, b in pass_pairs(tables):
             common = a.index.intersection(b.index)
             a, b = a.loc[common], b.loc[common]
             d = np.log(a["latency_ms"] / b["latency_ms"]).to_numpy(dtype=float)

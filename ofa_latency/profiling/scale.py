@@ -136,14 +136,17 @@ def rows_off_state_pct(versions) -> np.ndarray:
     :func:`off_state_record` wrote it): :data:`OFF_STATE_PCT` where none is recorded."""
     import json
 
-    out = np.full(len(versions), OFF_STATE_PCT)
-    for i, text in enumerate(versions):
+    def pct(text) -> float:
         if isinstance(text, str) and "off_state_pct" in text:
             try:
-                out[i] = float(json.loads(text)["off_state_pct"])
+                return float(json.loads(text)["off_state_pct"])
             except (ValueError, KeyError, TypeError):
                 pass
-    return out
+        return OFF_STATE_PCT
+
+    known: dict = {}  # a table's rows share a few texts: each parsed once
+    return np.array([known[t] if t in known else known.setdefault(t, pct(t))
+                     for t in versions], dtype=float)
 
 
 def off_state_keys(fastest: dict, refs, pct: float = OFF_STATE_PCT) -> list:
