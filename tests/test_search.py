@@ -470,6 +470,45 @@ def test_verification_at_the_level_of_the_runs_profiling_table(acc, fake_est, mb
     assert at_own > 1.2 * truth and abs(at_run / truth - 1) < 0.05
 
 
+def test_confirmation_waits_for_the_fast_state(fake_est, mbv3, tmp_path):
+    """A host whose slow state (30 % slower, in spells of a few hundred runs) slows the subnets
+    6 % less than the reference: a window there reads the subnet 6 % fast. The confirmation
+    waits for the fast state and reads it as it is; timed at once in the slow state it reads
+    it fast, and says how far off the state was. A level the machine never reaches now (a
+    table from a 20 % faster moment) costs a bounded wait and windows, and is said too."""
+    from ofa_latency.profiling import TimingProtocol, profile_subnets
+    from ofa_latency.search.workflow import _state_text, confirm
+
+    _, fast = fake_est
+    prof = tmp_path / "profile.csv"
+    profile_subnets(mbv3, fast, mbv3.sample(6, seed=8), 1, prof, progress=False)
+    sub = mbv3.sample(1, seed=3)[0]
+    truth = fast.true_latency_ms(mbv3, sub)
+    out = {}
+    for near in (5.0, None):
+        host = create_backend("fake", seed=0, drift=0.3, phase_runs=400, slow_skew=0.06)
+        host._machine.slow = True  # the confirmation starts in a slow spell
+        out[near] = confirm(mbv3, host, sub.to_dict(), 1, prof, 2 * truth, level_tables=[prof],
+                            near_pct=near)
+    waited, at_once = out[5.0], out[None]
+    assert abs(waited["measured_ms"] / truth - 1) < 0.015
+    assert waited["state_pct"] <= 5.0 and waited["waited_s"] > 0 and waited["windows"] == 1
+    assert at_once["measured_ms"] / truth - 1 < -0.04
+    assert at_once["state_pct"] > 25 and at_once["windows"] == 1 and at_once["waited_s"] == 0
+    assert "from its level" in _state_text(waited)
+    never = tmp_path / "faster.csv"
+    rows = pd.read_csv(prof)
+    for c in ("ref_latency_ms", "ref_min_ms", "ref_baseline_ms"):
+        rows[c] *= 0.8
+    rows.to_csv(never, index=False)
+    c = confirm(mbv3, create_backend("fake", seed=0), sub.to_dict(), 1, never, 2 * truth,
+                level_tables=[never], protocol=TimingProtocol(off_state_wait_s=0.5))
+    assert c["windows"] == 3 and c["state_pct"] > 20 and 1.0 <= c["waited_s"] < 2.5
+    assert "never within 5 %" in _state_text(c)
+    with pytest.raises(ValueError, match="near_pct"):
+        confirm(mbv3, fast, sub.to_dict(), 1, prof, truth, near_pct=0)
+
+
 def test_cli_search_verifies_at_the_level_of_a_table_of_the_session(acc, fake_est, mbv3,
                                                                     tmp_path, capsys):
     """`--level-table`: the candidates are expressed at that table's reference level (the
