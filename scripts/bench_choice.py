@@ -48,8 +48,10 @@ RULES = ("average", "stack", "blend")
 # other ways to share the weight between the scores and the stacking, judged with --rules
 # (not in the library): the stacked share chosen by a second level of cross-validation over
 # the first repeat's folds (0, 0.25, ..., 1), a share growing with the samples (n / (n + 20),
-# n / (n + candidates)), and stacking weights averaged over 20 bootstrap resamples of the rows
-EXTRA_RULES = ("nested", "grow20", "growM", "bagstack", "bagblend")
+# n / (n + candidates)), stacking weights averaged over 20 bootstrap resamples of the rows
+# (and half of those), and the blend whose stacking weights only the candidates the scores
+# weight (``support``: none that the cross-validation itself rejects)
+EXTRA_RULES = ("nested", "grow20", "growM", "bagstack", "bagblend", "support")
 _SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -81,6 +83,8 @@ def rule_weights(rule, cand, y, seed):
             for m, v in _stack_weights(cand, y, rng.integers(0, len(y), len(y))).items():
                 acc[m] = acc.get(m, 0.0) + v / 20
         return acc if rule == "bagstack" else _shared(wa, acc, 0.5)
+    if rule == "support":
+        return _shared(wa, _choice_weights("stack", {m: cand[m] for m in wa}, y), 0.5)
     share = {"nested": lambda: _nested_share(cand, y, seed),
              "grow20": lambda: len(y) / (len(y) + 20),
              "growM": lambda: len(y) / (len(y) + len(cand))}[rule]()
