@@ -30,9 +30,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-def summarise(series: dict, near: float) -> dict:
-    """Per subnet: each way's median confirmed latency against the fast-state reading (%),
-    its windows' median state and device seconds, and how many confirmations there were."""
+def summarise(series: dict, near: float, confirm_near: float) -> dict:
+    """Per subnet: each way's median confirmed latency against the fast-state reading (%;
+    the median of the confirmations either way whose reference ran within ``near`` % of the
+    level), its kept windows' median state, the share of them farther off than
+    ``confirm_near`` (the confirmation's threshold), its seconds and windows."""
     out = {}
     for name, s in series.items():
         allc = s["waited"] + s["at_once"]
@@ -54,11 +56,26 @@ def summarise(series: dict, near: float) -> dict:
                 "mean_abs_vs_fast_state_pct": None if ref is None else
                 round(float(np.mean(np.abs(100 * (ms / ref - 1)))), 2),
                 "state_median_pct": round(float(np.nanmedian(states)), 2),
-                "states_over_near_pct": round(float(100 * np.mean(states > near)), 1),
+                "states_over_near_pct": round(float(100 * np.mean(states > confirm_near)), 1),
                 "median_seconds": round(float(np.median([c["seconds"] for c in cs])), 2),
+                "mean_seconds": round(float(np.mean([c["seconds"] for c in cs])), 2),
                 "median_windows": float(np.median([c["windows"] for c in cs]))}
         out[name] = per
     return out
+
+
+def print_summary(summary: dict, near: float, confirm_near: float) -> None:
+    for name, per in summary.items():
+        print(f"{name}: fast-state reading {per['fast_state_ms']} ms "
+              f"({per['fast_state_confirmations']} confirmations within {near:g} %)")
+        for way in ("waited", "at_once"):
+            w = per[way]
+            print(f"  {way:8s} n {w['n']:3d}  median {w['median_ms']:.4f} ms "
+                  f"({w['median_vs_fast_state_pct']} % vs fast state; mean |diff| "
+                  f"{w['mean_abs_vs_fast_state_pct']} %)  state median {w['state_median_pct']} "
+                  f"%, {w['states_over_near_pct']} % over {confirm_near:g} %  "
+                  f"{w['median_seconds']} s (mean {w['mean_seconds']}), "
+                  f"{w['median_windows']:g} windows")
 
 
 def main(argv=None) -> dict:
@@ -80,8 +97,16 @@ def main(argv=None) -> dict:
                    help="a confirmation whose reference ran within this (%%) of the level "
                         "counts towards the subnet's fast-state reading")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summarise", metavar="JSON", default=None,
+                   help="instead: read a run's JSON, summarise its series again, write it back")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.summarise:
+        out = json.loads(Path(args.summarise).read_text())
+        out["summary"] = summarise(out["series"], out["fast_state_within_pct"], out["near_pct"])
+        print_summary(out["summary"], out["fast_state_within_pct"], out["near_pct"])
+        Path(args.summarise).write_text(json.dumps(out, indent=1))
+        return out
 
     space = get_space("ofa_mbv3_w1.2")
     be = create_backend(args.backend, threads=1, precision=args.precision)
@@ -110,17 +135,8 @@ def main(argv=None) -> dict:
                 f"{n} " + ", ".join(f"{w} {s[w][-1]['measured_ms']:.3f} ms "
                                     f"({s[w][-1]['state_pct']} %)" for w in s)
                 for n, s in series.items()), flush=True)
-    summary = summarise(series, args.near)
-    for name, per in summary.items():
-        print(f"{name}: fast-state reading {per['fast_state_ms']} ms "
-              f"({per['fast_state_confirmations']} confirmations within {args.near:g} %)")
-        for way in ("waited", "at_once"):
-            w = per[way]
-            print(f"  {way:8s} n {w['n']:3d}  median {w['median_ms']:.4f} ms "
-                  f"({w['median_vs_fast_state_pct']} % vs fast state; mean |diff| "
-                  f"{w['mean_abs_vs_fast_state_pct']} %)  state median {w['state_median_pct']} "
-                  f"%, {w['states_over_near_pct']} % over {CONFIRM_NEAR_PCT:g} %  "
-                  f"{w['median_seconds']} s, {w['median_windows']:g} windows")
+    summary = summarise(series, args.near, CONFIRM_NEAR_PCT)
+    print_summary(summary, args.near, CONFIRM_NEAR_PCT)
     out = {"command": " ".join(["python", "scripts/probe_confirm_state.py", *sys.argv[1:]]),
            "backend": args.backend, "precision": args.precision,
            "hardware": describe_hardware(args.backend, 1, "cpu", precision=args.precision),
