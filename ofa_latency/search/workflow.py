@@ -73,7 +73,8 @@ class Verification:
 # the confirmation is timed once the reference runs within this of the level its latency is
 # expressed at (the machine's fast state, waited for; a window found farther off is timed
 # again): in a window about 10 % slower, a large int8 subnet read 1.6-5.7 % faster relative
-# to the reference than in the fast state (BENCHMARKS.md section 16.36)
+# to the reference than in the fast state (BENCHMARKS.md section 16.36); confirmed this way its
+# reading moved from 2.0-3.2 % under its fast-state one to 0.7-1.0 % (section 16.37)
 CONFIRM_NEAR_PCT = 5.0
 
 # candidates are timed in two windows, each a fresh preparation, so their interval also sees
