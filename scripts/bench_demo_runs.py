@@ -210,6 +210,10 @@ def main(argv=None) -> int:
                                                        "measured_over_predicted")}
                                    for v in rep.get("rounds") or []],
                         "confirmed_ms": (rep.get("confirmation") or {}).get("measured_ms"),
+                        # how near the fast state the confirmation came, its windows and wait
+                        # (absent before the confirmation waited for it)
+                        **{f"confirmation_{k}": (rep.get("confirmation") or {}).get(k)
+                           for k in ("state_pct", "windows", "waited_s")},
                         "remeasured_ms": again,
                         "remeasured_windows": args.remeasure_windows[0],
                         "remeasured_by_windows": by_windows,
