@@ -209,6 +209,9 @@ def main(argv=None) -> int:
                         "rounds": [{k: v[k] for k in ("round", "refitted", "candidates",
                                                        "measured_over_predicted")}
                                    for v in rep.get("rounds") or []],
+                        # seconds the rounds' candidates waited for the fast state
+                        "verification_waited_s": round(sum(v.get("waited_s") or 0.0 for v in
+                                                           rep.get("rounds") or []), 2),
                         "confirmed_ms": (rep.get("confirmation") or {}).get("measured_ms"),
                         # how near the fast state the confirmation came, its windows and wait
                         # (absent before the confirmation waited for it)

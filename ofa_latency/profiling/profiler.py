@@ -20,14 +20,15 @@ from .conversions import CACHE
 from .modelstore import model_store
 from .scale import (PROBE_MORE_WINDOWS, level_band_pct, level_change_pct, note_quietest,
                     off_state_record, probe_reference_level_ms, probe_reference_windows_ms,
-                    reference_level_ms, retry_keys, retry_off_state, table_level_ms)
+                    reference_level_ms, retry_keys, retry_off_state, table_level_ms,
+                    wait_for_fast_state)
 from .timing import (TimingProtocol, WindowChooser, busy_mean, combine_windows,
                      measure_windows)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["profile_subnets", "MachineChangedError", "table_hardware_path",
-           "reference_fingerprint_ms", "run_level_ms"]
+           "reference_fingerprint_ms", "run_level_ms", "setting_level_ms"]
 
 
 class MachineChangedError(UsageError):
@@ -80,7 +81,13 @@ def run_level_ms(rows: pd.DataFrame, tables) -> float:
     though their ratios agree. NaN when no row of that setting is drift-corrected."""
     if not len(rows):
         return float("nan")
-    setting = {c: rows[c].iloc[0] for c in SETTING_COLUMNS}
+    return setting_level_ms({c: rows[c].iloc[0] for c in SETTING_COLUMNS}, tables)
+
+
+def setting_level_ms(setting: dict, tables) -> float:
+    """The reference level (ms) of the windows of ``setting`` (:func:`backend_setting`) in the
+    tables ``tables`` (DataFrames) together; NaN when none of their rows of it is
+    drift-corrected (:func:`run_level_ms`)."""
     parts = [o[setting_mask(o, setting)] for o in tables
              if len(o) and "ref_latency_ms" in o.columns]
     parts = [p for p in parts if len(p)]
@@ -160,7 +167,8 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                     allow_machine_change: bool = False,
                     check_machine: bool = True,
                     retime_above_pct: Optional[float] = None,
-                    convert_jobs: int | str = 0) -> pd.DataFrame:
+                    convert_jobs: int | str = 0, wait_near_pct: Optional[float] = None,
+                    level_ms: Optional[float] = None) -> pd.DataFrame:
     """Measure ``subnets`` and append one row each to ``out_path``; resume where it stopped.
 
     Subnets already in the table for the same setting (space, backend, device, threads,
@@ -217,6 +225,15 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         current one (:class:`~.ahead.ConvertAhead`). 0: convert each subnet here, then time it.
         ``"auto"`` (``profile``'s default): one helper for int8 and LiteRT settings where this
         process is pinned and another CPU is free, else 0 (:func:`~.ahead.auto_convert_jobs`).
+    wait_near_pct : float, optional
+        Before each subnet, run the reference alone until a round comes within this (percent)
+        of ``level_ms`` (the machine's fast state), for up to ``protocol.off_state_wait_s``
+        seconds of runs (:func:`~.scale.wait_for_fast_state`): verification times its
+        candidates so, as the confirmation does (in a slower state a large int8 subnet reads
+        a few percent fast, BENCHMARKS.md sections 16.36-16.37). None: no wait.
+    level_ms : float, optional
+        The level ``wait_near_pct`` waits for (e.g. the profiling table's, the predictor's);
+        default the table's own, once it has windows.
 
     Returns
     -------
@@ -227,6 +244,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         or over the whole call where no window knows it;
         :func:`~ofa_latency.hardware.others_busy_pct`; None where unknown or nothing was
         timed), logged as a warning from :data:`~ofa_latency.hardware.OTHERS_BUSY_WARN_PCT`.
+        ``attrs["waited_s"]``: seconds of reference runs ``wait_near_pct`` waited.
         ``attrs["models"]``: how many runtime models this call converted in this process
         (``converted``; the reference's included) and read from the model cache
         (``from_cache``, :mod:`.modelstore`), and how many subnets' models helper processes
@@ -252,7 +270,11 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                                    or not isinstance(convert_jobs, int) or convert_jobs < 0):
         raise ValueError(f"convert_jobs = {convert_jobs!r}; must be an int >= 0 or 'auto'")
     check_retime_above(retime_above_pct)
+    if wait_near_pct is not None and not (wait_near_pct > 0 and math.isfinite(wait_near_pct)):
+        raise ValueError(f"wait_near_pct = {wait_near_pct!r}; must be a finite number > 0 "
+                         f"(percent above the level) or None")
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
+    waited = [0.0]
     with MeasurementLog(out_path) as log:  # the lock is held until every row is written
         made_before = (CACHE.conversions, CACHE.store_hits)
         models = {"converted": 0, "from_cache": 0, "subnets_ahead": 0}
@@ -298,6 +320,12 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                                 if "window_sd_pct" in mine.columns else ())
 
         def measure_one(sub, again=False):
+            if wait_near_pct is not None and ref_runner is not None:
+                lvl = level_ms if level_ms is not None else \
+                    (reference_level_ms(refs) if refs else math.nan)
+                if math.isfinite(lvl):
+                    waited[0] += wait_for_fast_state(ref_runner, lvl, protocol.off_state_wait_s,
+                                                     protocol.runs_per_round, wait_near_pct)[1]
             windows = measure_windows(lambda: backend.prepare(space, sub, batch_size), ref_runner,
                                       protocol, chooser.next_windows())
             chooser.add(windows)
@@ -372,6 +400,10 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     out = table[sel].reset_index(drop=True)
     out.attrs["others_busy_pct"] = busy
     out.attrs["models"] = models
+    out.attrs["waited_s"] = round(waited[0], 2)
+    if waited[0]:
+        logger.info("%s: %.3g s of reference runs spent waiting for the fast state before "
+                    "subnets", out_path, waited[0])
     if protocol.auto_windows:
         w = chooser.one_window_ci_pct
         out.attrs["auto_windows"] = {"two_windows": chooser.two_windows, "timed": chooser.timed,

@@ -55,6 +55,8 @@ class Verification:
     # where this round's candidates' models came from (``profile_subnets``' count: made in
     # the timing process, read from the model store, made ahead by a helper process)
     models: dict | None = None
+    # seconds of reference runs spent waiting for the fast state before the candidates
+    waited_s: float | None = None
 
     @property
     def chosen_row(self) -> dict | None:
@@ -70,11 +72,12 @@ class Verification:
         return dataclasses.asdict(self)
 
 
-# the confirmation is timed once the reference runs within this of the level its latency is
-# expressed at (the machine's fast state, waited for; a window found farther off is timed
-# again): in a window about 10 % slower, a large int8 subnet read 1.6-5.7 % faster relative
-# to the reference than in the fast state (BENCHMARKS.md section 16.36); confirmed this way its
-# reading moved from 2.0-3.2 % under its fast-state one to 0.7-1.0 % (section 16.37)
+# the confirmation, and each verified candidate, is timed once the reference runs within this
+# of the level its latency is expressed at (the machine's fast state, waited for; a
+# confirmation window found farther off is timed again): in a window about 10 % slower, a
+# large int8 subnet read 1.6-5.7 % faster relative to the reference than in the fast state
+# (BENCHMARKS.md section 16.36); confirmed this way its reading moved from 2.0-3.2 % under
+# its fast-state one to 0.7-1.0 % (section 16.37)
 CONFIRM_NEAR_PCT = 5.0
 
 # candidates are timed in two windows, each a fresh preparation, so their interval also sees
@@ -112,7 +115,8 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
            constraint: int = 0, budget_ms: float | None = None, progress: bool = True,
            owned: bool = False, allow_machine_change: bool = False,
            protocol: TimingProtocol = VERIFY_PROTOCOL, round_no: int = 1,
-           level_tables=(), convert_jobs: int | str = 0) -> Verification:
+           level_tables=(), convert_jobs: int | str = 0,
+           near_pct: float | None = CONFIRM_NEAR_PCT) -> Verification:
     """Profile the ``top_k`` best candidates of ``result`` on ``backend`` (appended to the
     resumable ``table``, each until its own interval is tight: ``protocol``) and choose the
     most accurate whose measured *upper bound* (the measurement plus its 90 % half-width)
@@ -129,16 +133,26 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
     ``convert_jobs``: helper processes that make the candidates' models ahead of their timing
     (:func:`~ofa_latency.profiling.profile_subnets`; ``"auto"``, the command line's default:
     one for int8 and LiteRT settings where this process is pinned and another CPU is free), so
-    that a candidate is measured as ``profile`` measured the table its predictor learned."""
+    that a candidate is measured as ``profile`` measured the table its predictor learned.
+    ``near_pct``: each candidate is timed once the reference runs within this (percent) of
+    the level (``level_tables``', else the verification table's own once it has windows),
+    waiting up to ``protocol.off_state_wait_s`` seconds of reference runs, as :func:`confirm`
+    does (``waited_s`` in the result; None: no wait)."""
     from ..datasets import read_measurements
     from ..profiling import profile_subnets
+    from ..profiling.profiler import backend_setting, setting_level_ms
 
     cands = result.candidates[:top_k]
     budget = float(budget_ms if budget_ms is not None else result.budgets_ms[constraint])
     subs = [space.validate(c["arch"]) for c in cands]
+    ahead_level = setting_level_ms(backend_setting(space, backend, batch_size),
+                                   [read_measurements(t) for t in level_tables
+                                    if Path(t).exists()]) if level_tables else float("nan")
     df = profile_subnets(space, backend, subs, batch_size, table, progress=progress,
                          check_machine=not owned, allow_machine_change=allow_machine_change,
-                         protocol=protocol, convert_jobs=convert_jobs)
+                         protocol=protocol, convert_jobs=convert_jobs,
+                         wait_near_pct=near_pct,
+                         level_ms=ahead_level if np.isfinite(ahead_level) else None)
     level = _level_ms(df, level_tables)
     if level is not None:
         df = df.assign(latency_ms=np.where(df["ratio"].notna(), df["ratio"] * level,
@@ -158,7 +172,7 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
                         rows=rows, chosen=_most_accurate(rows), table=str(table),
                         round=round_no, level_ms=level,
                         others_busy_pct=df.attrs.get("others_busy_pct"),
-                        models=df.attrs.get("models"),
+                        models=df.attrs.get("models"), waited_s=df.attrs.get("waited_s"),
                         window_ci_pct=None if window_ci is None else round(window_ci, 3))
 
 
@@ -517,7 +531,8 @@ def deploy(out_dir, space, arch: dict, result: SearchResult, verification: Verif
                     "search_budget_ms": v.search_budget_ms,
                     "candidates": sum(r.get("round") == v.round for r in v.rows) or len(v.rows),
                     "measured_over_predicted": round(v.measured_over_predicted(), 4),
-                    "others_busy_pct": v.others_busy_pct, "models": v.models}
+                    "others_busy_pct": v.others_busy_pct, "models": v.models,
+                    "waited_s": v.waited_s}
                    for v in rounds],
         "batch_size": batch_size, "setting": setting, "hardware": hardware,
         "search_seconds": result.seconds, "search_extra": result.extra,
