@@ -28,7 +28,7 @@ from .timing import (TimingProtocol, WindowChooser, busy_mean, combine_windows,
 logger = logging.getLogger(__name__)
 
 __all__ = ["profile_subnets", "MachineChangedError", "table_hardware_path",
-           "reference_fingerprint_ms", "run_level_ms", "setting_level_ms"]
+           "reference_fingerprint_ms", "run_level_ms"]
 
 
 class MachineChangedError(UsageError):
@@ -69,25 +69,17 @@ def check_one_setting(log, existing, setting, allow_mixed=False):
                      f"one setting: use another --out, or --allow-mixed-settings to mix them")
 
 
-def run_level_ms(rows: pd.DataFrame, tables) -> float:
-    """The reference level (ms) that the tables ``tables`` (DataFrames) give ``rows``' setting:
-    their windows of that setting together. A run that profiles a machine and then verifies
-    on it (the demo) expresses its verification at its profiling table's level, the level
-    its predictor was fitted at, rather than at the verification table's own.
+def run_level_ms(setting: dict, tables) -> float:
+    """The reference level (ms) that the tables ``tables`` (DataFrames) give ``setting``
+    (:func:`backend_setting`): their windows of that setting together. A run that profiles a
+    machine and then verifies on it (the demo) expresses its verification at its profiling
+    table's level, the level its predictor was fitted at, rather than at the verification
+    table's own.
 
     Each table alone takes the level of the moments it saw; a shared host that moves between
     a fast and a 30-45 % slower state for minutes at a time (BENCHMARKS.md 15.1) gives a
     one-minute table that saw only the slow state a level that far above a longer table's,
     though their ratios agree. NaN when no row of that setting is drift-corrected."""
-    if not len(rows):
-        return float("nan")
-    return setting_level_ms({c: rows[c].iloc[0] for c in SETTING_COLUMNS}, tables)
-
-
-def setting_level_ms(setting: dict, tables) -> float:
-    """The reference level (ms) of the windows of ``setting`` (:func:`backend_setting`) in the
-    tables ``tables`` (DataFrames) together; NaN when none of their rows of it is
-    drift-corrected (:func:`run_level_ms`)."""
     parts = [o[setting_mask(o, setting)] for o in tables
              if len(o) and "ref_latency_ms" in o.columns]
     parts = [p for p in parts if len(p)]
@@ -274,7 +266,7 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
         raise ValueError(f"wait_near_pct = {wait_near_pct!r}; must be a finite number > 0 "
                          f"(percent above the level) or None")
     subs = list(dict.fromkeys(space.validate(a) for a in subnets))
-    waited = [0.0]
+    waited_s = 0.0
     with MeasurementLog(out_path) as log:  # the lock is held until every row is written
         made_before = (CACHE.conversions, CACHE.store_hits)
         models = {"converted": 0, "from_cache": 0, "subnets_ahead": 0}
@@ -320,12 +312,13 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
                                 if "window_sd_pct" in mine.columns else ())
 
         def measure_one(sub, again=False):
+            nonlocal waited_s
             if wait_near_pct is not None and ref_runner is not None:
                 lvl = level_ms if level_ms is not None else \
                     (reference_level_ms(refs) if refs else math.nan)
                 if math.isfinite(lvl):
-                    waited[0] += wait_for_fast_state(ref_runner, lvl, protocol.off_state_wait_s,
-                                                     protocol.runs_per_round, wait_near_pct)[1]
+                    waited_s += wait_for_fast_state(ref_runner, lvl, protocol.off_state_wait_s,
+                                                   protocol.runs_per_round, wait_near_pct)[1]
             windows = measure_windows(lambda: backend.prepare(space, sub, batch_size), ref_runner,
                                       protocol, chooser.next_windows())
             chooser.add(windows)
@@ -400,10 +393,10 @@ def profile_subnets(space, backend, subnets: Iterable, batch_size: int, out_path
     out = table[sel].reset_index(drop=True)
     out.attrs["others_busy_pct"] = busy
     out.attrs["models"] = models
-    out.attrs["waited_s"] = round(waited[0], 2)
-    if waited[0]:
+    out.attrs["waited_s"] = round(waited_s, 2)
+    if waited_s:
         logger.info("%s: %.3g s of reference runs spent waiting for the fast state before "
-                    "subnets", out_path, waited[0])
+                    "subnets", out_path, waited_s)
     if protocol.auto_windows:
         w = chooser.one_window_ci_pct
         out.attrs["auto_windows"] = {"two_windows": chooser.two_windows, "timed": chooser.timed,

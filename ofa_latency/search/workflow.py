@@ -140,20 +140,17 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
     does (``waited_s`` in the result; None: no wait)."""
     from ..datasets import read_measurements
     from ..profiling import profile_subnets
-    from ..profiling.profiler import backend_setting, setting_level_ms
 
     cands = result.candidates[:top_k]
     budget = float(budget_ms if budget_ms is not None else result.budgets_ms[constraint])
     subs = [space.validate(c["arch"]) for c in cands]
-    ahead_level = setting_level_ms(backend_setting(space, backend, batch_size),
-                                   [read_measurements(t) for t in level_tables
-                                    if Path(t).exists()]) if level_tables else float("nan")
+    level = _level_ms(space, backend, batch_size, level_tables)
     df = profile_subnets(space, backend, subs, batch_size, table, progress=progress,
                          check_machine=not owned, allow_machine_change=allow_machine_change,
                          protocol=protocol, convert_jobs=convert_jobs,
-                         wait_near_pct=near_pct,
-                         level_ms=ahead_level if np.isfinite(ahead_level) else None)
-    level = _level_ms(df, level_tables)
+                         wait_near_pct=near_pct, level_ms=level)
+    if "ratio" not in df.columns:  # not drift-corrected: nothing to express at a level
+        level = None
     if level is not None:
         df = df.assign(latency_ms=np.where(df["ratio"].notna(), df["ratio"] * level,
                                            df["latency_ms"]))
@@ -176,15 +173,16 @@ def verify(result: SearchResult, space, backend, batch_size: int, table, top_k: 
                         window_ci_pct=None if window_ci is None else round(window_ci, 3))
 
 
-def _level_ms(df, level_tables) -> float | None:
-    """The reference level ``level_tables`` give the verification rows ``df`` (None without
-    them, or when none of their rows of that setting is drift-corrected)."""
+def _level_ms(space, backend, batch_size: int, level_tables) -> float | None:
+    """The reference level ``level_tables`` give the setting ``backend`` measures (None
+    without them, or when none of their rows of that setting is drift-corrected)."""
     from ..datasets import read_measurements
-    from ..profiling.profiler import run_level_ms
+    from ..profiling.profiler import backend_setting, run_level_ms
 
-    if not level_tables or "ratio" not in df.columns:
+    if not level_tables:
         return None
-    level = run_level_ms(df, [read_measurements(t) for t in level_tables if Path(t).exists()])
+    level = run_level_ms(backend_setting(space, backend, batch_size),
+                         [read_measurements(t) for t in level_tables if Path(t).exists()])
     if not np.isfinite(level):
         logger.warning("%s: no drift-corrected row of the verified setting; the measurements "
                        "stay at the verification table's own level",
@@ -224,7 +222,8 @@ def confirm(space, backend, arch, batch_size: int, table, budget_ms: float,
                          f"the level) or None")
     sub = space.validate(arch)
     rows = read_measurements(table)
-    level = _level_ms(rows, level_tables) or float(rows["ref_baseline_ms"].iloc[0])
+    level = _level_ms(space, backend, batch_size, level_tables) or \
+        float(rows["ref_baseline_ms"].iloc[0])
     ref = backend.prepare(space, reference_subnet(space), batch_size)
     res, state, windows, waited = None, float("nan"), 0, 0.0
     for _ in range(1 + (protocol.off_state_retries if near_pct is not None else 0)):
