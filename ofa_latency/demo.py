@@ -27,10 +27,11 @@ DEMO_BASE = "ofa_mbv3_w1.2_onnxruntime_cpu_t1_b1_xgb"
 def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
              latency_ms: float | None = None, accuracy_predictor=None, proxy: bool = False,
              top_k: int = 5, seed: int = 0, progress: bool = True, on_step=None,
-             backend=None, allow_machine_change: bool = False):
+             backend=None, allow_machine_change: bool = False,
+             convert_jobs: int | str = 0):
     """Profile ``n`` subnets here, fine-tune ``base`` to them, search under ``latency_ms``
     (default: the 30th percentile of the profiled subnets), verify the top ``top_k`` and
-    export the winner into ``out``.
+    export the winner into ``out``, in the format of ``backend``'s runtime and precision.
 
     Parameters
     ----------
@@ -42,11 +43,19 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
     on_step : callable, optional
         Called with one line of text per step, in the order the steps run.
     backend : ProfilingBackend, optional
-        Default onnxruntime, 1 thread (tests pass the fake device).
+        The runtime and precision profiled, verified and deployed (e.g.
+        ``create_backend("openvino", threads=1, precision="int8")``); default onnxruntime
+        fp32, 1 thread (tests pass the fake device). ``base`` may be of another runtime or
+        precision: fine-tuning and the closed loop's refits carry it to this one.
     allow_machine_change : bool
         Resume into ``out``'s tables although the machine's speed moved beyond their own
         noise (:func:`~ofa_latency.profiling.profile_subnets`); within one run its tables
         are never checked against themselves.
+    convert_jobs : int or "auto"
+        Helper processes that make the next subnets' models ahead of their timing, in the
+        profiling and the verification (:func:`~ofa_latency.profiling.profile_subnets`;
+        ``"auto"``: one for int8 and LiteRT settings where this process is pinned to a CPU and
+        another is free).
 
     Returns
     -------
@@ -83,14 +92,15 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
     out.mkdir(parents=True, exist_ok=True)
     backend = backend or create_backend("onnxruntime", threads=1)
     table = out / "measurements.csv"
-    say(f"[1/4] profiling {n} random subnets on this machine ({backend.name}, "
-        f"{backend.threads} thread(s)) -> {table}")
+    say(f"[1/4] profiling {n} random subnets on this machine ({backend.name} "
+        f"{backend.precision}, {backend.threads} thread(s)) -> {table}")
     hw = describe_hardware(backend.name, backend.threads, backend.device,
                            measure=backend.name != "fake" and
-                           not table_hardware_path(table).exists())
+                           not table_hardware_path(table).exists(),
+                           precision=backend.precision)
     df = profile_subnets(space, backend, space.sample(n, seed=seed), 1, table,
                          progress=progress, hardware=hw,
-                         allow_machine_change=allow_machine_change)
+                         allow_machine_change=allow_machine_change, convert_jobs=convert_jobs)
     say(f"      {len(df)} subnets: {df.latency_ms.min():.2f} .. {df.latency_ms.max():.2f} ms "
         f"(median {df.latency_ms.median():.2f})")
     say("      " + noise_text(table_noise(df)))
@@ -132,6 +142,9 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
                                    backend=backend, batch_size=1, seed=seed, top_k=top_k,
                                    progress=progress, estimators=[str(pred_dir)],
                                    allow_machine_change=allow_machine_change, refit=refit,
-                                   level_tables=[table])
-    say(f"[4/4] exported the chosen subnet -> {out / 'subnet.onnx'} (report.json, summary.md)")
+                                   level_tables=[table], convert_jobs=convert_jobs)
+    deployed = outcome.report.get("deployed") or {}
+    say(f"[4/4] exported the chosen subnet -> {out / deployed.get('path', 'subnet.onnx')} "
+        f"({deployed.get('runtime', backend.name)} {deployed.get('precision', '')}; "
+        f"report.json, summary.md)")
     return outcome

@@ -7,6 +7,9 @@
     python scripts/bench_demo_runs.py --runs 10 --busy 3 --resume --json data/benchmarks/demo_runs.json \
         --accuracy-predictor ../shared/data/ofa_acc_predictor/acc_predictor.pth
                                     # keep the runs already in the JSON, make the rest
+    python scripts/bench_demo_runs.py --runs 5 --busy 1 --backend openvino --precision int8 \
+        --pin 1 --accuracy-predictor ../shared/data/ofa_acc_predictor/acc_predictor.pth \
+        --json data/benchmarks/demo_runs_openvino_int8.json    # another deployment runtime
 
 Runs ``ofa-latency demo`` into a fresh folder ``--runs`` times, the last ``--busy`` of them
 beside a busy-loop process hogging a core. After each finished run, the exported subnet is
@@ -123,6 +126,15 @@ def main(argv=None) -> int:
     p.add_argument("--remeasure-windows", type=int, nargs="+", default=[1], metavar="W",
                    help="windows per subnet of the separate re-measurement (profile "
                         "--windows); several: one table each, in this order")
+    p.add_argument("--backend", default="onnxruntime",
+                   help="demo --backend: the runtime profiled, verified, deployed and "
+                        "re-measured (default onnxruntime)")
+    p.add_argument("--precision", default="fp32", help="demo --precision (fp32, int8)")
+    p.add_argument("--base", default=None, help="demo --base (default: the demo's own)")
+    p.add_argument("--pin", type=int, default=None, metavar="CPU",
+                   help="run the demo and the re-measurement on this CPU only (taskset), so "
+                        "that int8 and LiteRT models are made ahead on another (the busy "
+                        "loop is not pinned)")
     p.add_argument("--accuracy-predictor", default=None,
                    help="OFA's accuracy predictor (required to run the demo)")
     p.add_argument("--json", default=None)
@@ -145,6 +157,8 @@ def main(argv=None) -> int:
     from ofa_latency.hardware import describe_hardware
 
     exe = str(Path(sys.executable).parent / "ofa-latency")
+    pin = [] if args.pin is None else ["taskset", "-c", str(args.pin)]
+    setting = ["--backend", args.backend, "--precision", args.precision]
     work = Path(tempfile.mkdtemp(prefix="demo-runs-"))
     rows = []
     if args.resume and args.json and Path(args.json).exists():
@@ -156,9 +170,10 @@ def main(argv=None) -> int:
         out = work / f"demo_{i}"
         t0 = time.perf_counter()
         try:
-            r = subprocess.run([exe, "demo", "--out", str(out), "--accuracy-predictor",
-                                args.accuracy_predictor, "--quiet"], capture_output=True,
-                               text=True)
+            r = subprocess.run([*pin, exe, "demo", "--out", str(out), "--accuracy-predictor",
+                                args.accuracy_predictor, *setting, "--quiet"]
+                               + (["--base", args.base] if args.base else []),
+                               capture_output=True, text=True)
         finally:
             if hog is not None:
                 hog.kill()
@@ -178,7 +193,7 @@ def main(argv=None) -> int:
             for k, w in (order[::-1] if i % 2 else order):  # alternate which goes first
                 name = "confirm.csv" if k == 0 else f"confirm_w{w}.csv"
                 t1 = time.perf_counter()
-                c = subprocess.run([exe, "profile", "--backend", "onnxruntime", "--threads",
+                c = subprocess.run([*pin, exe, "profile", *setting, "--threads",
                                     "1", "--windows", str(w), "--archs", str(arch_file),
                                     "--out", str(out / name), "--quiet"],
                                    capture_output=True, text=True)
@@ -220,7 +235,8 @@ def main(argv=None) -> int:
                         "remeasured_ms": again,
                         "remeasured_windows": args.remeasure_windows[0],
                         "remeasured_by_windows": by_windows,
-                        "remeasured_over_budget_pct": round(100 * (again / budget - 1), 2)})
+                        "remeasured_over_budget_pct": round(100 * (again / budget - 1), 2),
+                        "deployed": (rep.get("deployed") or {}).get("path")})
         else:
             row["error"] = (r.stderr.strip().splitlines() or [""])[-1][:300]
         rows.append(row)
@@ -232,7 +248,9 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "command": "python scripts/bench_demo_runs.py " + " ".join(argv or sys.argv[1:]),
-            "hardware": describe_hardware("onnxruntime", 1),
+            "setting": {"backend": args.backend, "precision": args.precision,
+                        "base": args.base, "pin": args.pin},
+            "hardware": describe_hardware(args.backend, 1, precision=args.precision),
             "summary": summary, "rows": rows}, indent=1))
     return 0
 

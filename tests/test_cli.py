@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from ofa_latency.cli import main
+from ofa_latency.errors import UsageError
 
 CLI = [sys.executable, "-m", "ofa_latency.cli"]
 
@@ -290,6 +291,30 @@ def test_demo_refuses_bad_sizes_at_once(tmp_path, capsys):
         assert main(["demo", "--n", n, "--out", str(tmp_path / "d")]) == 2
     assert time.perf_counter() - t0 < 5
     assert "at least 5" in capsys.readouterr().err
+
+
+def test_demo_profiles_verifies_and_deploys_the_runtime_it_is_given(tmp_path, monkeypatch,
+                                                                     capsys):
+    """``demo --backend/--precision`` hands the library workflow that setting's backend (and
+    ``--convert-jobs``); a setting that does not exist is refused as a usage error."""
+    import ofa_latency.demo as demo
+
+    seen = {}
+
+    def fake_run_demo(out, backend=None, convert_jobs=None, **kw):
+        seen.update(backend=(backend.name, backend.precision, backend.threads),
+                    convert_jobs=convert_jobs)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    out = str(tmp_path / "d")
+    assert main(["demo", "--backend", "onnxruntime", "--precision", "int8", "--out", out]) == 2
+    assert seen == {"backend": ("onnxruntime", "int8", 1), "convert_jobs": "auto"}
+    assert main(["demo", "--out", out, "--convert-jobs", "0"]) == 2
+    assert seen == {"backend": ("onnxruntime", "fp32", 1), "convert_jobs": 0}
+    seen.clear()
+    assert main(["demo", "--backend", "torch", "--precision", "int8", "--out", out]) == 2
+    assert not seen and "backend 'torch' supports" in capsys.readouterr().err
 
 
 def test_search_without_export_imports_neither_torch_nor_xgboost(tmp_path):

@@ -288,14 +288,21 @@ def test_demo_offline_without_an_accuracy_predictor_walks_the_whole_path(tmp_pat
     steps = []
     # 16 subnets: with 12 the fine-tuned predictor missed the fake device by 11-13 % and the
     # loop met the budget in its third round or not, as the timing noise fell
+    # at int8: a setting other than the default is profiled and verified as given (the fake
+    # device records any precision; its latencies do not depend on it)
     outcome = run_demo(tmp_path / "demo", n=16, top_k=3, progress=False,
-                       on_step=steps.append, backend=create_backend("fake"))
+                       on_step=steps.append, backend=create_backend("fake", precision="int8"))
     assert steps[0].startswith("NOTE: ") and "MACs proxy" in steps[0]
+    assert "(fake int8, 1 thread(s))" in steps[1]
+    for table in ("measurements.csv", "verify.csv"):
+        assert set(pd.read_csv(tmp_path / "demo" / table).precision) == {"int8"}
     assert "get-accuracy-predictor" in steps[0]
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert "MACs proxy" in report["accuracy_note"] and "proxy" in report["accuracy_label"].lower()
     assert "MACs proxy" in (tmp_path / "demo" / "summary.md").read_text().split("\n")[2]
     assert (tmp_path / "demo" / "subnet.onnx").stat().st_size > 0
+    assert report["verified_with"]["precision"] == "int8"
+    assert steps[-1].startswith("[4/4] exported the chosen subnet -> ") and "subnet.onnx" in steps[-1]
     assert outcome.report["meets_budget_measured"] is True
     # the profiling step says how noisy the machine was (who else was busy too, where its
     # timings are long enough for the kernel's counters: not the fake device's,

@@ -171,11 +171,14 @@ def _refitter(spec):
 
 def cmd_demo(args) -> int:
     from ..demo import run_demo
+    from ..profiling import create_backend
 
+    backend = create_backend(args.backend, threads=1, precision=args.precision)
     outcome = run_demo(args.out, n=args.n, base=args.base, latency_ms=args.latency_ms,
                        accuracy_predictor=args.accuracy_predictor, proxy=args.proxy,
                        top_k=args.top_k, seed=args.seed, progress=not args.quiet,
-                       on_step=print, allow_machine_change=args.allow_machine_change)
+                       on_step=print, allow_machine_change=args.allow_machine_change,
+                       backend=backend, convert_jobs=args.convert_jobs)
     print_verification(outcome.rounds)
     print()
     print(outcome.summary)
@@ -268,7 +271,16 @@ def register(sub) -> None:
                                      "search, verify, export (a few minutes)")
     de.add_argument("--out", default="runs/demo")
     de.add_argument("--n", type=positive_int, default=40, help="subnets to profile (>= 5)")
-    de.add_argument("--base", default=DEMO_BASE, help="shipped predictor to fine-tune")
+    de.add_argument("--base", default=DEMO_BASE, help="shipped predictor to fine-tune (of "
+                    "any runtime or precision: fine-tuning carries it to --backend's)")
+    de.add_argument("--backend", default="onnxruntime",
+                    choices=["onnxruntime", "openvino", "litert", "torch"],
+                    help="the runtime profiled, verified and deployed (1 thread; default "
+                         "onnxruntime; openvino and litert need their extras)")
+    de.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                    help="int8: onnxruntime, openvino, litert (post-training static "
+                         "quantization, calibrated on random inputs)")
+    add_convert_jobs_option(de)
     de.add_argument("--latency-ms", type=float, default=None,
                     help="budget (default: the 30th percentile of the profiled subnets)")
     de.add_argument("--accuracy-predictor", default=None)
