@@ -518,6 +518,80 @@ def test_confirmation_waits_for_the_fast_state(fake_est, mbv3, tmp_path):
         confirm(mbv3, fast, sub.to_dict(), 1, prof, truth, near_pct=0)
 
 
+def test_a_confirmation_over_the_budget_is_timed_again_then_the_next_candidate(
+        fake_est, mbv3, tmp_path, monkeypatch):
+    """One window over the budget does not decide: a second fresh window is judged with it
+    (their geometric mean); a subnet both windows put over is not deployed, the next most
+    accurate candidate that met the budget is confirmed instead; when none is, the error
+    names the closest."""
+    from ofa_latency.profiling import TimingProtocol, profile_subnets
+    from ofa_latency.search import workflow
+    from ofa_latency.search.workflow import Verification, confirm_choice, summary_text
+
+    _, fast = fake_est
+    subs = mbv3.sample(4, seed=5)
+    table = tmp_path / "verify.csv"
+    profile_subnets(mbv3, fast, subs, 1, table, progress=False,
+                    protocol=TimingProtocol(windows=2))
+    budget = 10.0
+    # the most accurate (0.85) failed verification; then A, B, C met it, in this order
+    rows = [{"arch": sub.to_dict(), "accuracy": a, "measured_ms": 9.8, "meets": m}
+            for sub, a, m in zip(subs, (0.85, 0.80, 0.79, 0.78), (False, True, True, True))]
+    script = {}  # image size and arch -> the windows' readings, in order
+    calls = []
+
+    def scripted(space, backend, arch, batch_size, table_, budget_ms, **kw):
+        key = json.dumps(arch, sort_keys=True)
+        ms = script[key].pop(0)
+        calls.append(key)
+        return {"measured_ms": ms, "ratio": ms / 5, "meets": ms <= budget_ms * 1.01,
+                "over_budget_pct": round(100 * (ms / budget_ms - 1), 2), "tolerance_pct": 1.0,
+                "state_pct": 0.5, "near_pct": 5.0, "windows": 1, "waited_s": 0.1}
+
+    monkeypatch.setattr(workflow, "confirm", scripted)
+    key = [json.dumps(r["arch"], sort_keys=True) for r in rows]
+
+    def run(readings):
+        script.clear()
+        script.update({k: list(v) for k, v in zip(key[1:], readings)})
+        calls.clear()
+        ver = Verification(budget_ms=budget, search_budget_ms=budget,
+                           rows=[dict(r) for r in rows], chosen=1, table=str(table))
+        return ver, confirm_choice(mbv3, fast, ver, 1, table)
+
+    # A's first window meets: one window, A deployed
+    ver, c = run([[9.9], [], []])
+    assert ver.chosen == 1 and len(calls) == 1 and "window_ms" not in c
+    assert [a["meets"] for a in c["attempts"]] == [True]
+    # A's first window over, its second under: judged together, A deployed
+    ver, c = run([[10.4, 9.5], [], []])
+    assert ver.chosen == 1 and c["meets"] and c["window_ms"] == [10.4, 9.5]
+    assert c["measured_ms"] == pytest.approx((10.4 * 9.5) ** 0.5, abs=1e-4)
+    assert c["windows"] == 2 and c["waited_s"] == pytest.approx(0.2)
+    assert "two fresh windows" in summary_text(_report_with(c))
+    # A over in both windows: B (the next most accurate that met the budget) is deployed
+    ver, c = run([[11.0, 10.8], [9.7], []])
+    assert ver.chosen == 2 and calls == [key[1], key[1], key[2]]
+    assert [a["meets"] for a in c["attempts"]] == [False, True]
+    assert c["attempts"][0]["confirmed_ms"] == pytest.approx((11.0 * 10.8) ** 0.5, abs=1e-4)
+    assert "not deployed: a more accurate candidate (0.8000" in summary_text(_report_with(c))
+    # none of the three confirmed: an error that names the closest (C, 10.349 ms)
+    with pytest.raises(UsageError, match=r"no candidate was confirmed under 10.0 ms: 3 tried.*"
+                                         r"closest confirmed 10.349 ms"):
+        run([[11.0, 10.8], [10.9, 10.7], [10.5, 10.2]])
+    with pytest.raises(ValueError, match="candidates"):
+        confirm_choice(mbv3, fast, Verification(budget, budget, rows, 1, str(table)), 1,
+                       table, candidates=0)
+
+
+def _report_with(confirmation: dict) -> dict:
+    """The least report :func:`summary_text` writes a confirmation line from."""
+    return {"space": "ofa_mbv3_w1.2", "finder": "fast", "accuracy": 0.8,
+            "accuracy_label": "top-1", "budgets_ms": [10.0], "estimators": ["e"],
+            "predicted_ms": [9.9], "search_budgets_ms": [10.0], "measured_ms": None,
+            "confirmation": confirmation, "arch": {}}
+
+
 def test_verification_times_candidates_in_the_fast_state(acc, fake_est, mbv3, tmp_path):
     """The same slow spells as the confirmation's test, at the start of a verification: its
     candidates are timed once the reference runs near the profiling table's level, and read
