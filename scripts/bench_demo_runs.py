@@ -231,7 +231,13 @@ def main(argv=None) -> int:
                         # how near the fast state the confirmation came, its windows and wait
                         # (absent before the confirmation waited for it)
                         **{f"confirmation_{k}": (rep.get("confirmation") or {}).get(k)
-                           for k in ("state_pct", "windows", "waited_s")},
+                           for k in ("state_pct", "windows", "waited_s", "window_ms")},
+                        # the subnets the confirmation tried (more than one: the first was
+                        # over the budget in two fresh windows; absent before it could)
+                        "confirmation_attempts": [
+                            {k: a[k] for k in ("accuracy", "measured_ms", "confirmed_ms",
+                                               "confirmation_windows", "meets")}
+                            for a in (rep.get("confirmation") or {}).get("attempts") or []],
                         "remeasured_ms": again,
                         "remeasured_windows": args.remeasure_windows[0],
                         "remeasured_by_windows": by_windows,
