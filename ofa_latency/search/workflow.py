@@ -317,7 +317,9 @@ def confirm_choice(space, backend, verification: Verification, batch_size: int, 
                         "over_budget_pct": round(100 * (ms / budget - 1), 2),
                         "tolerance_pct": round(tolerance2, 3),
                         "meets": bool(ms <= budget * (1 + tolerance2 / 100)),
-                        "state_pct": conf[1]["state_pct"],
+                        # the farther of the two windows from the level
+                        "state_pct": max((c["state_pct"] for c in conf
+                                          if c["state_pct"] is not None), default=None),
                         "windows": sum(c["windows"] for c in conf),
                         "waited_s": round(sum(c["waited_s"] for c in conf), 2)})
         attempts.append({"arch": row["arch"], "accuracy": row["accuracy"],
