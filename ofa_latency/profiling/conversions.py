@@ -360,6 +360,9 @@ def openvino_model(model_bytes: bytes, precision: str = "fp32", batches=None):
     if precision == "int8":
         nncf = require("nncf")
         logging.getLogger("nncf").setLevel(logging.WARNING)
+        # NNCF's quantization imports torch.utils.cpp_extension, which warns through torch's
+        # own handler that a CPU build has no CUDA runtime: once per process, helpers included
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         # NNCF draws rich progress bars on stdout for every model, whatever the log level:
         # one per subnet of a table would bury the profiler's own progress and --quiet
         with contextlib.redirect_stdout(io.StringIO()) as shown:
