@@ -143,8 +143,7 @@ def run_demo(out="runs/demo", n: int = 40, base: str = DEMO_BASE,
                                    progress=progress, estimators=[str(pred_dir)],
                                    allow_machine_change=allow_machine_change, refit=refit,
                                    level_tables=[table], convert_jobs=convert_jobs)
-    deployed = outcome.report.get("deployed") or {}
-    say(f"[4/4] exported the chosen subnet -> {out / deployed.get('path', 'subnet.onnx')} "
-        f"({deployed.get('runtime', backend.name)} {deployed.get('precision', '')}; "
-        f"report.json, summary.md)")
+    deployed = outcome.report["deployed"]  # the demo always exports
+    say(f"[4/4] exported the chosen subnet -> {out / deployed['path']} "
+        f"({deployed['runtime']} {deployed['precision']}; report.json, summary.md)")
     return outcome

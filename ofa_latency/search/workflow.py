@@ -296,7 +296,6 @@ def confirm_choice(space, backend, verification: Verification, batch_size: int, 
         raise ValueError(f"candidates = {candidates!r}; must be an int >= 1")
     rows = verification.rows
     budget = float(verification.budget_ms)
-    tolerance2 = max(NOISE_FLOOR_PCT, _window_ci_pct(read_measurements(table), 2) or 0.0)
     attempts, tried, out = [], set(), None
     while verification.chosen is not None and len(attempts) < candidates:
         row = rows[verification.chosen]
@@ -308,7 +307,8 @@ def confirm_choice(space, backend, verification: Verification, batch_size: int, 
                                 level_tables=level_tables, near_pct=near_pct,
                                 protocol=protocol))
         out = dict(conf[0])
-        if len(conf) == 2:
+        if len(conf) == 2:  # judged against what two windows move on this host
+            tolerance2 = max(NOISE_FLOOR_PCT, _window_ci_pct(read_measurements(table), 2) or 0.0)
             ms = float(np.exp(np.mean([np.log(c["measured_ms"]) for c in conf])))
             out.update({"measured_ms": round(ms, 4),
                         "window_ms": [c["measured_ms"] for c in conf],
